@@ -1,0 +1,3 @@
+"""Gauntlet: attack-and-defend as a service."""
+
+__version__ = "0.1.0"

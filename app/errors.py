@@ -1,0 +1,105 @@
+"""Domain errors and the one place that maps them (and everything else) to HTTP answers."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("gauntlet.api")
+
+
+class DomainError(Exception):
+    """An expected failure with a stable code, a message for people and an HTTP status."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class Unauthorized(DomainError):
+    """Missing, malformed or unknown API key."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(DomainError):
+    """The object does not exist for this tenant (another tenant's object included)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    """The object is in a state that does not allow the request."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(DomainError):
+    """An upload over the configured size limit."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(DomainError):
+    """An upload in a format the service does not accept."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InvalidInput(DomainError):
+    """A request that is well-formed but makes no sense (incompatible shapes, bad eps, ...)."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+def error_body(code: str, message: str, details: list | None = None) -> dict:
+    """The JSON body of every error answer."""
+    body: dict = {"error": {"code": code, "message": message}}
+    if details:
+        body["error"]["details"] = details
+    return body
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict]:
+    """Validation errors without echoing uploaded bytes back."""
+    details = []
+    for error in exc.errors():
+        details.append({"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg"))})
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into a JSON error without a traceback."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(exc)
+        summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
+        return JSONResponse(error_body("invalid_request", summary, details), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body("internal", "internal error; it has been logged"), status_code=500)

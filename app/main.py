@@ -1,0 +1,36 @@
+"""The FastAPI application: routes, error handlers, middleware, and the engine and queue it uses."""
+
+import logging
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.db import make_engine, make_session_factory
+from app.errors import install_error_handlers
+from app.middleware import BodySizeLimit, RequestMetrics
+from app.queue import JobQueue
+from app.routes import artifacts, datasets, health, jobs, models
+from app.settings import Settings, get_settings
+
+DESCRIPTION = (
+    "Attack-and-defend as a service for neural networks. Upload a model (ONNX or safetensors), pick a "
+    "dataset, submit a job, poll it, and fetch a robustness report. Authenticate with "
+    "`Authorization: Bearer <api key>` (create one with `gauntlet keys create --tenant NAME`)."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for the given settings (the process's settings by default)."""
+    settings = settings or get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = FastAPI(title="Gauntlet", version=__version__, description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.engine = make_engine(settings)
+    app.state.session_factory = make_session_factory(app.state.engine)
+    app.state.queue = JobQueue(settings)
+    install_error_handlers(app)
+    for module in (health, models, datasets, jobs, artifacts):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestMetrics)
+    return app

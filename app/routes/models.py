@@ -1,0 +1,85 @@
+"""Model routes: thin wrappers over app.services.models."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import FormData
+
+from app.deps import Context
+from app.errors import InvalidInput, UnsupportedMediaType
+from app.orm import ModelRecord
+from app.routes.uploads import read_limited
+from app.schemas.resources import ItemList, ModelView, RemoteModelCreate
+from app.services import models as service
+from app.services.context import ServiceContext
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+UPLOAD_DESCRIPTION = (
+    "Multipart upload of an ONNX or safetensors model (fields `file`, `name`, `format`, `input_shape`, "
+    "`num_classes`, optional `input_range`, and `architecture` for safetensors), or a JSON body "
+    "registering a remote prediction endpoint. Answers 202; a worker validates the model to `ready` or "
+    "`invalid` (with a reason). Pickles, torch.save, TorchScript and torch.export files are refused."
+)
+
+
+@router.post("", status_code=202, response_model=ModelView, description=UPLOAD_DESCRIPTION,
+             openapi_extra={"requestBody": {"content": {
+                 "multipart/form-data": {"schema": {"type": "object", "required": [
+                     "file", "name", "format", "input_shape", "num_classes"]}},
+                 "application/json": {"schema": RemoteModelCreate.model_json_schema()}}}})
+async def create_model(request: Request, ctx: Context) -> JSONResponse:
+    """Upload a model file or register a remote endpoint."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        body = RemoteModelCreate.model_validate_json(await request.body())
+        record = service.create_remote_model(ctx, body)
+    elif content_type.startswith("multipart/form-data"):
+        record = await _create_from_form(request, ctx)
+    else:
+        raise UnsupportedMediaType("send multipart/form-data (a model file) or application/json (a remote model)")
+    return JSONResponse(service.model_view(record).model_dump(mode="json"), status_code=202)
+
+
+def _form_text(form: FormData, key: str) -> str | None:
+    """A text field of the form, or None."""
+    value = form.get(key)
+    return value if isinstance(value, str) else None
+
+
+async def _create_from_form(request: Request, ctx: ServiceContext) -> ModelRecord:
+    """Parse the multipart form and hand it to the service."""
+    form = await request.form(max_files=1, max_fields=10)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidInput("the form needs a file field named 'file'")
+    name, fmt, shape = _form_text(form, "name"), _form_text(form, "format"), _form_text(form, "input_shape")
+    num_classes = _form_text(form, "num_classes")
+    if name is None or fmt is None or shape is None or num_classes is None:
+        raise InvalidInput("the form needs fields name, format, input_shape and num_classes")
+    if not num_classes.strip().isdigit():
+        raise InvalidInput("num_classes must be an integer")
+    fields = service.parse_upload_fields(
+        name, fmt, shape, int(num_classes), _form_text(form, "input_range"), _form_text(form, "architecture")
+    )
+    data = await read_limited(upload, ctx.settings.max_upload_bytes)
+    return service.create_uploaded_model(ctx, fields, data)
+
+
+@router.get("", response_model=ItemList[ModelView])
+def list_models(ctx: Context) -> ItemList[ModelView]:
+    """List this tenant's models."""
+    return ItemList[ModelView](items=[service.model_view(r) for r in service.list_models(ctx)])
+
+
+@router.get("/{model_id}", response_model=ModelView)
+def get_model(model_id: str, ctx: Context) -> ModelView:
+    """Read one model, including its validation status."""
+    return service.model_view(service.get_model(ctx, model_id))
+
+
+@router.delete("/{model_id}", status_code=204)
+def delete_model(model_id: str, ctx: Context) -> Response:
+    """Delete a model and its finished jobs."""
+    service.delete_model(ctx, model_id)
+    return Response(status_code=204)
+

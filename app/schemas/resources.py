@@ -1,0 +1,82 @@
+"""Views of models, datasets and artifacts, and the JSON body for a remote model."""
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+ModelFormat = Literal["onnx", "safetensors"]
+ModelStatus = Literal["validating", "ready", "invalid"]
+
+
+class ModelView(BaseModel):
+    """A model as the API shows it."""
+
+    id: str
+    name: str
+    format: str
+    status: ModelStatus
+    invalid_code: str | None
+    invalid_reason: str | None
+    white_box: bool | None
+    input_shape: list[int]
+    num_classes: int
+    input_range: list[float]
+    architecture: str | None
+    endpoint_url: str | None
+    size_bytes: int
+    intake: dict[str, Any] | None
+    created_at: datetime
+    validated_at: datetime | None
+
+
+class RemoteModelCreate(BaseModel):
+    """A black-box prediction endpoint; its host must be on the operator's allowlist."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    endpoint_url: AnyHttpUrl
+    input_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=6)]
+    num_classes: Annotated[int, Field(ge=2, le=100_000)]
+    input_range: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.0, 1.0]
+
+
+class DatasetView(BaseModel):
+    """A dataset as the API shows it (built-in ones included)."""
+
+    id: str
+    name: str
+    n_samples: int
+    sample_shape: list[int]
+    num_classes: int
+    dtype: str
+    x_min: float
+    x_max: float
+    size_bytes: int
+    builtin: bool = False
+    created_at: datetime | None
+
+
+class ArtifactView(BaseModel):
+    """A file produced by a job; download it from `download_url`."""
+
+    id: str
+    job_id: str
+    kind: str
+    name: str
+    media_type: str
+    size_bytes: int
+    created_at: datetime
+    download_url: str
+
+
+class ItemList(BaseModel, Generic[T]):
+    """A plain list of items."""
+
+    items: list[T]
+
+
+# Names of the engine's architecture catalog (worker/engine/catalog.py); a test keeps them equal.
+ARCHITECTURE_NAMES: tuple[str, ...] = ("mlp", "small-cnn")

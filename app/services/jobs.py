@@ -1,0 +1,167 @@
+"""Job use cases: submit (idempotently), read, list with a cursor, cancel, report and artifacts."""
+
+import base64
+import hashlib
+import json
+import logging
+from datetime import datetime
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from app.errors import Conflict, InvalidInput, NotFound
+from app.orm import TERMINAL_JOB_STATES, Artifact, Job, utcnow
+from app.schemas.jobs import JobError, JobSpec, JobView
+from app.services import compatibility
+from app.services.context import ServiceContext
+from app.services.datasets import dataset_facts
+from app.services.models import get_model
+
+log = logging.getLogger("gauntlet.jobs")
+
+
+def _request_hash(spec: JobSpec) -> str:
+    """A stable hash of a spec, to tell a retried request from a different one."""
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None = None) -> Job:
+    """Check the spec against its model and dataset, commit the job, then enqueue its id."""
+    request_hash = _request_hash(spec)
+    if idempotency_key is not None:
+        existing = ctx.session.scalar(
+            select(Job).where(Job.tenant_id == ctx.tenant_id, Job.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            if existing.request_hash != request_hash:
+                raise Conflict("this Idempotency-Key was used with a different job spec", code="idempotency_conflict")
+            return existing
+    model = get_model(ctx, spec.model_id)
+    compatibility.check_model_ready(model)
+    compatibility.check_dataset_fits(model, dataset_facts(ctx, spec.dataset_id))
+    compatibility.check_attack_params(model, spec)
+    callback = str(spec.callback_url) if spec.callback_url else None
+    compatibility.check_callback_url(callback, ctx.settings.remote_host_allowlist)
+    job = Job(
+        tenant_id=ctx.tenant_id, kind=spec.kind, model_id=model.id, dataset_id=spec.dataset_id,
+        params=spec.params.model_dump(mode="json"), seed=spec.seed, callback_url=callback,
+        idempotency_key=idempotency_key, request_hash=request_hash, stage="queued",
+    )
+    ctx.session.add(job)
+    try:
+        ctx.session.commit()
+    except IntegrityError:
+        ctx.session.rollback()
+        if idempotency_key is None:
+            raise
+        return submit_job(ctx, spec, idempotency_key)  # a concurrent request with the same key won
+    try:
+        ctx.queue.send_job(job.id)
+    except Exception:
+        log.exception("could not enqueue job %s; the reconciler will send it", job.id)
+        return job
+    job.enqueued_at = utcnow()
+    ctx.session.commit()
+    return job
+
+
+def get_job(ctx: ServiceContext, job_id: str) -> Job:
+    """A job of this tenant; 404 for anything else."""
+    job = ctx.session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == ctx.tenant_id))
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def _encode_cursor(job: Job) -> str:
+    """An opaque cursor pointing after this job."""
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _after_cursor(query: Select, cursor: str) -> Select:
+    """Restrict a newest-first query to rows after the cursor."""
+    try:
+        created_iso, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        created = datetime.fromisoformat(created_iso)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("cursor is not valid; pass back the next_cursor of a previous page") from exc
+    return query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+
+
+def list_jobs(
+    ctx: ServiceContext, *, status: str | None, kind: str | None, cursor: str | None, limit: int
+) -> tuple[list[Job], str | None]:
+    """This tenant's jobs, newest first, filtered, one page at a time."""
+    query = select(Job).where(Job.tenant_id == ctx.tenant_id)
+    if status:
+        query = query.where(Job.status == status)
+    if kind:
+        query = query.where(Job.kind == kind)
+    if cursor:
+        query = _after_cursor(query, cursor)
+    rows = list(ctx.session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def cancel_job(ctx: ServiceContext, job_id: str) -> Job:
+    """Cancel now if queued; ask the worker to stop between batches if running."""
+    job = get_job(ctx, job_id)
+    if job.status in TERMINAL_JOB_STATES:
+        raise Conflict(f"job {job_id} already {job.status}", code="job_finished")
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status, job.stage, job.finished_at = "cancelled", "cancelled", utcnow()
+    ctx.session.commit()
+    try:
+        ctx.queue.revoke(job.id)
+    except Exception:
+        log.warning("could not revoke the message of job %s; its state guard will skip it", job.id)
+    return job
+
+
+def get_report(ctx: ServiceContext, job_id: str) -> dict:
+    """The JSON report of a succeeded job; 409 until then."""
+    job = get_job(ctx, job_id)
+    if job.status != "succeeded" or job.report is None:
+        raise Conflict(f"job {job_id} is {job.status}; the report exists once it has succeeded",
+                       code="report_not_ready")
+    return job.report
+
+
+def list_artifacts(ctx: ServiceContext, job_id: str) -> list[Artifact]:
+    """Artifacts of one of this tenant's jobs."""
+    job = get_job(ctx, job_id)
+    query = select(Artifact).where(Artifact.job_id == job.id, Artifact.tenant_id == ctx.tenant_id)
+    return list(ctx.session.scalars(query.order_by(Artifact.created_at)))
+
+
+def get_report_html(ctx: ServiceContext, job_id: str) -> Artifact:
+    """The HTML report artifact of a succeeded job; 409 until then."""
+    get_report(ctx, job_id)
+    for artifact in list_artifacts(ctx, job_id):
+        if artifact.kind == "report_html":
+            return artifact
+    raise NotFound(f"job {job_id} has no HTML report")
+
+
+def get_artifact(ctx: ServiceContext, artifact_id: str) -> Artifact:
+    """An artifact of this tenant; 404 for anything else."""
+    artifact = ctx.session.scalar(
+        select(Artifact).where(Artifact.id == artifact_id, Artifact.tenant_id == ctx.tenant_id)
+    )
+    if artifact is None:
+        raise NotFound(f"artifact {artifact_id} not found")
+    return artifact
+
+
+def job_view(job: Job) -> JobView:
+    """The API view of a job."""
+    error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
+    return JobView(
+        id=job.id, kind=job.kind, status=job.status, progress=job.progress, stage=job.stage, error=error,
+        model_id=job.model_id, dataset_id=job.dataset_id, params=job.params, seed=job.seed,
+        attempts=job.attempts, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, summary=job.summary,
+    )

@@ -1,0 +1,154 @@
+"""Model use cases: upload, register a remote endpoint, list, read, delete."""
+
+import json
+import logging
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+
+from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from app.orm import Job, ModelRecord, utcnow
+from app.schemas.resources import ARCHITECTURE_NAMES, ModelView, RemoteModelCreate
+from app.services.context import ServiceContext
+from app.storage import put_blob
+
+log = logging.getLogger("gauntlet.models")
+
+ACCEPTED_FORMATS = ("onnx", "safetensors")
+EXPORT_HINT = (
+    "export the model to ONNX instead: torch.onnx.export(model.eval(), torch.rand(1, *input_shape), "
+    "'model.onnx', dynamo=False, input_names=['input'], output_names=['logits'], "
+    "dynamic_axes={'input': {0: 'batch'}})"
+)
+
+
+class UploadFields(BaseModel):
+    """The form fields of a model upload, after JSON decoding."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    format: str
+    input_shape: list[int] = Field(min_length=1, max_length=6)
+    num_classes: int = Field(ge=2, le=100_000)
+    input_range: list[float] = Field(default=[0.0, 1.0], min_length=2, max_length=2)
+    architecture: str | None = None
+
+
+def _json_field(raw: str | None, field: str) -> object:
+    """Decode a form field that holds JSON."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{field} must be JSON, for example [1, 8, 8]") from exc
+
+
+def parse_upload_fields(
+    name: str, fmt: str, input_shape: str, num_classes: int, input_range: str | None, architecture: str | None
+) -> UploadFields:
+    """Validate the upload's form fields; 415 for refused formats, 422 for the rest."""
+    if fmt.lower() not in ACCEPTED_FORMATS:
+        raise UnsupportedMediaType(
+            f"format {fmt!r} is not accepted; send 'onnx' or 'safetensors'. Pickles, torch.save files, "
+            f"TorchScript and torch.export archives are refused because loading them runs code: {EXPORT_HINT}"
+        )
+    raw = {"name": name, "format": fmt.lower(), "input_shape": _json_field(input_shape, "input_shape"),
+           "num_classes": num_classes, "architecture": architecture}
+    if input_range is not None:
+        raw["input_range"] = _json_field(input_range, "input_range")
+    try:
+        fields = UploadFields.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+    if any(d < 1 for d in fields.input_shape):
+        raise InvalidInput("input_shape dimensions must be positive")
+    low, high = fields.input_range
+    if not low < high:
+        raise InvalidInput("input_range must be [low, high] with low < high")
+    if fields.format == "safetensors" and fields.architecture not in ARCHITECTURE_NAMES:
+        raise InvalidInput(f"safetensors uploads need architecture, one of {list(ARCHITECTURE_NAMES)}")
+    if fields.format == "onnx" and fields.architecture is not None:
+        raise InvalidInput("architecture only applies to safetensors uploads")
+    return fields
+
+
+def _enqueue_validation(ctx: ServiceContext, record: ModelRecord) -> None:
+    """Send the validation message after commit; the reconciler re-sends it if this fails."""
+    try:
+        ctx.queue.send_model_validation(record.id)
+    except Exception:
+        log.exception("could not enqueue validation of %s; the reconciler will retry", record.id)
+        return
+    record.enqueued_at = utcnow()
+    ctx.session.commit()
+
+
+def create_uploaded_model(ctx: ServiceContext, fields: UploadFields, data: bytes) -> ModelRecord:
+    """Store an uploaded model as `validating` and ask a worker to validate it."""
+    if not data:
+        raise InvalidInput("the uploaded file is empty")
+    digest = put_blob(ctx.session, data, max_bytes=ctx.settings.max_upload_bytes)
+    record = ModelRecord(
+        tenant_id=ctx.tenant_id, name=fields.name, format=fields.format, blob_sha256=digest,
+        architecture=fields.architecture, input_shape=fields.input_shape, num_classes=fields.num_classes,
+        input_range=fields.input_range, size_bytes=len(data),
+    )
+    ctx.session.add(record)
+    ctx.session.commit()
+    _enqueue_validation(ctx, record)
+    return record
+
+
+def create_remote_model(ctx: ServiceContext, body: RemoteModelCreate) -> ModelRecord:
+    """Register a black-box endpoint whose host is on the operator's allowlist."""
+    host = urlparse(str(body.endpoint_url)).hostname or ""
+    if host not in ctx.settings.remote_host_allowlist:
+        raise InvalidInput(f"host {host!r} is not on this service's remote-model allowlist",
+                           code="host_not_allowed")
+    record = ModelRecord(
+        tenant_id=ctx.tenant_id, name=body.name, format="remote", endpoint_url=str(body.endpoint_url),
+        input_shape=body.input_shape, num_classes=body.num_classes, input_range=body.input_range,
+    )
+    ctx.session.add(record)
+    ctx.session.commit()
+    _enqueue_validation(ctx, record)
+    return record
+
+
+def get_model(ctx: ServiceContext, model_id: str) -> ModelRecord:
+    """A model of this tenant; 404 for anything else."""
+    record = ctx.session.scalar(
+        select(ModelRecord).where(ModelRecord.id == model_id, ModelRecord.tenant_id == ctx.tenant_id)
+    )
+    if record is None:
+        raise NotFound(f"model {model_id} not found")
+    return record
+
+
+def list_models(ctx: ServiceContext) -> list[ModelRecord]:
+    """This tenant's models, newest first."""
+    query = select(ModelRecord).where(ModelRecord.tenant_id == ctx.tenant_id)
+    return list(ctx.session.scalars(query.order_by(ModelRecord.created_at.desc())))
+
+
+def delete_model(ctx: ServiceContext, model_id: str) -> None:
+    """Delete a model and its jobs; refused while one of its jobs is running."""
+    record = get_model(ctx, model_id)
+    running = ctx.session.scalar(
+        select(Job.id).where(Job.model_id == record.id, Job.tenant_id == ctx.tenant_id,
+                             Job.status.in_(("queued", "running")))
+    )
+    if running is not None:
+        raise Conflict(f"model {model_id} has unfinished jobs (e.g. {running}); cancel them first",
+                       code="model_in_use")
+    ctx.session.delete(record)
+    ctx.session.commit()
+
+
+def model_view(record: ModelRecord) -> ModelView:
+    """The API view of a model."""
+    return ModelView.model_validate(record, from_attributes=True)

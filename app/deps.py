@@ -27,7 +27,10 @@ def get_context(
     """The authenticated caller's context; 401 without a valid key."""
     tenant_id = tenant_for_authorization(session, authorization)
     return ServiceContext(
-        session=session, tenant_id=tenant_id, settings=request.app.state.settings, queue=request.app.state.queue
+        session=session,
+        tenant_id=tenant_id,
+        settings=request.app.state.settings,
+        queue=request.app.state.queue,
     )
 
 

@@ -61,8 +61,13 @@ async def _send_413(send: Send, limit: int) -> None:
     import json
 
     body = json.dumps(error_body("payload_too_large", f"the request body is over the limit of {limit} bytes"))
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body.encode()})
 
 

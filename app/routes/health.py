@@ -35,8 +35,9 @@ def readyz(request: Request) -> JSONResponse:
         log.exception("readiness: broker check failed")
         checks["broker"] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics")

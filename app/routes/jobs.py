@@ -24,7 +24,9 @@ EVENT_POLL_SECONDS = 0.5
 @router.post("", status_code=202, response_model=JobView)
 def submit_job(
     ctx: Context,
-    spec: Annotated[JobSpec, Body(openapi_examples={"pgd": {"summary": "PGD on digits", "value": EVASION_EXAMPLE}})],
+    spec: Annotated[
+        JobSpec, Body(openapi_examples={"pgd": {"summary": "PGD on digits", "value": EVASION_EXAMPLE}})
+    ],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobView:
     """Submit a job; the same Idempotency-Key returns the same job."""

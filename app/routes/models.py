@@ -22,11 +22,25 @@ UPLOAD_DESCRIPTION = (
 )
 
 
-@router.post("", status_code=202, response_model=ModelView, description=UPLOAD_DESCRIPTION,
-             openapi_extra={"requestBody": {"content": {
-                 "multipart/form-data": {"schema": {"type": "object", "required": [
-                     "file", "name", "format", "input_shape", "num_classes"]}},
-                 "application/json": {"schema": RemoteModelCreate.model_json_schema()}}}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=ModelView,
+    description=UPLOAD_DESCRIPTION,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file", "name", "format", "input_shape", "num_classes"],
+                    }
+                },
+                "application/json": {"schema": RemoteModelCreate.model_json_schema()},
+            }
+        }
+    },
+)
 async def create_model(request: Request, ctx: Context) -> JSONResponse:
     """Upload a model file or register a remote endpoint."""
     content_type = request.headers.get("content-type", "")
@@ -36,7 +50,9 @@ async def create_model(request: Request, ctx: Context) -> JSONResponse:
     elif content_type.startswith("multipart/form-data"):
         record = await _create_from_form(request, ctx)
     else:
-        raise UnsupportedMediaType("send multipart/form-data (a model file) or application/json (a remote model)")
+        raise UnsupportedMediaType(
+            "send multipart/form-data (a model file) or application/json (a remote model)"
+        )
     return JSONResponse(service.model_view(record).model_dump(mode="json"), status_code=202)
 
 
@@ -82,4 +98,3 @@ def delete_model(model_id: str, ctx: Context) -> Response:
     """Delete a model and its finished jobs."""
     service.delete_model(ctx, model_id)
     return Response(status_code=204)
-

@@ -28,7 +28,9 @@ class AttackParamsBase(BaseModel):
     target_mode: TargetMode | None = Field(
         default=None, description="Required when targeted: least_likely, random or fixed."
     )
-    target_class: Annotated[int, Field(ge=0)] | None = Field(default=None, description="For target_mode fixed.")
+    target_class: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="For target_mode fixed."
+    )
 
     @model_validator(mode="after")
     def _check_targets(self) -> Self:

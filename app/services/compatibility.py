@@ -13,8 +13,10 @@ from app.services.dataset_arrays import DatasetFacts
 def check_model_ready(model: ModelRecord) -> None:
     """The model must have passed validation."""
     if model.status == "validating":
-        raise Conflict(f"model {model.id} is still being validated; poll it until status is 'ready'",
-                       code="model_not_ready")
+        raise Conflict(
+            f"model {model.id} is still being validated; poll it until status is 'ready'",
+            code="model_not_ready",
+        )
     if model.status != "ready":
         raise InvalidInput(f"model {model.id} is invalid: {model.invalid_reason}", code="model_invalid")
 
@@ -24,16 +26,21 @@ def check_dataset_fits(model: ModelRecord, facts: DatasetFacts) -> None:
     if list(facts.sample_shape) != list(model.input_shape):
         raise InvalidInput(
             f"dataset samples have shape {list(facts.sample_shape)} but the model expects "
-            f"{list(model.input_shape)}", code="shape_mismatch")
+            f"{list(model.input_shape)}",
+            code="shape_mismatch",
+        )
     if facts.num_classes > model.num_classes:
         raise InvalidInput(
             f"dataset labels go up to {facts.num_classes - 1} but the model has {model.num_classes} classes",
-            code="class_mismatch")
+            code="class_mismatch",
+        )
     low, high = model.input_range
     if facts.dtype != "uint8" and (facts.x_min < low - 1e-6 or facts.x_max > high + 1e-6):
         raise InvalidInput(
             f"dataset values lie in [{facts.x_min:.4g}, {facts.x_max:.4g}], outside the model's input range "
-            f"[{low}, {high}]; rescale them or declare input_range at upload", code="dataset_out_of_range")
+            f"[{low}, {high}]; rescale them or declare input_range at upload",
+            code="dataset_out_of_range",
+        )
 
 
 def check_attack_params(model: ModelRecord, spec: JobSpec) -> None:
@@ -48,13 +55,20 @@ def check_attack_params(model: ModelRecord, spec: JobSpec) -> None:
         if too_big:
             raise InvalidInput(
                 f"{where}: eps {too_big} exceeds the largest meaningful {attack.norm} budget {limit:.4g} "
-                f"for inputs in [{low}, {high}] of shape {list(model.input_shape)}", code="eps_out_of_range")
+                f"for inputs in [{low}, {high}] of shape {list(model.input_shape)}",
+                code="eps_out_of_range",
+            )
         if attack.target_class is not None and attack.target_class >= model.num_classes:
-            raise InvalidInput(f"{where}: target_class {attack.target_class} is not one of the model's "
-                               f"{model.num_classes} classes", code="invalid_target")
+            raise InvalidInput(
+                f"{where}: target_class {attack.target_class} is not one of the model's "
+                f"{model.num_classes} classes",
+                code="invalid_target",
+            )
         if attack.name in WHITE_BOX_ATTACKS and not model.white_box:
-            raise InvalidInput(f"{where}: {attack.name} needs gradients, but model {model.id} is usable "
-                               "black-box only", code="needs_white_box")
+            raise InvalidInput(
+                f"{where}: {attack.name} needs gradients, but model {model.id} is usable black-box only",
+                code="needs_white_box",
+            )
 
 
 def check_callback_url(url: str | None, allowlist: list[str]) -> None:
@@ -63,4 +77,6 @@ def check_callback_url(url: str | None, allowlist: list[str]) -> None:
         return
     host = urlparse(url).hostname or ""
     if host not in allowlist:
-        raise InvalidInput(f"callback host {host!r} is not on this service's allowlist", code="host_not_allowed")
+        raise InvalidInput(
+            f"callback host {host!r} is not on this service's allowlist", code="host_not_allowed"
+        )

@@ -20,10 +20,18 @@ class DatasetFacts:
     x_max: float
 
 
+def _digits(n_samples: int) -> DatasetFacts:
+    """Facts of scikit-learn's 8x8 digits (or a split of them), scaled to [0, 1]."""
+    return DatasetFacts(
+        n_samples=n_samples, sample_shape=(1, 8, 8), num_classes=10, dtype="float32", x_min=0.0, x_max=1.0
+    )
+
+
+# What worker/engine/datasets.py loads for each name; a test keeps the two in agreement.
 BUILTIN_DATASETS: dict[str, DatasetFacts] = {
-    "digits": DatasetFacts(
-        n_samples=1797, sample_shape=(1, 8, 8), num_classes=10, dtype="float32", x_min=0.0, x_max=1.0
-    ),
+    "digits": _digits(1797),
+    "digits-train": _digits(1500),
+    "digits-test": _digits(297),
 }
 BUILTIN_PREFIX = "builtin:"
 
@@ -35,29 +43,35 @@ def _read_arrays(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     except Exception as exc:
         raise InvalidInput("the file is not a readable .npz archive", code="dataset_invalid") from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise InvalidInput("the file is a single .npy array; upload an .npz with arrays x and y",
-                           code="dataset_invalid")
+        raise InvalidInput(
+            "the file is a single .npy array; upload an .npz with arrays x and y", code="dataset_invalid"
+        )
     with archive:
         missing = {"x", "y"} - set(archive.files)
         if missing:
-            raise InvalidInput(f"the .npz must hold arrays 'x' and 'y'; missing {sorted(missing)}",
-                               code="dataset_invalid")
+            raise InvalidInput(
+                f"the .npz must hold arrays 'x' and 'y'; missing {sorted(missing)}", code="dataset_invalid"
+            )
         try:
             return archive["x"], archive["y"]
         except ValueError as exc:
-            raise InvalidInput("x and y must be numeric arrays; object arrays are refused",
-                               code="dataset_invalid") from exc
+            raise InvalidInput(
+                "x and y must be numeric arrays; object arrays are refused", code="dataset_invalid"
+            ) from exc
 
 
 def inspect_npz(data: bytes) -> DatasetFacts:
     """Check an uploaded dataset's arrays and describe them; a 422 says what is wrong."""
     x, y = _read_arrays(data)
     if x.ndim < 2:
-        raise InvalidInput("x must have a batch dimension and at least one feature dimension",
-                           code="dataset_invalid")
+        raise InvalidInput(
+            "x must have a batch dimension and at least one feature dimension", code="dataset_invalid"
+        )
     if y.ndim != 1 or len(y) != len(x):
-        raise InvalidInput(f"y must hold one label per sample: x has {len(x)} samples, y has shape "
-                           f"{list(y.shape)}", code="dataset_invalid")
+        raise InvalidInput(
+            f"y must hold one label per sample: x has {len(x)} samples, y has shape {list(y.shape)}",
+            code="dataset_invalid",
+        )
     if len(x) == 0:
         raise InvalidInput("the dataset is empty", code="dataset_invalid")
     if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():

@@ -17,9 +17,16 @@ def create_dataset(ctx: ServiceContext, name: str, data: bytes) -> DatasetRecord
     facts = inspect_npz(data)
     digest = put_blob(ctx.session, data, max_bytes=ctx.settings.max_upload_bytes)
     record = DatasetRecord(
-        tenant_id=ctx.tenant_id, name=name, blob_sha256=digest, n_samples=facts.n_samples,
-        sample_shape=list(facts.sample_shape), num_classes=facts.num_classes, dtype=facts.dtype,
-        x_min=facts.x_min, x_max=facts.x_max, size_bytes=len(data),
+        tenant_id=ctx.tenant_id,
+        name=name,
+        blob_sha256=digest,
+        n_samples=facts.n_samples,
+        sample_shape=list(facts.sample_shape),
+        num_classes=facts.num_classes,
+        dtype=facts.dtype,
+        x_min=facts.x_min,
+        x_max=facts.x_max,
+        size_bytes=len(data),
     )
     ctx.session.add(record)
     ctx.session.commit()
@@ -46,17 +53,29 @@ def dataset_facts(ctx: ServiceContext, dataset_id: str) -> DatasetFacts:
         return facts
     record = get_dataset(ctx, dataset_id)
     return DatasetFacts(
-        n_samples=record.n_samples, sample_shape=tuple(record.sample_shape), num_classes=record.num_classes,
-        dtype=record.dtype, x_min=record.x_min, x_max=record.x_max,
+        n_samples=record.n_samples,
+        sample_shape=tuple(record.sample_shape),
+        num_classes=record.num_classes,
+        dtype=record.dtype,
+        x_min=record.x_min,
+        x_max=record.x_max,
     )
 
 
 def _builtin_view(name: str, facts: DatasetFacts) -> DatasetView:
     """The API view of a built-in dataset."""
     return DatasetView(
-        id=BUILTIN_PREFIX + name, name=name, n_samples=facts.n_samples, sample_shape=list(facts.sample_shape),
-        num_classes=facts.num_classes, dtype=facts.dtype, x_min=facts.x_min, x_max=facts.x_max, size_bytes=0,
-        builtin=True, created_at=None,
+        id=BUILTIN_PREFIX + name,
+        name=name,
+        n_samples=facts.n_samples,
+        sample_shape=list(facts.sample_shape),
+        num_classes=facts.num_classes,
+        dtype=facts.dtype,
+        x_min=facts.x_min,
+        x_max=facts.x_max,
+        size_bytes=0,
+        builtin=True,
+        created_at=None,
     )
 
 
@@ -80,12 +99,15 @@ def delete_dataset(ctx: ServiceContext, dataset_id: str) -> None:
     """Delete an uploaded dataset; refused while one of its jobs is unfinished."""
     record = get_dataset(ctx, dataset_id)
     busy = ctx.session.scalar(
-        select(Job.id).where(Job.dataset_id == record.id, Job.tenant_id == ctx.tenant_id,
-                             Job.status.in_(("queued", "running")))
+        select(Job.id).where(
+            Job.dataset_id == record.id, Job.tenant_id == ctx.tenant_id, Job.status.in_(("queued", "running"))
+        )
     )
     if busy is not None:
-        raise Conflict(f"dataset {dataset_id} has unfinished jobs (e.g. {busy}); cancel them first",
-                       code="dataset_in_use")
+        raise Conflict(
+            f"dataset {dataset_id} has unfinished jobs (e.g. {busy}); cancel them first",
+            code="dataset_in_use",
+        )
     ctx.session.delete(record)
     ctx.session.commit()
 

@@ -34,7 +34,9 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
         )
         if existing is not None:
             if existing.request_hash != request_hash:
-                raise Conflict("this Idempotency-Key was used with a different job spec", code="idempotency_conflict")
+                raise Conflict(
+                    "this Idempotency-Key was used with a different job spec", code="idempotency_conflict"
+                )
             return existing
     model = get_model(ctx, spec.model_id)
     compatibility.check_model_ready(model)
@@ -43,9 +45,16 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
     callback = str(spec.callback_url) if spec.callback_url else None
     compatibility.check_callback_url(callback, ctx.settings.remote_host_allowlist)
     job = Job(
-        tenant_id=ctx.tenant_id, kind=spec.kind, model_id=model.id, dataset_id=spec.dataset_id,
-        params=spec.params.model_dump(mode="json"), seed=spec.seed, callback_url=callback,
-        idempotency_key=idempotency_key, request_hash=request_hash, stage="queued",
+        tenant_id=ctx.tenant_id,
+        kind=spec.kind,
+        model_id=model.id,
+        dataset_id=spec.dataset_id,
+        params=spec.params.model_dump(mode="json"),
+        seed=spec.seed,
+        callback_url=callback,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        stage="queued",
     )
     ctx.session.add(job)
     try:
@@ -125,8 +134,9 @@ def get_report(ctx: ServiceContext, job_id: str) -> dict:
     """The JSON report of a succeeded job; 409 until then."""
     job = get_job(ctx, job_id)
     if job.status != "succeeded" or job.report is None:
-        raise Conflict(f"job {job_id} is {job.status}; the report exists once it has succeeded",
-                       code="report_not_ready")
+        raise Conflict(
+            f"job {job_id} is {job.status}; the report exists once it has succeeded", code="report_not_ready"
+        )
     return job.report
 
 
@@ -160,8 +170,19 @@ def job_view(job: Job) -> JobView:
     """The API view of a job."""
     error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
     return JobView(
-        id=job.id, kind=job.kind, status=job.status, progress=job.progress, stage=job.stage, error=error,
-        model_id=job.model_id, dataset_id=job.dataset_id, params=job.params, seed=job.seed,
-        attempts=job.attempts, created_at=job.created_at, started_at=job.started_at,
-        finished_at=job.finished_at, summary=job.summary,
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        progress=job.progress,
+        stage=job.stage,
+        error=error,
+        model_id=job.model_id,
+        dataset_id=job.dataset_id,
+        params=job.params,
+        seed=job.seed,
+        attempts=job.attempts,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        summary=job.summary,
     )

@@ -55,8 +55,13 @@ def parse_upload_fields(
             f"format {fmt!r} is not accepted; send 'onnx' or 'safetensors'. Pickles, torch.save files, "
             f"TorchScript and torch.export archives are refused because loading them runs code: {EXPORT_HINT}"
         )
-    raw = {"name": name, "format": fmt.lower(), "input_shape": _json_field(input_shape, "input_shape"),
-           "num_classes": num_classes, "architecture": architecture}
+    raw = {
+        "name": name,
+        "format": fmt.lower(),
+        "input_shape": _json_field(input_shape, "input_shape"),
+        "num_classes": num_classes,
+        "architecture": architecture,
+    }
     if input_range is not None:
         raw["input_range"] = _json_field(input_range, "input_range")
     try:
@@ -93,9 +98,15 @@ def create_uploaded_model(ctx: ServiceContext, fields: UploadFields, data: bytes
         raise InvalidInput("the uploaded file is empty")
     digest = put_blob(ctx.session, data, max_bytes=ctx.settings.max_upload_bytes)
     record = ModelRecord(
-        tenant_id=ctx.tenant_id, name=fields.name, format=fields.format, blob_sha256=digest,
-        architecture=fields.architecture, input_shape=fields.input_shape, num_classes=fields.num_classes,
-        input_range=fields.input_range, size_bytes=len(data),
+        tenant_id=ctx.tenant_id,
+        name=fields.name,
+        format=fields.format,
+        blob_sha256=digest,
+        architecture=fields.architecture,
+        input_shape=fields.input_shape,
+        num_classes=fields.num_classes,
+        input_range=fields.input_range,
+        size_bytes=len(data),
     )
     ctx.session.add(record)
     ctx.session.commit()
@@ -107,11 +118,17 @@ def create_remote_model(ctx: ServiceContext, body: RemoteModelCreate) -> ModelRe
     """Register a black-box endpoint whose host is on the operator's allowlist."""
     host = urlparse(str(body.endpoint_url)).hostname or ""
     if host not in ctx.settings.remote_host_allowlist:
-        raise InvalidInput(f"host {host!r} is not on this service's remote-model allowlist",
-                           code="host_not_allowed")
+        raise InvalidInput(
+            f"host {host!r} is not on this service's remote-model allowlist", code="host_not_allowed"
+        )
     record = ModelRecord(
-        tenant_id=ctx.tenant_id, name=body.name, format="remote", endpoint_url=str(body.endpoint_url),
-        input_shape=body.input_shape, num_classes=body.num_classes, input_range=body.input_range,
+        tenant_id=ctx.tenant_id,
+        name=body.name,
+        format="remote",
+        endpoint_url=str(body.endpoint_url),
+        input_shape=body.input_shape,
+        num_classes=body.num_classes,
+        input_range=body.input_range,
     )
     ctx.session.add(record)
     ctx.session.commit()
@@ -139,12 +156,14 @@ def delete_model(ctx: ServiceContext, model_id: str) -> None:
     """Delete a model and its jobs; refused while one of its jobs is running."""
     record = get_model(ctx, model_id)
     running = ctx.session.scalar(
-        select(Job.id).where(Job.model_id == record.id, Job.tenant_id == ctx.tenant_id,
-                             Job.status.in_(("queued", "running")))
+        select(Job.id).where(
+            Job.model_id == record.id, Job.tenant_id == ctx.tenant_id, Job.status.in_(("queued", "running"))
+        )
     )
     if running is not None:
-        raise Conflict(f"model {model_id} has unfinished jobs (e.g. {running}); cancel them first",
-                       code="model_in_use")
+        raise Conflict(
+            f"model {model_id} has unfinished jobs (e.g. {running}); cancel them first", code="model_in_use"
+        )
     ctx.session.delete(record)
     ctx.session.commit()
 

@@ -27,15 +27,21 @@ class ArrayDataset:
         return int(self.y.max()) + 1 if len(self.y) else 0
 
 
-BUILTIN_DATASETS = ("digits",)
+DIGITS_TRAIN_SIZE = 1500
+BUILTIN_DATASETS = ("digits", "digits-train", "digits-test")
 
 
 def load_builtin(name: str) -> ArrayDataset:
-    """Load a built-in dataset; digits is scikit-learn's 8x8 handwritten digits scaled to [0, 1]."""
-    if name != "digits":
+    """A built-in dataset: scikit-learn's 8x8 digits in [0, 1], whole or split 1500 train / 297 test."""
+    if name not in BUILTIN_DATASETS:
         raise DatasetError(f"unknown built-in dataset {name!r}; available: {', '.join(BUILTIN_DATASETS)}")
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x = (digits.images.astype(np.float32) / 16.0)[:, None, :, :]
-    return ArrayDataset(x=x, y=digits.target.astype(np.int64))
+    y = digits.target.astype(np.int64)
+    if name == "digits-train":
+        x, y = x[:DIGITS_TRAIN_SIZE], y[:DIGITS_TRAIN_SIZE]
+    elif name == "digits-test":
+        x, y = x[DIGITS_TRAIN_SIZE:], y[DIGITS_TRAIN_SIZE:]
+    return ArrayDataset(x=np.ascontiguousarray(x), y=y)

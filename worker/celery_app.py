@@ -1,0 +1,30 @@
+"""The worker's Celery app: the shared configuration plus the reconciler on start-up."""
+
+import logging
+
+from celery.signals import worker_ready, worker_shutdown
+
+from app.queue import make_celery
+from app.settings import get_settings
+
+celery_app = make_celery(get_settings())
+celery_app.conf.include = ["worker.tasks"]
+log = logging.getLogger("gauntlet.worker")
+_reconciler_stop: list = []
+
+
+@worker_ready.connect
+def _start_reconciler(**_kwargs: object) -> None:
+    """Start the reconciler thread in the worker's main process."""
+    from worker.runtime import runtime
+    from worker.services.reconciler import start_reconciler
+
+    _reconciler_stop.append(start_reconciler(runtime()))
+    log.info("reconciler started")
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_kwargs: object) -> None:
+    """Stop the reconciler thread."""
+    for stop in _reconciler_stop:
+        stop.set()

@@ -1,0 +1,170 @@
+"""`gauntlet demo` and `gauntlet serve`: the whole system on one machine, driven over HTTP."""
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+
+import httpx
+import torch
+
+from app.auth import create_key
+from app.db import make_engine, make_session_factory, session_scope
+from app.migrate import upgrade
+from app.settings import get_settings
+from worker.engine.training import train_digits_model
+
+DEMO_ATTACKS = [
+    {"name": "fgsm", "norm": "linf", "eps": [0.05, 0.1, 0.2]},
+    {"name": "pgd", "norm": "linf", "eps": [0.05, 0.1, 0.2], "steps": 40},
+    {"name": "pgd", "norm": "l2", "eps": [0.5, 1.0, 2.0], "steps": 40},
+]
+
+
+def _free_port() -> int:
+    """A free TCP port on localhost."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spawn(stack: ExitStack, *args: str) -> subprocess.Popen:
+    """Start `gauntlet <args>` as a child process that is stopped when the stack closes."""
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", *args], start_new_session=True)  # noqa: S603
+
+    def stop() -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    stack.callback(stop)
+    return process
+
+
+def _wait_ready(client: httpx.Client, timeout: float = 60.0) -> None:
+    """Wait until /readyz answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("the API did not become ready in time")
+
+
+def _onnx_bytes(model: torch.nn.Module) -> bytes:
+    """Export a digits model to ONNX with a dynamic batch dimension."""
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        model.eval(),
+        (torch.rand(1, 1, 8, 8),),
+        buffer,
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    return buffer.getvalue()
+
+
+def _poll(client: httpx.Client, path: str, done: set[str], timeout: float, show: bool = False) -> dict:
+    """Poll a resource until its status is in `done`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        body = client.get(path).raise_for_status().json()
+        line = f"  {body['status']:<10} {body.get('progress', 0):6.1%}  {body.get('stage') or ''}"
+        if show and line != last:
+            print(line, flush=True)
+            last = line
+        if body["status"] in done:
+            return body
+        time.sleep(0.5)
+    raise RuntimeError(f"{path} did not finish in {timeout:.0f} s")
+
+
+def _print_report(report: dict) -> None:
+    """A short table of the report."""
+    print(f"\nclean accuracy on {report['n_samples']} held-out digits: {report['clean_accuracy']:.3f}")
+    for attack in report["attacks"]:
+        for row in attack["results"]:
+            print(
+                f"  {attack['name']:<5} {attack['norm']:<4} eps={row['eps']:<5} robust accuracy "
+                f"{row['robust_accuracy']:.3f}  success rate {row['attack_success_rate']:.3f}  "
+                f"({row['seconds']:.2f} s)"
+            )
+    for check in report["checks"]:
+        print(f"  check {'PASS' if check['passed'] else 'FAIL'}: {check['name']}")
+
+
+def run_demo(*, keep_running: bool, port: int | None = None) -> int:
+    """Start API and worker, create a key, upload a digits model, run an evasion job, print the result."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    with session_scope(make_session_factory(make_engine(settings))) as session:
+        key = create_key(session, "demo")
+    port = port or (settings.api_port if keep_running else _free_port())
+    base = f"http://127.0.0.1:{port}"
+    with ExitStack() as stack:
+        _spawn(stack, "api", "--port", str(port))
+        _spawn(stack, "worker")
+        client = stack.enter_context(
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        )
+        _wait_ready(client)
+        print(f"API at {base} (docs at {base}/docs); API key: {key}", flush=True)
+        print("training a small CNN on builtin:digits-train and exporting it to ONNX ...", flush=True)
+        onnx_model = _onnx_bytes(train_digits_model("small-cnn", epochs=15, seed=0))
+        model = client.post(
+            "/v1/models",
+            files={"file": ("digits-cnn.onnx", onnx_model)},
+            data={"name": "digits-cnn", "format": "onnx", "input_shape": "[1, 8, 8]", "num_classes": "10"},
+        ).json()
+        model = _poll(client, f"/v1/models/{model['id']}", {"ready", "invalid"}, timeout=120)
+        print(f"model {model['id']}: {model['status']} (white-box: {model['white_box']})", flush=True)
+        if model["status"] != "ready":
+            print(f"model invalid: {model['invalid_reason']}", file=sys.stderr)
+            return 1
+        spec = {
+            "kind": "evasion",
+            "model_id": model["id"],
+            "dataset_id": "builtin:digits-test",
+            "seed": 0,
+            "params": {"attacks": DEMO_ATTACKS, "max_samples": 297, "batch_size": 128},
+        }
+        job = client.post("/v1/jobs", json=spec).raise_for_status().json()
+        print(f"job {job['id']} submitted; polling ...", flush=True)
+        job = _poll(
+            client, f"/v1/jobs/{job['id']}", {"succeeded", "failed", "cancelled"}, timeout=900, show=True
+        )
+        if job["status"] != "succeeded":
+            print(f"job {job['status']}: {job['error']}", file=sys.stderr)
+            return 1
+        _print_report(client.get(f"/v1/jobs/{job['id']}/report").json())
+        artifacts = client.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"]
+        print(
+            f"\nreport:      {base}/v1/jobs/{job['id']}/report (JSON), {base}/v1/jobs/{job['id']}/report.html"
+        )
+        for artifact in artifacts:
+            print(
+                f"artifact:    {base}{artifact['download_url']}  {artifact['name']} "
+                f"({artifact['size_bytes']} bytes)"
+            )
+        if keep_running:
+            print("\nAPI and worker keep running; press Ctrl-C to stop.", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                print("stopping")
+    return 0

@@ -1,0 +1,86 @@
+"""The evasion job: attack the model on the dataset and build the report and artifacts."""
+
+import io
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app import __version__
+from app.orm import Job
+from app.settings import get_settings
+from worker.engine.device import pick_device
+from worker.engine.evasion import run_evasion
+from worker.engine.report_html import render_report_html
+from worker.services.inputs import job_model_record, load_job_dataset, load_white_box_model
+from worker.services.job_runner import ArtifactPayload, JobOutput
+from worker.services.progress import ProgressReporter
+
+
+def software_versions() -> dict[str, str]:
+    """Versions that make a report reproducible."""
+    versions = {"gauntlet": __version__, "python": platform.python_version()}
+    for package in ("torch", "numpy", "onnx", "onnxruntime"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Arrays as a compressed `.npz` file."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def execute_evasion(session: Session, job: Job, progress: ProgressReporter) -> JobOutput:
+    """Run every attack of the spec over the first max_samples samples."""
+    record = job_model_record(session, job)
+    input_range = (float(record.input_range[0]), float(record.input_range[1]))
+    model = load_white_box_model(session, record)
+    x, y = load_job_dataset(session, job, input_range)
+    params = job.params
+    x, y = x[: params["max_samples"]], y[: params["max_samples"]]
+    device = pick_device(get_settings().device)
+    outcome = run_evasion(
+        model.to(device),
+        x,
+        y,
+        params["attacks"],
+        input_range=input_range,
+        batch_size=params["batch_size"],
+        seed=job.seed,
+        device=device,
+        progress=progress,
+    )
+    report = {
+        "kind": "evasion",
+        "model_id": job.model_id,
+        "dataset_id": job.dataset_id,
+        **outcome.report,
+        "versions": software_versions(),
+        "seed": job.seed,
+        "device": device.type,
+    }
+    artifacts = [
+        ArtifactPayload("adversarial_examples", f"{name}.npz", "application/x-npz", _npz_bytes(arrays))
+        for name, arrays in outcome.adversarial.items()
+    ]
+    artifacts.append(
+        ArtifactPayload(
+            "report_html",
+            "report.html",
+            "text/html; charset=utf-8",
+            render_report_html(report).encode("utf-8"),
+        )
+    )
+    summary = {
+        "n_samples": report["n_samples"],
+        "clean_accuracy": report["clean_accuracy"],
+        "worst_case": report["worst_case"],
+        "checks_passed": all(check["passed"] for check in report["checks"]),
+    }
+    return JobOutput(report=report, summary=summary, artifacts=artifacts)

@@ -1,0 +1,152 @@
+"""Run one job attempt: claim it, execute its kind, store report and artifacts, finish it."""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
+
+from app.orm import Artifact, Job
+from app.storage import put_blob
+from worker.runtime import WorkerRuntime
+from worker.services.callbacks import send_callback
+from worker.services.job_state import Claim, JobCancelled, JobFailure, JobLost, claim_job, finish
+from worker.services.progress import Heartbeat, ProgressReporter
+
+log = logging.getLogger("gauntlet.jobs")
+
+
+@dataclass
+class ArtifactPayload:
+    """A file a job produced, before it is stored."""
+
+    kind: str
+    name: str
+    media_type: str
+    data: bytes
+
+
+@dataclass
+class JobOutput:
+    """What a job kind returns: the report, a short summary and its artifacts."""
+
+    report: dict
+    summary: dict
+    artifacts: list[ArtifactPayload] = field(default_factory=list)
+
+
+JobExecutor = Callable[[Session, Job, ProgressReporter], JobOutput]
+
+
+def _executors() -> dict[str, JobExecutor]:
+    """Job kinds and the function that executes each (imported here: they load torch)."""
+    from worker.services.evasion_job import execute_evasion
+
+    return {"evasion": execute_evasion}
+
+
+def run_job(rt: WorkerRuntime, job_id: str) -> None:
+    """Run the job if it is queued; anything else (already done, running elsewhere, cancelled) is a no-op."""
+    with rt.session_factory() as session:
+        claim = claim_job(session, job_id)
+    if claim is None:
+        log.info("job %s is not queued; nothing to do", job_id)
+        return
+    log.info("job %s: attempt %d started", job_id, claim.attempt)
+    reporter = ProgressReporter(rt.session_factory, claim, rt.settings.progress_interval_s)
+    try:
+        with Heartbeat(rt.session_factory, claim, rt.settings.heartbeat_interval_s):
+            output = _execute(rt, claim, reporter)
+        _store_success(rt, claim, output)
+    except JobCancelled:
+        _store_end(rt, claim, "cancelled", stage="cancelled")
+    except JobLost:
+        log.warning("job %s: attempt %d lost ownership; stopping quietly", job_id, claim.attempt)
+    except JobFailure as failure:
+        _store_end(
+            rt, claim, "failed", error_code=failure.code, error_message=failure.message, stage="failed"
+        )
+    except SoftTimeLimitExceeded:
+        _store_end(
+            rt,
+            claim,
+            "failed",
+            error_code="time_limit",
+            stage="failed",
+            error_message="the job ran past its time limit; lower max_samples, steps or restarts",
+        )
+    except Exception:
+        log.exception("job %s: unexpected error", job_id)
+        _store_end(
+            rt,
+            claim,
+            "failed",
+            error_code="internal",
+            stage="failed",
+            error_message="the job failed with an unexpected error; it has been logged",
+        )
+
+
+def _execute(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> JobOutput:
+    """Load the job row and run its kind's executor."""
+    with rt.session_factory() as session:
+        job = session.get(Job, claim.job_id)
+        if job is None:
+            raise JobLost(claim.job_id)
+        executor = _executors().get(job.kind)
+        if executor is None:
+            raise JobFailure("unsupported_kind", f"this worker cannot run jobs of kind {job.kind!r}")
+        return executor(session, job, reporter)
+
+
+def _store_success(rt: WorkerRuntime, claim: Claim, output: JobOutput) -> None:
+    """Store artifacts, report and summary in the same transaction that marks the job succeeded."""
+    with rt.session_factory() as session:
+        job = session.get(Job, claim.job_id)
+        if job is None:
+            return
+        for payload in output.artifacts:
+            digest = put_blob(session, payload.data, max_bytes=rt.settings.max_artifact_bytes)
+            session.add(
+                Artifact(
+                    tenant_id=job.tenant_id,
+                    job_id=job.id,
+                    kind=payload.kind,
+                    name=payload.name,
+                    media_type=payload.media_type,
+                    blob_sha256=digest,
+                    size_bytes=len(payload.data),
+                )
+            )
+        if not finish(
+            session,
+            claim,
+            "succeeded",
+            report=output.report,
+            summary=output.summary,
+            progress=1.0,
+            stage="done",
+        ):
+            session.rollback()
+            log.warning("job %s: attempt %d finished but no longer owns the job", claim.job_id, claim.attempt)
+            return
+        session.commit()
+        callback = job.callback_url
+    log.info("job %s: succeeded", claim.job_id)
+    if callback:
+        send_callback(callback, {"id": claim.job_id, "status": "succeeded", "summary": output.summary})
+
+
+def _store_end(rt: WorkerRuntime, claim: Claim, status: str, **values: object) -> None:
+    """Mark the attempt's job cancelled or failed."""
+    with rt.session_factory() as session:
+        owned = finish(session, claim, status, **values)
+        session.commit()
+        job = session.get(Job, claim.job_id)
+        callback = job.callback_url if job is not None and owned else None
+    log.info("job %s: %s (%s)", claim.job_id, status, values.get("error_code"))
+    if callback:
+        send_callback(
+            callback, {"id": claim.job_id, "status": status, "error_code": values.get("error_code")}
+        )

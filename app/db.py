@@ -10,11 +10,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.settings import Settings
 
 
+def ensure_sqlite_folder(url: str) -> None:
+    """Create the folder of an SQLite database file, so a fresh machine needs no set-up."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_engine(settings: Settings) -> Engine:
     """Create the engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_folder(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

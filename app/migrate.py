@@ -6,6 +6,7 @@ from alembic import command
 from alembic.config import Config
 
 import migrations
+from app.db import ensure_sqlite_folder
 
 
 def alembic_config(database_url: str) -> Config:
@@ -18,4 +19,5 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Upgrade the database schema to a revision (head by default)."""
+    ensure_sqlite_folder(database_url)
     command.upgrade(alembic_config(database_url), revision)

@@ -1,6 +1,7 @@
 """`gauntlet demo` and `gauntlet serve`: the whole system on one machine, driven over HTTP."""
 
 import io
+import json
 import os
 import signal
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 import torch
@@ -32,9 +34,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _spawn(stack: ExitStack, *args: str) -> subprocess.Popen:
-    """Start `gauntlet <args>` as a child process that is stopped when the stack closes."""
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", *args], start_new_session=True)  # noqa: S603
+def _spawn(stack: ExitStack, log_path: Path | None, *args: str) -> subprocess.Popen:
+    """Start `gauntlet <args>` (output to log_path, or the terminal) and stop it when the stack closes."""
+    output = stack.enter_context(open(log_path, "ab")) if log_path else None  # noqa: SIM115
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "app.cli", *args], start_new_session=True, stdout=output, stderr=output
+    )
 
     def stop() -> None:
         if process.poll() is None:
@@ -106,6 +111,15 @@ def _print_report(report: dict) -> None:
         print(f"  check {'PASS' if check['passed'] else 'FAIL'}: {check['name']}")
 
 
+def _save_report(client: httpx.Client, folder: Path, job_id: str, report: dict) -> Path:
+    """Write the JSON and HTML reports and the job's artifacts to a folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
+    for artifact in client.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]:
+        (folder / artifact["name"]).write_bytes(client.get(artifact["download_url"]).content)
+    return folder
+
+
 def run_demo(*, keep_running: bool, port: int | None = None) -> int:
     """Start API and worker, create a key, upload a digits model, run an evasion job, print the result."""
     settings = get_settings()
@@ -115,9 +129,13 @@ def run_demo(*, keep_running: bool, port: int | None = None) -> int:
         key = create_key(session, "demo")
     port = port or (settings.api_port if keep_running else _free_port())
     base = f"http://127.0.0.1:{port}"
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
     with ExitStack() as stack:
-        _spawn(stack, "api", "--port", str(port))
-        _spawn(stack, "worker")
+        _spawn(stack, None if keep_running else logs / "api.log", "api", "--port", str(port))
+        _spawn(stack, None if keep_running else logs / "worker.log", "worker")
+        if not keep_running:
+            print(f"API and worker started; their logs go to {logs}", flush=True)
         client = stack.enter_context(
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         )
@@ -150,18 +168,16 @@ def run_demo(*, keep_running: bool, port: int | None = None) -> int:
         if job["status"] != "succeeded":
             print(f"job {job['status']}: {job['error']}", file=sys.stderr)
             return 1
-        _print_report(client.get(f"/v1/jobs/{job['id']}/report").json())
-        artifacts = client.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"]
+        report = client.get(f"/v1/jobs/{job['id']}/report").json()
+        _print_report(report)
+        saved = _save_report(client, settings.data_dir / "demo", job["id"], report)
+        print(f"\nreport saved: {saved / 'report.json'} and {saved / 'report.html'} (open it in a browser)")
         print(
-            f"\nreport:      {base}/v1/jobs/{job['id']}/report (JSON), {base}/v1/jobs/{job['id']}/report.html"
+            f"over HTTP:    {base}/v1/jobs/{job['id']}/report and /report.html, artifacts at "
+            f"{base}/v1/jobs/{job['id']}/artifacts"
         )
-        for artifact in artifacts:
-            print(
-                f"artifact:    {base}{artifact['download_url']}  {artifact['name']} "
-                f"({artifact['size_bytes']} bytes)"
-            )
         if keep_running:
-            print("\nAPI and worker keep running; press Ctrl-C to stop.", flush=True)
+            print(f"\nAPI and worker keep running at {base}; press Ctrl-C to stop.", flush=True)
             try:
                 while True:
                     time.sleep(3600)

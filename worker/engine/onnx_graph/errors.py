@@ -10,8 +10,12 @@ class GraphBuildError(ValueError):
 class UnsupportedOpsError(GraphBuildError):
     """The graph uses operators outside the allowlist; `missing` lists every one of them."""
 
-    def __init__(self, missing: Iterable[str], supported: Iterable[str]) -> None:
+    def __init__(self, missing: Iterable[str], supported: Iterable[str] | None = None) -> None:
         """Record the sorted unique missing op names and build a message listing them all."""
+        if supported is None:
+            from worker.engine.onnx_graph.ops import SUPPORTED_OPS  # late: ops imports this module
+
+            supported = SUPPORTED_OPS
         self.missing: list[str] = sorted(set(missing))
         self.supported: list[str] = sorted(set(supported))
         super().__init__(

@@ -70,7 +70,7 @@ def constant(node: NodeSpec) -> OpFn:
     attrs = node.attrs
     if len(attrs) != 1:
         node.fail("expected exactly one value attribute")
-    (kind, value), = attrs.items()
+    ((kind, value),) = attrs.items()
     if kind == "value" and isinstance(value, Tensor):
         tensor = value
     elif kind in ("value_float", "value_floats"):

@@ -25,9 +25,9 @@ _AVG_POOL: dict[int, Callable[..., Tensor]] = {2: F.avg_pool2d, 3: F.avg_pool3d}
 def conv(node: NodeSpec) -> OpFn:
     """Conv (1-3 spatial dims) with group, strides, dilations, pads and auto_pad."""
     node.require_outputs(1)
-    auto_pad = check_auto_pad(node)
     group = node.int_attr("group", 1)
     strides, dilations = node.ints_attr("strides"), node.ints_attr("dilations")
+    auto_pad = check_auto_pad(node, dilations)
     pads, kernel_attr = node.ints_attr("pads"), node.ints_attr("kernel_shape")
 
     def run(inputs: Inputs) -> tuple[Tensor]:
@@ -38,7 +38,7 @@ def conv(node: NodeSpec) -> OpFn:
         if nd not in _CONV or (kernel_attr is not None and kernel_attr != kernel):
             node.fail(f"unsupported kernel {kernel} (kernel_shape attribute {kernel_attr})")
         step, dilate = strides or [1] * nd, dilations or [1] * nd
-        begins, ends = resolve_pads(auto_pad, pads, x.shape[2:], kernel, step, dilate)
+        begins, ends = resolve_pads(node, auto_pad, pads, x.shape[2:], kernel, step, dilate)
         if begins != ends:
             x, begins = pad_input(x, begins, ends, 0.0), [0] * nd
         return (_CONV[nd](x, weight, bias, step, begins, dilate, group),)
@@ -52,14 +52,17 @@ def _pool_geometry(node: NodeSpec, dims: tuple[int, ...]) -> tuple[list[int], li
     if kernel is None or len(kernel) not in dims:
         node.fail(f"kernel_shape {kernel} is not supported")
     nd = len(kernel)
+    pads = node.ints_attr("pads") or []
+    if any(p >= k for p, k in zip(pads, kernel + kernel, strict=False)):
+        node.fail(f"pads {pads} must be smaller than the kernel {kernel}")
     return kernel, node.ints_attr("strides") or [1] * nd, node.ints_attr("dilations") or [1] * nd
 
 
 def max_pool(node: NodeSpec) -> OpFn:
     """MaxPool with strides, pads (padded with -inf), dilations, ceil_mode and auto_pad."""
     node.require_outputs(1)
-    auto_pad = check_auto_pad(node)
     kernel, strides, dilations = _pool_geometry(node, (1, 2, 3))
+    auto_pad = check_auto_pad(node, dilations)
     pads = node.ints_attr("pads")
     ceil_mode = bool(node.int_attr("ceil_mode", 0))
     pool = _MAX_POOL[len(kernel)]
@@ -67,7 +70,7 @@ def max_pool(node: NodeSpec) -> OpFn:
     def run(inputs: Inputs) -> tuple[Tensor]:
         """Max-pool, padding by hand when torch cannot express the pads."""
         x = required(inputs, 0)
-        begins, ends = resolve_pads(auto_pad, pads, x.shape[2:], kernel, strides, dilations)
+        begins, ends = resolve_pads(node, auto_pad, pads, x.shape[2:], kernel, strides, dilations)
         native = native_padding(begins, ends, kernel)
         if native is not None:
             return (pool(x, kernel, strides, native, dilations, ceil_mode),)
@@ -84,8 +87,8 @@ def max_pool(node: NodeSpec) -> OpFn:
 def average_pool(node: NodeSpec) -> OpFn:
     """AveragePool with strides, pads, ceil_mode, count_include_pad and auto_pad (no dilations)."""
     node.require_outputs(1)
-    auto_pad = check_auto_pad(node)
     kernel, strides, dilations = _pool_geometry(node, (1, 2, 3))
+    auto_pad = check_auto_pad(node, dilations)
     if any(d != 1 for d in dilations):
         node.fail("dilations other than 1 are not supported")
     pads = node.ints_attr("pads")
@@ -100,7 +103,7 @@ def average_pool(node: NodeSpec) -> OpFn:
         x = required(inputs, 0)
         x = x.unsqueeze(-1) if lift else x
         spatial = list(x.shape[2:])
-        begins, ends = resolve_pads(auto_pad, pads, spatial[: len(kernel)], kernel, strides, dilations)
+        begins, ends = resolve_pads(node, auto_pad, pads, spatial[: len(kernel)], kernel, strides, dilations)
         begins, ends = (begins + [0], ends + [0]) if lift else (begins, ends)
         native = native_padding(begins, ends, kernel_nd)
         if native is not None:

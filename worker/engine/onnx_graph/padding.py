@@ -11,15 +11,18 @@ from worker.engine.onnx_graph.spec import NodeSpec
 AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
 
 
-def check_auto_pad(node: NodeSpec) -> str:
-    """Read and validate the auto_pad attribute."""
+def check_auto_pad(node: NodeSpec, dilations: Sequence[int] | None) -> str:
+    """Read and validate auto_pad; SAME with dilations is refused (runtimes disagree on it)."""
     auto_pad = node.str_attr("auto_pad", "NOTSET")
     if auto_pad not in AUTO_PADS:
         node.fail(f"auto_pad={auto_pad} is not supported (use one of {', '.join(AUTO_PADS)})")
+    if auto_pad.startswith("SAME") and any(d != 1 for d in dilations or ()):
+        node.fail(f"auto_pad={auto_pad} with dilations is not supported; export with explicit pads")
     return auto_pad
 
 
 def resolve_pads(
+    node: NodeSpec,
     auto_pad: str,
     pads: Sequence[int] | None,
     spatial: Sequence[int],
@@ -32,7 +35,9 @@ def resolve_pads(
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begins, ends = [], []
         for size, k, s, d in zip(spatial, kernel, strides, dilations, strict=True):
-            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            total = (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size
+            if total < 0:
+                node.fail(f"auto_pad={auto_pad} with a kernel smaller than the stride is not supported")
             small, large = total // 2, total - total // 2
             begins.append(small if auto_pad == "SAME_UPPER" else large)
             ends.append(large if auto_pad == "SAME_UPPER" else small)
@@ -40,7 +45,9 @@ def resolve_pads(
     if auto_pad == "VALID" or pads is None:
         return [0] * nd, [0] * nd
     if len(pads) != 2 * nd:
-        raise ValueError(f"pads has {len(pads)} values, expected {2 * nd}")
+        node.fail(f"pads has {len(pads)} values, expected {2 * nd}")
+    if any(p < 0 for p in pads):
+        node.fail("negative pads are not supported")
     return list(pads[:nd]), list(pads[nd:])
 
 

@@ -1,7 +1,7 @@
 """Node descriptions handed to op converters, plus tensor and attribute decoding."""
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
 import numpy as np
@@ -36,6 +36,8 @@ _INT_TYPES = {
 
 def tensor_from_proto(proto: onnx.TensorProto) -> torch.Tensor:
     """Decode a TensorProto: floating types become float32, integer and bool types keep an int dtype."""
+    if proto.data_location == onnx.TensorProto.EXTERNAL or len(proto.external_data) > 0:
+        raise GraphBuildError(f"tensor {proto.name!r} uses external data, which is never read")
     if proto.data_type in _FLOAT_TYPES:
         array = np.asarray(numpy_helper.to_array(proto), dtype=np.float32)
         return torch.from_numpy(array.copy())
@@ -85,12 +87,12 @@ class NodeSpec:
     @classmethod
     def from_proto(cls, node: onnx.NodeProto, opset: int) -> "NodeSpec":
         """Build a spec from a NodeProto, decoding every attribute."""
-        spec = cls(node.op_type, node.name, tuple(node.input), tuple(node.output), opset)
+        bare = cls(node.op_type, node.name, tuple(node.input), tuple(node.output), opset)
         try:
             attrs = {attr.name: _attribute_value(attr) for attr in node.attribute}
         except GraphBuildError as exc:
-            spec.fail(str(exc))
-        return cls(spec.op_type, spec.name, spec.inputs, spec.outputs, opset, attrs)
+            bare.fail(str(exc))
+        return replace(bare, attrs=attrs)
 
     @property
     def num_outputs(self) -> int:

@@ -1,0 +1,28 @@
+"""The rejection error and the report every successful intake returns."""
+
+from dataclasses import dataclass, field
+
+
+class ModelRejected(Exception):
+    """An upload was refused; `code` is stable and machine-readable, `message` is for people.
+
+    Codes: refused_format, onnx_invalid, external_data, unsupported_ops, unsupported_input_type,
+    shape_mismatch, parity_failed, safetensors_invalid, unknown_architecture.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        """Store the code and the human-readable message."""
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class IntakeReport:
+    """What intake learned about an accepted model: white-box usability, parity and notes."""
+
+    white_box: bool
+    max_abs_diff: float | None
+    missing_ops: list[str] = field(default_factory=list)
+    onnx_opset: int | None = None
+    notes: list[str] = field(default_factory=list)

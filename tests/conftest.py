@@ -27,9 +27,15 @@ def digits_onnx() -> bytes:
     from worker.engine.training import train_digits_model
 
     buffer = io.BytesIO()
-    torch.onnx.export(train_digits_model("small-cnn", epochs=15, seed=0), (torch.rand(1, 1, 8, 8),), buffer,
-                      dynamo=False, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        train_digits_model("small-cnn", epochs=15, seed=0),
+        (torch.rand(1, 1, 8, 8),),
+        buffer,
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
     return buffer.getvalue()
 
 
@@ -45,8 +51,13 @@ class ServiceEnvironment:
         redis.Redis.from_url(redis_url).flushdb()
         self.database_url = create_database()
         upgrade(self.database_url)
-        self.env = {**os.environ, **FAST_RELIABILITY, "GAUNTLET_DATABASE_URL": self.database_url,
-                    "GAUNTLET_BROKER_URL": redis_url, "GAUNTLET_DATA_DIR": str(data_dir)}
+        self.env = {
+            **os.environ,
+            **FAST_RELIABILITY,
+            "GAUNTLET_DATABASE_URL": self.database_url,
+            "GAUNTLET_BROKER_URL": redis_url,
+            "GAUNTLET_DATA_DIR": str(data_dir),
+        }
 
     def settings(self):  # noqa: ANN201
         """Settings read from this environment."""
@@ -130,7 +141,9 @@ def start_worker(service_env: dict[str, str], tmp_path_factory: pytest.TempPathF
     log_dir: Path = tmp_path_factory.mktemp("worker-logs")
 
     def start(env_overrides: dict[str, str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess({**service_env, **(env_overrides or {})}, log_dir / f"worker-{len(started)}.log")
+        worker = WorkerProcess(
+            {**service_env, **(env_overrides or {})}, log_dir / f"worker-{len(started)}.log"
+        )
         started.append(worker)
         worker.wait_ready()
         return worker

@@ -38,8 +38,14 @@ def ready_model(api: TestClient, headers: dict, data: bytes) -> dict:
 
 def evasion_spec(model_id: str, attacks: list[dict], max_samples: int = 100, **extra: object) -> dict:
     """An evasion job spec on the held-out digits."""
-    return {"kind": "evasion", "model_id": model_id, "dataset_id": "builtin:digits-test", "seed": 0,
-            "params": {"attacks": attacks, "max_samples": max_samples, "batch_size": 64}, **extra}
+    return {
+        "kind": "evasion",
+        "model_id": model_id,
+        "dataset_id": "builtin:digits-test",
+        "seed": 0,
+        "params": {"attacks": attacks, "max_samples": max_samples, "batch_size": 64},
+        **extra,
+    }
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:

@@ -26,7 +26,9 @@ def test_compose_runs_api_gpu_and_cpu_workers_postgres_and_redis():
         assert command[0] == "worker"
         queues |= set(command[command.index("--queues") + 1].split(","))
     assert queues == set(ALL_QUEUES)
-    assert services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == [
+        "gpu"
+    ]
 
 
 def test_compose_commands_parse_with_the_real_cli():
@@ -47,8 +49,10 @@ def test_compose_environment_names_are_real_settings():
     assert environment["GAUNTLET_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert environment["GAUNTLET_BROKER_URL"].startswith("redis://redis:6379")
     postgres = _compose()["services"]["postgres"]["environment"]
-    assert f"{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@postgres:5432/{postgres['POSTGRES_DB']}" in (
-        environment["GAUNTLET_DATABASE_URL"])
+    assert (
+        f"{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@postgres:5432/{postgres['POSTGRES_DB']}"
+        in (environment["GAUNTLET_DATABASE_URL"])
+    )
 
 
 def test_dockerfile_installs_cpu_torch_then_the_package_and_runs_gauntlet():

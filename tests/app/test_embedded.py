@@ -42,7 +42,9 @@ def test_whole_system_runs_on_the_embedded_default(tmp_path, digits_onnx):
             assert api.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
             model = ready_model(api, headers, digits_onnx)
             attack = {"name": "pgd", "norm": "l2", "eps": [0.5, 1.5], "steps": 10}
-            job = api.post("/v1/jobs", headers=headers, json=evasion_spec(model["id"], [attack], max_samples=50))
+            job = api.post(
+                "/v1/jobs", headers=headers, json=evasion_spec(model["id"], [attack], max_samples=50)
+            )
             final = wait_for(api, f"/v1/jobs/{job.json()['id']}", headers, TERMINAL)
             assert final["status"] == "succeeded", final
             report = api.get(f"/v1/jobs/{final['id']}/report", headers=headers).json()

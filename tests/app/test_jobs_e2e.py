@@ -36,8 +36,13 @@ def test_model_upload_is_validated_to_ready_with_white_box(api, tenant, digits_o
 
 
 def test_evasion_job_runs_to_a_report_with_progress_and_artifacts(api, tenant, model):
-    job = api.post("/v1/jobs", headers=tenant, json=evasion_spec(model["id"], [
-        {"name": "fgsm", "norm": "linf", "eps": [0.05, 0.2]}, PGD], max_samples=150)).json()
+    job = api.post(
+        "/v1/jobs",
+        headers=tenant,
+        json=evasion_spec(
+            model["id"], [{"name": "fgsm", "norm": "linf", "eps": [0.05, 0.2]}, PGD], max_samples=150
+        ),
+    ).json()
     assert job["status"] == "queued"
     seen_progress = set()
     deadline = time.monotonic() + 180
@@ -130,8 +135,10 @@ def test_idempotency_key_returns_the_same_job_and_refuses_a_different_spec(api, 
 def test_list_jobs_filters_and_paginates(api, tenant, make_key, digits_onnx):
     other = make_key("pagination-tenant")
     ready = ready_model(api, other, digits_onnx)
-    ids = [api.post("/v1/jobs", headers=other, json=evasion_spec(ready["id"], [PGD], max_samples=5)).json()["id"]
-           for _ in range(5)]
+    ids = [
+        api.post("/v1/jobs", headers=other, json=evasion_spec(ready["id"], [PGD], max_samples=5)).json()["id"]
+        for _ in range(5)
+    ]
     pages, cursor = [], None
     while True:
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
@@ -149,4 +156,3 @@ def test_list_jobs_filters_and_paginates(api, tenant, make_key, digits_onnx):
     done = api.get("/v1/jobs", headers=other, params={"status": "succeeded", "limit": 100}).json()["items"]
     assert sorted(job["id"] for job in done) == sorted(ids)
     assert api.get("/v1/jobs", headers=other, params={"cursor": "not-a-cursor"}).status_code == 422
-

@@ -68,7 +68,9 @@ def model(client, headers, digits_onnx, environment, tmp_path_factory):
 def test_a_worker_killed_mid_job_leaves_the_job_to_be_finished_after_restart(client, headers, model, workers):
     first = workers()
     attack = {"name": "pgd", "norm": "linf", "eps": [0.1, 0.2], "steps": 300}
-    job = client.post("/v1/jobs", headers=headers, json=evasion_spec(model["id"], [attack], max_samples=297)).json()
+    job = client.post(
+        "/v1/jobs", headers=headers, json=evasion_spec(model["id"], [attack], max_samples=297)
+    ).json()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job['id']}", headers=headers).json()
@@ -91,8 +93,12 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_be_finished_after_restart(cli
 
 def test_jobs_queued_while_redis_lost_all_its_data_still_complete(client, headers, model, workers):
     attack = {"name": "fgsm", "norm": "linf", "eps": [0.1]}
-    jobs = [client.post("/v1/jobs", headers=headers, json=evasion_spec(model["id"], [attack], max_samples=20)).json()
-            for _ in range(3)]
+    jobs = [
+        client.post(
+            "/v1/jobs", headers=headers, json=evasion_spec(model["id"], [attack], max_samples=20)
+        ).json()
+        for _ in range(3)
+    ]
     broker = redis.Redis.from_url(ISOLATED_REDIS_URL)
     assert broker.llen("gpu") == 3
     broker.flushdb()

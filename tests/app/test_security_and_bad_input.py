@@ -29,7 +29,9 @@ def alice_model(api, alice, digits_onnx) -> dict:
 
 @pytest.fixture(scope="module")
 def alice_job(api, alice, alice_model) -> dict:
-    job = api.post("/v1/jobs", headers=alice, json=evasion_spec(alice_model["id"], [PGD], max_samples=20)).json()
+    job = api.post(
+        "/v1/jobs", headers=alice, json=evasion_spec(alice_model["id"], [PGD], max_samples=20)
+    ).json()
     return wait_for(api, f"/v1/jobs/{job['id']}", alice, TERMINAL)
 
 
@@ -42,7 +44,9 @@ def _assert_error(response, status: int, code: str | None = None) -> dict:
     return body
 
 
-@pytest.mark.parametrize("header", [None, "Bearer", "Bearer gnt_wrong", "Basic dXNlcjpwYXNz", "gnt_no_scheme"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer", "Bearer gnt_wrong", "Basic dXNlcjpwYXNz", "gnt_no_scheme"]
+)
 def test_missing_or_wrong_key_is_401(api, header):
     headers = {"Authorization": header} if header else {}
     _assert_error(api.get("/v1/jobs", headers=headers), 401, "unauthorized")
@@ -50,9 +54,13 @@ def test_missing_or_wrong_key_is_401(api, header):
 
 def test_another_tenants_objects_are_404_and_not_listed(api, alice, bob, alice_model, alice_job):
     assert alice_job["status"] == "succeeded"
-    for path in (f"/v1/models/{alice_model['id']}", f"/v1/jobs/{alice_job['id']}",
-                 f"/v1/jobs/{alice_job['id']}/report", f"/v1/jobs/{alice_job['id']}/artifacts",
-                 f"/v1/jobs/{alice_job['id']}/report.html"):
+    for path in (
+        f"/v1/models/{alice_model['id']}",
+        f"/v1/jobs/{alice_job['id']}",
+        f"/v1/jobs/{alice_job['id']}/report",
+        f"/v1/jobs/{alice_job['id']}/artifacts",
+        f"/v1/jobs/{alice_job['id']}/report.html",
+    ):
         assert api.get(path, headers=alice).status_code == 200, path
         _assert_error(api.get(path, headers=bob), 404, "not_found")
     artifact = api.get(f"/v1/jobs/{alice_job['id']}/artifacts", headers=alice).json()["items"][0]
@@ -66,25 +74,36 @@ def test_another_tenants_objects_are_404_and_not_listed(api, alice, bob, alice_m
 
 def test_unknown_fields_anywhere_in_a_spec_are_422(api, alice, alice_model):
     spec = evasion_spec(alice_model["id"], [PGD])
-    for bad in ({**spec, "priority": 1}, {**spec, "params": {**spec["params"], "gpu": True}},
-                {**spec, "params": {**spec["params"], "attacks": [{**PGD, "module": "os.system"}]}}):
+    for bad in (
+        {**spec, "priority": 1},
+        {**spec, "params": {**spec["params"], "gpu": True}},
+        {**spec, "params": {**spec["params"], "attacks": [{**PGD, "module": "os.system"}]}},
+    ):
         _assert_error(api.post("/v1/jobs", headers=alice, json=bad), 422, "invalid_request")
 
 
-@pytest.mark.parametrize(("attack", "fragment"), [
-    ({"name": "pgd", "eps": [-0.1]}, "greater than 0"),
-    ({"name": "pgd", "eps": [1.5]}, "exceeds"),
-    ({"name": "pgd", "norm": "l2", "eps": [9.0]}, "exceeds"),
-    ({"name": "pgd", "eps": [0.1], "steps": 0}, "greater than or equal to 1"),
-    ({"name": "deepfool9000", "eps": [0.1]}, "does not match any of the expected tags"),
-    ({"name": "pgd", "eps": [0.1], "targeted": True}, "target_mode"),
-    ({"name": "pgd", "eps": [0.1], "targeted": True, "target_mode": "fixed", "target_class": 12}, "target_class"),
-    ({"name": "pgd", "eps": []}, "at least 1"),
-    ({"name": "pgd", "eps": [0.1], "norm": "l7"}, "linf"),
-])
+@pytest.mark.parametrize(
+    ("attack", "fragment"),
+    [
+        ({"name": "pgd", "eps": [-0.1]}, "greater than 0"),
+        ({"name": "pgd", "eps": [1.5]}, "exceeds"),
+        ({"name": "pgd", "norm": "l2", "eps": [9.0]}, "exceeds"),
+        ({"name": "pgd", "eps": [0.1], "steps": 0}, "greater than or equal to 1"),
+        ({"name": "deepfool9000", "eps": [0.1]}, "does not match any of the expected tags"),
+        ({"name": "pgd", "eps": [0.1], "targeted": True}, "target_mode"),
+        (
+            {"name": "pgd", "eps": [0.1], "targeted": True, "target_mode": "fixed", "target_class": 12},
+            "target_class",
+        ),
+        ({"name": "pgd", "eps": []}, "at least 1"),
+        ({"name": "pgd", "eps": [0.1], "norm": "l7"}, "linf"),
+    ],
+)
 def test_bad_attack_parameters_are_422_with_a_clear_message(api, alice, alice_model, attack, fragment):
     before = len(api.get("/v1/jobs", headers=alice, params={"limit": 100}).json()["items"])
-    body = _assert_error(api.post("/v1/jobs", headers=alice, json=evasion_spec(alice_model["id"], [attack])), 422)
+    body = _assert_error(
+        api.post("/v1/jobs", headers=alice, json=evasion_spec(alice_model["id"], [attack])), 422
+    )
     assert fragment in body["message"], body
     assert len(api.get("/v1/jobs", headers=alice, params={"limit": 100}).json()["items"]) == before
 
@@ -92,8 +111,12 @@ def test_bad_attack_parameters_are_422_with_a_clear_message(api, alice, alice_mo
 def test_oversized_upload_is_413_and_stores_nothing(api, alice, settings):
     too_big = b"\0" * (settings.max_upload_bytes + 1024 * 1024)
     before = len(api.get("/v1/models", headers=alice).json()["items"])
-    response = api.post("/v1/models", headers=alice, files={"file": ("big.onnx", too_big)},
-                        data={"name": "big", "format": "onnx", "input_shape": "[1, 8, 8]", "num_classes": "10"})
+    response = api.post(
+        "/v1/models",
+        headers=alice,
+        files={"file": ("big.onnx", too_big)},
+        data={"name": "big", "format": "onnx", "input_shape": "[1, 8, 8]", "num_classes": "10"},
+    )
     _assert_error(response, 413, "payload_too_large")
     assert len(api.get("/v1/models", headers=alice).json()["items"]) == before
 
@@ -116,19 +139,30 @@ def test_a_pickle_disguised_as_onnx_is_refused_and_never_executed(api, alice, tm
     assert model["status"] == "invalid" and model["invalid_code"] == "refused_format"
     assert "onnx" in model["invalid_reason"].lower()
     assert not marker.exists()
-    _assert_error(api.post("/v1/jobs", headers=alice, json=evasion_spec(model["id"], [PGD])), 422, "model_invalid")
+    _assert_error(
+        api.post("/v1/jobs", headers=alice, json=evasion_spec(model["id"], [PGD])), 422, "model_invalid"
+    )
 
 
 @pytest.mark.parametrize("fmt", ["pickle", "pt", "torchscript"])
 def test_refused_formats_are_415_with_export_advice(api, alice, fmt):
-    response = api.post("/v1/models", headers=alice, files={"file": ("m.bin", b"x")},
-                        data={"name": "m", "format": fmt, "input_shape": "[1, 8, 8]", "num_classes": "10"})
+    response = api.post(
+        "/v1/models",
+        headers=alice,
+        files={"file": ("m.bin", b"x")},
+        data={"name": "m", "format": fmt, "input_shape": "[1, 8, 8]", "num_classes": "10"},
+    )
     assert "torch.onnx.export" in _assert_error(response, 415, "unsupported_media_type")["message"]
 
 
 def test_bad_upload_fields_are_422(api, alice):
-    for fields in ({"input_shape": "not json"}, {"input_shape": "[0, 8]"}, {"num_classes": "ten"},
-                   {"input_range": "[1, 0]"}, {"format": "safetensors"}):
+    for fields in (
+        {"input_shape": "not json"},
+        {"input_shape": "[0, 8]"},
+        {"num_classes": "ten"},
+        {"input_range": "[1, 0]"},
+        {"format": "safetensors"},
+    ):
         form = {"name": "m", "format": "onnx", "input_shape": "[1, 8, 8]", "num_classes": "10", **fields}
         _assert_error(api.post("/v1/models", headers=alice, files={"file": ("m", b"x")}, data=form), 422)
 
@@ -148,13 +182,18 @@ def test_dataset_upload_checks_and_compatibility(api, alice, alice_model):
         "garbage": b"definitely not a zip",
     }
     for name, data in bad_files.items():
-        _assert_error(api.post("/v1/datasets", headers=alice, files={"file": ("d.npz", data)}, data={"name": name}),
-                      422, "dataset_invalid")
+        _assert_error(
+            api.post("/v1/datasets", headers=alice, files={"file": ("d.npz", data)}, data={"name": name}),
+            422,
+            "dataset_invalid",
+        )
 
     wrong_shape = npz_bytes(x=np.zeros((4, 3, 8, 8), dtype=np.float32), y=np.zeros(4, dtype=np.int64))
     out_of_range = npz_bytes(x=np.full((4, 1, 8, 8), 2.0, dtype=np.float32), y=np.zeros(4, dtype=np.int64))
     for data, code in ((wrong_shape, "shape_mismatch"), (out_of_range, "dataset_out_of_range")):
-        dataset = api.post("/v1/datasets", headers=alice, files={"file": ("d.npz", data)}, data={"name": code}).json()
+        dataset = api.post(
+            "/v1/datasets", headers=alice, files={"file": ("d.npz", data)}, data={"name": code}
+        ).json()
         spec = {**evasion_spec(alice_model["id"], [PGD]), "dataset_id": dataset["id"]}
         _assert_error(api.post("/v1/jobs", headers=alice, json=spec), 422, code)
     spec = {**evasion_spec(alice_model["id"], [PGD]), "dataset_id": "builtin:imagenet"}
@@ -166,8 +205,12 @@ def test_uploaded_uint8_dataset_runs_a_job(api, alice, alice_model):
 
     digits = load_builtin("digits-test")
     data = npz_bytes(x=(digits.x[:30] * 255).round().astype(np.uint8), y=digits.y[:30])
-    dataset = api.post("/v1/datasets", headers=alice, files={"file": ("d.npz", data)}, data={"name": "u8"}).json()
+    dataset = api.post(
+        "/v1/datasets", headers=alice, files={"file": ("d.npz", data)}, data={"name": "u8"}
+    ).json()
     spec = {**evasion_spec(alice_model["id"], [PGD]), "dataset_id": dataset["id"]}
-    job = wait_for(api, f"/v1/jobs/{api.post('/v1/jobs', headers=alice, json=spec).json()['id']}", alice, TERMINAL)
+    job = wait_for(
+        api, f"/v1/jobs/{api.post('/v1/jobs', headers=alice, json=spec).json()['id']}", alice, TERMINAL
+    )
     assert job["status"] == "succeeded" and job["summary"]["n_samples"] == 30
     assert job["summary"]["clean_accuracy"] > 0.8

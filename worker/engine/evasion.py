@@ -18,6 +18,9 @@ from worker.engine.sanity_checks import run_checks
 
 ProgressCallback = Callable[[float, str], None]
 
+# Seed-sequence key of the random-target draw, apart from the per-eps keys 0..n_eps-1.
+_TARGETS_KEY = 1 << 20
+
 
 @dataclass
 class EvasionOutcome:
@@ -30,6 +33,17 @@ class EvasionOutcome:
 
     report: dict[str, Any]
     adversarial: dict[str, dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The evaluated set on the CPU, its clean logits and correctness, and the batch bounds."""
+
+    x: Tensor
+    y: Tensor
+    logits: Tensor
+    clean_correct: Tensor
+    batches: list[tuple[int, int]]
 
 
 class _Progress:
@@ -80,6 +94,8 @@ def _validate(x: np.ndarray, y: np.ndarray, input_range: tuple[float, float], ba
     """Reject inputs the evaluation cannot be honest about."""
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need x [N, ...] and y [N] with N > 0, got {x.shape} and {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+        raise ValueError("y must hold non-negative integer labels")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     low, high = input_range
@@ -124,6 +140,7 @@ def run_evasion(
                 f"labels go up to {int(y_all.max())} but the model has {logits.shape[1]} outputs"
             )
         clean_correct = logits.argmax(dim=1) == y_all
+        data = _Data(x_all, y_all, logits, clean_correct, batches)
         worst = WorstCase(len(x_all))
         entries, adversarial = [], {}
         for index, (attack, spec) in enumerate(zip(built, attacks, strict=True)):
@@ -131,11 +148,7 @@ def run_evasion(
                 model,
                 attack,
                 spec,
-                x_all,
-                y_all,
-                logits,
-                clean_correct,
-                batches,
+                data,
                 index=index,
                 seed=seed,
                 device=device,
@@ -161,11 +174,7 @@ def _evaluate_attack(
     model: nn.Module,
     attack: Attack,
     spec: Mapping[str, Any],
-    x_all: Tensor,
-    y_all: Tensor,
-    logits: Tensor,
-    clean_correct: Tensor,
-    batches: list[tuple[int, int]],
+    data: "_Data",
     *,
     index: int,
     seed: int,
@@ -174,7 +183,8 @@ def _evaluate_attack(
     worst: WorstCase,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run one attack spec at every eps; returns its report entry and artifact arrays."""
-    targets, attacked, target_mode = None, clean_correct.clone(), None
+    x_all, y_all, logits, batches = data.x, data.y, data.logits, data.batches
+    targets, attacked, target_mode = None, data.clean_correct.clone(), None
     if attack.targeted:
         target_mode = spec.get("target_mode") or "least_likely"
         targets = select_targets(
@@ -183,7 +193,7 @@ def _evaluate_attack(
             num_classes=logits.shape[1],
             clean_logits=logits,
             target_class=spec.get("target_class"),
-            generator=_generator(torch.device("cpu"), seed, index, 1 << 20),
+            generator=_generator(torch.device("cpu"), seed, index, _TARGETS_KEY),
         )
         attacked &= attackable(y_all, targets)
     eps_values = [float(eps) for eps in spec["eps"]]

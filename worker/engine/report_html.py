@@ -55,7 +55,11 @@ def _attack_label(attack: dict[str, Any]) -> str:
 
 def _summary(report: dict[str, Any]) -> str:
     """Summary table: identity, sample count, clean accuracy, seed and versions."""
-    rows = [[_e(key), _e(report[key])] for key in ("kind", "model_id", "dataset_id", "seed") if key in report]
+    rows = [
+        [_e(key), _e(report[key])]
+        for key in ("kind", "model_id", "dataset_id", "seed", "device")
+        if key in report
+    ]
     rows.append(["samples", _num(report.get("n_samples"))])
     rows.append(["clean accuracy", _pct(report.get("clean_accuracy"))])
     if "input_range" in report:

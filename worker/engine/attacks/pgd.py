@@ -98,27 +98,28 @@ class PGD(Attack):
         self, model: nn.Module, x: Tensor, labels: Tensor, *, eps: float, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
         """Run the restarts, keeping per sample the first success or else the highest objective."""
-        best_adv = x.clone()
-        best_objective = torch.full((len(x),), -torch.inf, device=x.device, dtype=x.dtype)
-        best_predictions = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        best_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for restart in range(self.restarts):
-            active = (
-                torch.arange(len(x), device=x.device) if restart == 0 else (~best_success).nonzero()[:, 0]
-            )
+        best_adv = self._descend(model, x, labels, eps=eps, generator=generator)
+        best_objective, best_predictions = self._objective_and_predictions(model, best_adv, labels)
+        best_success = self._hit(best_predictions, labels)
+        for _ in range(1, self.restarts):
+            active = (~best_success).nonzero()[:, 0]
             if active.numel() == 0:
                 break
             x_active, labels_active = x[active], labels[active]
             x_adv = self._descend(model, x_active, labels_active, eps=eps, generator=generator)
             objective, predictions = self._objective_and_predictions(model, x_adv, labels_active)
-            success = predictions == labels_active if self.targeted else predictions != labels_active
-            better = success | (objective > best_objective[active]) if restart else torch.ones_like(success)
+            success = self._hit(predictions, labels_active)
+            better = success | (objective > best_objective[active])
             chosen = active[better]
             best_adv[chosen] = x_adv[better]
             best_objective[chosen] = objective[better]
             best_predictions[chosen] = predictions[better]
             best_success[chosen] = success[better]
         return best_adv, best_predictions
+
+    def _hit(self, predictions: Tensor, labels: Tensor) -> Tensor:
+        """Success against the loss labels: away from the true label, or onto the target."""
+        return predictions == labels if self.targeted else predictions != labels
 
     def _descend(
         self, model: nn.Module, x: Tensor, labels: Tensor, *, eps: float, generator: torch.Generator

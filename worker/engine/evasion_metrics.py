@@ -43,6 +43,19 @@ def eps_result(
     }
 
 
+def query_stats(queries: np.ndarray, attacked: np.ndarray) -> dict[str, Any]:
+    """Model queries per attacked sample (mean, median, max) and in total, for black-box attacks."""
+    spent = queries[attacked]
+    if not spent.size:
+        return {"mean_queries": None, "median_queries": None, "max_queries": None, "total_queries": 0}
+    return {
+        "mean_queries": float(spent.mean()),
+        "median_queries": float(np.median(spent)),
+        "max_queries": int(spent.max()),
+        "total_queries": int(spent.sum()),
+    }
+
+
 @dataclass
 class WorstCase:
     """Per-sample worst case across attacks, grouped by (norm, eps).

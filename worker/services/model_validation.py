@@ -6,6 +6,7 @@ from dataclasses import asdict
 from app.orm import ModelRecord, utcnow
 from app.storage import get_blob
 from worker.engine.model_intake import ModelRejected, validate_onnx, validate_safetensors
+from worker.remote_model import validate_remote
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger("gauntlet.models")
@@ -29,6 +30,14 @@ def validate_model(rt: WorkerRuntime, model_id: str) -> None:
                     record.architecture or "",
                     record.input_shape,
                     record.num_classes,
+                )
+            elif record.format == "remote" and record.endpoint_url:
+                report = validate_remote(
+                    record.endpoint_url,
+                    record.input_shape,
+                    record.num_classes,
+                    input_range,
+                    rt.settings.remote_host_allowlist,
                 )
             else:
                 raise ModelRejected(

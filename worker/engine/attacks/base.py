@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from worker.engine.attacks.norms import Norm, check_norm
+from worker.engine.attacks.norms import Norm, check_norm, perturbation_norm
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class AttackResult:
     x_adv: Tensor
     predictions: Tensor
     success: Tensor
+    queries: Tensor | None = None  # per-sample model queries, for attacks that count them (black-box)
 
 
 class Attack(ABC):
@@ -42,6 +43,13 @@ class Attack(ABC):
     """
 
     name: ClassVar[str]
+    # False for attacks that only query the model's outputs (black-box): they run on a model with no
+    # gradient path at all (onnxruntime), and count their queries.
+    requires_gradients: ClassVar[bool] = True
+    # True for attacks that search for the smallest perturbation instead of working inside a given
+    # eps: the evaluation runs them once per batch with eps=inf and counts a sample as broken at eps
+    # only when its perturbation's norm is at most eps (see `restrict_to_budget`).
+    minimum_norm: ClassVar[bool] = False
     # Optional constructor keywords that `from_spec` reads from a job spec's attack entry.
     SPEC_KEYS: ClassVar[tuple[str, ...]] = ()
 
@@ -95,7 +103,7 @@ class Attack(ABC):
         generator: torch.Generator | None = None,
     ) -> AttackResult:
         """Attack a batch within budget eps; returns adversarial inputs, predictions and success."""
-        if not math.isfinite(eps) or eps < 0:
+        if math.isnan(eps) or eps < 0 or (math.isinf(eps) and not self.minimum_norm):
             raise ValueError(f"eps must be a finite non-negative number, got {eps}")
         if self.targeted and targets is None:
             raise ValueError("a targeted attack needs targets")
@@ -106,9 +114,12 @@ class Attack(ABC):
         x = x.detach()
         labels = targets if self.targeted else y
         assert labels is not None
-        x_adv, predictions = self._attack(model, x, labels.to(x.device), eps=float(eps), generator=generator)
+        x_adv, predictions, *counted = self._attack(
+            model, x, labels.to(x.device), eps=float(eps), generator=generator
+        )
         success = self._succeeded(predictions, y.to(x.device), targets)
-        return AttackResult(x_adv=x_adv.detach(), predictions=predictions, success=success)
+        queries = counted[0] if counted else None
+        return AttackResult(x_adv=x_adv.detach(), predictions=predictions, success=success, queries=queries)
 
     def _succeeded(self, predictions: Tensor, y: Tensor, targets: Tensor | None) -> Tensor:
         """Per-sample success: prediction changed (untargeted) or equals the target (targeted)."""
@@ -143,5 +154,25 @@ class Attack(ABC):
     @abstractmethod
     def _attack(
         self, model: nn.Module, x: Tensor, labels: Tensor, *, eps: float, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor]:
-        """Return (x_adv, predictions on x_adv); labels are true labels or targets."""
+    ) -> tuple[Tensor, ...]:
+        """Return (x_adv, predictions on x_adv) or (x_adv, predictions, per-sample queries).
+
+        labels are true labels (untargeted) or targets (targeted). Minimum-norm attacks get
+        eps=inf and return their smallest adversarial found (x itself where they found none).
+        """
+
+
+def restrict_to_budget(result: AttackResult, x: Tensor, y: Tensor, eps: float, norm: Norm) -> AttackResult:
+    """A minimum-norm attack's result seen at budget eps: successes farther than eps fall back to x.
+
+    x are the attacked (clean-correct) samples, so the prediction of a sample that falls back is y.
+    """
+    within = perturbation_norm(result.x_adv - x, norm) <= eps * (1 + 1e-6) + 1e-7
+    keep = result.success & within
+    mask = keep.reshape((-1,) + (1,) * (x.dim() - 1))
+    return AttackResult(
+        x_adv=torch.where(mask, result.x_adv, x),
+        predictions=torch.where(keep, result.predictions, y),
+        success=keep,
+        queries=result.queries,
+    )

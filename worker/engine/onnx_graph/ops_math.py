@@ -40,15 +40,56 @@ def _div(a: Tensor, b: Tensor) -> Tensor:
     return torch.div(a, b)
 
 
+def _pow(base: Tensor, exponent: Tensor) -> Tensor:
+    """ONNX Pow: the result keeps the base's element type (an integer base truncates)."""
+    out = torch.pow(base, exponent)
+    return out if out.dtype == base.dtype else out.to(base.dtype)
+
+
 add = _binary(torch.add)
 sub = _binary(torch.sub)
 mul = _binary(torch.mul)
 div = _binary(_div)
+pow_ = _binary(_pow)
 matmul = _binary(torch.matmul)
+equal = _binary(torch.eq)
 relu = _unary(F.relu)
 sigmoid = _unary(torch.sigmoid)
 tanh = _unary(torch.tanh)
+sqrt = _unary(torch.sqrt)
+erf = _unary(torch.erf)
 identity = _unary(lambda x: x)
+
+
+def mod(node: NodeSpec) -> OpFn:
+    """Mod: fmod=0 takes the divisor's sign (integers only), fmod=1 the dividend's (C fmod)."""
+    node.require_outputs(1)
+    c_style = node.int_attr("fmod", 0)
+    if c_style not in (0, 1):
+        node.fail(f"fmod={c_style} is not supported (0 or 1)")
+
+    def run(inputs: Inputs) -> tuple[Tensor]:
+        """Compute the elementwise remainder."""
+        a, b = required(inputs, 0), required(inputs, 1)
+        if c_style:
+            return (torch.fmod(a, b),)
+        if a.is_floating_point() or b.is_floating_point():
+            node.fail("fmod=0 is only defined for integer inputs")
+        return (torch.remainder(a, b),)
+
+    return run
+
+
+def where(node: NodeSpec) -> OpFn:
+    """Where: pick from X where the condition holds, else from Y, with numpy broadcasting."""
+    node.require_outputs(1)
+
+    def run(inputs: Inputs) -> tuple[Tensor]:
+        """Select elementwise."""
+        condition = required(inputs, 0)
+        return (torch.where(condition.to(torch.bool), required(inputs, 1), required(inputs, 2)),)
+
+    return run
 
 
 def dropout(node: NodeSpec) -> OpFn:

@@ -13,7 +13,7 @@ from worker.engine.onnx_graph.padding import (
     pool_output_size,
     resolve_pads,
 )
-from worker.engine.onnx_graph.spec import Inputs, NodeSpec, OpFn, optional, required
+from worker.engine.onnx_graph.spec import Inputs, NodeSpec, OpFn, axis_index, optional, required
 
 Tensor = torch.Tensor
 
@@ -149,5 +149,26 @@ def batch_normalization(node: NodeSpec) -> OpFn:
         x, scale, bias = required(inputs, 0), required(inputs, 1), required(inputs, 2)
         mean, var = required(inputs, 3), required(inputs, 4)
         return (F.batch_norm(x, mean, var, scale, bias, training=False, eps=eps),)
+
+    return run
+
+
+def layer_normalization(node: NodeSpec) -> OpFn:
+    """LayerNormalization (opset 17): normalise over dims axis.., then scale and optional bias."""
+    node.require_outputs(1)
+    axis = node.int_attr("axis", -1)
+    eps = node.float_attr("epsilon", 1e-5)
+    stash_type = node.int_attr("stash_type", 1)
+    if stash_type != 1:
+        node.fail(f"stash_type={stash_type} is not supported (only float32 statistics, 1)")
+
+    def run(inputs: Inputs) -> tuple[Tensor]:
+        """Normalise with biased variance; broadcast scale and bias when they are not full-shape."""
+        x, scale, bias = required(inputs, 0), required(inputs, 1), optional(inputs, 2)
+        shape = tuple(x.shape[axis_index(axis, x.dim()) :])
+        if tuple(scale.shape) == shape and (bias is None or tuple(bias.shape) == shape):
+            return (F.layer_norm(x, shape, scale, bias, eps),)
+        out = F.layer_norm(x, shape, None, None, eps) * scale
+        return (out if bias is None else out + bias,)
 
     return run

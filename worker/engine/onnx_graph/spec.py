@@ -154,3 +154,15 @@ def required(inputs: Inputs, index: int) -> torch.Tensor:
 def optional(inputs: Inputs, index: int) -> torch.Tensor | None:
     """Return an optional node input, or None when absent."""
     return inputs[index] if index < len(inputs) else None
+
+
+def int_list(tensor: torch.Tensor) -> list[int]:
+    """The values of a (shape-like) integer tensor of any rank as python ints."""
+    return [int(v) for v in tensor.reshape(-1).tolist()]
+
+
+def axis_index(axis: int, rank: int) -> int:
+    """Normalise a possibly negative axis against a rank, refusing axes out of range."""
+    if not -rank <= axis < rank:
+        raise GraphBuildError(f"axis {axis} is out of range for a tensor of rank {rank}")
+    return axis + rank if axis < 0 else axis

@@ -14,9 +14,12 @@ OPSET = 17
 
 
 def export_onnx(
-    model: nn.Module, input_shape: tuple[int, ...], *, dynamic: bool = True, opset: int = OPSET
+    model: nn.Module, input_shape: tuple[int, ...], *, dynamic: bool = True, opset: int | None = OPSET
 ) -> bytes:
-    """Export with the TorchScript exporter (dynamo=False), optionally with a dynamic batch axis."""
+    """Export with the TorchScript exporter (dynamo=False), optionally with a dynamic batch axis.
+
+    opset=None uses the exporter's default opset.
+    """
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -31,6 +34,23 @@ def export_onnx(
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
         )
     return buffer.getvalue()
+
+
+def export_onnx_dynamo(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """Export with the torch.export-based exporter (dynamo=True, default opset) and a dynamic batch."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model.eval(),
+            (torch.rand(2, *input_shape),),  # batch 2: torch.export specialises sizes 0 and 1
+            dynamo=True,
+            verbose=False,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
+    assert program is not None
+    return program.model_proto.SerializeToString()
 
 
 def ort_run(data: bytes | onnx.ModelProto, x: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from worker.engine import remote_model
+from worker import remote_model
 from worker.engine.model_intake import ModelRejected
 from worker.remote_model import RemoteClassifier, RemoteModelError, validate_remote
 

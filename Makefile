@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# The CPU build of PyTorch first, so nothing pulls a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	# Reference libraries for strength-parity tests and benchmarks. Both list torchvision (which would
+	# pull a CUDA build of torch) but do not need it for the attacks we compare: install without deps.
+	$(BIN)/pip install --quiet --no-deps "adversarial-robustness-toolbox==1.20.1" "torchattacks==3.5.1"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -18,6 +18,7 @@ from worker.engine.evasion_support import (
     batch_bounds,
 )
 from worker.engine.sanity_checks import run_checks
+from worker.engine.sanity_runs import sanity_run_checks, sanity_run_units
 
 __all__ = ["EvasionOutcome", "ProgressCallback", "run_evasion"]
 
@@ -83,6 +84,7 @@ def run_evasion(
     device: torch.device | None = None,
     progress: ProgressCallback | None = None,
     black_box: nn.Module | None = None,
+    sanity_runs: bool = True,
 ) -> EvasionOutcome:
     """Evaluate the model under each attack spec at each eps; streams the data in batches.
 
@@ -91,7 +93,8 @@ def run_evasion(
     outputs run on it. The model is put in eval mode for the run (its previous mode is restored
     afterwards); with `device` given it is moved there, else the model's own device is used. Samples
     misclassified clean are not attacked (x_adv = x). Same seed, same inputs: same numbers (except
-    seconds).
+    seconds). With `sanity_runs`, the checks that need extra attack runs (an unbounded attack, a doubled
+    iteration budget) run too.
     """
     _validate(x, y, input_range, batch_size)
     reference = model if model is not None else black_box
@@ -105,6 +108,8 @@ def run_evasion(
     batches = batch_bounds(len(x_all), batch_size)
     built = [attack_class(spec["name"]).from_spec(spec, input_range=input_range) for spec in attacks]
     total = len(x_all) * (1 + sum(a.work_units * len(s["eps"]) for a, s in zip(built, attacks, strict=True)))
+    if sanity_runs:
+        total += sanity_run_units(len(x_all), attacks)
     tracker = ProgressTracker(total, progress)
     for attack in built:
         if attack.requires_gradients and model is None:
@@ -120,7 +125,7 @@ def run_evasion(
         clean_correct = logits.argmax(dim=1) == y_all
         data = EvaluationData(x_all, y_all, logits, clean_correct, batches)
         worst = WorstCase(len(x_all))
-        entries, adversarial = [], {}
+        entries, adversarial, per_attack = [], {}, []
         for index, (attack, spec) in enumerate(zip(built, attacks, strict=True)):
             target = model if attack.requires_gradients or black_box is None else black_box
             entry, arrays = evaluate_attack(
@@ -135,7 +140,20 @@ def run_evasion(
                 worst=worst,
             )
             entries.append(entry)
+            per_attack.append(arrays)
             adversarial[f"adversarial_{attack.name}_{attack.norm}_{index}"] = arrays
+        extra_checks = []
+        if sanity_runs:
+            extra_checks = sanity_run_checks(
+                model,
+                data,
+                attacks,
+                per_attack,
+                input_range=input_range,
+                seed=seed,
+                device=device,
+                progress=tracker,
+            )
     finally:
         reference.train(was_training)
     report: dict[str, Any] = {
@@ -145,5 +163,5 @@ def run_evasion(
         "attacks": entries,
         "worst_case": worst.rows(),
     }
-    report["checks"] = run_checks(report)
+    report["checks"] = run_checks(report) + extra_checks
     return EvasionOutcome(report=report, adversarial=adversarial)

@@ -60,34 +60,78 @@ def _compatible(attack: dict[str, Any]) -> tuple[Any, ...]:
     return (attack.get("norm"), bool(attack.get("targeted")), attack.get("target_mode"))
 
 
-def check_iterative_beats_single_step(report: dict[str, Any]) -> Check | None:
-    """PGD must be at least as strong as FGSM at the same norm, targeting and eps (tolerance: one sample)."""
-    tolerance = _tolerance(report)
-    best: dict[str, dict[tuple[Any, ...], float]] = {"fgsm": {}, "pgd": {}}
+# Attacks that mix threat models are left out of the white-box side of comparisons.
+_ENSEMBLES = frozenset({"autoattack"})
+
+
+def _best_by_setting(
+    report: dict[str, Any], keep: Callable[[dict[str, Any]], bool]
+) -> dict[tuple[Any, ...], float]:
+    """Lowest robust accuracy per (norm, targeting, eps) over the attacks `keep` accepts."""
+    best: dict[tuple[Any, ...], float] = {}
     for attack in report.get("attacks", []):
-        table = best.get(str(attack.get("name")))
-        if table is None:
+        if not keep(attack):
             continue
         for row in attack.get("results", []):
             key = (*_compatible(attack), float(row["eps"]))
-            table[key] = min(table.get(key, 1.0), row["robust_accuracy"])
-    pairs = sorted(set(best["fgsm"]) & set(best["pgd"]), key=str)
+            best[key] = min(best.get(key, 1.0), row["robust_accuracy"])
+    return best
+
+
+def _is_white_box(attack: dict[str, Any]) -> bool:
+    """A gradient-based attack that is not an ensemble."""
+    return attack.get("threat_model", "white-box") == "white-box" and attack.get("name") not in _ENSEMBLES
+
+
+def _compare(
+    report: dict[str, Any],
+    name: str,
+    strong: dict[tuple[Any, ...], float],
+    weak: dict[tuple[Any, ...], float],
+    labels: tuple[str, str],
+    failure_hint: str,
+) -> Check | None:
+    """Check that the `strong` family is at least as strong as the `weak` one wherever both ran."""
+    tolerance = _tolerance(report)
+    pairs = sorted(set(strong) & set(weak), key=str)
     if not pairs:
         return None
     problems = [
-        f"{key[0]} eps={key[3]:g}: pgd {best['pgd'][key]:.4f} > fgsm {best['fgsm'][key]:.4f}"
+        f"{key[0]} eps={key[3]:g}: {labels[0]} {strong[key]:.4f} > {labels[1]} {weak[key]:.4f}"
         for key in pairs
-        if best["pgd"][key] > best["fgsm"][key] + tolerance
+        if strong[key] > weak[key] + tolerance
     ]
     if problems:
-        detail = (
-            "; ".join(problems) + ". An iterative attack losing to a single step suggests gradient masking "
-            "(for example a saturated or non-smooth loss surface), or a PGD step size or step count that "
-            "does not fit the budget."
-        )
-        return {"name": "iterative_beats_single_step", "passed": False, "detail": detail}
-    detail = f"pgd robust accuracy <= fgsm robust accuracy at all {len(pairs)} shared (norm, eps) settings"
-    return {"name": "iterative_beats_single_step", "passed": True, "detail": detail}
+        return {"name": name, "passed": False, "detail": "; ".join(problems) + ". " + failure_hint}
+    detail = f"{labels[0]} robust accuracy <= {labels[1]} at all {len(pairs)} shared (norm, eps) settings"
+    return {"name": name, "passed": True, "detail": detail}
+
+
+def check_iterative_beats_single_step(report: dict[str, Any]) -> Check | None:
+    """Iterative white-box attacks must be at least as strong as FGSM (one sample of slack)."""
+    return _compare(
+        report,
+        "iterative_beats_single_step",
+        _best_by_setting(report, lambda a: _is_white_box(a) and a.get("name") != "fgsm"),
+        _best_by_setting(report, lambda a: a.get("name") == "fgsm"),
+        ("iterative", "fgsm"),
+        "An iterative attack losing to a single step suggests gradient masking (for example a saturated or "
+        "non-smooth loss surface), or a step size or step count that does not fit the budget.",
+    )
+
+
+def check_white_box_beats_black_box(report: dict[str, Any]) -> Check | None:
+    """White-box attacks must be at least as strong as black-box ones (one sample of slack)."""
+    return _compare(
+        report,
+        "white_box_beats_black_box",
+        _best_by_setting(report, _is_white_box),
+        _best_by_setting(report, lambda a: a.get("threat_model") == "black-box"),
+        ("white-box", "black-box"),
+        "A query-only attack beating the gradient-based ones is the classic sign of gradient masking or "
+        "obfuscated gradients: the gradients mislead, so white-box numbers overstate robustness. Trust the "
+        "lower (worst-case) numbers and consider adaptive attacks (e.g. BPDA, EOT).",
+    )
 
 
 def check_robust_below_clean(report: dict[str, Any]) -> Check | None:
@@ -142,6 +186,7 @@ def check_perturbation_within_budget(report: dict[str, Any]) -> Check | None:
 CHECKS: tuple[Callable[[dict[str, Any]], Check | None], ...] = (
     check_accuracy_falls_with_eps,
     check_iterative_beats_single_step,
+    check_white_box_beats_black_box,
     check_robust_below_clean,
     check_perturbation_within_budget,
 )

@@ -13,7 +13,12 @@ from app.settings import get_settings
 from worker.engine.device import pick_device
 from worker.engine.evasion import run_evasion
 from worker.engine.report_html import render_report_html
-from worker.services.inputs import job_model_record, load_job_dataset, load_white_box_model
+from worker.services.inputs import (
+    job_model_record,
+    load_black_box_model,
+    load_job_dataset,
+    load_white_box_model,
+)
 from worker.services.job_runner import ArtifactPayload, JobOutput
 from worker.services.progress import ProgressReporter
 
@@ -40,13 +45,15 @@ def execute_evasion(session: Session, job: Job, progress: ProgressReporter) -> J
     """Run every attack of the spec over the first max_samples samples."""
     record = job_model_record(session, job)
     input_range = (float(record.input_range[0]), float(record.input_range[1]))
-    model = load_white_box_model(session, record)
+    settings = get_settings()
+    model = load_white_box_model(session, record) if record.white_box else None
+    black_box = load_black_box_model(session, record, settings.remote_host_allowlist)
     x, y = load_job_dataset(session, job, input_range)
     params = job.params
     x, y = x[: params["max_samples"]], y[: params["max_samples"]]
-    device = pick_device(get_settings().device)
+    device = pick_device(settings.device)
     outcome = run_evasion(
-        model.to(device),
+        model.to(device) if model is not None else None,
         x,
         y,
         params["attacks"],
@@ -55,6 +62,7 @@ def execute_evasion(session: Session, job: Job, progress: ProgressReporter) -> J
         seed=job.seed,
         device=device,
         progress=progress,
+        black_box=black_box,
     )
     report = {
         "kind": "evasion",

@@ -9,8 +9,15 @@ from app.errors import InvalidInput
 from app.orm import DatasetRecord, Job, ModelRecord
 from app.services.dataset_arrays import BUILTIN_PREFIX, load_npz
 from app.storage import get_blob
+from worker.engine.black_box import QueryOnlyModel
 from worker.engine.datasets import DatasetError, load_builtin
-from worker.engine.model_intake import ModelRejected, load_onnx_module, load_safetensors_module
+from worker.engine.model_intake import (
+    ModelRejected,
+    OnnxRuntimeClassifier,
+    load_onnx_module,
+    load_safetensors_module,
+)
+from worker.remote_model import RemoteClassifier, RemoteModelError
 from worker.services.job_state import JobFailure
 
 
@@ -39,6 +46,30 @@ def load_white_box_model(session: Session, record: ModelRecord) -> nn.Module:
         ).eval()
     except ModelRejected as exc:
         raise JobFailure(exc.code, exc.message) from exc
+
+
+def load_black_box_model(
+    session: Session, record: ModelRecord, allowlist: list[str]
+) -> QueryOnlyModel | None:
+    """The model as black-box attacks see it: onnxruntime or the remote endpoint; None for safetensors."""
+    if record.format == "onnx" and record.blob_sha256:
+        return QueryOnlyModel(OnnxRuntimeClassifier(get_blob(session, record.blob_sha256)))
+    if record.format == "remote" and record.endpoint_url:
+        remote = RemoteClassifier(
+            record.endpoint_url,
+            input_shape=record.input_shape,
+            num_classes=record.num_classes,
+            allowlist=allowlist,
+        )
+
+        def classify(x: np.ndarray) -> np.ndarray:
+            try:
+                return remote(x)
+            except RemoteModelError as exc:
+                raise JobFailure(exc.code, exc.message) from exc
+
+        return QueryOnlyModel(classify)
+    return None
 
 
 def load_job_dataset(

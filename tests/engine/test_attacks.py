@@ -238,7 +238,10 @@ def test_norm_helpers():
         sample = random_in_ball(like, eps, norm, _generator())  # type: ignore[arg-type]
         sizes = perturbation_norm(sample, norm)  # type: ignore[arg-type]
         assert sizes.max() <= eps + TOL
-        assert sizes.mean() > 0.8 * eps  # uniform in volume concentrates near the boundary in 64 dims
+        if norm == "linf":
+            assert sizes.mean() > 0.8 * eps  # the largest coordinate of a uniform cube point is near eps
+        else:
+            assert 0.4 * eps < sizes.mean() < 0.6 * eps  # radius uniform in [0, eps]
     big = torch.randn(10, 3, 4, 4) * 10
     projected = project_ball(big, 0.5, "l2")
     assert torch.allclose(perturbation_norm(projected, "l2"), torch.full((10,), 0.5), atol=1e-5)

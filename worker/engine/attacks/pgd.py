@@ -31,8 +31,9 @@ class PGD(Attack):
         steps: number of gradient steps, default 40.
         step_size: size of one step; default None, meaning 2.5 * eps / steps (the Madry et al.
             choice, enough to cross the ball from any start).
-        random_start: default True; start from a uniform point of the eps ball (linf: uniform in
-            the cube; l2: uniform in the ball's volume), clamped into the input range.
+        random_start: default True; start from a random point of the eps ball (linf: uniform in
+            the cube; l2: uniform direction at a radius uniform in [0, eps]), clamped into the
+            input range.
         restarts: default 1. Restarts after the first only attack samples not yet successful;
             per sample the first successful restart is kept, otherwise the one with the highest
             objective (cross-entropy to the true label; minus cross-entropy to the target when

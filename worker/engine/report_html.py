@@ -6,7 +6,7 @@ html.escape, so a hostile model name or dataset name cannot inject markup.
 
 import html
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -89,27 +89,35 @@ def _worst_case(report: dict[str, Any]) -> str:
     )
 
 
+# Result columns in display order: key, header, formatter. Only columns some row has are shown.
+_RESULT_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("eps", "eps", _num),
+    ("patch_scale", "patch scale", _num),
+    ("robust_accuracy", "robust accuracy", _pct),
+    ("attack_success_rate", "success rate", _pct),
+    ("success_rate", "success rate", _pct),
+    ("clean_accuracy", "clean accuracy", _pct),
+    ("mean_perturbation", "mean pert.", _num),
+    ("median_perturbation", "median pert.", _num),
+    ("max_perturbation", "max pert.", _num),
+    ("mean_queries", "mean queries", _num),
+    ("max_queries", "max queries", _num),
+    ("seconds", "seconds", lambda value: _num(value, 3)),
+)
+
+
 def _attack_section(attack: dict[str, Any]) -> str:
-    """Parameters and per-eps results of one attack."""
+    """Parameters and per-budget results of one attack."""
     params = attack.get("params") or {}
     param_rows = [[_e(key), _e(value)] for key, value in params.items()]
-    headers = ["eps", "robust accuracy", "success rate", "mean pert.", "median pert.", "max pert.", "seconds"]
-    rows = [
-        [
-            _num(row.get("eps")),
-            _pct(row.get("robust_accuracy")),
-            _pct(row.get("attack_success_rate")),
-            _num(row.get("mean_perturbation")),
-            _num(row.get("median_perturbation")),
-            _num(row.get("max_perturbation")),
-            _num(row.get("seconds"), 3),
-        ]
-        for row in attack.get("results", [])
-    ]
+    results = attack.get("results", [])
+    columns = [column for column in _RESULT_COLUMNS if any(column[0] in row for row in results)]
+    rows = [[fmt(row.get(key)) for key, _, fmt in columns] for row in results]
+    threat = f" <small>({_e(attack['threat_model'])})</small>" if attack.get("threat_model") else ""
     return (
-        f"<h3>{_e(_attack_label(attack))}</h3>"
+        f"<h3>{_e(_attack_label(attack))}{threat}</h3>"
         + _table(["parameter", "value"], param_rows)
-        + _table(headers, rows)
+        + _table([header for _, header, _ in columns], rows)
     )
 
 

@@ -1,4 +1,4 @@
-"""Converters for per-axis windows: Slice (with ONNX's clamping rules) and Pad (constant/reflect/edge).
+"""Converters for per-axis windows: Slice (onnxruntime clamping rules) and Pad (constant/reflect/edge).
 
 Starts, ends, steps and pads are read from int64 tensors at run time, so they may be computed
 from the input's shape. Negative steps and reflect/edge padding gather with index tensors, which
@@ -13,19 +13,28 @@ from worker.engine.onnx_graph.spec import Inputs, NodeSpec, OpFn, axis_index, in
 Tensor = torch.Tensor
 
 PAD_MODES = ("constant", "reflect", "edge")
+_END_SENTINELS = (2**31 - 1, 2**63 - 1)
 
 
 def _slice_axis(x: Tensor, dim: int, start: int, end: int, step: int) -> Tensor:
-    """Slice one dim after clamping start/end the way ONNX does (huge or negative values allowed)."""
+    """Slice one dim after clamping start/end the way onnxruntime does (huge or negative values allowed).
+
+    As in onnxruntime (and unlike a literal reading of the spec), an end of INT32_MAX or INT64_MAX
+    means "to the last element in the step's direction", so it also runs to the front for a
+    negative step.
+    """
     size = x.shape[dim]
     start = start + size if start < 0 else start
-    end = end + size if end < 0 else end
+    if end in _END_SENTINELS:
+        end = -1 if step < 0 else size
+    elif end < 0:
+        end += size
     if step > 0:
         start, end = min(max(start, 0), size), min(max(end, 0), size)
-        index: list[slice] = [slice(None)] * dim + [slice(start, end, step)]
+        index: list[slice] = [slice(None)] * dim + [slice(start, end, min(step, max(size, 1)))]
         return x[tuple(index)]
     start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
-    picked = torch.arange(start, end, step, dtype=torch.int64, device=x.device)
+    picked = torch.tensor(list(range(start, end, step)), dtype=torch.int64, device=x.device)
     return x.index_select(dim, picked)
 
 

@@ -60,7 +60,7 @@ def squeeze(node: NodeSpec) -> OpFn:
         x = required(inputs, 0)
         axes_input = optional(inputs, 1) if node.opset >= 13 else None
         axes = attr_axes if axes_input is None else int_list(axes_input)
-        if axes is None:
+        if not axes:  # absent or empty (as onnxruntime reads an empty axes input): every size-1 dim
             return (x.reshape([n for n in x.shape if n != 1]),)
         dims = {axis_index(a, x.dim()) for a in axes}
         if any(x.shape[d] != 1 for d in dims):
@@ -85,6 +85,8 @@ def expand(node: NodeSpec) -> OpFn:
 def _split_sizes(node: NodeSpec, length: int, count: int, num_outputs: int | None) -> list[int]:
     """Chunk sizes when no split is given: ceil-sized chunks (num_outputs) or equal parts."""
     if num_outputs is None:
+        if node.opset >= 18:
+            node.fail("from opset 18 either the 'split' input or the 'num_outputs' attribute is required")
         if length % count:
             node.fail(f"a dim of {length} cannot be split into {count} equal parts")
         return [length // count] * count

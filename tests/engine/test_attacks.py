@@ -189,7 +189,8 @@ def test_invalid_parameters_are_refused(small_cnn, held_out):
 
 
 def test_registry_and_spec_building():
-    assert ATTACKS == {"fgsm": FGSM, "pgd": PGD}
+    assert ATTACKS["fgsm"] is FGSM and ATTACKS["pgd"] is PGD
+    assert all(cls.name == name for name, cls in ATTACKS.items())
     spec = {
         "name": "pgd",
         "norm": "l2",

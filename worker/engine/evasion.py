@@ -107,7 +107,10 @@ def run_evasion(
     y_all = torch.as_tensor(y, dtype=torch.long)
     batches = batch_bounds(len(x_all), batch_size)
     built = [attack_class(spec["name"]).from_spec(spec, input_range=input_range) for spec in attacks]
-    total = len(x_all) * (1 + sum(a.work_units * len(s["eps"]) for a, s in zip(built, attacks, strict=True)))
+    runs = [
+        1 if attack.minimum_norm else len(spec["eps"]) for attack, spec in zip(built, attacks, strict=True)
+    ]
+    total = len(x_all) * (1 + sum(attack.work_units * n for attack, n in zip(built, runs, strict=True)))
     if sanity_runs:
         total += sanity_run_units(len(x_all), attacks)
     tracker = ProgressTracker(total, progress)

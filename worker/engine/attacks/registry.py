@@ -2,12 +2,11 @@
 
 from worker.engine.attacks.base import Attack
 from worker.engine.attacks.fgsm import FGSM
+from worker.engine.attacks.hop_skip_jump import HopSkipJump
 from worker.engine.attacks.pgd import PGD
+from worker.engine.attacks.square import SquareAttack
 
-ATTACKS: dict[str, type[Attack]] = {
-    FGSM.name: FGSM,
-    PGD.name: PGD,
-}
+ATTACKS: dict[str, type[Attack]] = {attack.name: attack for attack in (FGSM, PGD, SquareAttack, HopSkipJump)}
 
 
 def attack_class(name: str) -> type[Attack]:

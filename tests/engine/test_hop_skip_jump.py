@@ -1,0 +1,259 @@
+"""HopSkipJump: minimum-norm threat model, query budget and counting, onnxruntime, ART parity."""
+
+import math
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.engine.onnx_fixtures import export_onnx
+from worker.engine.attacks.base import restrict_to_budget
+from worker.engine.attacks.hop_skip_jump import HopSkipJump
+from worker.engine.attacks.norms import perturbation_norm
+from worker.engine.black_box import QueryOnlyModel
+from worker.engine.model_intake import OnnxRuntimeClassifier
+
+INF = math.inf
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread() -> Iterator[None]:
+    """One intra-op thread: the tiny models are faster that way, and timings do not depend on load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def samples(
+    small_cnn: nn.Module, held_out: tuple[np.ndarray, np.ndarray]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """About 60 held-out digits the CNN classifies correctly (what the runner attacks)."""
+    x, y = torch.as_tensor(held_out[0][:64]), torch.as_tensor(held_out[1][:64])
+    correct = _predict(small_cnn, x) == y
+    return x[correct], y[correct]
+
+
+@pytest.fixture(scope="module")
+def cnn_onnx(small_cnn: nn.Module) -> bytes:
+    """The trained CNN exported to ONNX with a dynamic batch axis."""
+    return export_onnx(small_cnn, (1, 8, 8))
+
+
+def _black_box(data: bytes) -> tuple[QueryOnlyModel, OnnxRuntimeClassifier]:
+    """A query-only model over onnxruntime (no torch module in reach) and its query counter."""
+    classifier = OnnxRuntimeClassifier(data)
+    return QueryOnlyModel(classifier), classifier
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(dim=1)
+
+
+def _generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _robust_at(sizes: torch.Tensor, success: torch.Tensor, eps: float) -> float:
+    """Robust accuracy at eps of a minimum-norm outcome on clean-correct samples."""
+    return 1.0 - (success & (sizes <= eps)).float().mean().item()
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_black_box_minimum_norm_run(small_cnn, samples, cnn_onnx, norm, targeted):
+    x, y = samples
+    black_box, classifier = _black_box(cnn_onnx)
+    targets = (y + 3) % 10 if targeted else None
+    budget = 1200
+    attack = HopSkipJump(norm=norm, targeted=targeted, iterations=4, max_queries=budget)
+    result = attack.run(black_box, x, y, eps=INF, targets=targets, generator=_generator())
+    assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
+    assert torch.equal(result.predictions, _predict(small_cnn, result.x_adv))
+    expected = result.predictions == targets if targeted else result.predictions != y
+    assert torch.equal(result.success, expected)
+    assert result.success.float().mean() >= 0.9
+    assert torch.equal(result.x_adv[~result.success], x[~result.success])
+    queries = result.queries
+    assert queries is not None and queries.min() >= 1 and queries.max() <= budget
+    assert int(queries.sum()) == classifier.queries
+    sizes = perturbation_norm(result.x_adv - x, norm)[result.success]
+    assert sizes.median() < (1.5 if norm == "l2" else 0.35)
+
+
+@pytest.mark.parametrize("budget", [1, 25, 300])
+def test_query_budget_holds_per_sample(samples, cnn_onnx, budget):
+    x, y = samples
+    black_box, classifier = _black_box(cnn_onnx)
+    result = HopSkipJump(norm="linf", max_queries=budget).run(
+        black_box, x, y, eps=INF, generator=_generator()
+    )
+    assert result.queries.max() <= budget and int(result.queries.sum()) == classifier.queries
+    assert result.success.all()  # with no query to spare, the nearest differently classified batch sample
+
+
+def test_no_gradient_path_is_needed_or_used(samples, cnn_onnx):
+    x, y = samples
+    black_box, _ = _black_box(cnn_onnx)
+    assert not list(black_box.parameters())
+    probe = x[:4].clone().requires_grad_(True)
+    out = black_box(probe)
+    assert not out.requires_grad
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(out.sum(), probe)
+
+    class NoGraph(nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            assert not torch.is_grad_enabled() and not z.requires_grad
+            return black_box(z)
+
+    result = HopSkipJump(iterations=3, max_queries=800).run(NoGraph(), x, y, eps=INF, generator=_generator())
+    at_eps = restrict_to_budget(result, x, y, 1.5, "l2")
+    assert (at_eps.predictions == y).float().mean() < 0.5  # clean accuracy on these samples is 1.0
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_onnxruntime_and_torch_module_agree_for_a_seed(small_cnn, samples, cnn_onnx, norm):
+    x, y = samples
+    black_box, _ = _black_box(cnn_onnx)
+    attack = HopSkipJump(norm=norm, iterations=4, max_queries=1500)
+    on_onnx = attack.run(black_box, x, y, eps=INF, generator=_generator(2))
+    on_torch = attack.run(small_cnn, x, y, eps=INF, generator=_generator(2))
+    sizes_onnx = perturbation_norm(on_onnx.x_adv - x, norm)
+    sizes_torch = perturbation_norm(on_torch.x_adv - x, norm)
+    assert torch.equal(on_onnx.success, on_torch.success)
+    assert ((sizes_onnx - sizes_torch).abs() <= 0.05 * sizes_torch).float().mean() >= 0.9
+    assert abs(sizes_onnx.median() - sizes_torch.median()) <= 0.02 * sizes_torch.median()
+
+
+def test_deterministic_and_more_iterations_help(samples, cnn_onnx):
+    x, y = samples
+    black_box, _ = _black_box(cnn_onnx)
+    runs = [
+        HopSkipJump(iterations=2).run(black_box, x, y, eps=INF, generator=_generator(4)) for _ in range(2)
+    ]
+    assert torch.equal(runs[0].x_adv, runs[1].x_adv) and torch.equal(runs[0].queries, runs[1].queries)
+    other = HopSkipJump(iterations=2).run(black_box, x, y, eps=INF, generator=_generator(5))
+    assert not torch.equal(runs[0].x_adv, other.x_adv)
+    longer = HopSkipJump(iterations=6).run(black_box, x, y, eps=INF, generator=_generator(4))
+    short_sizes = perturbation_norm(runs[0].x_adv - x, "l2")
+    long_sizes = perturbation_norm(longer.x_adv - x, "l2")
+    assert long_sizes.median() < 0.9 * short_sizes.median()
+    assert (long_sizes <= short_sizes + 1e-6).float().mean() >= 0.8
+
+
+def test_finite_eps_keeps_only_perturbations_within_it(samples, cnn_onnx):
+    x, y = samples
+    black_box, _ = _black_box(cnn_onnx)
+    attack = HopSkipJump(iterations=3, max_queries=800)
+    unbounded = attack.run(black_box, x, y, eps=INF, generator=_generator(1))
+    bounded = attack.run(black_box, x, y, eps=1.0, generator=_generator(1))
+    assert perturbation_norm(bounded.x_adv - x, "l2").max() <= 1.0 + 1e-5
+    expected = restrict_to_budget(unbounded, x, y, 1.0, "l2")
+    assert torch.equal(bounded.success, expected.success) and torch.equal(bounded.x_adv, expected.x_adv)
+    assert 0 < bounded.success.sum() < unbounded.success.sum()
+
+
+def test_targeted_starts_from_a_batch_sample_of_the_target_class(small_cnn, samples, cnn_onnx):
+    x, y = samples
+    black_box, _ = _black_box(cnn_onnx)
+    targets = torch.roll(y, 1)
+    wanted = targets != y
+    result = HopSkipJump(targeted=True, max_queries=1).run(
+        black_box, x[wanted], y[wanted], eps=INF, targets=targets[wanted], generator=_generator()
+    )
+    assert result.success.all()  # every target class is predicted for some other sample of the batch
+    assert torch.equal(_predict(small_cnn, result.x_adv), targets[wanted])
+
+
+def test_custom_input_range_is_respected(small_cnn, samples):
+    wrapped = nn.Sequential(nn.Identity())
+    wrapped.forward = lambda z: small_cnn((z + 1.0) / 2.0)  # type: ignore[method-assign]
+    x, y = samples
+    x = x * 2.0 - 1.0
+    for norm in ("l2", "linf"):
+        result = HopSkipJump(norm=norm, iterations=3, max_queries=800, input_range=(-1.0, 1.0)).run(
+            wrapped, x, y, eps=INF, generator=_generator()
+        )
+        assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
+        assert result.success.float().mean() >= 0.9
+        assert torch.equal(result.predictions, _predict(wrapped, result.x_adv))
+
+
+def test_flat_inputs_work(small_cnn, samples):
+    x, y = samples
+    flat_model = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), small_cnn)
+    result = HopSkipJump(iterations=2, max_queries=600).run(flat_model, x.flatten(1), y, eps=INF)
+    assert result.x_adv.shape == x.flatten(1).shape and result.success.float().mean() >= 0.9
+    assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
+
+
+def test_parameters_and_spec():
+    attack = HopSkipJump.from_spec(
+        {"norm": "linf", "max_queries": 900, "iterations": 7, "gamma": 2.0, "steps": 3}
+    )
+    assert (attack.norm, attack.max_queries, attack.iterations, attack.gamma) == ("linf", 900, 7, 2.0)
+    assert attack.work_units == 900 and attack.minimum_norm and not attack.requires_gradients
+    default = HopSkipJump()
+    assert (default.norm, default.max_queries, default.iterations, default.init_evals, default.max_evals) == (
+        "l2",
+        20000,
+        40,
+        100,
+        10000,
+    )
+    for bad in ({"max_queries": 0}, {"iterations": 0}, {"gamma": 0.0}, {"init_evals": 0}, {"max_evals": 50}):
+        with pytest.raises(ValueError):
+            HopSkipJump(**bad)
+
+
+@pytest.mark.parametrize(("norm", "eps_values"), [("l2", (0.5, 1.0)), ("linf", (0.1, 0.2))])
+def test_strength_parity_with_art(small_cnn, samples, norm, eps_values):
+    """Same model, samples and schedule (8 iterations, 100 initial evaluations): about 1.9k queries."""
+    from art.attacks.evasion import HopSkipJump as ArtHopSkipJump
+    from art.estimators.classification import PyTorchClassifier
+
+    x, y = samples
+    iterations = 8
+    ours = HopSkipJump(norm=norm, iterations=iterations).run(small_cnn, x, y, eps=INF, generator=_generator())
+    counted = _Counting(small_cnn)
+    classifier = PyTorchClassifier(
+        counted, loss=nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10, clip_values=(0.0, 1.0)
+    )
+    reference = ArtHopSkipJump(
+        classifier,
+        norm=2 if norm == "l2" else np.inf,
+        max_iter=iterations,
+        max_eval=10000,
+        init_eval=100,
+        verbose=False,
+    )
+    np.random.seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x_art = torch.as_tensor(reference.generate(x.numpy())).float()
+    art_success = _predict(small_cnn, x_art) != y
+    ours_sizes = perturbation_norm(ours.x_adv - x, norm)
+    art_sizes = perturbation_norm(x_art - x, norm)
+    assert ours.success.all() and art_success.all()
+    assert ours_sizes[ours.success].median() <= 1.1 * art_sizes[art_success].median()
+    for eps in eps_values:
+        assert _robust_at(ours_sizes, ours.success, eps) <= _robust_at(art_sizes, art_success, eps) + 0.02
+    assert ours.queries.float().mean() <= 1.05 * counted.queries / len(x)  # no more queries than ART
+
+
+class _Counting(nn.Module):
+    """Counts the samples ART sends through the model (ART's interpolations come in as float64)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.queries = model, 0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.queries += len(z)
+        return self.model(z.float())

@@ -1,7 +1,7 @@
 """Evasion evaluation: run configured attacks over a dataset in batches and build the report."""
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from worker.engine.attacks.registry import attack_class
 from worker.engine.evasion_attack import evaluate_attack
 from worker.engine.evasion_metrics import WorstCase
+from worker.engine.evasion_patch import PATCH, evaluate_patch_spec, patch_units
 from worker.engine.evasion_support import (
     EvaluationData,
     ProgressCallback,
@@ -29,11 +30,14 @@ class EvasionOutcome:
 
     `adversarial` maps an artifact name ("adversarial_<attack>_<norm>_<index>") to arrays for one
     .npz: x_adv [n_eps, N, ...] float32, eps [n_eps] float64, y [N] int64, success [n_eps, N]
-    bool, attacked [N] bool, and targets [N] int64 for targeted attacks.
+    bool, attacked [N] bool, and targets [N] int64 for targeted attacks; a patch attack's entry
+    ("patch_<index>") holds its patches and split indices. `images` maps a file name to PNG bytes (the
+    patches, for people).
     """
 
     report: dict[str, Any]
     adversarial: dict[str, dict[str, np.ndarray]]
+    images: dict[str, bytes] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -106,17 +110,24 @@ def run_evasion(
     x_all = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
     y_all = torch.as_tensor(y, dtype=torch.long)
     batches = batch_bounds(len(x_all), batch_size)
-    built = [attack_class(spec["name"]).from_spec(spec, input_range=input_range) for spec in attacks]
-    runs = [
-        1 if attack.minimum_norm else len(spec["eps"]) for attack, spec in zip(built, attacks, strict=True)
+    built = {
+        index: attack_class(spec["name"]).from_spec(spec, input_range=input_range)
+        for index, spec in enumerate(attacks)
+        if spec["name"] != PATCH
+    }
+    units = [
+        patch_units(spec)
+        if index not in built
+        else built[index].work_units * len(x_all) * (1 if built[index].minimum_norm else len(spec["eps"]))
+        for index, spec in enumerate(attacks)
     ]
-    total = len(x_all) * (1 + sum(attack.work_units * n for attack, n in zip(built, runs, strict=True)))
-    if sanity_runs:
-        total += sanity_run_units(len(x_all), attacks)
+    total = len(x_all) + sum(units) + (sanity_run_units(len(x_all), attacks) if sanity_runs else 0)
     tracker = ProgressTracker(total, progress)
-    for attack in built:
-        if attack.requires_gradients and model is None:
-            raise ValueError(f"{attack.name} needs gradients, but only a black-box model was given")
+    needs_gradients = [a.name for a in built.values() if a.requires_gradients] + [
+        PATCH for spec in attacks if spec["name"] == PATCH
+    ]
+    if needs_gradients and model is None:
+        raise ValueError(f"{needs_gradients[0]} needs gradients, but only a black-box model was given")
     was_training = reference.training
     reference.eval()
     try:
@@ -128,8 +139,27 @@ def run_evasion(
         clean_correct = logits.argmax(dim=1) == y_all
         data = EvaluationData(x_all, y_all, logits, clean_correct, batches)
         worst = WorstCase(len(x_all))
-        entries, adversarial, per_attack = [], {}, []
-        for index, (attack, spec) in enumerate(zip(built, attacks, strict=True)):
+        entries, adversarial, per_attack, images = [], {}, [], {}
+        for index, spec in enumerate(attacks):
+            if index not in built:
+                assert model is not None
+                patch = evaluate_patch_spec(
+                    model,
+                    x,
+                    y,
+                    spec,
+                    index=index,
+                    input_range=input_range,
+                    seed=seed,
+                    device=device,
+                    progress=tracker,
+                )
+                entries.append(patch.entry)
+                per_attack.append(patch.arrays)
+                adversarial[f"patch_{index}"] = patch.arrays
+                images |= {f"patch_{index}_{name}": png for name, png in patch.images.items()}
+                continue
+            attack = built[index]
             target = model if attack.requires_gradients or black_box is None else black_box
             entry, arrays = evaluate_attack(
                 target,
@@ -167,4 +197,4 @@ def run_evasion(
         "worst_case": worst.rows(),
     }
     report["checks"] = run_checks(report) + extra_checks
-    return EvasionOutcome(report=report, adversarial=adversarial)
+    return EvasionOutcome(report=report, adversarial=adversarial, images=images)

@@ -147,10 +147,11 @@ def evaluate_attack(
             perturbation=state.perturbation.numpy(),
             attacked=attacked.numpy(),
             seconds=state.seconds,
+            measured=arrays["success"][position] if attack.minimum_norm else None,
         )
         if not attack.requires_gradients:
             row |= query_stats(state.queries.numpy(), attacked.numpy())
-        results.append({**row, **attack.params_at(eps)})
+        results.append({**row, **attack.params_at(eps), **attack.details_at(eps)})
     params = attack.params()
     if attack.targeted:
         params["target_class"] = spec.get("target_class") if spec.get("target_mode") == "fixed" else None

@@ -19,6 +19,7 @@ def eps_result(
     perturbation: np.ndarray,
     attacked: np.ndarray,
     seconds: float,
+    measured: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One results row of an attack.
 
@@ -26,17 +27,19 @@ def eps_result(
     success: per sample, the attack succeeded (False where not attacked).
     perturbation: per sample, size of x_adv - x in the attack's norm.
     attacked: per sample, the attack ran (clean-correct, and for fixed targets not already the target).
-    Success rate and perturbation statistics are over attacked samples; None when there are none.
+    measured: per sample, whose perturbation the statistics describe (default: attacked; minimum-norm
+    attacks pass their successes, since a failed search leaves x unchanged).
+    Success rate and perturbation statistics are over those samples; None when there are none.
     """
     n_attacked = int(attacked.sum())
-    sizes = perturbation[attacked]
+    sizes = perturbation[attacked if measured is None else measured]
     return {
         "eps": float(eps),
         "robust_accuracy": _share(robust),
         "attack_success_rate": float(success[attacked].mean()) if n_attacked else None,
-        "mean_perturbation": float(sizes.mean()) if n_attacked else None,
-        "median_perturbation": float(np.median(sizes)) if n_attacked else None,
-        "max_perturbation": float(sizes.max()) if n_attacked else None,
+        "mean_perturbation": float(sizes.mean()) if sizes.size else None,
+        "median_perturbation": float(np.median(sizes)) if sizes.size else None,
+        "max_perturbation": float(sizes.max()) if sizes.size else None,
         "n_attacked": n_attacked,
         "n_succeeded": int(success[attacked].sum()),
         "seconds": float(seconds),

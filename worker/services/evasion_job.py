@@ -41,6 +41,11 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+def _artifact_kind(name: str) -> str:
+    """Artifact kind of an array bundle: patches or adversarial examples."""
+    return "adversarial_patch" if name.startswith("patch_") else "adversarial_examples"
+
+
 def execute_evasion(session: Session, job: Job, progress: ProgressReporter) -> JobOutput:
     """Run every attack of the spec over the first max_samples samples."""
     record = job_model_record(session, job)
@@ -74,8 +79,11 @@ def execute_evasion(session: Session, job: Job, progress: ProgressReporter) -> J
         "device": device.type,
     }
     artifacts = [
-        ArtifactPayload("adversarial_examples", f"{name}.npz", "application/x-npz", _npz_bytes(arrays))
+        ArtifactPayload(_artifact_kind(name), f"{name}.npz", "application/x-npz", _npz_bytes(arrays))
         for name, arrays in outcome.adversarial.items()
+    ]
+    artifacts += [
+        ArtifactPayload("patch_image", name, "image/png", png) for name, png in outcome.images.items()
     ]
     artifacts.append(
         ArtifactPayload(

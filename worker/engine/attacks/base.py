@@ -92,6 +92,10 @@ class Attack(ABC):
         """Parameters that depend on eps (e.g. a derived step size), for a report's results row."""
         return {}
 
+    def details_at(self, eps: float) -> dict[str, Any]:
+        """What runs at eps found beyond per-sample outcomes (an ensemble's breakdown), for the report."""
+        return {}
+
     def run(
         self,
         model: nn.Module,

@@ -1,12 +1,17 @@
 """The one registry of evasion attacks by enumerated name; the API's spec schema and the worker read it."""
 
+from worker.engine.attacks.apgd import APGD
+from worker.engine.attacks.autoattack import AutoAttack
 from worker.engine.attacks.base import Attack
+from worker.engine.attacks.fab import FAB
 from worker.engine.attacks.fgsm import FGSM
 from worker.engine.attacks.hop_skip_jump import HopSkipJump
 from worker.engine.attacks.pgd import PGD
 from worker.engine.attacks.square import SquareAttack
 
-ATTACKS: dict[str, type[Attack]] = {attack.name: attack for attack in (FGSM, PGD, SquareAttack, HopSkipJump)}
+ATTACKS: dict[str, type[Attack]] = {
+    attack.name: attack for attack in (FGSM, PGD, APGD, FAB, AutoAttack, SquareAttack, HopSkipJump)
+}
 
 
 def attack_class(name: str) -> type[Attack]:

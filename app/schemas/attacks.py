@@ -64,6 +64,192 @@ class PgdParams(AttackParamsBase):
     restarts: Annotated[int, Field(ge=1, le=100)] = 1
 
 
-AttackParams = Annotated[FgsmParams | PgdParams, Field(discriminator="name")]
-ATTACK_NAMES: tuple[str, ...] = ("fgsm", "pgd")
-WHITE_BOX_ATTACKS: frozenset[str] = frozenset({"fgsm", "pgd"})
+class ApgdParams(AttackParamsBase):
+    """APGD (Croce & Hein, 2020). Defaults: cross-entropy loss, 100 steps, 1 restart, rho 0.75.
+
+    Targeted APGD uses the targeted DLR loss (set loss to "dlr"). eot_iter > 1 averages gradients over
+    that many forward passes (expectation over transformation) for randomized models.
+    """
+
+    name: Literal["apgd"]
+    loss: Literal["ce", "dlr"] = "ce"
+    steps: Annotated[int, Field(ge=1, le=10_000)] = 100
+    restarts: Annotated[int, Field(ge=1, le=100)] = 1
+    rho: Annotated[float, Field(gt=0, lt=1)] = 0.75
+    eot_iter: Annotated[int, Field(ge=1, le=1000)] = 1
+
+    @model_validator(mode="after")
+    def _targeted_needs_dlr(self) -> Self:
+        """The targeted variant of APGD is defined for the DLR loss."""
+        if self.targeted and self.loss != "dlr":
+            raise ValueError("targeted apgd uses the targeted DLR loss: set loss to 'dlr'")
+        return self
+
+
+class FabParams(AttackParamsBase):
+    """FAB (Croce & Hein, 2020), minimum-norm. Defaults: 100 steps, 1 restart, alpha_max 0.1, eta 1.05,
+    beta 0.9."""
+
+    name: Literal["fab"]
+    steps: Annotated[int, Field(ge=1, le=10_000)] = 100
+    restarts: Annotated[int, Field(ge=1, le=100)] = 1
+    alpha_max: Annotated[float, Field(gt=0, le=1)] = 0.1
+    eta: Annotated[float, Field(ge=1, le=10)] = 1.05
+    beta: Annotated[float, Field(gt=0, le=1)] = 0.9
+    restart_eps: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="Radius of random restarts; default 0.3 (linf) or 1.0 (l2) x the input range width.",
+    )
+
+
+class CarliniWagnerParams(AttackParamsBase):
+    """Carlini-Wagner L2 (2017), minimum-norm. Defaults: 9 binary search steps, 10000 steps with early abort,
+    learning rate 0.01, initial constant 0.001, confidence 0."""
+
+    name: Literal["cw"]
+    norm: Literal["l2"] = "l2"
+    binary_search_steps: Annotated[int, Field(ge=1, le=50)] = 9
+    steps: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.01
+    initial_const: Annotated[float, Field(gt=0, le=1e6)] = 0.001
+    confidence: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    abort_early: bool = True
+
+
+class DeepFoolParams(AttackParamsBase):
+    """DeepFool (Moosavi-Dezfooli et al., 2016), minimum-norm, untargeted. Defaults: 50 steps, overshoot
+    0.02, the 10 most likely classes as candidates."""
+
+    name: Literal["deepfool"]
+    norm: Literal["linf", "l2"] = "l2"
+    steps: Annotated[int, Field(ge=1, le=10_000)] = 50
+    overshoot: Annotated[float, Field(ge=0, le=1)] = 0.02
+    candidates: Annotated[int, Field(ge=2, le=100_000)] = 10
+
+    @model_validator(mode="after")
+    def _untargeted(self) -> Self:
+        """DeepFool crosses the nearest boundary; it has no targeted form."""
+        if self.targeted:
+            raise ValueError("deepfool is untargeted only")
+        return self
+
+
+class SquareParams(AttackParamsBase):
+    """Square Attack (Andriushchenko et al., 2020), black-box (queries only). Defaults: 5000 queries per
+    sample, p_init 0.8, 1 restart."""
+
+    name: Literal["square"]
+    queries: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    p_init: Annotated[float, Field(gt=0, le=1)] = 0.8
+    restarts: Annotated[int, Field(ge=1, le=100)] = 1
+
+
+class HopSkipJumpParams(AttackParamsBase):
+    """HopSkipJump (Chen et al., 2020), decision-based black-box, minimum-norm. Defaults: 20000 queries per
+    sample, 40 iterations, gamma 1.0, 100 initial and at most 10000 evaluations per gradient estimate."""
+
+    name: Literal["hopskipjump"]
+    norm: Literal["linf", "l2"] = "l2"
+    max_queries: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    iterations: Annotated[int, Field(ge=1, le=10_000)] = 40
+    gamma: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    init_evals: Annotated[int, Field(ge=1, le=100_000)] = 100
+    max_evals: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    init_size: Annotated[int, Field(ge=1, le=100_000)] = 100
+
+
+class AutoAttackParams(AttackParamsBase):
+    """AutoAttack (Croce & Hein, 2020): APGD-CE, targeted APGD-DLR, targeted FAB and Square, each run only on
+    the samples still robust. Defaults as published: version "standard", 100 iterations, 9 target classes,
+    5000 Square queries; version "rand" (randomized models) runs APGD-CE and APGD-DLR with 20 EOT draws."""
+
+    name: Literal["autoattack"]
+    version: Literal["standard", "rand"] = "standard"
+    steps: Annotated[int, Field(ge=1, le=10_000)] = 100
+    n_target_classes: Annotated[int, Field(ge=1, le=1000)] = 9
+    square_queries: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    eot_iter: Annotated[int, Field(ge=1, le=1000)] = 20
+    use_square: bool = True
+
+    @model_validator(mode="after")
+    def _untargeted(self) -> Self:
+        """The ensemble is an untargeted evaluation (its targeted parts sweep target classes themselves)."""
+        if self.targeted:
+            raise ValueError("autoattack is untargeted; its targeted components sweep the top target classes")
+        return self
+
+
+class PatchParams(BaseModel):
+    """Universal adversarial patch (Brown et al., 2017) trained with expectation over transformation.
+
+    A physical-world attack: one square patch per scale (side = scale x the image's shorter side) is
+    optimised on the first part of the samples under random rotation, scale, placement and brightness,
+    and evaluated on the held-out rest under fresh transformations. No eps: the patch replaces pixels.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["patch"]
+    patch_scales: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1, max_length=8)]
+    targeted: bool = False
+    target_class: Annotated[int, Field(ge=0)] | None = None
+    steps: Annotated[int, Field(ge=1, le=100_000)] = 500
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0, le=100)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    eot_samples: Annotated[int, Field(ge=1, le=256)] = 8
+    rotation_deg: Annotated[float, Field(ge=0, le=180)] = 22.5
+    scale_range: Annotated[list[Annotated[float, Field(gt=0, le=10)]], Field(min_length=2, max_length=2)] = [
+        0.9,
+        1.1,
+    ]
+    max_translation: Annotated[float, Field(ge=0, le=1)] = 0.2
+    brightness: Annotated[float, Field(ge=0, le=1)] = 0.1
+    holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    eval_transforms: Annotated[int, Field(ge=1, le=256)] = 8
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        """A targeted patch names its class; scales are distinct and the scale jitter is ordered."""
+        if self.targeted and self.target_class is None:
+            raise ValueError("a targeted patch needs target_class")
+        if not self.targeted and self.target_class is not None:
+            raise ValueError("target_class only applies when targeted is true")
+        if len(set(self.patch_scales)) != len(self.patch_scales):
+            raise ValueError("patch_scales must be distinct")
+        if self.scale_range[0] > self.scale_range[1]:
+            raise ValueError("scale_range must be [low, high] with low <= high")
+        return self
+
+
+AttackParams = Annotated[
+    FgsmParams
+    | PgdParams
+    | ApgdParams
+    | FabParams
+    | CarliniWagnerParams
+    | DeepFoolParams
+    | SquareParams
+    | HopSkipJumpParams
+    | AutoAttackParams
+    | PatchParams,
+    Field(discriminator="name"),
+]
+ATTACK_NAMES: tuple[str, ...] = (
+    "fgsm",
+    "pgd",
+    "apgd",
+    "fab",
+    "cw",
+    "deepfool",
+    "square",
+    "hopskipjump",
+    "autoattack",
+)
+PHYSICAL_ATTACKS: tuple[str, ...] = ("patch",)
+# Attacks defined on images [channels, height, width] only.
+IMAGE_ATTACKS: frozenset[str] = frozenset({"square", "patch"})
+# Attacks that need gradients, i.e. a model the engine can rebuild as a PyTorch module.
+WHITE_BOX_ATTACKS: frozenset[str] = frozenset(
+    {"fgsm", "pgd", "apgd", "fab", "cw", "deepfool", "autoattack", "patch"}
+)

@@ -5,7 +5,7 @@ from urllib.parse import urlparse
 
 from app.errors import Conflict, InvalidInput
 from app.orm import ModelRecord
-from app.schemas.attacks import WHITE_BOX_ATTACKS
+from app.schemas.attacks import IMAGE_ATTACKS, WHITE_BOX_ATTACKS, AttackParamsBase
 from app.schemas.jobs import JobSpec
 from app.services.dataset_arrays import DatasetFacts
 
@@ -43,6 +43,11 @@ def check_dataset_fits(model: ModelRecord, facts: DatasetFacts) -> None:
         )
 
 
+def _is_image(shape: list[int]) -> bool:
+    """Whether an input shape is [channels, height, width] with height and width of at least 2."""
+    return len(shape) == 3 and shape[1] >= 2 and shape[2] >= 2
+
+
 def check_attack_params(model: ModelRecord, spec: JobSpec) -> None:
     """Eps within the input range, targets within the classes, gradients where attacks need them."""
     low, high = model.input_range
@@ -50,19 +55,27 @@ def check_attack_params(model: ModelRecord, spec: JobSpec) -> None:
     dimension = math.prod(model.input_shape)
     for index, attack in enumerate(spec.params.attacks):
         where = f"params.attacks[{index}] ({attack.name})"
-        limit = width if attack.norm == "linf" else width * math.sqrt(dimension)
-        too_big = [eps for eps in attack.eps if eps > limit]
-        if too_big:
-            raise InvalidInput(
-                f"{where}: eps {too_big} exceeds the largest meaningful {attack.norm} budget {limit:.4g} "
-                f"for inputs in [{low}, {high}] of shape {list(model.input_shape)}",
-                code="eps_out_of_range",
-            )
+        if isinstance(attack, AttackParamsBase):
+            limit = width if attack.norm == "linf" else width * math.sqrt(dimension)
+            too_big = [eps for eps in attack.eps if eps > limit]
+            if too_big:
+                raise InvalidInput(
+                    f"{where}: eps {too_big} exceeds the largest meaningful {attack.norm} budget {limit:.4g} "
+                    f"for inputs in [{low}, {high}] of shape {list(model.input_shape)}",
+                    code="eps_out_of_range",
+                )
         if attack.target_class is not None and attack.target_class >= model.num_classes:
             raise InvalidInput(
                 f"{where}: target_class {attack.target_class} is not one of the model's "
                 f"{model.num_classes} classes",
                 code="invalid_target",
+            )
+        needs_images = attack.name in IMAGE_ATTACKS or getattr(attack, "use_square", False)
+        if needs_images and not _is_image(model.input_shape):
+            raise InvalidInput(
+                f"{where}: {attack.name} works on images [channels, height, width] with height "
+                f"and width of at least 2; the model takes {list(model.input_shape)}",
+                code="needs_images",
             )
         if attack.name in WHITE_BOX_ATTACKS and not model.white_box:
             raise InvalidInput(

@@ -1,21 +1,39 @@
 """Names the API enumerates match what the engine implements."""
 
+import dataclasses
 import typing
 
-from app.schemas.attacks import ATTACK_NAMES, WHITE_BOX_ATTACKS, AttackParams
+from app.schemas.attacks import ATTACK_NAMES, PHYSICAL_ATTACKS, WHITE_BOX_ATTACKS, AttackParams
 from app.schemas.resources import ARCHITECTURE_NAMES
 from app.services.dataset_arrays import BUILTIN_DATASETS
 from worker.engine.attacks.registry import ATTACKS
 from worker.engine.catalog import ARCHITECTURES
 from worker.engine.datasets import BUILTIN_DATASETS as ENGINE_DATASETS
 from worker.engine.datasets import load_builtin
+from worker.engine.evasion_patch import PATCH
+from worker.engine.patch import PatchConfig
+
+
+def _schemas() -> dict[str, type]:
+    union = typing.get_args(typing.get_args(AttackParams)[0])
+    return {typing.get_args(model.model_fields["name"].annotation)[0]: model for model in union}
 
 
 def test_attack_schemas_and_engine_registry_name_the_same_attacks():
-    union = typing.get_args(typing.get_args(AttackParams)[0])
-    schema_names = {typing.get_args(model.model_fields["name"].annotation)[0] for model in union}
-    assert schema_names == set(ATTACK_NAMES) == set(ATTACKS)
-    assert set(ATTACKS) >= WHITE_BOX_ATTACKS
+    assert set(_schemas()) == set(ATTACK_NAMES) | set(PHYSICAL_ATTACKS)
+    assert set(ATTACK_NAMES) == set(ATTACKS)
+    assert PHYSICAL_ATTACKS == (PATCH,)
+    assert {name for name, cls in ATTACKS.items() if cls.requires_gradients} == WHITE_BOX_ATTACKS - {PATCH}
+
+
+def test_attack_schema_fields_are_what_the_engine_reads():
+    common = {"name", "norm", "eps", "targeted", "target_mode", "target_class"}
+    for name, schema in _schemas().items():
+        fields = set(schema.model_fields)
+        if name == PATCH:
+            assert fields - {"name"} == {field.name for field in dataclasses.fields(PatchConfig)}
+        else:
+            assert fields - common == set(ATTACKS[name].SPEC_KEYS), name
 
 
 def test_architecture_names_match_the_catalog():

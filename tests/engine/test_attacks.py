@@ -211,7 +211,7 @@ def test_registry_and_spec_building():
     fgsm = attack_class("fgsm").from_spec({**spec, "name": "fgsm", "steps": None})
     assert isinstance(fgsm, FGSM) and fgsm.norm == "l2"
     with pytest.raises(ValueError, match="unknown attack"):
-        attack_class("deepfool")
+        attack_class("deepfool9000")
 
 
 def test_target_modes():

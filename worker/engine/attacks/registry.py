@@ -3,6 +3,8 @@
 from worker.engine.attacks.apgd import APGD
 from worker.engine.attacks.autoattack import AutoAttack
 from worker.engine.attacks.base import Attack
+from worker.engine.attacks.carlini_wagner import CarliniWagnerL2
+from worker.engine.attacks.deepfool import DeepFool
 from worker.engine.attacks.fab import FAB
 from worker.engine.attacks.fgsm import FGSM
 from worker.engine.attacks.hop_skip_jump import HopSkipJump
@@ -10,7 +12,8 @@ from worker.engine.attacks.pgd import PGD
 from worker.engine.attacks.square import SquareAttack
 
 ATTACKS: dict[str, type[Attack]] = {
-    attack.name: attack for attack in (FGSM, PGD, APGD, FAB, AutoAttack, SquareAttack, HopSkipJump)
+    attack.name: attack
+    for attack in (FGSM, PGD, APGD, FAB, CarliniWagnerL2, DeepFool, AutoAttack, SquareAttack, HopSkipJump)
 }
 
 

@@ -23,7 +23,10 @@ from worker.engine.training import train_digits_model
 DEMO_ATTACKS = [
     {"name": "fgsm", "norm": "linf", "eps": [0.05, 0.1, 0.2]},
     {"name": "pgd", "norm": "linf", "eps": [0.05, 0.1, 0.2], "steps": 40},
+    {"name": "apgd", "norm": "linf", "eps": [0.05, 0.1, 0.2], "loss": "ce"},
+    {"name": "square", "norm": "linf", "eps": [0.1], "queries": 1000},
     {"name": "pgd", "norm": "l2", "eps": [0.5, 1.0, 2.0], "steps": 40},
+    {"name": "deepfool", "norm": "l2", "eps": [0.5, 1.0, 2.0]},
 ]
 
 
@@ -103,10 +106,15 @@ def _print_report(report: dict) -> None:
     for attack in report["attacks"]:
         for row in attack["results"]:
             print(
-                f"  {attack['name']:<5} {attack['norm']:<4} eps={row['eps']:<5} robust accuracy "
+                f"  {attack['name']:<8} {attack['norm']:<4} eps={row['eps']:<5} robust accuracy "
                 f"{row['robust_accuracy']:.3f}  success rate {row['attack_success_rate']:.3f}  "
-                f"({row['seconds']:.2f} s)"
+                f"({row['seconds']:.2f} s"
+                + (f", {row['mean_queries']:.0f} queries per sample)" if row.get("mean_queries") else ")")
             )
+    for row in report["worst_case"]:
+        print(
+            f"  worst case {row['norm']:<4} eps={row['eps']:<5} robust accuracy {row['robust_accuracy']:.3f}"
+        )
     for check in report["checks"]:
         print(f"  check {'PASS' if check['passed'] else 'FAIL'}: {check['name']}")
 

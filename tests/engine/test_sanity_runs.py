@@ -93,5 +93,7 @@ def _fake(white: float, black: float) -> dict:
 def test_black_box_beating_white_box_is_flagged_as_gradient_masking():
     failed = check_white_box_beats_black_box(_fake(white=0.6, black=0.3))
     assert failed is not None and not failed["passed"] and "gradient masking" in failed["detail"]
-    passed = check_white_box_beats_black_box(_fake(white=0.3, black=0.305))
+    two_points = check_white_box_beats_black_box(_fake(white=0.33, black=0.31))
+    assert two_points is not None and not two_points["passed"]
+    passed = check_white_box_beats_black_box(_fake(white=0.305, black=0.3))
     assert passed is not None and passed["passed"]

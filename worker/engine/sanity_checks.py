@@ -60,6 +60,8 @@ def _compatible(attack: dict[str, Any]) -> tuple[Any, ...]:
     return (attack.get("norm"), bool(attack.get("targeted")), attack.get("target_mode"))
 
 
+# How far (in accuracy) a black-box attack may beat the white-box ones before masking is suspected.
+BLACK_BOX_SLACK = 0.01
 # Attacks that mix threat models are left out of the white-box side of comparisons.
 _ENSEMBLES = frozenset({"autoattack"})
 
@@ -90,9 +92,13 @@ def _compare(
     weak: dict[tuple[Any, ...], float],
     labels: tuple[str, str],
     failure_hint: str,
+    slack: float = 0.0,
 ) -> Check | None:
-    """Check that the `strong` family is at least as strong as the `weak` one wherever both ran."""
-    tolerance = _tolerance(report)
+    """Check that the `strong` family is at least as strong as the `weak` one wherever both ran.
+
+    The tolerance is one sample, or `slack` (a share of samples) when that is larger.
+    """
+    tolerance = max(_tolerance(report), slack)
     pairs = sorted(set(strong) & set(weak), key=str)
     if not pairs:
         return None
@@ -121,7 +127,11 @@ def check_iterative_beats_single_step(report: dict[str, Any]) -> Check | None:
 
 
 def check_white_box_beats_black_box(report: dict[str, Any]) -> Check | None:
-    """White-box attacks must be at least as strong as black-box ones (one sample of slack)."""
+    """White-box attacks must be at least as strong as black-box ones, within 1 point of accuracy.
+
+    Different attacks break different samples, so a black-box attack may find a few more than the
+    gradient attacks (the worst case counts them); gradient masking shows as a gap of many points.
+    """
     return _compare(
         report,
         "white_box_beats_black_box",
@@ -131,6 +141,7 @@ def check_white_box_beats_black_box(report: dict[str, Any]) -> Check | None:
         "A query-only attack beating the gradient-based ones is the classic sign of gradient masking or "
         "obfuscated gradients: the gradients mislead, so white-box numbers overstate robustness. Trust the "
         "lower (worst-case) numbers and consider adaptive attacks (e.g. BPDA, EOT).",
+        slack=BLACK_BOX_SLACK,
     )
 
 

@@ -1,14 +1,28 @@
 """Session-scoped fixtures for engine tests: the digits data and two small trained models."""
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
+from tests.engine.onnx_fixtures import export_onnx
 from worker.engine.datasets import ArrayDataset, load_builtin
 from worker.engine.training import train_digits_model
 
 # train_digits_model trains on the first 1500 digits; the rest are held out.
 HELD_OUT_START = 1500
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_thread() -> Iterator[None]:
+    """One intra-op thread for the engine tests: the tiny models run faster that way, and a loaded
+    machine does not make torch's threads fight over the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +47,9 @@ def small_cnn() -> nn.Module:
 def mlp() -> nn.Module:
     """An MLP trained on digits."""
     return train_digits_model("mlp", epochs=15, seed=0)
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx(small_cnn: nn.Module) -> bytes:
+    """The trained CNN exported to ONNX with a dynamic batch axis."""
+    return export_onnx(small_cnn, (1, 8, 8))

@@ -1,7 +1,5 @@
 """APGD and the DLR losses: threat model, strength, schedule, reference agreement and parity."""
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -10,6 +8,7 @@ from art.attacks.evasion import AutoProjectedGradientDescent
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from tests.engine.attack_helpers import clean_correct, predict, seeded
 from worker.engine.attacks.apgd import APGD, checkpoints
 from worker.engine.attacks.dlr import dlr_loss, targeted_dlr_loss
 from worker.engine.attacks.norms import perturbation_norm
@@ -19,36 +18,16 @@ TOL = 1e-5
 REFERENCE_NORM = {"linf": "Linf", "l2": "L2"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny models are faster that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def samples(
     small_cnn: nn.Module, held_out: tuple[np.ndarray, np.ndarray]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """About 140 held-out digits the CNN classifies correctly (what the runner attacks)."""
-    x, y = torch.as_tensor(held_out[0][:150]), torch.as_tensor(held_out[1][:150])
-    correct = _predict(small_cnn, x) == y
-    return x[correct], y[correct]
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
-
-
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return clean_correct(small_cnn, held_out, 150)
 
 
 def _robust(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> float:
-    return (_predict(model, x_adv) == y).float().mean().item()
+    return (predict(model, x_adv) == y).float().mean().item()
 
 
 class _Counting(nn.Module):
@@ -70,11 +49,11 @@ def test_inside_ball_and_range_and_success_is_honest(small_cnn, samples, norm, l
     targets = (y + 1) % 10 if targeted else None
     eps = EPS[norm] * (2 if targeted else 1)
     attack = APGD(norm=norm, loss=loss, targeted=targeted, steps=10)
-    result = attack.run(small_cnn, x, y, eps=eps, targets=targets, generator=_generator())
+    result = attack.run(small_cnn, x, y, eps=eps, targets=targets, generator=seeded())
     assert result.x_adv.shape == x.shape and result.x_adv.dtype == x.dtype
     assert perturbation_norm(result.x_adv - x, norm).max() <= eps + TOL
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
-    assert torch.equal(result.predictions, _predict(small_cnn, result.x_adv))
+    assert torch.equal(result.predictions, predict(small_cnn, result.x_adv))
     expected = result.predictions == targets if targeted else result.predictions != y
     assert torch.equal(result.success, expected)
     assert result.success.float().mean() > 0.2
@@ -86,7 +65,7 @@ def test_input_range_minus_one_to_one(mlp, held_out, norm):
     wrapped.forward = lambda z: mlp((z + 1.0) / 2.0)  # type: ignore[method-assign]
     x, y = torch.as_tensor(held_out[0][:64]) * 2.0 - 1.0, torch.as_tensor(held_out[1][:64])
     result = APGD(norm=norm, steps=20, input_range=(-1.0, 1.0)).run(
-        wrapped, x, y, eps=2 * EPS[norm], generator=_generator()
+        wrapped, x, y, eps=2 * EPS[norm], generator=seeded()
     )
     assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
     assert perturbation_norm(result.x_adv - x, norm).max() <= 2 * EPS[norm] + TOL
@@ -104,7 +83,7 @@ def test_checkpoints_follow_the_paper_schedule():
 def test_cost_is_one_forward_and_backward_per_step(small_cnn, samples):
     x, y = samples
     counting = _Counting(small_cnn)
-    APGD(steps=15, restarts=2).run(counting, x[:20], y[:20], eps=0.01, generator=_generator())
+    APGD(steps=15, restarts=2).run(counting, x[:20], y[:20], eps=0.01, generator=seeded())
     assert counting.calls <= 2 * 16 + 1
 
 
@@ -112,9 +91,9 @@ def test_cost_is_one_forward_and_backward_per_step(small_cnn, samples):
 def test_agrees_with_torchattacks_from_the_same_start(small_cnn, samples, norm):
     """Same seed, same random start: the reference's APGD breaks (almost) exactly the same samples."""
     x, y = samples
-    ours = APGD(norm=norm, steps=25).run(small_cnn, x, y, eps=EPS[norm] / 2, generator=_generator(3))
+    ours = APGD(norm=norm, steps=25).run(small_cnn, x, y, eps=EPS[norm] / 2, generator=seeded(3))
     reference = torchattacks.APGD(small_cnn, norm=REFERENCE_NORM[norm], eps=EPS[norm] / 2, steps=25, seed=3)
-    theirs = _predict(small_cnn, reference(x, y)) != y
+    theirs = predict(small_cnn, reference(x, y)) != y
     assert (ours.success != theirs).sum() <= 2
 
 
@@ -127,7 +106,7 @@ def test_trajectory_matches_the_reference_step_for_step(small_cnn, samples, norm
     """
     x, y = samples
     eps = EPS[norm] / 2
-    ours = APGD(norm=norm, steps=100).run(small_cnn, x, y, eps=eps, generator=_generator(3))
+    ours = APGD(norm=norm, steps=100).run(small_cnn, x, y, eps=eps, generator=seeded(3))
     reference = torchattacks.APGD(small_cnn, norm=REFERENCE_NORM[norm], eps=eps, steps=100, seed=3)
     torch.manual_seed(3)  # the reference's best-loss mode draws its start from the global generator
     _, best = reference.perturb(x, y, best_loss=True)
@@ -142,7 +121,7 @@ def test_strength_parity_with_torchattacks_and_art(small_cnn, samples, norm):
     """APGD-CE, 100 iterations, 1 restart: robust accuracy no higher than the references' + 0.01."""
     x, y = samples
     eps = EPS[norm]
-    ours = APGD(norm=norm).run(small_cnn, x, y, eps=eps, generator=_generator())
+    ours = APGD(norm=norm).run(small_cnn, x, y, eps=eps, generator=seeded())
     ours_robust = (ours.predictions == y).float().mean().item()
     ta = torchattacks.APGD(small_cnn, norm=REFERENCE_NORM[norm], eps=eps, steps=100, seed=0)
     classifier = PyTorchClassifier(
@@ -166,7 +145,7 @@ def test_strength_parity_with_torchattacks_and_art(small_cnn, samples, norm):
 
 def test_dlr_strength_parity_with_torchattacks(small_cnn, samples):
     x, y = samples
-    ours = APGD(loss="dlr", steps=50).run(small_cnn, x, y, eps=0.1, generator=_generator())
+    ours = APGD(loss="dlr", steps=50).run(small_cnn, x, y, eps=0.1, generator=seeded())
     reference = torchattacks.APGD(small_cnn, eps=0.1, steps=50, loss="dlr", seed=0)
     assert (ours.predictions == y).float().mean() <= _robust(small_cnn, reference(x, y), y) + 0.01
 
@@ -176,24 +155,24 @@ def test_targeted_success_means_prediction_equals_target(small_cnn, samples):
     targets = (y + 3) % 10
     for loss in ("ce", "dlr"):
         result = APGD(targeted=True, loss=loss, steps=30).run(
-            small_cnn, x, y, eps=0.3, targets=targets, generator=_generator()
+            small_cnn, x, y, eps=0.3, targets=targets, generator=seeded()
         )
-        assert torch.equal(result.success, _predict(small_cnn, result.x_adv) == targets)
+        assert torch.equal(result.success, predict(small_cnn, result.x_adv) == targets)
         assert result.success.float().mean() > 0.8
 
 
 def test_deterministic_under_a_seed(small_cnn, samples):
     x, y = samples
-    runs = [APGD(steps=5).run(small_cnn, x, y, eps=0.05, generator=_generator(11)) for _ in range(2)]
+    runs = [APGD(steps=5).run(small_cnn, x, y, eps=0.05, generator=seeded(11)) for _ in range(2)]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv)
-    other = APGD(steps=5).run(small_cnn, x, y, eps=0.05, generator=_generator(12))
+    other = APGD(steps=5).run(small_cnn, x, y, eps=0.05, generator=seeded(12))
     assert not torch.equal(runs[0].x_adv, other.x_adv)
 
 
 def test_restarts_never_make_things_worse(small_cnn, samples):
     x, y = samples
-    one = APGD(steps=10).run(small_cnn, x, y, eps=0.05, generator=_generator(7))
-    many = APGD(steps=10, restarts=3).run(small_cnn, x, y, eps=0.05, generator=_generator(7))
+    one = APGD(steps=10).run(small_cnn, x, y, eps=0.05, generator=seeded(7))
+    many = APGD(steps=10, restarts=3).run(small_cnn, x, y, eps=0.05, generator=seeded(7))
     assert not (one.success & ~many.success).any()
     assert many.success.sum() >= one.success.sum()
 
@@ -202,7 +181,7 @@ def test_eot_on_a_randomised_model(small_cnn, samples):
     x, y = samples
     noisy = nn.Sequential(nn.Identity())
     noisy.forward = lambda z: small_cnn(z + 0.05 * torch.randn_like(z))  # type: ignore[method-assign]
-    result = APGD(steps=10, eot_iter=4).run(noisy, x[:60], y[:60], eps=0.1, generator=_generator())
+    result = APGD(steps=10, eot_iter=4).run(noisy, x[:60], y[:60], eps=0.1, generator=seeded())
     assert perturbation_norm(result.x_adv - x[:60], "linf").max() <= 0.1 + TOL
     assert _robust(small_cnn, result.x_adv, y[:60]) < 0.8
 

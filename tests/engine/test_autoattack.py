@@ -1,7 +1,6 @@
 """AutoAttack: per-sample worst case over its components, honesty, breakdown and reference parity."""
 
 import sys
-from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -14,6 +13,7 @@ from art.attacks.evasion import SquareAttack as ArtSquareAttack
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from tests.engine.attack_helpers import clean_correct, predict, seeded
 from worker.engine.attacks.apgd import APGD
 from worker.engine.attacks.autoattack import AutoAttack
 from worker.engine.attacks.norms import perturbation_norm
@@ -26,23 +26,12 @@ TOL = 1e-5
 REFERENCE_NORM = {"linf": "Linf", "l2": "L2"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny models are faster that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def samples(
     small_cnn: nn.Module, held_out: tuple[np.ndarray, np.ndarray]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """About 100 held-out digits the CNN classifies correctly (what the runner attacks)."""
-    x, y = torch.as_tensor(held_out[0][:110]), torch.as_tensor(held_out[1][:110])
-    correct = _predict(small_cnn, x) == y
-    return x[correct], y[correct]
+    return clean_correct(small_cnn, held_out, 110)
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +41,9 @@ def standard(small_cnn, samples) -> dict[str, tuple[AutoAttack, torch.Tensor, to
     runs = {}
     for norm, eps in EPS.items():
         attack = AutoAttack(norm=norm)  # type: ignore[arg-type]
-        result = attack.run(small_cnn, x, y, eps=eps, generator=_generator())
+        result = attack.run(small_cnn, x, y, eps=eps, generator=seeded())
         runs[norm] = (attack, result.x_adv, result.success)
     return runs
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
-
-
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _wrap(forward) -> nn.Module:
@@ -78,7 +58,7 @@ def test_honest_results_and_breakdown(small_cnn, samples, standard, norm):
     attack, x_adv, success = standard[norm]
     assert perturbation_norm(x_adv - x, norm).max() <= EPS[norm] + TOL
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
-    assert torch.equal(success, _predict(small_cnn, x_adv) != y)
+    assert torch.equal(success, predict(small_cnn, x_adv) != y)
     breakdown = attack.breakdown(EPS[norm])
     assert breakdown["attacked"] == len(x) and breakdown["robust"] == int((~success).sum())
     assert sum(breakdown["broken"].values()) + breakdown["robust"] == len(x)
@@ -86,7 +66,7 @@ def test_honest_results_and_breakdown(small_cnn, samples, standard, norm):
         list(breakdown["broken"]) == ["apgd-ce", "apgd-t", "fab-t", "square"] and breakdown["skipped"] == {}
     )
     # APGD-CE runs first from the same generator state: its successes are a subset.
-    alone = APGD(norm=norm).run(small_cnn, x, y, eps=EPS[norm], generator=_generator())
+    alone = APGD(norm=norm).run(small_cnn, x, y, eps=EPS[norm], generator=seeded())
     assert not (alone.success & ~success).any()
     assert breakdown["broken"]["apgd-ce"] == int(alone.success.sum())
 
@@ -97,7 +77,7 @@ def test_parity_with_torchattacks_standard(small_cnn, samples, standard, norm):
     reference = torchattacks.AutoAttack(
         small_cnn, norm=REFERENCE_NORM[norm], eps=EPS[norm], version="standard", n_classes=10, seed=0
     )
-    theirs = (_predict(small_cnn, reference(x, y)) == y).float().mean()
+    theirs = (predict(small_cnn, reference(x, y)) == y).float().mean()
     ours = (~standard[norm][2]).float().mean()
     assert ours <= theirs + 0.01
     assert ours < (0.75 if norm == "linf" else 0.05)
@@ -136,9 +116,9 @@ def test_parity_with_art_autoattack(small_cnn, samples, monkeypatch, norm):
     with np.errstate(divide="ignore", invalid="ignore"):
         art = ArtAutoAttack(classifier, norm=p, eps=eps, attacks=components, batch_size=256)
         theirs = (
-            (_predict(small_cnn, torch.as_tensor(art.generate(x.numpy(), y=y.numpy()))) == y).float().mean()
+            (predict(small_cnn, torch.as_tensor(art.generate(x.numpy(), y=y.numpy()))) == y).float().mean()
         )
-    ours = AutoAttack(norm=norm, square_queries=1000).run(small_cnn, x, y, eps=eps, generator=_generator())
+    ours = AutoAttack(norm=norm, square_queries=1000).run(small_cnn, x, y, eps=eps, generator=seeded())
     assert (~ours.success).float().mean() <= theirs + 0.01
 
 
@@ -151,7 +131,7 @@ def test_rand_version_averages_gradients_over_draws(small_cnn, samples):
         return small_cnn(z + 0.05 * torch.randn_like(z))
 
     attack = AutoAttack(version="rand", steps=10, eot_iter=4)
-    result = attack.run(_wrap(noisy), x, y, eps=0.1, generator=_generator())
+    result = attack.run(_wrap(noisy), x, y, eps=0.1, generator=seeded())
     assert attack.params()["components"] == ["apgd-ce", "apgd-dlr"] and attack.params()["eot_iter"] == 4
     assert perturbation_norm(result.x_adv - x, "linf").max() <= 0.1 + TOL
     assert result.success.float().mean() > 0.2
@@ -165,7 +145,7 @@ def test_components_that_cannot_run_are_skipped_and_reported(small_cnn, mlp, sam
     sliced = _wrap(lambda z: small_cnn(z)[:, :3])
     attack = AutoAttack(steps=10, square_queries=50)
     for _ in range(2):
-        result = attack.run(sliced, x[three], y[three], eps=0.1, generator=_generator())
+        result = attack.run(sliced, x[three], y[three], eps=0.1, generator=seeded())
     row = attack.breakdown(0.1)
     assert row["attacked"] == 2 * len(three)  # summed over both batches
     assert "4 classes" in row["skipped"]["apgd-t"] and row["broken"]["apgd-t"] == 0
@@ -173,10 +153,10 @@ def test_components_that_cannot_run_are_skipped_and_reported(small_cnn, mlp, sam
     assert perturbation_norm(result.x_adv - x[three], "linf").max() <= 0.1 + TOL
     flat = _wrap(lambda z: mlp(z.reshape(-1, 1, 8, 8)))
     no_square = AutoAttack(steps=5, n_target_classes=2)
-    no_square.run(flat, x[:30].reshape(30, -1), y[:30], eps=0.1, generator=_generator())
+    no_square.run(flat, x[:30].reshape(30, -1), y[:30], eps=0.1, generator=seeded())
     assert "image inputs" in no_square.breakdown(0.1)["skipped"]["square"]
     disabled = AutoAttack(steps=5, n_target_classes=2, use_square=False)
-    disabled.run(small_cnn, x[:30], y[:30], eps=0.1, generator=_generator())
+    disabled.run(small_cnn, x[:30], y[:30], eps=0.1, generator=seeded())
     assert (
         "use_square" in disabled.breakdown(0.1)["skipped"]["square"] and disabled.params()["square"] is None
     )
@@ -187,7 +167,7 @@ def test_deterministic_under_a_seed_and_in_other_input_ranges(mlp, samples):
     wrapped = _wrap(lambda z: mlp((z + 1.0) / 2.0))
     runs = [
         AutoAttack(norm=norm, steps=10, n_target_classes=3, square_queries=100, input_range=(-1.0, 1.0)).run(
-            wrapped, x, y, eps=2 * EPS[norm], generator=_generator(4)
+            wrapped, x, y, eps=2 * EPS[norm], generator=seeded(4)
         )
         for norm in ("linf", "linf", "l2")
     ]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.engine.attack_helpers import predict, seeded
 from worker.engine.attacks.base import restrict_to_budget
 from worker.engine.attacks.carlini_wagner import CarliniWagnerL2
 from worker.engine.attacks.norms import perturbation_norm
@@ -24,25 +25,16 @@ ART_SAMPLES = 48
 FAST = {"binary_search_steps": 2, "steps": 50, "learning_rate": 0.1, "initial_const": 1.0}
 
 
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(1)
-
-
 def _correct(model: nn.Module, held_out, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n held-out digits that the model classifies correctly (the runner attacks only those)."""
     x, y = torch.as_tensor(held_out[0][:n]), torch.as_tensor(held_out[1][:n])
-    keep = _predict(model, x) == y
+    keep = predict(model, x) == y
     return x[keep], y[keep]
 
 
 def _outcome(model, x, y, x_adv) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample success (label changed) and l2 perturbation of any attack's output."""
-    return _predict(model, x_adv) != y, perturbation_norm(x_adv - x, "l2")
+    return predict(model, x_adv) != y, perturbation_norm(x_adv - x, "l2")
 
 
 def _robust(success: torch.Tensor, sizes: torch.Tensor, eps: float) -> float:
@@ -114,7 +106,7 @@ def test_minimum_norm_semantics(small_cnn, held_out, targeted):
     result = CarliniWagnerL2(targeted=targeted, **FAST).run(small_cnn, x, y, eps=math.inf, targets=targets)
     assert result.x_adv.shape == x.shape and result.x_adv.dtype == x.dtype
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
-    predictions = _predict(small_cnn, result.x_adv)
+    predictions = predict(small_cnn, result.x_adv)
     assert torch.equal(result.predictions, predictions)
     assert torch.equal(result.success, predictions == targets if targeted else predictions != y)
     assert torch.equal(result.x_adv[~result.success], x[~result.success])
@@ -122,7 +114,7 @@ def test_minimum_norm_semantics(small_cnn, held_out, targeted):
     sizes = perturbation_norm(result.x_adv - x, "l2")
     assert sizes[result.success].median() < 1.5
     if not targeted:
-        clean = (_predict(small_cnn, x) == y).float().mean().item()
+        clean = (predict(small_cnn, x) == y).float().mean().item()
         robust = (restrict_to_budget(result, x, y, 1.0, "l2").predictions == y).float().mean().item()
         assert clean > 0.9 and robust < clean - 0.4
 
@@ -216,8 +208,8 @@ def test_deterministic_and_parameters_untouched(small_cnn, held_out):
     x, y = _correct(small_cnn, held_out, 32)
     params = list(small_cnn.parameters())
     before = [None if p.grad is None else p.grad.clone() for p in params]
-    first = CarliniWagnerL2(**FAST).run(small_cnn, x, y, eps=math.inf, generator=_generator(1))
-    second = CarliniWagnerL2(**FAST).run(small_cnn, x, y, eps=math.inf, generator=_generator(2))
+    first = CarliniWagnerL2(**FAST).run(small_cnn, x, y, eps=math.inf, generator=seeded(1))
+    second = CarliniWagnerL2(**FAST).run(small_cnn, x, y, eps=math.inf, generator=seeded(2))
     assert torch.equal(first.x_adv, second.x_adv) and first.success.any()
     for param, grad in zip(params, before, strict=True):
         assert (param.grad is None and grad is None) or torch.equal(param.grad, grad)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.engine.attack_helpers import predict, seeded
 from worker.engine.attacks.base import restrict_to_budget
 from worker.engine.attacks.deepfool import DeepFool
 from worker.engine.attacks.norms import perturbation_norm
@@ -19,25 +20,16 @@ L2_EPS = (0.5, 1.0)
 LINF_EPS = (0.1, 0.2)
 
 
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(1)
-
-
 def _correct(model: nn.Module, held_out, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n held-out digits that the model classifies correctly (the runner attacks only those)."""
     x, y = torch.as_tensor(held_out[0][:n]), torch.as_tensor(held_out[1][:n])
-    keep = _predict(model, x) == y
+    keep = predict(model, x) == y
     return x[keep], y[keep]
 
 
 def _outcome(model, x, y, x_adv, norm="l2") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample success (label changed) and perturbation size of any attack's output."""
-    return _predict(model, x_adv) != y, perturbation_norm(x_adv - x, norm)
+    return predict(model, x_adv) != y, perturbation_norm(x_adv - x, norm)
 
 
 def _robust(success: torch.Tensor, sizes: torch.Tensor, eps: float) -> float:
@@ -52,7 +44,7 @@ def parity(small_cnn, held_out) -> dict[str, tuple]:
     art_evasion = pytest.importorskip("art.attacks.evasion")
     torchattacks = pytest.importorskip("torchattacks")
     x, y = _correct(small_cnn, held_out, 150)
-    ours = DeepFool(norm="l2").run(small_cnn, x, y, eps=math.inf, generator=_generator())
+    ours = DeepFool(norm="l2").run(small_cnn, x, y, eps=math.inf, generator=seeded())
     classifier = art_classifiers.PyTorchClassifier(
         model=small_cnn,
         loss=nn.CrossEntropyLoss(),
@@ -125,19 +117,19 @@ def test_linf_matches_the_plain_per_sample_algorithm(small_cnn, held_out):
 def test_minimum_norm_semantics(small_cnn, held_out, norm):
     """Every success is adversarial, failures come back unchanged, everything stays in range."""
     x, y = torch.as_tensor(held_out[0][:128]), torch.as_tensor(held_out[1][:128])
-    result = DeepFool(norm=norm).run(small_cnn, x, y, eps=math.inf, generator=_generator())
+    result = DeepFool(norm=norm).run(small_cnn, x, y, eps=math.inf, generator=seeded())
     assert result.x_adv.shape == x.shape and result.x_adv.dtype == x.dtype
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
-    predictions = _predict(small_cnn, result.x_adv)
+    predictions = predict(small_cnn, result.x_adv)
     assert torch.equal(result.predictions, predictions)
     assert torch.equal(result.success, predictions != y)
     assert torch.equal(result.x_adv[~result.success], x[~result.success])
     assert result.success.float().mean() > 0.95
-    clean_wrong = _predict(small_cnn, x) != y
+    clean_wrong = predict(small_cnn, x) != y
     assert torch.equal(result.x_adv[clean_wrong], x[clean_wrong])  # already misclassified: nothing to do
     sizes = perturbation_norm(result.x_adv - x, norm)
     eps_values = L2_EPS if norm == "l2" else LINF_EPS
-    robust = [(_predict(small_cnn, x) == y).float().mean().item()]
+    robust = [(predict(small_cnn, x) == y).float().mean().item()]
     robust += [
         (restrict_to_budget(result, x, y, eps, norm).predictions == y).float().mean().item()
         for eps in eps_values
@@ -153,9 +145,9 @@ def test_finite_eps_equals_restricting_the_unbounded_run(small_cnn, held_out, no
     x, y = _correct(small_cnn, held_out, 96)
     eps = L2_EPS[0] if norm == "l2" else LINF_EPS[0]
     attack = DeepFool(norm=norm)
-    bounded = attack.run(small_cnn, x, y, eps=eps, generator=_generator())
+    bounded = attack.run(small_cnn, x, y, eps=eps, generator=seeded())
     restricted = restrict_to_budget(
-        attack.run(small_cnn, x, y, eps=math.inf, generator=_generator()), x, y, eps, norm
+        attack.run(small_cnn, x, y, eps=math.inf, generator=seeded()), x, y, eps, norm
     )
     assert perturbation_norm(bounded.x_adv - x, norm).max() <= eps + TOL
     assert torch.equal(bounded.success, restricted.success)
@@ -183,7 +175,7 @@ def test_runner_counts_what_restrict_to_budget_counts(small_cnn, held_out):
         worst=WorstCase(len(x)),
     )
     rows = torch.nonzero(clean_correct)[:, 0]
-    direct = attack.run(small_cnn, x[rows], y[rows], eps=math.inf, generator=_generator())
+    direct = attack.run(small_cnn, x[rows], y[rows], eps=math.inf, generator=seeded())
     for position, eps in enumerate(L2_EPS):
         seen = restrict_to_budget(direct, x[rows], y[rows], eps, "l2")
         expected = seen.success.logical_not().sum().item() / len(x)
@@ -198,19 +190,17 @@ def test_custom_input_range_is_respected(mlp, held_out, norm):
     wrapped.forward = lambda z: mlp((z + 1.0) / 2.0)  # type: ignore[method-assign]
     x, y = _correct(mlp, held_out, 64)
     x = x * 2.0 - 1.0
-    result = DeepFool(norm=norm, input_range=(-1.0, 1.0)).run(
-        wrapped, x, y, eps=math.inf, generator=_generator()
-    )
+    result = DeepFool(norm=norm, input_range=(-1.0, 1.0)).run(wrapped, x, y, eps=math.inf, generator=seeded())
     assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
     assert result.success.float().mean() > 0.9
-    assert torch.equal(result.success, _predict(wrapped, result.x_adv) != y)
+    assert torch.equal(result.success, predict(wrapped, result.x_adv) != y)
 
 
 def test_deterministic_and_independent_of_batch_composition(small_cnn, held_out):
     x, y = _correct(small_cnn, held_out, 64)
     attack = DeepFool(norm="l2")
-    first = attack.run(small_cnn, x, y, eps=math.inf, generator=_generator(1))
-    second = attack.run(small_cnn, x, y, eps=math.inf, generator=_generator(2))
+    first = attack.run(small_cnn, x, y, eps=math.inf, generator=seeded(1))
+    second = attack.run(small_cnn, x, y, eps=math.inf, generator=seeded(2))
     assert torch.equal(first.x_adv, second.x_adv)
     halves = [attack.run(small_cnn, x[s], y[s], eps=math.inf).x_adv for s in (slice(0, 20), slice(20, None))]
     torch.testing.assert_close(torch.cat(halves), first.x_adv, atol=1e-4, rtol=0)

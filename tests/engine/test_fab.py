@@ -1,7 +1,5 @@
 """FAB: exact projections, minimum-norm and eps-aware modes, threat model, reference parity."""
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -9,6 +7,7 @@ import torchattacks
 from scipy.optimize import linprog, minimize
 from torch import nn
 
+from tests.engine.attack_helpers import clean_correct, predict, seeded
 from worker.engine.attacks.base import restrict_to_budget
 from worker.engine.attacks.fab import FAB
 from worker.engine.attacks.fab_projection import project_onto_hyperplane_box
@@ -22,23 +21,12 @@ TOL = 1e-5
 REFERENCE_NORM = {"linf": "Linf", "l2": "L2"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny models are faster that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def samples(
     small_cnn: nn.Module, held_out: tuple[np.ndarray, np.ndarray]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """About 100 held-out digits the CNN classifies correctly (what the runner attacks)."""
-    x, y = torch.as_tensor(held_out[0][:110]), torch.as_tensor(held_out[1][:110])
-    correct = _predict(small_cnn, x) == y
-    return x[correct], y[correct]
+    return clean_correct(small_cnn, held_out, 110)
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +34,6 @@ def unbounded(small_cnn, samples) -> dict[str, torch.Tensor]:
     """Minimum-norm FAB (100 steps, eps=inf) in both norms, shared by several tests."""
     x, y = samples
     return {norm: FAB(norm=norm).run(small_cnn, x, y, eps=float("inf")).x_adv for norm in ("linf", "l2")}
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
-
-
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _smallest_move(t: np.ndarray, w: np.ndarray, c: float, low: float, high: float, norm: str) -> float:
@@ -104,7 +83,7 @@ def test_projection_is_the_smallest_move_inside_the_box(norm, low, high):
 def test_finds_small_adversarials_with_eps_inf(small_cnn, samples, unbounded):
     x, y = samples
     for norm, x_adv in unbounded.items():
-        predictions = _predict(small_cnn, x_adv)
+        predictions = predict(small_cnn, x_adv)
         assert (predictions != y).float().mean() > 0.95
         assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
         sizes = perturbation_norm(x_adv - x, norm)
@@ -118,10 +97,10 @@ def test_parity_with_torchattacks(small_cnn, samples, unbounded, norm):
     x, y = samples
     reference = torchattacks.FAB(small_cnn, norm=REFERENCE_NORM[norm], eps=1e6, steps=100, n_classes=10)
     theirs = reference(x, y)
-    their_success = _predict(small_cnn, theirs) != y
+    their_success = predict(small_cnn, theirs) != y
     their_sizes = perturbation_norm(theirs - x, norm)
     ours = unbounded[norm]
-    our_success = _predict(small_cnn, ours) != y
+    our_success = predict(small_cnn, ours) != y
     our_sizes = perturbation_norm(ours - x, norm)
     assert our_sizes[our_success].median() <= their_sizes[their_success].median() * 1.05
     eps = EPS[norm]
@@ -152,9 +131,9 @@ def test_targeted_success_means_prediction_equals_target(small_cnn, samples):
     targets = (y + 4) % 10
     for norm in ("linf", "l2"):
         result = FAB(norm=norm, targeted=True, steps=50).run(
-            small_cnn, x, y, eps=float("inf"), targets=targets, generator=_generator()
+            small_cnn, x, y, eps=float("inf"), targets=targets, generator=seeded()
         )
-        assert torch.equal(result.success, _predict(small_cnn, result.x_adv) == targets)
+        assert torch.equal(result.success, predict(small_cnn, result.x_adv) == targets)
         assert result.success.float().mean() > 0.9
 
 
@@ -163,7 +142,7 @@ def test_input_range_minus_one_to_one_scales_the_norms(mlp, held_out):
     wrapped = nn.Sequential(nn.Identity())
     wrapped.forward = lambda z: mlp((z + 1.0) / 2.0)  # type: ignore[method-assign]
     x, y = torch.as_tensor(held_out[0][:60]), torch.as_tensor(held_out[1][:60])
-    correct = _predict(mlp, x) == y
+    correct = predict(mlp, x) == y
     x, y = x[correct], y[correct]
     for norm in ("linf", "l2"):
         unit = FAB(norm=norm, steps=30).run(mlp, x, y, eps=float("inf"))
@@ -180,13 +159,13 @@ def test_input_range_minus_one_to_one_scales_the_norms(mlp, held_out):
 
 def test_restarts_are_seeded_and_only_improve(small_cnn, samples):
     x, y = samples[0][:40], samples[1][:40]
-    one = FAB(steps=20).run(small_cnn, x, y, eps=float("inf"), generator=_generator(5))
+    one = FAB(steps=20).run(small_cnn, x, y, eps=float("inf"), generator=seeded(5))
     runs = [
-        FAB(steps=20, restarts=3).run(small_cnn, x, y, eps=float("inf"), generator=_generator(5))
+        FAB(steps=20, restarts=3).run(small_cnn, x, y, eps=float("inf"), generator=seeded(5))
         for _ in range(2)
     ]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv)
-    other = FAB(steps=20, restarts=3).run(small_cnn, x, y, eps=float("inf"), generator=_generator(6))
+    other = FAB(steps=20, restarts=3).run(small_cnn, x, y, eps=float("inf"), generator=seeded(6))
     assert not torch.equal(runs[0].x_adv, other.x_adv)
     before = perturbation_norm(one.x_adv - x, "linf")[one.success]
     after = perturbation_norm(runs[0].x_adv - x, "linf")[one.success]

@@ -2,30 +2,18 @@
 
 import math
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tests.engine.onnx_fixtures import export_onnx
+from tests.engine.attack_helpers import clean_correct, onnx_black_box, predict, seeded
 from worker.engine.attacks.base import restrict_to_budget
 from worker.engine.attacks.hop_skip_jump import HopSkipJump
 from worker.engine.attacks.norms import perturbation_norm
-from worker.engine.black_box import QueryOnlyModel
-from worker.engine.model_intake import OnnxRuntimeClassifier
 
 INF = math.inf
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny models are faster that way, and timings do not depend on load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -33,30 +21,7 @@ def samples(
     small_cnn: nn.Module, held_out: tuple[np.ndarray, np.ndarray]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """About 60 held-out digits the CNN classifies correctly (what the runner attacks)."""
-    x, y = torch.as_tensor(held_out[0][:64]), torch.as_tensor(held_out[1][:64])
-    correct = _predict(small_cnn, x) == y
-    return x[correct], y[correct]
-
-
-@pytest.fixture(scope="module")
-def cnn_onnx(small_cnn: nn.Module) -> bytes:
-    """The trained CNN exported to ONNX with a dynamic batch axis."""
-    return export_onnx(small_cnn, (1, 8, 8))
-
-
-def _black_box(data: bytes) -> tuple[QueryOnlyModel, OnnxRuntimeClassifier]:
-    """A query-only model over onnxruntime (no torch module in reach) and its query counter."""
-    classifier = OnnxRuntimeClassifier(data)
-    return QueryOnlyModel(classifier), classifier
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
-
-
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return clean_correct(small_cnn, held_out, 64)
 
 
 def _robust_at(sizes: torch.Tensor, success: torch.Tensor, eps: float) -> float:
@@ -68,13 +33,13 @@ def _robust_at(sizes: torch.Tensor, success: torch.Tensor, eps: float) -> float:
 @pytest.mark.parametrize("targeted", [False, True])
 def test_black_box_minimum_norm_run(small_cnn, samples, cnn_onnx, norm, targeted):
     x, y = samples
-    black_box, classifier = _black_box(cnn_onnx)
+    black_box, classifier = onnx_black_box(cnn_onnx)
     targets = (y + 3) % 10 if targeted else None
     budget = 1200
     attack = HopSkipJump(norm=norm, targeted=targeted, iterations=4, max_queries=budget)
-    result = attack.run(black_box, x, y, eps=INF, targets=targets, generator=_generator())
+    result = attack.run(black_box, x, y, eps=INF, targets=targets, generator=seeded())
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
-    assert torch.equal(result.predictions, _predict(small_cnn, result.x_adv))
+    assert torch.equal(result.predictions, predict(small_cnn, result.x_adv))
     expected = result.predictions == targets if targeted else result.predictions != y
     assert torch.equal(result.success, expected)
     assert result.success.float().mean() >= 0.9
@@ -89,17 +54,15 @@ def test_black_box_minimum_norm_run(small_cnn, samples, cnn_onnx, norm, targeted
 @pytest.mark.parametrize("budget", [1, 25, 300])
 def test_query_budget_holds_per_sample(samples, cnn_onnx, budget):
     x, y = samples
-    black_box, classifier = _black_box(cnn_onnx)
-    result = HopSkipJump(norm="linf", max_queries=budget).run(
-        black_box, x, y, eps=INF, generator=_generator()
-    )
+    black_box, classifier = onnx_black_box(cnn_onnx)
+    result = HopSkipJump(norm="linf", max_queries=budget).run(black_box, x, y, eps=INF, generator=seeded())
     assert result.queries.max() <= budget and int(result.queries.sum()) == classifier.queries
     assert result.success.all()  # with no query to spare, the nearest differently classified batch sample
 
 
 def test_no_gradient_path_is_needed_or_used(samples, cnn_onnx):
     x, y = samples
-    black_box, _ = _black_box(cnn_onnx)
+    black_box, _ = onnx_black_box(cnn_onnx)
     assert not list(black_box.parameters())
     probe = x[:4].clone().requires_grad_(True)
     out = black_box(probe)
@@ -112,7 +75,7 @@ def test_no_gradient_path_is_needed_or_used(samples, cnn_onnx):
             assert not torch.is_grad_enabled() and not z.requires_grad
             return black_box(z)
 
-    result = HopSkipJump(iterations=3, max_queries=800).run(NoGraph(), x, y, eps=INF, generator=_generator())
+    result = HopSkipJump(iterations=3, max_queries=800).run(NoGraph(), x, y, eps=INF, generator=seeded())
     at_eps = restrict_to_budget(result, x, y, 1.5, "l2")
     assert (at_eps.predictions == y).float().mean() < 0.5  # clean accuracy on these samples is 1.0
 
@@ -120,10 +83,10 @@ def test_no_gradient_path_is_needed_or_used(samples, cnn_onnx):
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_onnxruntime_and_torch_module_agree_for_a_seed(small_cnn, samples, cnn_onnx, norm):
     x, y = samples
-    black_box, _ = _black_box(cnn_onnx)
+    black_box, _ = onnx_black_box(cnn_onnx)
     attack = HopSkipJump(norm=norm, iterations=4, max_queries=1500)
-    on_onnx = attack.run(black_box, x, y, eps=INF, generator=_generator(2))
-    on_torch = attack.run(small_cnn, x, y, eps=INF, generator=_generator(2))
+    on_onnx = attack.run(black_box, x, y, eps=INF, generator=seeded(2))
+    on_torch = attack.run(small_cnn, x, y, eps=INF, generator=seeded(2))
     sizes_onnx = perturbation_norm(on_onnx.x_adv - x, norm)
     sizes_torch = perturbation_norm(on_torch.x_adv - x, norm)
     assert torch.equal(on_onnx.success, on_torch.success)
@@ -133,14 +96,12 @@ def test_onnxruntime_and_torch_module_agree_for_a_seed(small_cnn, samples, cnn_o
 
 def test_deterministic_and_more_iterations_help(samples, cnn_onnx):
     x, y = samples
-    black_box, _ = _black_box(cnn_onnx)
-    runs = [
-        HopSkipJump(iterations=2).run(black_box, x, y, eps=INF, generator=_generator(4)) for _ in range(2)
-    ]
+    black_box, _ = onnx_black_box(cnn_onnx)
+    runs = [HopSkipJump(iterations=2).run(black_box, x, y, eps=INF, generator=seeded(4)) for _ in range(2)]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv) and torch.equal(runs[0].queries, runs[1].queries)
-    other = HopSkipJump(iterations=2).run(black_box, x, y, eps=INF, generator=_generator(5))
+    other = HopSkipJump(iterations=2).run(black_box, x, y, eps=INF, generator=seeded(5))
     assert not torch.equal(runs[0].x_adv, other.x_adv)
-    longer = HopSkipJump(iterations=6).run(black_box, x, y, eps=INF, generator=_generator(4))
+    longer = HopSkipJump(iterations=6).run(black_box, x, y, eps=INF, generator=seeded(4))
     short_sizes = perturbation_norm(runs[0].x_adv - x, "l2")
     long_sizes = perturbation_norm(longer.x_adv - x, "l2")
     assert long_sizes.median() < 0.9 * short_sizes.median()
@@ -149,10 +110,10 @@ def test_deterministic_and_more_iterations_help(samples, cnn_onnx):
 
 def test_finite_eps_keeps_only_perturbations_within_it(samples, cnn_onnx):
     x, y = samples
-    black_box, _ = _black_box(cnn_onnx)
+    black_box, _ = onnx_black_box(cnn_onnx)
     attack = HopSkipJump(iterations=3, max_queries=800)
-    unbounded = attack.run(black_box, x, y, eps=INF, generator=_generator(1))
-    bounded = attack.run(black_box, x, y, eps=1.0, generator=_generator(1))
+    unbounded = attack.run(black_box, x, y, eps=INF, generator=seeded(1))
+    bounded = attack.run(black_box, x, y, eps=1.0, generator=seeded(1))
     assert perturbation_norm(bounded.x_adv - x, "l2").max() <= 1.0 + 1e-5
     expected = restrict_to_budget(unbounded, x, y, 1.0, "l2")
     assert torch.equal(bounded.success, expected.success) and torch.equal(bounded.x_adv, expected.x_adv)
@@ -161,14 +122,14 @@ def test_finite_eps_keeps_only_perturbations_within_it(samples, cnn_onnx):
 
 def test_targeted_starts_from_a_batch_sample_of_the_target_class(small_cnn, samples, cnn_onnx):
     x, y = samples
-    black_box, _ = _black_box(cnn_onnx)
+    black_box, _ = onnx_black_box(cnn_onnx)
     targets = torch.roll(y, 1)
     wanted = targets != y
     result = HopSkipJump(targeted=True, max_queries=1).run(
-        black_box, x[wanted], y[wanted], eps=INF, targets=targets[wanted], generator=_generator()
+        black_box, x[wanted], y[wanted], eps=INF, targets=targets[wanted], generator=seeded()
     )
     assert result.success.all()  # every target class is predicted for some other sample of the batch
-    assert torch.equal(_predict(small_cnn, result.x_adv), targets[wanted])
+    assert torch.equal(predict(small_cnn, result.x_adv), targets[wanted])
 
 
 def test_custom_input_range_is_respected(small_cnn, samples):
@@ -178,11 +139,11 @@ def test_custom_input_range_is_respected(small_cnn, samples):
     x = x * 2.0 - 1.0
     for norm in ("l2", "linf"):
         result = HopSkipJump(norm=norm, iterations=3, max_queries=800, input_range=(-1.0, 1.0)).run(
-            wrapped, x, y, eps=INF, generator=_generator()
+            wrapped, x, y, eps=INF, generator=seeded()
         )
         assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
         assert result.success.float().mean() >= 0.9
-        assert torch.equal(result.predictions, _predict(wrapped, result.x_adv))
+        assert torch.equal(result.predictions, predict(wrapped, result.x_adv))
 
 
 def test_flat_inputs_work(small_cnn, samples):
@@ -220,7 +181,7 @@ def test_strength_parity_with_art(small_cnn, samples, norm, eps_values):
 
     x, y = samples
     iterations = 8
-    ours = HopSkipJump(norm=norm, iterations=iterations).run(small_cnn, x, y, eps=INF, generator=_generator())
+    ours = HopSkipJump(norm=norm, iterations=iterations).run(small_cnn, x, y, eps=INF, generator=seeded())
     counted = _Counting(small_cnn)
     classifier = PyTorchClassifier(
         counted, loss=nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10, clip_values=(0.0, 1.0)
@@ -237,7 +198,7 @@ def test_strength_parity_with_art(small_cnn, samples, norm, eps_values):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         x_art = torch.as_tensor(reference.generate(x.numpy())).float()
-    art_success = _predict(small_cnn, x_art) != y
+    art_success = predict(small_cnn, x_art) != y
     ours_sizes = perturbation_norm(ours.x_adv - x, norm)
     art_sizes = perturbation_norm(x_art - x, norm)
     assert ours.success.all() and art_success.all()

@@ -1,6 +1,6 @@
 """ResNet, WideResNet and ViT exports through the graph builder, against onnxruntime and torch."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -154,15 +154,6 @@ class NormalizedCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits."""
         return self.net((x - self.mean) / self.std)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Run single-threaded: these tiny models are faster so, and 2 threads crawl on a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _seeded(factory: Callable[[], nn.Module]) -> nn.Module:

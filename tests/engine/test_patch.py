@@ -29,15 +29,6 @@ FAST = {"steps": 80, "max_translation": 0.0, "eval_transforms": 8}
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tiny models run fastest single-threaded; oversubscribed cores slow them several times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(held_out) -> tuple[np.ndarray, np.ndarray]:
     return held_out[0][:SAMPLES], held_out[1][:SAMPLES]
 

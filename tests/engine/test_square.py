@@ -1,31 +1,19 @@
 """Square Attack: threat model, query budget and counting, onnxruntime without gradients, reference parity."""
 
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tests.engine.onnx_fixtures import export_onnx
+from tests.engine.attack_helpers import clean_correct, onnx_black_box, predict, seeded
 from worker.engine.attacks.norms import perturbation_norm
 from worker.engine.attacks.square import SquareAttack, p_schedule
 from worker.engine.attacks.square_l2 import l2_init, square_pattern
-from worker.engine.black_box import QueryOnlyModel
-from worker.engine.model_intake import OnnxRuntimeClassifier
 
 EPS = {"linf": 0.15, "l2": 1.5}
 TOL = 1e-5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny models are faster that way, and timings do not depend on load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -33,30 +21,7 @@ def samples(
     small_cnn: nn.Module, held_out: tuple[np.ndarray, np.ndarray]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """About 100 held-out digits the CNN classifies correctly (what the runner attacks)."""
-    x, y = torch.as_tensor(held_out[0][:110]), torch.as_tensor(held_out[1][:110])
-    correct = _predict(small_cnn, x) == y
-    return x[correct], y[correct]
-
-
-@pytest.fixture(scope="module")
-def cnn_onnx(small_cnn: nn.Module) -> bytes:
-    """The trained CNN exported to ONNX with a dynamic batch axis."""
-    return export_onnx(small_cnn, (1, 8, 8))
-
-
-def _black_box(data: bytes) -> tuple[QueryOnlyModel, OnnxRuntimeClassifier]:
-    """A query-only model over onnxruntime (no torch module in reach) and its query counter."""
-    classifier = OnnxRuntimeClassifier(data)
-    return QueryOnlyModel(classifier), classifier
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
-
-
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return clean_correct(small_cnn, held_out, 110)
 
 
 def _robust(result, y: torch.Tensor) -> float:
@@ -67,14 +32,14 @@ def _robust(result, y: torch.Tensor) -> float:
 @pytest.mark.parametrize("targeted", [False, True])
 def test_black_box_run_respects_threat_model_and_budget(small_cnn, samples, cnn_onnx, norm, targeted):
     x, y = samples
-    black_box, classifier = _black_box(cnn_onnx)
+    black_box, classifier = onnx_black_box(cnn_onnx)
     targets = (y + 1) % 10 if targeted else None
     budget = 150
     attack = SquareAttack(norm=norm, targeted=targeted, queries=budget)
-    result = attack.run(black_box, x, y, eps=EPS[norm], targets=targets, generator=_generator())
+    result = attack.run(black_box, x, y, eps=EPS[norm], targets=targets, generator=seeded())
     assert perturbation_norm(result.x_adv - x, norm).max() <= EPS[norm] + TOL
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
-    assert torch.equal(result.predictions, _predict(small_cnn, result.x_adv))
+    assert torch.equal(result.predictions, predict(small_cnn, result.x_adv))
     expected = result.predictions == targets if targeted else result.predictions != y
     assert torch.equal(result.success, expected)
     assert result.success.float().mean() > (0.2 if targeted else 0.5)
@@ -88,7 +53,7 @@ def test_black_box_run_respects_threat_model_and_budget(small_cnn, samples, cnn_
 
 def test_no_gradient_path_is_needed_or_used(small_cnn, samples, cnn_onnx):
     x, y = samples
-    black_box, _ = _black_box(cnn_onnx)
+    black_box, _ = onnx_black_box(cnn_onnx)
     assert not list(black_box.parameters())
     probe = x[:4].clone().requires_grad_(True)
     out = black_box(probe)
@@ -101,18 +66,18 @@ def test_no_gradient_path_is_needed_or_used(small_cnn, samples, cnn_onnx):
             assert not torch.is_grad_enabled() and not z.requires_grad
             return black_box(z)
 
-    result = SquareAttack(queries=300).run(NoGraph(), x, y, eps=0.2, generator=_generator())
+    result = SquareAttack(queries=300).run(NoGraph(), x, y, eps=0.2, generator=seeded())
     assert _robust(result, y) < 0.5  # clean accuracy on these samples is 1.0
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_onnxruntime_and_torch_module_agree_for_a_seed(small_cnn, samples, cnn_onnx, norm):
     x, y = samples
-    black_box, _ = _black_box(cnn_onnx)
+    black_box, _ = onnx_black_box(cnn_onnx)
     attack = SquareAttack(norm=norm, queries=200)
     eps = EPS[norm] / 1.5
-    on_onnx = attack.run(black_box, x, y, eps=eps, generator=_generator(3))
-    on_torch = attack.run(small_cnn, x, y, eps=eps, generator=_generator(3))
+    on_onnx = attack.run(black_box, x, y, eps=eps, generator=seeded(3))
+    on_torch = attack.run(small_cnn, x, y, eps=eps, generator=seeded(3))
     assert abs(_robust(on_onnx, y) - _robust(on_torch, y)) <= 0.02
     assert (on_onnx.success == on_torch.success).float().mean() >= 0.95
     assert abs(on_onnx.queries.float().mean() - on_torch.queries.float().mean()) <= 10
@@ -120,10 +85,10 @@ def test_onnxruntime_and_torch_module_agree_for_a_seed(small_cnn, samples, cnn_o
 
 def test_deterministic_under_a_seed(samples, cnn_onnx):
     x, y = samples
-    black_box, _ = _black_box(cnn_onnx)
-    runs = [SquareAttack(queries=60).run(black_box, x, y, eps=0.1, generator=_generator(5)) for _ in range(2)]
+    black_box, _ = onnx_black_box(cnn_onnx)
+    runs = [SquareAttack(queries=60).run(black_box, x, y, eps=0.1, generator=seeded(5)) for _ in range(2)]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv) and torch.equal(runs[0].queries, runs[1].queries)
-    other = SquareAttack(queries=60).run(black_box, x, y, eps=0.1, generator=_generator(6))
+    other = SquareAttack(queries=60).run(black_box, x, y, eps=0.1, generator=seeded(6))
     assert not torch.equal(runs[0].x_adv, other.x_adv)
 
 
@@ -136,7 +101,7 @@ def test_custom_input_range_is_respected(small_cnn, samples, norm):
     x = x * 2.0 - 1.0
     eps = 2 * EPS[norm]
     result = SquareAttack(norm=norm, queries=200, input_range=(-1.0, 1.0)).run(
-        wrapped, x, y, eps=eps, generator=_generator()
+        wrapped, x, y, eps=eps, generator=seeded()
     )
     assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
     assert perturbation_norm(result.x_adv - x, norm).max() <= eps + TOL
@@ -145,9 +110,9 @@ def test_custom_input_range_is_respected(small_cnn, samples, norm):
 
 def test_restarts_only_add_successes(samples, cnn_onnx):
     x, y = samples
-    black_box, _ = _black_box(cnn_onnx)
-    one = SquareAttack(queries=40, restarts=1).run(black_box, x, y, eps=0.1, generator=_generator(7))
-    three = SquareAttack(queries=40, restarts=3).run(black_box, x, y, eps=0.1, generator=_generator(7))
+    black_box, _ = onnx_black_box(cnn_onnx)
+    one = SquareAttack(queries=40, restarts=1).run(black_box, x, y, eps=0.1, generator=seeded(7))
+    three = SquareAttack(queries=40, restarts=3).run(black_box, x, y, eps=0.1, generator=seeded(7))
     assert not (one.success & ~three.success).any()
     assert three.success.sum() > one.success.sum()
     assert three.queries.max() <= 3 * 40
@@ -167,13 +132,13 @@ def test_p_schedule_and_initialisations():
     assert p_schedule(0.8, 11, 10000) == 0.4 and p_schedule(0.8, 51, 10000) == 0.2
     assert p_schedule(0.8, 9999, 10000) == pytest.approx(0.8 / 512)
     assert p_schedule(0.8, 2, 1000) == 0.4  # rescaled: iteration 2 of 1000 is 20 of 10000
-    pattern = square_pattern(5, _generator())
+    pattern = square_pattern(5, seeded())
     assert pattern.norm().item() == pytest.approx(1.0)
     assert {pattern.sum(dim=1).sign().unique().numel(), pattern.sum(dim=0).sign().unique().numel()} == {1, 2}
     x = torch.full((4, 3, 10, 10), 0.5)
-    start = l2_init(x, 1.0, (0.0, 1.0), _generator())
+    start = l2_init(x, 1.0, (0.0, 1.0), seeded())
     assert torch.allclose(perturbation_norm(start - x, "l2"), torch.ones(4), atol=1e-5)
-    stripes = SquareAttack()._init(x, 0.2, _generator())
+    stripes = SquareAttack()._init(x, 0.2, seeded())
     assert torch.allclose((stripes - x).abs(), torch.full_like(x, 0.2))
     assert (stripes - x).std(dim=2).max() == 0  # vertical stripes: constant along each column
 
@@ -198,12 +163,12 @@ def test_strength_parity_with_art_and_torchattacks(small_cnn, samples, norm, eps
     x, y = samples
     budget = 1000
     ours = _robust(
-        SquareAttack(norm=norm, queries=budget).run(small_cnn, x, y, eps=eps, generator=_generator()), y
+        SquareAttack(norm=norm, queries=budget).run(small_cnn, x, y, eps=eps, generator=seeded()), y
     )
     reference = torchattacks.Square(
         small_cnn, norm="Linf" if norm == "linf" else "L2", eps=eps, n_queries=budget, seed=0
     )
-    theirs_torchattacks = (_predict(small_cnn, reference(x, y)) == y).float().mean().item()
+    theirs_torchattacks = (predict(small_cnn, reference(x, y)) == y).float().mean().item()
     classifier = PyTorchClassifier(
         small_cnn, loss=nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10, clip_values=(0.0, 1.0)
     )
@@ -214,6 +179,6 @@ def test_strength_parity_with_art_and_torchattacks(small_cnn, samples, norm, eps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         x_art = torch.as_tensor(art_attack.generate(x.numpy(), y.numpy()))
-    theirs_art = (_predict(small_cnn, x_art) == y).float().mean().item()
+    theirs_art = (predict(small_cnn, x_art) == y).float().mean().item()
     assert ours <= theirs_art + 0.01, (ours, theirs_art)
     assert ours <= theirs_torchattacks + 0.01, (ours, theirs_torchattacks)

@@ -32,6 +32,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pgd.py
+	$(BIN)/python benchmarks/bench_attacks.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.attack_helpers import predict, seeded
+from tests.engine.attack_helpers import clean_correct, predict, seeded
 from worker.engine.attacks.base import restrict_to_budget
 from worker.engine.attacks.carlini_wagner import CarliniWagnerL2
 from worker.engine.attacks.norms import perturbation_norm
@@ -23,13 +23,6 @@ PARITY = {"binary_search_steps": 3, "steps": 100, "learning_rate": 0.05, "initia
 # ART's C&W (line search, ~20 backward passes per iteration) is about 50x slower per sample: a subset.
 ART_SAMPLES = 48
 FAST = {"binary_search_steps": 2, "steps": 50, "learning_rate": 0.1, "initial_const": 1.0}
-
-
-def _correct(model: nn.Module, held_out, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n held-out digits that the model classifies correctly (the runner attacks only those)."""
-    x, y = torch.as_tensor(held_out[0][:n]), torch.as_tensor(held_out[1][:n])
-    keep = predict(model, x) == y
-    return x[keep], y[keep]
 
 
 def _outcome(model, x, y, x_adv) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +41,7 @@ def parity(small_cnn, held_out) -> dict[str, tuple]:
     art_classifiers = pytest.importorskip("art.estimators.classification")
     art_evasion = pytest.importorskip("art.attacks.evasion")
     torchattacks = pytest.importorskip("torchattacks")
-    x, y = _correct(small_cnn, held_out, 150)
+    x, y = clean_correct(small_cnn, held_out, 150)
     ours = CarliniWagnerL2(**PARITY).run(small_cnn, x, y, eps=math.inf)
     classifier = art_classifiers.PyTorchClassifier(
         model=small_cnn,
@@ -121,7 +114,7 @@ def test_minimum_norm_semantics(small_cnn, held_out, targeted):
 
 def test_finite_eps_equals_restricting_the_unbounded_run(small_cnn, held_out):
     """With a finite eps, x_adv stays in the ball and equals the eps=inf run restricted to eps."""
-    x, y = _correct(small_cnn, held_out, 64)
+    x, y = clean_correct(small_cnn, held_out, 64)
     attack = CarliniWagnerL2(**FAST)
     bounded = attack.run(small_cnn, x, y, eps=EPS[1])
     restricted = restrict_to_budget(attack.run(small_cnn, x, y, eps=math.inf), x, y, EPS[1], "l2")
@@ -164,7 +157,7 @@ def test_runner_counts_what_restrict_to_budget_counts(small_cnn, held_out):
 
 
 def test_confidence_gives_the_requested_logit_margin(small_cnn, held_out):
-    x, y = _correct(small_cnn, held_out, 32)
+    x, y = clean_correct(small_cnn, held_out, 32)
     result = CarliniWagnerL2(confidence=2.0, **FAST).run(small_cnn, x, y, eps=math.inf)
     with torch.no_grad():
         logits = small_cnn(result.x_adv[result.success])
@@ -177,7 +170,7 @@ def test_confidence_gives_the_requested_logit_margin(small_cnn, held_out):
 
 def test_more_binary_search_steps_never_hurt(small_cnn, held_out):
     """The search is a prefix of a longer one, and the best adversarial over all steps is kept."""
-    x, y = _correct(small_cnn, held_out, 48)
+    x, y = clean_correct(small_cnn, held_out, 48)
     budget = {**FAST, "binary_search_steps": 2}
     short = CarliniWagnerL2(**budget).run(small_cnn, x, y, eps=math.inf)
     long = CarliniWagnerL2(**{**budget, "binary_search_steps": 4}).run(small_cnn, x, y, eps=math.inf)
@@ -192,7 +185,7 @@ def test_custom_input_range_is_respected(mlp, held_out):
     """A model taking inputs in [-1, 1]: the tanh change of variables maps onto that range."""
     wrapped = nn.Sequential(nn.Identity())
     wrapped.forward = lambda z: mlp((z + 1.0) / 2.0)  # type: ignore[method-assign]
-    x, y = _correct(mlp, held_out, 48)
+    x, y = clean_correct(mlp, held_out, 48)
     x = x * 2.0 - 1.0
     attack = CarliniWagnerL2(input_range=(-1.0, 1.0), **FAST)
     result = attack.run(wrapped, x, y, eps=math.inf)
@@ -205,7 +198,7 @@ def test_custom_input_range_is_respected(mlp, held_out):
 
 
 def test_deterministic_and_parameters_untouched(small_cnn, held_out):
-    x, y = _correct(small_cnn, held_out, 32)
+    x, y = clean_correct(small_cnn, held_out, 32)
     params = list(small_cnn.parameters())
     before = [None if p.grad is None else p.grad.clone() for p in params]
     first = CarliniWagnerL2(**FAST).run(small_cnn, x, y, eps=math.inf, generator=seeded(1))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.attack_helpers import predict, seeded
+from tests.engine.attack_helpers import clean_correct, predict, seeded
 from worker.engine.attacks.base import restrict_to_budget
 from worker.engine.attacks.deepfool import DeepFool
 from worker.engine.attacks.norms import perturbation_norm
@@ -18,13 +18,6 @@ from worker.engine.evasion_support import EvaluationData, ProgressTracker, batch
 TOL = 1e-5
 L2_EPS = (0.5, 1.0)
 LINF_EPS = (0.1, 0.2)
-
-
-def _correct(model: nn.Module, held_out, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n held-out digits that the model classifies correctly (the runner attacks only those)."""
-    x, y = torch.as_tensor(held_out[0][:n]), torch.as_tensor(held_out[1][:n])
-    keep = predict(model, x) == y
-    return x[keep], y[keep]
 
 
 def _outcome(model, x, y, x_adv, norm="l2") -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,7 +36,7 @@ def parity(small_cnn, held_out) -> dict[str, tuple]:
     art_classifiers = pytest.importorskip("art.estimators.classification")
     art_evasion = pytest.importorskip("art.attacks.evasion")
     torchattacks = pytest.importorskip("torchattacks")
-    x, y = _correct(small_cnn, held_out, 150)
+    x, y = clean_correct(small_cnn, held_out, 150)
     ours = DeepFool(norm="l2").run(small_cnn, x, y, eps=math.inf, generator=seeded())
     classifier = art_classifiers.PyTorchClassifier(
         model=small_cnn,
@@ -104,7 +97,7 @@ def _plain_deepfool_linf(model: nn.Module, image: torch.Tensor, label: int) -> t
 
 def test_linf_matches_the_plain_per_sample_algorithm(small_cnn, held_out):
     """No library has linf DeepFool: compare against the algorithm written out one sample at a time."""
-    x, y = _correct(small_cnn, held_out, 16)
+    x, y = clean_correct(small_cnn, held_out, 16)
     ours = DeepFool(norm="linf").run(small_cnn, x, y, eps=math.inf)
     for i in range(len(x)):
         plain = _plain_deepfool_linf(small_cnn, x[i], int(y[i]))
@@ -142,7 +135,7 @@ def test_minimum_norm_semantics(small_cnn, held_out, norm):
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_finite_eps_equals_restricting_the_unbounded_run(small_cnn, held_out, norm):
     """With a finite eps, x_adv stays in the ball and equals the eps=inf run restricted to eps."""
-    x, y = _correct(small_cnn, held_out, 96)
+    x, y = clean_correct(small_cnn, held_out, 96)
     eps = L2_EPS[0] if norm == "l2" else LINF_EPS[0]
     attack = DeepFool(norm=norm)
     bounded = attack.run(small_cnn, x, y, eps=eps, generator=seeded())
@@ -188,7 +181,7 @@ def test_custom_input_range_is_respected(mlp, held_out, norm):
     """A model taking inputs in [-1, 1]: iterates stay in that range and still fool the model."""
     wrapped = nn.Sequential(nn.Identity())
     wrapped.forward = lambda z: mlp((z + 1.0) / 2.0)  # type: ignore[method-assign]
-    x, y = _correct(mlp, held_out, 64)
+    x, y = clean_correct(mlp, held_out, 64)
     x = x * 2.0 - 1.0
     result = DeepFool(norm=norm, input_range=(-1.0, 1.0)).run(wrapped, x, y, eps=math.inf, generator=seeded())
     assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
@@ -197,7 +190,7 @@ def test_custom_input_range_is_respected(mlp, held_out, norm):
 
 
 def test_deterministic_and_independent_of_batch_composition(small_cnn, held_out):
-    x, y = _correct(small_cnn, held_out, 64)
+    x, y = clean_correct(small_cnn, held_out, 64)
     attack = DeepFool(norm="l2")
     first = attack.run(small_cnn, x, y, eps=math.inf, generator=seeded(1))
     second = attack.run(small_cnn, x, y, eps=math.inf, generator=seeded(2))
@@ -221,7 +214,7 @@ def test_gap_gradients_match_the_jacobian(small_cnn, held_out):
 
 
 def test_fewer_candidates_still_fool_and_parameters_are_untouched(small_cnn, held_out):
-    x, y = _correct(small_cnn, held_out, 48)
+    x, y = clean_correct(small_cnn, held_out, 48)
     params = list(small_cnn.parameters())
     before = [None if p.grad is None else p.grad.clone() for p in params]
     two = DeepFool(candidates=2).run(small_cnn, x, y, eps=math.inf)

@@ -89,6 +89,8 @@ class ModelRecord(Base):
     input_shape: Mapped[list[int]] = mapped_column(JSON)
     num_classes: Mapped[int] = mapped_column(Integer)
     input_range: Mapped[list[float]] = mapped_column(JSON)
+    # Per-channel {"mean": [...], "std": [...]} the model expects applied to inputs in input_range.
+    normalization: Mapped[dict[str, list[float]] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), default="validating")
     invalid_code: Mapped[str | None] = mapped_column(String(50))
     invalid_reason: Mapped[str | None] = mapped_column(Text)

@@ -75,7 +75,14 @@ async def _create_from_form(request: Request, ctx: ServiceContext) -> ModelRecor
     if not num_classes.strip().isdigit():
         raise InvalidInput("num_classes must be an integer")
     fields = service.parse_upload_fields(
-        name, fmt, shape, int(num_classes), _form_text(form, "input_range"), _form_text(form, "architecture")
+        name,
+        fmt,
+        shape,
+        int(num_classes),
+        _form_text(form, "input_range"),
+        _form_text(form, "architecture"),
+        _form_text(form, "input_mean"),
+        _form_text(form, "input_std"),
     )
     data = await read_limited(upload, ctx.settings.max_upload_bytes)
     return service.create_uploaded_model(ctx, fields, data)

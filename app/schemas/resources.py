@@ -23,6 +23,7 @@ class ModelView(BaseModel):
     input_shape: list[int]
     num_classes: int
     input_range: list[float]
+    normalization: dict[str, list[float]] | None
     architecture: str | None
     endpoint_url: str | None
     size_bytes: int
@@ -41,6 +42,8 @@ class RemoteModelCreate(BaseModel):
     input_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=6)]
     num_classes: Annotated[int, Field(ge=2, le=100_000)]
     input_range: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.0, 1.0]
+    input_mean: Annotated[list[float], Field(min_length=1, max_length=4096)] | None = None
+    input_std: Annotated[list[float], Field(min_length=1, max_length=4096)] | None = None
 
 
 class DatasetView(BaseModel):

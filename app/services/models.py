@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +35,8 @@ class UploadFields(BaseModel):
     num_classes: int = Field(ge=2, le=100_000)
     input_range: list[float] = Field(default=[0.0, 1.0], min_length=2, max_length=2)
     architecture: str | None = None
+    input_mean: list[float] | None = Field(default=None, min_length=1, max_length=4096)
+    input_std: list[float] | None = Field(default=None, min_length=1, max_length=4096)
 
 
 def _json_field(raw: str | None, field: str) -> object:
@@ -46,8 +49,34 @@ def _json_field(raw: str | None, field: str) -> object:
         raise InvalidInput(f"{field} must be JSON, for example [1, 8, 8]") from exc
 
 
+def normalization_of(
+    input_shape: list[int], mean: list[float] | None, std: list[float] | None
+) -> dict[str, list[float]] | None:
+    """The declared per-channel normalization, checked against the input shape; None when not declared."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        raise InvalidInput("declare both input_mean and input_std, or neither")
+    channels = input_shape[0]
+    if len(mean) != channels or len(std) != channels:
+        raise InvalidInput(
+            f"input_mean and input_std need one value per channel ({channels}, the first "
+            "dimension of input_shape)"
+        )
+    if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
+        raise InvalidInput("input_mean must be finite and input_std finite and positive")
+    return {"mean": list(mean), "std": list(std)}
+
+
 def parse_upload_fields(
-    name: str, fmt: str, input_shape: str, num_classes: int, input_range: str | None, architecture: str | None
+    name: str,
+    fmt: str,
+    input_shape: str,
+    num_classes: int,
+    input_range: str | None,
+    architecture: str | None,
+    input_mean: str | None = None,
+    input_std: str | None = None,
 ) -> UploadFields:
     """Validate the upload's form fields; 415 for refused formats, 422 for the rest."""
     if fmt.lower() not in ACCEPTED_FORMATS:
@@ -64,6 +93,10 @@ def parse_upload_fields(
     }
     if input_range is not None:
         raw["input_range"] = _json_field(input_range, "input_range")
+    if input_mean is not None:
+        raw["input_mean"] = _json_field(input_mean, "input_mean")
+    if input_std is not None:
+        raw["input_std"] = _json_field(input_std, "input_std")
     try:
         fields = UploadFields.model_validate(raw)
     except ValidationError as exc:
@@ -103,6 +136,7 @@ def create_uploaded_model(ctx: ServiceContext, fields: UploadFields, data: bytes
         format=fields.format,
         blob_sha256=digest,
         architecture=fields.architecture,
+        normalization=normalization_of(fields.input_shape, fields.input_mean, fields.input_std),
         input_shape=fields.input_shape,
         num_classes=fields.num_classes,
         input_range=fields.input_range,
@@ -126,6 +160,7 @@ def create_remote_model(ctx: ServiceContext, body: RemoteModelCreate) -> ModelRe
         name=body.name,
         format="remote",
         endpoint_url=str(body.endpoint_url),
+        normalization=normalization_of(body.input_shape, body.input_mean, body.input_std),
         input_shape=body.input_shape,
         num_classes=body.num_classes,
         input_range=body.input_range,

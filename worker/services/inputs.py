@@ -1,5 +1,7 @@
 """Load a job's model and dataset from the database into engine objects."""
 
+from collections.abc import Callable
+
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +19,7 @@ from worker.engine.model_intake import (
     load_onnx_module,
     load_safetensors_module,
 )
+from worker.engine.normalization import Normalized, normalized_classifier
 from worker.remote_model import RemoteClassifier, RemoteModelError
 from worker.services.job_state import JobFailure
 
@@ -33,6 +36,24 @@ def job_model_record(session: Session, job: Job) -> ModelRecord:
     return record
 
 
+def _with_normalization(record: ModelRecord, module: nn.Module) -> nn.Module:
+    """The module behind its declared normalization, so attacks work on inputs in the input range."""
+    if not record.normalization:
+        return module
+    norm = record.normalization
+    return Normalized(module, norm["mean"], norm["std"], len(record.input_shape)).eval()
+
+
+def _normalizing(
+    record: ModelRecord, classify: Callable[[np.ndarray], np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A NumPy classifier behind the model's declared normalization."""
+    if not record.normalization:
+        return classify
+    norm = record.normalization
+    return normalized_classifier(classify, norm["mean"], norm["std"], len(record.input_shape))
+
+
 def load_white_box_model(session: Session, record: ModelRecord) -> nn.Module:
     """A differentiable torch module for an uploaded model (eval mode)."""
     if record.blob_sha256 is None or not record.white_box:
@@ -40,10 +61,11 @@ def load_white_box_model(session: Session, record: ModelRecord) -> nn.Module:
     data = get_blob(session, record.blob_sha256)
     try:
         if record.format == "onnx":
-            return load_onnx_module(data).eval()
-        return load_safetensors_module(
+            return _with_normalization(record, load_onnx_module(data).eval())
+        module = load_safetensors_module(
             data, record.architecture or "", record.input_shape, record.num_classes
-        ).eval()
+        )
+        return _with_normalization(record, module.eval())
     except ModelRejected as exc:
         raise JobFailure(exc.code, exc.message) from exc
 
@@ -53,7 +75,9 @@ def load_black_box_model(
 ) -> QueryOnlyModel | None:
     """The model as black-box attacks see it: onnxruntime or the remote endpoint; None for safetensors."""
     if record.format == "onnx" and record.blob_sha256:
-        return QueryOnlyModel(OnnxRuntimeClassifier(get_blob(session, record.blob_sha256)))
+        return QueryOnlyModel(
+            _normalizing(record, OnnxRuntimeClassifier(get_blob(session, record.blob_sha256)))
+        )
     if record.format == "remote" and record.endpoint_url:
         remote = RemoteClassifier(
             record.endpoint_url,
@@ -68,7 +92,7 @@ def load_black_box_model(
             except RemoteModelError as exc:
                 raise JobFailure(exc.code, exc.message) from exc
 
-        return QueryOnlyModel(classify)
+        return QueryOnlyModel(_normalizing(record, classify))
     return None
 
 

@@ -102,23 +102,47 @@ def test_server_sent_events_follow_the_job_to_its_end(api, tenant, model):
     assert states[0] in {"queued", "running"}
 
 
-def test_cancel_a_running_job_and_a_queued_one(api, tenant, model):
+def test_cancel_a_running_job_stops_it_between_batches(api, tenant, model):
     slow = {"name": "pgd", "norm": "linf", "eps": [0.1, 0.2, 0.3], "steps": 500, "restarts": 3}
     spec = evasion_spec(model["id"], [slow], max_samples=297)
     spec["params"]["batch_size"] = 8
     running = api.post("/v1/jobs", headers=tenant, json=spec).json()
-    queued = api.post("/v1/jobs", headers=tenant, json=spec).json()
-    wait_for(api, f"/v1/jobs/{running['id']}", tenant, {"running"} | TERMINAL)
-
-    cancelled_queued = api.post(f"/v1/jobs/{queued['id']}/cancel", headers=tenant)
-    assert cancelled_queued.status_code == 202 and cancelled_queued.json()["status"] == "cancelled"
+    assert wait_for(api, f"/v1/jobs/{running['id']}", tenant, {"running"} | TERMINAL)["status"] == "running"
 
     assert api.post(f"/v1/jobs/{running['id']}/cancel", headers=tenant).status_code == 202
     final = wait_for(api, f"/v1/jobs/{running['id']}", tenant, TERMINAL, timeout=60)
-    assert final["status"] == "cancelled"
+    assert final["status"] == "cancelled" and final["progress"] < 1.0
     again = api.post(f"/v1/jobs/{running['id']}/cancel", headers=tenant)
     assert again.status_code == 409
     assert api.get(f"/v1/jobs/{running['id']}/report", headers=tenant).status_code == 409
+
+
+def test_cancel_a_queued_job_is_immediate_and_no_worker_runs_it(api, tenant, model, settings):
+    """A queued row whose message is still on its way (here: never sent) is cancelled at once."""
+    from app.auth import tenant_for_authorization
+    from app.db import session_scope
+    from app.orm import Job
+
+    with session_scope(api.app.state.session_factory) as session:
+        tenant_id = tenant_for_authorization(session, tenant["Authorization"])
+        job = Job(
+            tenant_id=tenant_id,
+            kind="evasion",
+            model_id=model["id"],
+            dataset_id="builtin:digits-test",
+            params=evasion_spec(model["id"], [PGD])["params"],
+            stage="queued",
+        )
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    cancelled = api.post(f"/v1/jobs/{job_id}/cancel", headers=tenant)
+    assert cancelled.status_code == 202
+    body = cancelled.json()
+    assert body["status"] == "cancelled" and body["finished_at"] is not None and body["attempts"] == 0
+    time.sleep(settings.requeue_after_s + 2 * settings.reconcile_interval_s)
+    after = api.get(f"/v1/jobs/{job_id}", headers=tenant).json()
+    assert after["status"] == "cancelled" and after["attempts"] == 0 and after["started_at"] is None
 
 
 def test_idempotency_key_returns_the_same_job_and_refuses_a_different_spec(api, tenant, model):

@@ -62,7 +62,11 @@ def _read_arrays(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 def inspect_npz(data: bytes) -> DatasetFacts:
     """Check an uploaded dataset's arrays and describe them; a 422 says what is wrong."""
-    x, y = _read_arrays(data)
+    return _check_arrays(*_read_arrays(data))
+
+
+def _check_arrays(x: np.ndarray, y: np.ndarray) -> DatasetFacts:
+    """Check the arrays of a dataset and describe them; a 422 says what is wrong."""
     if x.ndim < 2:
         raise InvalidInput(
             "x must have a batch dimension and at least one feature dimension", code="dataset_invalid"
@@ -92,8 +96,8 @@ def inspect_npz(data: bytes) -> DatasetFacts:
 
 def load_npz(data: bytes, input_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Arrays ready for the engine: float32 inputs in the input range (uint8 is scaled) and int64 labels."""
-    inspect_npz(data)
     x, y = _read_arrays(data)
+    _check_arrays(x, y)
     low, high = input_range
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0 * (high - low) + low

@@ -150,10 +150,14 @@ def list_artifacts(ctx: ServiceContext, job_id: str) -> list[Artifact]:
 def get_report_html(ctx: ServiceContext, job_id: str) -> Artifact:
     """The HTML report artifact of a succeeded job; 409 until then."""
     get_report(ctx, job_id)
-    for artifact in list_artifacts(ctx, job_id):
-        if artifact.kind == "report_html":
-            return artifact
-    raise NotFound(f"job {job_id} has no HTML report")
+    artifact = ctx.session.scalar(
+        select(Artifact).where(
+            Artifact.job_id == job_id, Artifact.tenant_id == ctx.tenant_id, Artifact.kind == "report_html"
+        )
+    )
+    if artifact is None:
+        raise NotFound(f"job {job_id} has no HTML report")
+    return artifact
 
 
 def get_artifact(ctx: ServiceContext, artifact_id: str) -> Artifact:

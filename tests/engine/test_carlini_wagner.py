@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.attack_helpers import clean_correct, predict, seeded
+from tests.engine.attack_helpers import clean_correct, outcome, predict, robust_within, seeded
 from worker.engine.attacks.base import restrict_to_budget
 from worker.engine.attacks.carlini_wagner import CarliniWagnerL2
 from worker.engine.attacks.norms import perturbation_norm
@@ -23,16 +23,6 @@ PARITY = {"binary_search_steps": 3, "steps": 100, "learning_rate": 0.05, "initia
 # ART's C&W (line search, ~20 backward passes per iteration) is about 50x slower per sample: a subset.
 ART_SAMPLES = 48
 FAST = {"binary_search_steps": 2, "steps": 50, "learning_rate": 0.1, "initial_const": 1.0}
-
-
-def _outcome(model, x, y, x_adv) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample success (label changed) and l2 perturbation of any attack's output."""
-    return predict(model, x_adv) != y, perturbation_norm(x_adv - x, "l2")
-
-
-def _robust(success: torch.Tensor, sizes: torch.Tensor, eps: float) -> float:
-    """Robust accuracy over the attacked (clean-correct) samples at budget eps."""
-    return 1.0 - (success & (sizes <= eps * (1 + 1e-6) + 1e-7)).float().mean().item()
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +60,9 @@ def parity(small_cnn, held_out) -> dict[str, tuple]:
         lr=PARITY["learning_rate"],
     )
     return {
-        "ours": _outcome(small_cnn, x, y, ours.x_adv),
-        "art": _outcome(small_cnn, x_art, y_art, art_adv),
-        "torchattacks": _outcome(small_cnn, x, y, ta_attack(x, y)),
+        "ours": outcome(small_cnn, x, y, ours.x_adv),
+        "art": outcome(small_cnn, x_art, y_art, art_adv),
+        "torchattacks": outcome(small_cnn, x, y, ta_attack(x, y)),
     }
 
 
@@ -84,7 +74,7 @@ def test_strength_parity_with_reference_libraries(parity, reference):
     n = len(ref_success)
     success, sizes = success[:n], sizes[:n]
     for eps in EPS:
-        assert _robust(success, sizes, eps) <= _robust(ref_success, ref_sizes, eps) + 0.01, eps
+        assert robust_within(success, sizes, eps) <= robust_within(ref_success, ref_sizes, eps) + 0.01, eps
     assert success.float().mean() >= ref_success.float().mean() - 0.01
     both = success & ref_success
     assert both.sum() >= 0.5 * n

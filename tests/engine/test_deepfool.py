@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.attack_helpers import clean_correct, predict, seeded
+from tests.engine.attack_helpers import clean_correct, outcome, predict, robust_within, seeded
 from worker.engine.attacks.base import restrict_to_budget
 from worker.engine.attacks.deepfool import DeepFool
 from worker.engine.attacks.norms import perturbation_norm
@@ -18,16 +18,6 @@ from worker.engine.evasion_support import EvaluationData, ProgressTracker, batch
 TOL = 1e-5
 L2_EPS = (0.5, 1.0)
 LINF_EPS = (0.1, 0.2)
-
-
-def _outcome(model, x, y, x_adv, norm="l2") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample success (label changed) and perturbation size of any attack's output."""
-    return predict(model, x_adv) != y, perturbation_norm(x_adv - x, norm)
-
-
-def _robust(success: torch.Tensor, sizes: torch.Tensor, eps: float) -> float:
-    """Robust accuracy over the attacked (clean-correct) samples at budget eps."""
-    return 1.0 - (success & (sizes <= eps * (1 + 1e-6) + 1e-7)).float().mean().item()
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +41,9 @@ def parity(small_cnn, held_out) -> dict[str, tuple]:
     art_adv = torch.as_tensor(art_attack.generate(x.numpy()))
     ta_adv = torchattacks.DeepFool(small_cnn, steps=50, overshoot=0.02)(x, y)
     return {
-        "ours": _outcome(small_cnn, x, y, ours.x_adv),
-        "art": _outcome(small_cnn, x, y, art_adv),
-        "torchattacks": _outcome(small_cnn, x, y, ta_adv),
+        "ours": outcome(small_cnn, x, y, ours.x_adv),
+        "art": outcome(small_cnn, x, y, art_adv),
+        "torchattacks": outcome(small_cnn, x, y, ta_adv),
     }
 
 
@@ -64,7 +54,7 @@ def test_strength_parity_with_reference_libraries(parity, reference):
     ref_success, ref_sizes = parity[reference]
     n = len(ref_success)
     for eps in L2_EPS:
-        assert _robust(success, sizes, eps) <= _robust(ref_success, ref_sizes, eps) + 0.01, eps
+        assert robust_within(success, sizes, eps) <= robust_within(ref_success, ref_sizes, eps) + 0.01, eps
     assert success.float().mean() >= ref_success.float().mean() - 0.01
     both = success & ref_success
     assert both.sum() >= 0.5 * n

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.attack_helpers import clean_correct, onnx_black_box, predict, seeded
+from tests.engine.attack_helpers import (
+    clean_correct,
+    onnx_black_box,
+    predict,
+    query_only_without_gradients,
+    seeded,
+)
 from worker.engine.attacks.base import restrict_to_budget
 from worker.engine.attacks.hop_skip_jump import HopSkipJump
 from worker.engine.attacks.norms import perturbation_norm
@@ -62,20 +68,8 @@ def test_query_budget_holds_per_sample(samples, cnn_onnx, budget):
 
 def test_no_gradient_path_is_needed_or_used(samples, cnn_onnx):
     x, y = samples
-    black_box, _ = onnx_black_box(cnn_onnx)
-    assert not list(black_box.parameters())
-    probe = x[:4].clone().requires_grad_(True)
-    out = black_box(probe)
-    assert not out.requires_grad
-    with pytest.raises(RuntimeError):
-        torch.autograd.grad(out.sum(), probe)
-
-    class NoGraph(nn.Module):
-        def forward(self, z: torch.Tensor) -> torch.Tensor:
-            assert not torch.is_grad_enabled() and not z.requires_grad
-            return black_box(z)
-
-    result = HopSkipJump(iterations=3, max_queries=800).run(NoGraph(), x, y, eps=INF, generator=seeded())
+    no_graph = query_only_without_gradients(cnn_onnx, x[:4])
+    result = HopSkipJump(iterations=3, max_queries=800).run(no_graph, x, y, eps=INF, generator=seeded())
     at_eps = restrict_to_budget(result, x, y, 1.5, "l2")
     assert (at_eps.predictions == y).float().mean() < 0.5  # clean accuracy on these samples is 1.0
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.attack_helpers import clean_correct, onnx_black_box, predict, seeded
+from tests.engine.attack_helpers import (
+    clean_correct,
+    onnx_black_box,
+    predict,
+    query_only_without_gradients,
+    seeded,
+)
 from worker.engine.attacks.norms import perturbation_norm
 from worker.engine.attacks.square import SquareAttack, p_schedule
 from worker.engine.attacks.square_l2 import l2_init, square_pattern
@@ -53,20 +59,8 @@ def test_black_box_run_respects_threat_model_and_budget(small_cnn, samples, cnn_
 
 def test_no_gradient_path_is_needed_or_used(small_cnn, samples, cnn_onnx):
     x, y = samples
-    black_box, _ = onnx_black_box(cnn_onnx)
-    assert not list(black_box.parameters())
-    probe = x[:4].clone().requires_grad_(True)
-    out = black_box(probe)
-    assert not out.requires_grad
-    with pytest.raises(RuntimeError):
-        torch.autograd.grad(out.sum(), probe)
-
-    class NoGraph(nn.Module):
-        def forward(self, z: torch.Tensor) -> torch.Tensor:
-            assert not torch.is_grad_enabled() and not z.requires_grad
-            return black_box(z)
-
-    result = SquareAttack(queries=300).run(NoGraph(), x, y, eps=0.2, generator=seeded())
+    no_graph = query_only_without_gradients(cnn_onnx, x[:4])
+    result = SquareAttack(queries=300).run(no_graph, x, y, eps=0.2, generator=seeded())
     assert _robust(result, y) < 0.5  # clean accuracy on these samples is 1.0
 
 

@@ -40,11 +40,11 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.engine.attacks.base import restrict_to_budget  # noqa: E402
-from worker.engine.attacks.norms import Norm, perturbation_norm  # noqa: E402
-from worker.engine.attacks.registry import ATTACKS  # noqa: E402
 from worker.engine.datasets import load_builtin  # noqa: E402
-from worker.engine.training import train_digits_model  # noqa: E402
+from worker.engine.evasion.attacks.base import restrict_to_budget  # noqa: E402
+from worker.engine.evasion.attacks.norms import Norm, perturbation_norm  # noqa: E402
+from worker.engine.evasion.attacks.registry import ATTACKS  # noqa: E402
+from worker.engine.training.classifier import train_digits_model  # noqa: E402
 
 LINF_EPS = 0.1
 L2_EPS = 0.5

@@ -3,7 +3,7 @@
 Usage: python benchmarks/bench_pgd.py [--samples N --steps S --device cpu|cuda --batch-size B]
 
 For two models (the digits small-cnn and a larger CNN on random 3x32x32 inputs) it times:
-  gauntlet  worker.engine.attacks.pgd.PGD, linf, random start, one restart
+  gauntlet  worker.engine.evasion.attacks.pgd.PGD, linf, random start, one restart
   floor     a bare PyTorch loop doing the same forward and backward passes (random start, steps
             of sign-gradient ascent with projection, one final forward for predictions)
   art / torchattacks  their PGD at the same budget, when importable (never installed by this script)
@@ -29,10 +29,10 @@ from torch.nn import functional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.engine.attacks.pgd import PGD  # noqa: E402
 from worker.engine.datasets import load_builtin  # noqa: E402
-from worker.engine.evasion import run_evasion  # noqa: E402
-from worker.engine.training import train_digits_model  # noqa: E402
+from worker.engine.evasion.attacks.pgd import PGD  # noqa: E402
+from worker.engine.evasion.runner import run_evasion  # noqa: E402
+from worker.engine.training.classifier import train_digits_model  # noqa: E402
 
 EPS = 8 / 255
 

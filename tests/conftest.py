@@ -25,7 +25,7 @@ def digits_onnx() -> bytes:
     """A small CNN trained on builtin:digits-train, exported to ONNX with a dynamic batch."""
     import torch
 
-    from worker.engine.training import train_digits_model
+    from worker.engine.training.classifier import train_digits_model
 
     buffer = io.BytesIO()
     torch.onnx.export(

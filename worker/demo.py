@@ -18,7 +18,7 @@ from app.auth import create_key
 from app.db import make_engine, make_session_factory, session_scope
 from app.migrate import upgrade
 from app.settings import get_settings
-from worker.engine.training import train_digits_model
+from worker.engine.training.classifier import train_digits_model
 
 DEMO_ATTACKS = [
     {"name": "fgsm", "norm": "linf", "eps": [0.05, 0.1, 0.2]},

@@ -44,7 +44,7 @@ from types import TracebackType
 import httpx
 import numpy as np
 
-from worker.engine.model_intake.errors import IntakeReport, ModelRejected
+from worker.engine.models.intake.errors import IntakeReport, ModelRejected
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 MAX_VALUES_PER_REQUEST = 4 * 1024 * 1024

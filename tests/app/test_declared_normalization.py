@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.app.helpers import TERMINAL, evasion_spec, upload_onnx, wait_for
-from worker.engine.training import train_digits_model
+from worker.engine.training.classifier import train_digits_model
 
 pytestmark = pytest.mark.service
 MEAN, STD = 0.5, 0.1

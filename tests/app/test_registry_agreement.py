@@ -6,12 +6,12 @@ import typing
 from app.schemas.attacks import ATTACK_NAMES, PHYSICAL_ATTACKS, WHITE_BOX_ATTACKS, AttackParams
 from app.schemas.resources import ARCHITECTURE_NAMES
 from app.services.dataset_arrays import BUILTIN_DATASETS
-from worker.engine.attacks.registry import ATTACKS
-from worker.engine.catalog import ARCHITECTURES
 from worker.engine.datasets import BUILTIN_DATASETS as ENGINE_DATASETS
 from worker.engine.datasets import load_builtin
-from worker.engine.evasion_patch import PATCH
-from worker.engine.patch import PatchConfig
+from worker.engine.evasion.attacks.registry import ATTACKS
+from worker.engine.evasion.patch import PatchConfig
+from worker.engine.evasion.patch_eval import PATCH
+from worker.engine.models.catalog import ARCHITECTURES
 
 
 def _schemas() -> dict[str, type]:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from worker.engine.attacks.norms import perturbation_norm
-from worker.engine.black_box import QueryOnlyModel
-from worker.engine.model_intake import OnnxRuntimeClassifier
+from worker.engine.evasion.attacks.norms import perturbation_norm
+from worker.engine.models.black_box import QueryOnlyModel
+from worker.engine.models.intake import OnnxRuntimeClassifier
 
 
 @torch.no_grad()

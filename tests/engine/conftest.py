@@ -9,7 +9,7 @@ from torch import nn
 
 from tests.engine.onnx_fixtures import export_onnx
 from worker.engine.datasets import ArrayDataset, load_builtin
-from worker.engine.training import train_digits_model
+from worker.engine.training.classifier import train_digits_model
 
 # train_digits_model trains on the first 1500 digits; the rest are held out.
 HELD_OUT_START = 1500

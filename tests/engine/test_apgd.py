@@ -9,9 +9,9 @@ from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
 from tests.engine.attack_helpers import clean_correct, predict, seeded
-from worker.engine.attacks.apgd import APGD, checkpoints
-from worker.engine.attacks.dlr import dlr_loss, targeted_dlr_loss
-from worker.engine.attacks.norms import perturbation_norm
+from worker.engine.evasion.attacks.apgd import APGD, checkpoints
+from worker.engine.evasion.attacks.dlr import dlr_loss, targeted_dlr_loss
+from worker.engine.evasion.attacks.norms import perturbation_norm
 
 EPS = {"linf": 0.1, "l2": 1.0}
 TOL = 1e-5

@@ -6,8 +6,8 @@ Inside the eps ball and the input range, a real drop in accuracy, and the same r
 import pytest
 import torch
 
-from worker.engine.attacks.norms import perturbation_norm
-from worker.engine.attacks.registry import ATTACKS
+from worker.engine.evasion.attacks.norms import perturbation_norm
+from worker.engine.evasion.attacks.registry import ATTACKS
 
 SAMPLES = 48
 # Small budgets per attack so the whole contract runs in seconds; eps chosen per norm.

@@ -6,12 +6,12 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from worker.engine.attacks.base import Attack
-from worker.engine.attacks.fgsm import FGSM
-from worker.engine.attacks.norms import perturbation_norm, project_ball, random_in_ball
-from worker.engine.attacks.pgd import PGD
-from worker.engine.attacks.registry import ATTACKS, attack_class
-from worker.engine.attacks.targets import attackable, select_targets
+from worker.engine.evasion.attacks.base import Attack
+from worker.engine.evasion.attacks.fgsm import FGSM
+from worker.engine.evasion.attacks.norms import perturbation_norm, project_ball, random_in_ball
+from worker.engine.evasion.attacks.pgd import PGD
+from worker.engine.evasion.attacks.registry import ATTACKS, attack_class
+from worker.engine.evasion.attacks.targets import attackable, select_targets
 
 EPS = {"linf": 0.1, "l2": 1.0}
 TOL = 1e-5

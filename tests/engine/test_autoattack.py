@@ -14,12 +14,14 @@ from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
 from tests.engine.attack_helpers import clean_correct, predict, seeded
-from worker.engine.attacks.apgd import APGD
-from worker.engine.attacks.autoattack import AutoAttack
-from worker.engine.attacks.norms import perturbation_norm
-from worker.engine.evasion_attack import evaluate_attack
-from worker.engine.evasion_metrics import WorstCase
-from worker.engine.evasion_support import EvaluationData, ProgressTracker, batch_bounds
+from worker.engine.batching import batch_bounds
+from worker.engine.evasion.attack_eval import evaluate_attack
+from worker.engine.evasion.attacks.apgd import APGD
+from worker.engine.evasion.attacks.autoattack import AutoAttack
+from worker.engine.evasion.attacks.norms import perturbation_norm
+from worker.engine.evasion.data import EvaluationData
+from worker.engine.evasion.metrics import WorstCase
+from worker.engine.progress import ProgressTracker
 
 EPS = {"linf": 0.1, "l2": 1.0}
 TOL = 1e-5

@@ -8,12 +8,14 @@ import torch
 from torch import nn
 
 from tests.engine.attack_helpers import clean_correct, outcome, predict, robust_within, seeded
-from worker.engine.attacks.base import restrict_to_budget
-from worker.engine.attacks.deepfool import DeepFool
-from worker.engine.attacks.norms import perturbation_norm
-from worker.engine.evasion_attack import evaluate_attack
-from worker.engine.evasion_metrics import WorstCase
-from worker.engine.evasion_support import EvaluationData, ProgressTracker, batch_bounds
+from worker.engine.batching import batch_bounds
+from worker.engine.evasion.attack_eval import evaluate_attack
+from worker.engine.evasion.attacks.base import restrict_to_budget
+from worker.engine.evasion.attacks.deepfool import DeepFool
+from worker.engine.evasion.attacks.norms import perturbation_norm
+from worker.engine.evasion.data import EvaluationData
+from worker.engine.evasion.metrics import WorstCase
+from worker.engine.progress import ProgressTracker
 
 TOL = 1e-5
 L2_EPS = (0.5, 1.0)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.evasion import EvasionOutcome, run_evasion
-from worker.engine.evasion_metrics import WorstCase
-from worker.engine.sanity_checks import (
+from worker.engine.evasion.metrics import WorstCase
+from worker.engine.evasion.runner import EvasionOutcome, run_evasion
+from worker.engine.evasion.sanity_checks import (
     check_accuracy_falls_with_eps,
     check_iterative_beats_single_step,
     check_perturbation_within_budget,
@@ -281,7 +281,7 @@ def test_checks_flag_broken_reports():
 
 
 def test_real_report_renders_as_html(sane_run):
-    from worker.engine.report_html import render_report_html
+    from worker.engine.reports.html import render_report_html
 
     page = render_report_html({**sane_run[0].report, "kind": "evasion", "model_id": "m1"})
     assert page.count("<svg") == 2 and "worst case" in page

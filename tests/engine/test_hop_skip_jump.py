@@ -15,9 +15,9 @@ from tests.engine.attack_helpers import (
     query_only_without_gradients,
     seeded,
 )
-from worker.engine.attacks.base import restrict_to_budget
-from worker.engine.attacks.hop_skip_jump import HopSkipJump
-from worker.engine.attacks.norms import perturbation_norm
+from worker.engine.evasion.attacks.base import restrict_to_budget
+from worker.engine.evasion.attacks.hop_skip_jump import HopSkipJump
+from worker.engine.evasion.attacks.norms import perturbation_norm
 
 INF = math.inf
 

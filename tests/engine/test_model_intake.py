@@ -22,9 +22,9 @@ from tests.engine.onnx_fixtures import (
     ort_run,
     seeded_model,
 )
-from worker.engine import model_intake as intake_pkg
-from worker.engine.catalog import build_architecture
-from worker.engine.model_intake import (
+from worker.engine.models import intake as intake_pkg
+from worker.engine.models.catalog import build_architecture
+from worker.engine.models.intake import (
     IntakeReport,
     ModelRejected,
     OnnxRuntimeClassifier,

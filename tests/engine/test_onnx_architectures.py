@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.engine.onnx_fixtures import export_onnx, export_onnx_dynamo, ort_run
-from worker.engine.model_intake import validate_onnx
-from worker.engine.onnx_graph import build_torch_module
+from worker.engine.models.intake import validate_onnx
+from worker.engine.models.onnx_graph import build_torch_module
 
 SHAPE = (3, 32, 32)
 CLASSES = 10

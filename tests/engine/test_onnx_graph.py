@@ -14,7 +14,7 @@ from tests.engine.onnx_fixtures import (
     ort_run,
     seeded_model,
 )
-from worker.engine.onnx_graph import (
+from worker.engine.models.onnx_graph import (
     CONVERTERS,
     SUPPORTED_OPS,
     GraphBuildError,

@@ -7,7 +7,7 @@ import torch
 from onnx import TensorProto, helper
 
 from tests.engine.onnx_fixtures import make_model, ort_run
-from worker.engine.onnx_graph import UnsupportedAttributeError, build_torch_module
+from worker.engine.models.onnx_graph import UnsupportedAttributeError, build_torch_module
 
 # ---- single-op semantics, each compared with onnxruntime -------------------------------------------
 

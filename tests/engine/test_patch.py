@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from worker.engine.patch import (
+from worker.engine.evasion.patch import (
     PatchConfig,
     PatchTransforms,
     TransformDistribution,
@@ -18,9 +18,9 @@ from worker.engine.patch import (
     evaluate_patch,
     run_patch_attack,
 )
-from worker.engine.patch import attack as patch_attack
-from worker.engine.patch.evaluate import split_indices
-from worker.engine.png import to_uint8
+from worker.engine.evasion.patch import attack as patch_attack
+from worker.engine.evasion.patch.evaluate import split_indices
+from worker.engine.reports.png import to_uint8
 
 SAMPLES = 200
 TARGET = 9

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.evasion import run_evasion
+from worker.engine.evasion.runner import run_evasion
 
 art = pytest.importorskip("art")
 torchattacks = pytest.importorskip("torchattacks")

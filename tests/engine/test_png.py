@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from worker.engine.png import PNG_SIGNATURE, chw_to_png, encode_png, to_uint8
+from worker.engine.reports.png import PNG_SIGNATURE, chw_to_png, encode_png, to_uint8
 
 
 def _decode(data: bytes) -> np.ndarray:

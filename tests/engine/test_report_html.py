@@ -1,6 +1,6 @@
 """render_report_html: escaping, plots, and tolerance of missing values."""
 
-from worker.engine.report_html import render_report_html
+from worker.engine.reports.html import render_report_html
 
 EVIL = '<script>alert("x")</script>'
 

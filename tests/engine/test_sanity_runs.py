@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from worker.engine.evasion import run_evasion
-from worker.engine.sanity_checks import check_white_box_beats_black_box
+from worker.engine.evasion.runner import run_evasion
+from worker.engine.evasion.sanity_checks import check_white_box_beats_black_box
 
 
 class _Quantized(nn.Module):

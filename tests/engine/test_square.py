@@ -14,9 +14,9 @@ from tests.engine.attack_helpers import (
     query_only_without_gradients,
     seeded,
 )
-from worker.engine.attacks.norms import perturbation_norm
-from worker.engine.attacks.square import SquareAttack, p_schedule
-from worker.engine.attacks.square_l2 import l2_init, square_pattern
+from worker.engine.evasion.attacks.norms import perturbation_norm
+from worker.engine.evasion.attacks.square import SquareAttack, p_schedule
+from worker.engine.evasion.attacks.square_l2 import l2_init, square_pattern
 
 EPS = {"linf": 0.15, "l2": 1.5}
 TOL = 1e-5

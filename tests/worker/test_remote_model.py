@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from worker import remote_model
-from worker.engine.model_intake import ModelRejected
+from worker.engine.models.intake import ModelRejected
 from worker.remote_model import RemoteClassifier, RemoteModelError, validate_remote
 
 SHAPE = (2, 3)

@@ -11,8 +11,8 @@ from app import __version__
 from app.orm import Job
 from app.settings import get_settings
 from worker.engine.device import pick_device
-from worker.engine.evasion import run_evasion
-from worker.engine.report_html import render_report_html
+from worker.engine.evasion.runner import run_evasion
+from worker.engine.reports.html import render_report_html
 from worker.services.inputs import (
     job_model_record,
     load_black_box_model,

@@ -11,15 +11,15 @@ from app.errors import InvalidInput
 from app.orm import DatasetRecord, Job, ModelRecord
 from app.services.dataset_arrays import BUILTIN_PREFIX, load_npz
 from app.storage import get_blob
-from worker.engine.black_box import QueryOnlyModel
 from worker.engine.datasets import DatasetError, load_builtin
-from worker.engine.model_intake import (
+from worker.engine.models.black_box import QueryOnlyModel
+from worker.engine.models.intake import (
     ModelRejected,
     OnnxRuntimeClassifier,
     load_onnx_module,
     load_safetensors_module,
 )
-from worker.engine.normalization import Normalized, normalized_classifier
+from worker.engine.models.normalization import Normalized, normalized_classifier
 from worker.remote_model import RemoteClassifier, RemoteModelError
 from worker.services.job_state import JobFailure
 

@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 from app.orm import ModelRecord, utcnow
 from app.storage import get_blob
-from worker.engine.model_intake import ModelRejected, validate_onnx, validate_safetensors
+from worker.engine.models.intake import ModelRejected, validate_onnx, validate_safetensors
 from worker.remote_model import validate_remote
 from worker.runtime import WorkerRuntime
 

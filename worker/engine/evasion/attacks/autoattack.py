@@ -1,0 +1,263 @@
+"""AutoAttack (Croce & Hein, ICML 2020): an ensemble of parameter-free attacks, per-sample worst case."""
+
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+from worker.engine.evasion.attacks.apgd import apgd_search
+from worker.engine.evasion.attacks.base import Attack
+from worker.engine.evasion.attacks.dlr import (
+    MIN_CLASSES_DLR,
+    MIN_CLASSES_TARGETED_DLR,
+    ce_objective,
+    dlr_objective,
+    misclassified,
+    targeted_dlr_objective,
+)
+from worker.engine.evasion.attacks.fab import Linearizer, fab_restarts
+from worker.engine.evasion.attacks.norms import Norm
+from worker.engine.evasion.attacks.square import SquareAttack
+
+AutoAttackVersion = Literal["standard", "rand"]
+VERSIONS: tuple[str, ...] = get_args(AutoAttackVersion)
+# Fixed settings of the reference's standard and rand versions.
+RHO = 0.75
+FAB_SETTINGS: dict[str, float] = {"alpha_max": 0.1, "eta": 1.05, "beta": 0.9}
+SQUARE_P_INIT = 0.8
+
+
+class AutoAttack(Attack):
+    """AutoAttack: APGD-CE, APGD-T, FAB-T and Square, each on the samples the previous ones missed.
+
+    Paper: Croce and Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks", ICML 2020 (reference implementation: fra31/auto-attack, autoattack.py).
+
+    Threat model: white-box (input gradients; Square only queries outputs), untargeted, perturbation
+    bounded by eps in linf or l2, every input inside the ball and the input range. A sample counts as
+    broken as soon as one component finds an adversarial within eps, re-checked with a fresh
+    forward pass; later components run only on the samples still classified correctly.
+
+    Versions (the reference's settings; steps is 100 in both):
+        standard: APGD-CE (no restarts), APGD-T (targeted DLR loss, one run per target class: the
+            2nd, 3rd, ... most likely classes of the clean logits, n_target_classes of them capped at
+            classes - 1), FAB-T (FAB with the target-versus-true-class linearisation, the same
+            targets, eps-aware: restarts of radius eps / 2, success only within eps; one run each,
+            alpha_max 0.1, eta 1.05, beta 0.9), and Square (5000 queries, p_init 0.8, one restart).
+        rand (for randomised models): APGD-CE and APGD-DLR, each with EOT over eot_iter gradients.
+    APGD uses rho 0.75 throughout. A component that cannot run is skipped and reported (APGD-DLR
+    needs 3 classes, APGD-T 4; Square needs image inputs; use_square False drops it): see
+    `breakdown` and `params`.
+
+    Parameters (keyword-only):
+        norm: "linf" (default) or "l2".
+        targeted: must be False (AutoAttack is untargeted; its targeted components serve that goal).
+        version: "standard" (default) or "rand".
+        steps: iterations of APGD and FAB per run, default 100.
+        n_target_classes: target classes of APGD-T and FAB-T, default 9.
+        square_queries: query budget of Square, default 5000.
+        eot_iter: gradients averaged per APGD step in the rand version, default 20.
+        use_square: default True; False leaves Square out (the report then lists it as skipped).
+        input_range: (low, high), default (0.0, 1.0).
+    eps is given per call to `run`. Samples no component broke are returned at APGD-CE's
+    highest-loss point.
+
+    `breakdown(eps)` gives, summed over every batch run at that eps: "attacked" (samples classified
+    correctly before the attack), "broken" (per component, in order, the samples it newly broke),
+    "robust" (attacked samples no component broke) and "skipped" (component: reason).
+    """
+
+    name = "autoattack"
+    SPEC_KEYS = ("version", "steps", "n_target_classes", "square_queries", "eot_iter", "use_square")
+
+    def __init__(
+        self,
+        *,
+        norm: Norm = "linf",
+        targeted: bool = False,
+        version: AutoAttackVersion = "standard",
+        steps: int = 100,
+        n_target_classes: int = 9,
+        square_queries: int = 5000,
+        eot_iter: int = 20,
+        use_square: bool = True,
+        input_range: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
+        """Validate and store the ensemble's settings."""
+        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
+        if self.targeted:
+            raise ValueError("AutoAttack is an untargeted attack; use apgd or fab with targeted=True")
+        if version not in VERSIONS:
+            raise ValueError(f"unknown AutoAttack version {version!r}; available: {', '.join(VERSIONS)}")
+        for label, value in (("steps", steps), ("n_target_classes", n_target_classes)):
+            if int(value) < 1:
+                raise ValueError(f"{label} must be at least 1, got {value}")
+        for label, value in (("square_queries", square_queries), ("eot_iter", eot_iter)):
+            if int(value) < 1:
+                raise ValueError(f"{label} must be at least 1, got {value}")
+        self.version: AutoAttackVersion = version
+        self.steps, self.n_target_classes = int(steps), int(n_target_classes)
+        self.square_queries, self.eot_iter, self.use_square = (
+            int(square_queries),
+            int(eot_iter),
+            bool(use_square),
+        )
+        self._breakdown: dict[float, dict[str, Any]] = {}
+
+    def components(self) -> list[str]:
+        """The components in the order they run."""
+        if self.version == "rand":
+            return ["apgd-ce", "apgd-dlr"]
+        return ["apgd-ce", "apgd-t", "fab-t", "square"]
+
+    @property
+    def work_units(self) -> int:
+        """Model passes per sample per run if no sample broke early (a loose upper bound)."""
+        if self.version == "rand":
+            return 2 * (self.steps + 1) * self.eot_iter
+        square = self.square_queries if self.use_square else 0
+        return (self.steps + 1) * (1 + 3 * self.n_target_classes) + square
+
+    def params(self) -> dict[str, Any]:
+        """Effective settings, the components and any components skipped in the runs so far."""
+        skipped: dict[str, str] = {}
+        for row in self._breakdown.values():
+            skipped |= row["skipped"]
+        params: dict[str, Any] = {
+            **super().params(),
+            "version": self.version,
+            "components": self.components(),
+            "components_skipped": skipped,
+            "steps": self.steps,
+            "rho": RHO,
+        }
+        if self.version == "rand":
+            return params | {"eot_iter": self.eot_iter}
+        return params | {
+            "n_target_classes": self.n_target_classes,
+            "fab": dict(FAB_SETTINGS),
+            "square": {"queries": self.square_queries, "p_init": SQUARE_P_INIT, "restarts": 1}
+            if self.use_square
+            else None,
+        }
+
+    def details_at(self, eps: float) -> dict[str, Any]:
+        """The per-component breakdown at eps, for the report."""
+        return {"breakdown": self.breakdown(eps)}
+
+    def breakdown(self, eps: float) -> dict[str, Any]:
+        """Per-component counts of newly broken samples at eps, summed over the batches run."""
+        return self._breakdown.get(float(eps), {})
+
+    def reset_breakdown(self) -> None:
+        """Forget the counts of earlier runs."""
+        self._breakdown.clear()
+
+    def _record(
+        self, eps: float, attacked: int, counts: dict[str, int], robust: int, skipped: dict[str, str]
+    ) -> None:
+        """Add one batch's counts to the breakdown at eps."""
+        row = self._breakdown.setdefault(
+            float(eps),
+            {"attacked": 0, "broken": dict.fromkeys(self.components(), 0), "robust": 0, "skipped": {}},
+        )
+        row["attacked"] += attacked
+        row["robust"] += robust
+        for component, count in counts.items():
+            row["broken"][component] += count
+        row["skipped"] |= skipped
+
+    def _attack(
+        self, model: nn.Module, x: Tensor, labels: Tensor, *, eps: float, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """Run the components in turn on the samples still robust; keep each sample's first break."""
+        y = labels
+        with torch.no_grad():
+            clean_logits = model(x)
+        x_adv, predictions = x.clone(), clean_logits.argmax(dim=1)
+        robust = predictions == y
+        attacked = int(robust.sum())
+        counts: dict[str, int] = {}
+        skipped: dict[str, str] = {}
+        for position, component in enumerate(self.components()):
+            active = robust.nonzero()[:, 0]
+            counts[component] = 0
+            reason = self._unavailable(component, x, clean_logits.shape[1])
+            if reason:
+                skipped[component] = reason
+                continue
+            if not active.numel():
+                continue
+            candidate = self._run(
+                component, model, x[active], y[active], clean_logits[active], eps, generator
+            )
+            with torch.no_grad():
+                found = model(candidate).argmax(dim=1)
+            broken = found != y[active]
+            keep = torch.ones_like(broken) if position == 0 else broken
+            x_adv[active[keep]], predictions[active[keep]] = candidate[keep], found[keep]
+            robust[active[broken]] = False
+            counts[component] = int(broken.sum())
+        self._record(eps, attacked, counts, int(robust.sum()), skipped)
+        return x_adv, predictions
+
+    def _unavailable(self, component: str, x: Tensor, classes: int) -> str | None:
+        """Why a component cannot run on these inputs, or None."""
+        if component == "apgd-dlr" and classes < MIN_CLASSES_DLR:
+            return f"the DLR loss needs at least {MIN_CLASSES_DLR} classes"
+        if component == "apgd-t" and classes < MIN_CLASSES_TARGETED_DLR:
+            return f"the targeted DLR loss needs at least {MIN_CLASSES_TARGETED_DLR} classes"
+        if component == "square" and not self.use_square:
+            return "disabled (use_square is False)"
+        if component == "square" and (x.dim() != 4 or min(x.shape[2:]) < 2):
+            return "Square needs image inputs [C, H, W] with H and W at least 2"
+        return None
+
+    def _run(
+        self,
+        component: str,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        clean_logits: Tensor,
+        eps: float,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """One component's candidate inputs for the samples it is given."""
+        apgd = {
+            "eps": eps, "norm": self.norm, "steps": self.steps, "rho": RHO,
+            "eot_iter": self.eot_iter if self.version == "rand" else 1,
+            "input_range": self.input_range, "generator": generator,
+        }  # fmt: skip
+        if component in ("apgd-ce", "apgd-dlr"):
+            objective = ce_objective(y) if component == "apgd-ce" else dlr_objective(y)
+            return apgd_search(model, x, objective, misclassified(y), **apgd)[0]
+        if component == "square":
+            square = SquareAttack(
+                norm=self.norm,
+                queries=self.square_queries,
+                p_init=SQUARE_P_INIT,
+                input_range=self.input_range,
+            )
+            return square.run(model, x, y, eps=eps, generator=generator).x_adv
+        ranked = clean_logits.argsort(dim=1, descending=True)
+        candidate, done = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        linearizer = Linearizer(model, self.norm)
+        for rank in range(1, min(self.n_target_classes, clean_logits.shape[1] - 1) + 1):
+            active = (~done).nonzero()[:, 0]
+            if not active.numel():
+                break
+            x_run, y_run, targets = x[active], y[active], ranked[active, rank]
+            if component == "apgd-t":
+                found, success, _ = apgd_search(
+                    model, x_run, targeted_dlr_objective(y_run, targets), misclassified(y_run), **apgd
+                )
+            else:
+                found, size = fab_restarts(
+                    model, x_run, linearizer.pair(targets, y_run), misclassified(y_run), eps=eps,
+                    restart_radius=eps, restarts=1, generator=generator, norm=self.norm,
+                    steps=self.steps, input_range=self.input_range, **FAB_SETTINGS,
+                )  # fmt: skip
+                success = size <= eps
+            candidate[active[success]], done[active[success]] = found[success], True
+        return candidate

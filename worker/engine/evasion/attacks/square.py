@@ -1,0 +1,218 @@
+"""Square Attack (Andriushchenko et al.): score-based black-box random search in linf and l2."""
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from worker.engine.evasion.attacks.base import Attack
+from worker.engine.evasion.attacks.norms import Norm, clamp_range
+from worker.engine.evasion.attacks.square_l2 import l2_init, l2_proposal, random_signs
+
+# Iterations (of the paper's 10000) after which p halves; rescaled to the query budget.
+P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+# Sign vectors drawn per linf proposal; the first that changes the window is used (see _propose).
+_SIGN_DRAWS = 32
+_UNCHANGED = 1e-7
+
+
+def p_schedule(p_init: float, iteration: int, budget: int) -> float:
+    """Fraction of pixels a window covers at an iteration: p_init halved at each breakpoint passed."""
+    scaled = int(iteration / budget * 10000)
+    return p_init / 2 ** sum(scaled > point for point in P_HALVINGS)
+
+
+class SquareAttack(Attack):
+    """Square Attack: random search over square-shaped updates, using only the model's logits.
+
+    Paper: Andriushchenko, Croce, Flammarion and Hein, "Square Attack: a query-efficient black-box
+    adversarial attack via random search", ECCV 2020 (reference code: max-andr/square-attack).
+
+    Threat model: black-box, score-based (one forward pass per query, logits only, no gradients;
+    runs on onnxruntime through `QueryOnlyModel`); perturbation bounded by eps in linf or l2, every
+    query clamped into the input range. Inputs must be images [C, H, W] with H, W >= 2: flat or
+    other inputs are refused with a ValueError (the updates are square windows).
+
+    The loss minimised is the margin logit_y - max_{k != y} logit_k (untargeted) or the
+    cross-entropy to the target (targeted, as in the paper). Each iteration proposes one update
+    per sample still unbroken and keeps it if the loss decreases (or the sample becomes
+    adversarial); broken samples stop querying.
+      linf: start from vertical stripes (+-eps per column and channel); a proposal sets an s x s
+        window (s = round(sqrt(p * H * W)), between 1 and min(H, W) - 1, one window per sample) to
+        +-eps per channel, redrawing the signs while they would change nothing.
+      l2: start from a grid of centred-square bumps with random signs scaled to norm eps; a
+        proposal (two windows shared by the batch, side s made odd and at least 3) adds the
+        centred-square pattern to window 1, empties window 2 and moves its mass and the unused
+        budget into window 1, then rescales the perturbation to norm eps.
+    p follows the paper's schedule: p_init, halved after iterations 10, 50, 200, 500, 1000, 2000,
+    4000, 6000 and 8000 of 10000, rescaled to the query budget. Window corners are uniform over
+    every position inside the image (as in the paper; the reference code never reaches the last
+    row and column, which matters on small images).
+
+    Parameters (keyword-only):
+        norm: "linf" (default) or "l2".
+        targeted: False (default) or True.
+        queries: query budget per sample and restart, default 5000 (the authors' AutoAttack
+            setting; the initial point costs one query). Published n_queries.
+        p_init: initial fraction of pixels changed by a window, default 0.8 (the AutoAttack,
+            torchattacks and ART default; the authors' script suggests 0.05 (linf) and 0.1 (l2)
+            for standard ImageNet models and more for robust ones).
+        restarts: default 1. Later restarts only attack samples not yet broken; per sample the
+            first success is kept, otherwise the lowest loss.
+        input_range: (low, high), default (0.0, 1.0).
+    eps is given per call to `run`. Cost: at most queries * restarts forward passes per sample;
+    `run` reports the queries spent per sample.
+    """
+
+    name = "square"
+    requires_gradients = False
+    SPEC_KEYS = ("queries", "p_init", "restarts")
+
+    def __init__(
+        self,
+        *,
+        norm: Norm = "linf",
+        targeted: bool = False,
+        queries: int = 5000,
+        p_init: float = 0.8,
+        restarts: int = 1,
+        input_range: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
+        """Validate and store the query budget and the schedule."""
+        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
+        if int(queries) < 1:
+            raise ValueError(f"queries must be at least 1, got {queries}")
+        if not 0.0 < float(p_init) <= 1.0:
+            raise ValueError(f"p_init must be in (0, 1], got {p_init}")
+        if int(restarts) < 1:
+            raise ValueError(f"restarts must be at least 1, got {restarts}")
+        self.queries = int(queries)
+        self.p_init = float(p_init)
+        self.restarts = int(restarts)
+
+    @property
+    def work_units(self) -> int:
+        """Forward-only queries per sample per run (upper bound: the budget over all restarts)."""
+        return self.queries * self.restarts
+
+    def params(self) -> dict[str, Any]:
+        """Effective parameters, the loss and the p schedule included."""
+        return {
+            **super().params(),
+            "queries": self.queries,
+            "p_init": self.p_init,
+            "restarts": self.restarts,
+            "loss": "cross_entropy" if self.targeted else "margin",
+            "p_schedule": "p_init halved after 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of 10000",
+        }
+
+    def _attack(
+        self, model: nn.Module, x: Tensor, labels: Tensor, *, eps: float, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Run the restarts; returns (x_adv, predictions, queries per sample)."""
+        if x.dim() != 4 or x.shape[2] < 2 or x.shape[3] < 2:
+            raise ValueError(
+                "the Square Attack needs image inputs of shape [C, H, W] with H and W at least 2, got "
+                f"per-sample shape {list(x.shape[1:])}; use hopskipjump for other inputs"
+            )
+        if len(x) == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=x.device)
+            return x.clone(), empty, empty.clone()
+        if eps == 0.0:
+            _, predictions = self._loss(model, x, labels)
+            return x.clone(), predictions, torch.ones(len(x), dtype=torch.long, device=x.device)
+        best, loss, predictions, queries = self._search(model, x, labels, eps, generator)
+        for _ in range(1, self.restarts):
+            active = (~self._hit(predictions, labels)).nonzero()[:, 0]
+            if active.numel() == 0:
+                break
+            adv, new_loss, new_predictions, spent = self._search(
+                model, x[active], labels[active], eps, generator
+            )
+            queries[active] += spent
+            better = self._hit(new_predictions, labels[active]) | (new_loss < loss[active])
+            chosen = active[better]
+            best[chosen] = adv[better]
+            loss[chosen] = new_loss[better]
+            predictions[chosen] = new_predictions[better]
+        return best, predictions, queries
+
+    def _search(
+        self, model: nn.Module, x: Tensor, labels: Tensor, eps: float, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One restart: (best inputs, their loss, their predictions, queries per sample)."""
+        x_best = self._init(x, eps, generator)
+        loss, predictions = self._loss(model, x_best, labels)
+        queries = torch.ones(len(x), dtype=torch.long, device=x.device)
+        for iteration in range(self.queries - 1):
+            active = (~self._hit(predictions, labels)).nonzero()[:, 0]
+            if active.numel() == 0:
+                break
+            p = p_schedule(self.p_init, iteration, self.queries)
+            x_new = self._propose(x, x_best, active, eps, p, generator)
+            new_loss, new_predictions = self._loss(model, x_new, labels[active])
+            better = (new_loss < loss[active]) | self._hit(new_predictions, labels[active])
+            chosen = active[better]
+            x_best[chosen] = x_new[better]
+            loss[chosen] = new_loss[better]
+            predictions[chosen] = new_predictions[better]
+            queries[active] += 1
+        return x_best, loss, predictions, queries
+
+    def _init(self, x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
+        """Starting point: vertical stripes (linf) or the bump grid (l2), inside the ball and range."""
+        if self.norm == "l2":
+            return l2_init(x, eps, self.input_range, generator)
+        n, channels, _, width = x.shape
+        stripes = random_signs((n, channels, 1, width), x, generator) * eps
+        return clamp_range(x + stripes, self.input_range)
+
+    def _propose(
+        self, x: Tensor, x_best: Tensor, active: Tensor, eps: float, p: float, generator: torch.Generator
+    ) -> Tensor:
+        """Candidates for the active samples (random draws are made for the whole batch, then indexed)."""
+        n, channels, height, width = x.shape
+        if self.norm == "l2":
+            signs = random_signs((n, channels, 1, 1), x, generator)[active]
+            return l2_proposal(x[active], x_best[active], signs, eps, p, self.input_range, generator)
+        side = min(max(int(round(math.sqrt(p * height * width))), 1), min(height, width) - 1)
+        device = generator.device
+        rows = torch.randint(0, height - side + 1, (n,), generator=generator, device=device)
+        cols = torch.randint(0, width - side + 1, (n,), generator=generator, device=device)
+        rows, cols = rows.to(x.device)[active, None], cols.to(x.device)[active, None]
+        grid_h = torch.arange(height, device=x.device)[None]
+        grid_w = torch.arange(width, device=x.device)[None]
+        in_rows = (grid_h >= rows) & (grid_h < rows + side)
+        in_cols = (grid_w >= cols) & (grid_w < cols + side)
+        window = in_rows[:, None, :, None] & in_cols[:, None, None, :]
+        x_active, best = x[active], x_best[active]
+        plus = clamp_range(x_active + eps, self.input_range)
+        minus = clamp_range(x_active - eps, self.input_range)
+        # The reference redraws a window's signs while they change no coordinate of x_best; drawing
+        # _SIGN_DRAWS sign vectors at once and keeping the first that changes something samples
+        # from the same distribution in one pass.
+        plus_changes = (((plus - best).abs() >= _UNCHANGED) & window).flatten(2).any(dim=2)
+        minus_changes = (((minus - best).abs() >= _UNCHANGED) & window).flatten(2).any(dim=2)
+        draws = random_signs((n, _SIGN_DRAWS, channels), x, generator)[active]
+        works = ((draws > 0) & plus_changes[:, None]) | ((draws < 0) & minus_changes[:, None])
+        first = works.any(dim=2).to(torch.uint8).argmax(dim=1)
+        signs = draws[torch.arange(len(active), device=x.device), first][:, :, None, None]
+        return torch.where(window, torch.where(signs > 0, plus, minus), best)
+
+    @torch.no_grad()
+    def _loss(self, model: nn.Module, x_adv: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One query per sample: the loss to minimise and the predicted labels."""
+        logits = model(x_adv)
+        if self.targeted:
+            loss = functional.cross_entropy(logits.float(), labels, reduction="none")
+        else:
+            own = logits.gather(1, labels[:, None])[:, 0]
+            others = logits.scatter(1, labels[:, None], -torch.inf).amax(dim=1)
+            loss = (own - others).float()
+        return loss, logits.argmax(dim=1)
+
+    def _hit(self, predictions: Tensor, labels: Tensor) -> Tensor:
+        """Broken samples: prediction away from the true label, or onto the target."""
+        return predictions == labels if self.targeted else predictions != labels

@@ -1,4 +1,4 @@
-"""Plain supervised training, used for demo models, tests and benchmarks."""
+"""Supervised training of a classifier through the shared fit loop, and accuracy."""
 
 import numpy as np
 import torch
@@ -6,6 +6,8 @@ from torch import nn
 
 from worker.engine.datasets import load_builtin
 from worker.engine.models.catalog import build_architecture
+from worker.engine.training.fit import fit
+from worker.engine.training.recipe import TrainingRecipe
 
 
 def train_classifier(
@@ -19,32 +21,25 @@ def train_classifier(
     seed: int = 0,
 ) -> nn.Module:
     """Train with Adam on cross-entropy; returns the model in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    inputs = torch.as_tensor(x, dtype=torch.float32)
-    labels = torch.as_tensor(y, dtype=torch.long)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(inputs), batch_size):
-            index = order[start : start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(inputs[index]), labels[index])
-            loss.backward()
-            optimizer.step()
+    fit(model, x, y, recipe=TrainingRecipe(epochs=epochs, batch_size=batch_size, learning_rate=lr), seed=seed)
     return model.eval()
 
 
 @torch.no_grad()
+def predict_labels(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """The model's labels for x, in batches, on the model's device."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    inputs = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+    labels = [
+        model(inputs[start : start + batch_size].to(device)).argmax(1).cpu()
+        for start in range(0, len(inputs), batch_size)
+    ]
+    return torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64)
+
+
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
     """Share of samples the model classifies correctly."""
-    inputs = torch.as_tensor(x, dtype=torch.float32)
-    correct = 0
-    for start in range(0, len(inputs), batch_size):
-        logits = model(inputs[start : start + batch_size])
-        correct += int((logits.argmax(1).numpy() == y[start : start + batch_size]).sum())
-    return correct / len(inputs)
+    return float((predict_labels(model, x, batch_size) == y).mean())
 
 
 def train_digits_model(architecture: str = "small-cnn", *, epochs: int = 15, seed: int = 0) -> nn.Module:

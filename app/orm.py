@@ -97,6 +97,11 @@ class ModelRecord(Base):
     white_box: Mapped[bool | None] = mapped_column(Boolean)
     intake: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    # Lineage of a derived model: the job that produced it and the model it was derived from.
+    source_job_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    derived_from: Mapped[str | None] = mapped_column(String(40))
+    # A defended model: the ordered preprocessing spec applied in front of this model's graph.
+    preprocessing: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -82,4 +82,4 @@ class ItemList(BaseModel, Generic[T]):
 
 
 # Names of the engine's architecture catalog (worker/engine/catalog.py); a test keeps them equal.
-ARCHITECTURE_NAMES: tuple[str, ...] = ("mlp", "small-cnn")
+ARCHITECTURE_NAMES: tuple[str, ...] = ("mlp", "small-cnn", "bn-cnn", "small-resnet")

@@ -1,7 +1,7 @@
 """Build a differentiable torch.nn.Module from an ONNX graph, one allowlisted op at a time."""
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -10,7 +10,7 @@ from torch import nn
 
 from worker.engine.models.onnx_graph.errors import GraphBuildError, UnsupportedOpsError
 from worker.engine.models.onnx_graph.ops import CONVERTERS, DEFAULT_DOMAINS, SUPPORTED_OPS
-from worker.engine.models.onnx_graph.spec import NodeSpec, OpFn, tensor_from_proto
+from worker.engine.models.onnx_graph.spec import FLOAT_TYPES, NodeSpec, OpFn, tensor_from_proto
 
 MIN_OPSET = 7
 
@@ -26,25 +26,46 @@ class _Step:
 
 
 class OnnxGraphModule(nn.Module):
-    """Runs an ONNX graph's nodes in order with torch functions; constants live in float32/int buffers."""
+    """Runs an ONNX graph's nodes in order with torch functions.
+
+    Every graph value known before the input arrives (initializers, Constant nodes) is a tensor of the
+    module: a float32/int buffer, or an nn.Parameter for the initializers named trainable at build
+    time. Stateful ops (BatchNormalization, Dropout) are child modules, so they follow train()/eval().
+    `source_onnx` holds the serialized graph the module was built from, when its builder kept it
+    (the export writes trained weights back into it).
+    """
 
     def __init__(
-        self, input_name: str, output_name: str, constants: dict[str, torch.Tensor], steps: list[_Step]
+        self,
+        input_name: str,
+        output_name: str,
+        constants: dict[str, torch.Tensor],
+        steps: list[_Step],
+        trainable: Collection[str] = (),
     ) -> None:
-        """Register constants as buffers and keep the execution plan."""
+        """Register constants as buffers (the trainable ones as parameters) and keep the plan."""
         super().__init__()
         self.input_name = input_name
         self.output_name = output_name
-        self._buffer_names: dict[str, str] = {}
+        self.source_onnx: bytes | None = None
+        self._tensor_names: dict[str, str] = {}
         for name, tensor in constants.items():
-            attr = _unique_attr(name, set(self._buffer_names.values()))
-            self.register_buffer(attr, tensor)
-            self._buffer_names[name] = attr
+            attr = _unique_attr(name, set(self._tensor_names.values()))
+            if name in trainable:
+                self.register_parameter(attr, nn.Parameter(tensor))
+            else:
+                self.register_buffer(attr, tensor)
+            self._tensor_names[name] = attr
         self._steps = steps
+        self.ops = nn.ModuleList([step.fn for step in steps if isinstance(step.fn, nn.Module)])
+
+    def onnx_tensors(self) -> dict[str, torch.Tensor]:
+        """Every constant graph value by its ONNX name: the module's current parameters and buffers."""
+        return {name: getattr(self, attr) for name, attr in self._tensor_names.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluate the graph on x and return its single output."""
-        env: dict[str, torch.Tensor] = {n: getattr(self, attr) for n, attr in self._buffer_names.items()}
+        env: dict[str, torch.Tensor] = self.onnx_tensors()
         env[self.input_name] = x
         for step in self._steps:
             outputs = step.fn([env[name] if name else None for name in step.inputs])
@@ -110,8 +131,12 @@ def _release_plan(nodes: Sequence[onnx.NodeProto], keep: set[str]) -> list[tuple
     return [tuple(names) for names in plan]
 
 
-def build_torch_module(model: onnx.ModelProto) -> OnnxGraphModule:
-    """Convert an ONNX model into an OnnxGraphModule; raises UnsupportedOpsError or GraphBuildError."""
+def build_torch_module(model: onnx.ModelProto, *, trainable: Collection[str] = ()) -> OnnxGraphModule:
+    """Convert an ONNX model into an OnnxGraphModule in eval mode.
+
+    The initializers named in `trainable` become nn.Parameters (see worker.engine.training.trainable);
+    raises UnsupportedOpsError or GraphBuildError.
+    """
     graph = model.graph
     opset = default_opset(model)
     missing = missing_ops(model)
@@ -122,6 +147,10 @@ def build_torch_module(model: onnx.ModelProto) -> OnnxGraphModule:
     if graph.sparse_initializer:
         raise GraphBuildError("sparse initializers are not supported")
     input_name, output_name = _interface(graph)
+    floats = {t.name for t in graph.initializer if t.data_type in FLOAT_TYPES}
+    not_float = sorted(set(trainable) - floats)
+    if not_float:
+        raise GraphBuildError(f"only float initializers can be trained, not {not_float}")
     constants = {t.name: tensor_from_proto(t) for t in graph.initializer}
     defined = {input_name, *constants}
     runtime_nodes: list[onnx.NodeProto] = []
@@ -146,4 +175,4 @@ def build_torch_module(model: onnx.ModelProto) -> OnnxGraphModule:
         _Step(fn, tuple(node.input), tuple(node.output), release)
         for fn, node, release in zip(fns, runtime_nodes, _release_plan(runtime_nodes, keep), strict=True)
     ]
-    return OnnxGraphModule(input_name, output_name, constants, steps)
+    return OnnxGraphModule(input_name, output_name, constants, steps, frozenset(trainable)).eval()

@@ -26,7 +26,7 @@ CONVERTERS: dict[str, Converter] = {
     "ConstantOfShape": ops_tensor.constant_of_shape,
     "Conv": ops_nn.conv,
     "Div": ops_math.div,
-    "Dropout": ops_math.dropout,
+    "Dropout": ops_nn.dropout,
     "Equal": ops_math.equal,
     "Erf": ops_math.erf,
     "Expand": ops_tensor.expand,

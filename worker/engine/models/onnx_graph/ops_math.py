@@ -92,19 +92,6 @@ def where(node: NodeSpec) -> OpFn:
     return run
 
 
-def dropout(node: NodeSpec) -> OpFn:
-    """Dropout at inference: identity, with an all-true mask if the mask output is used."""
-    node.require_outputs(2)
-    wants_mask = node.num_outputs == 2
-
-    def run(inputs: Inputs) -> tuple[Tensor, ...]:
-        """Pass the input through unchanged."""
-        x = required(inputs, 0)
-        return (x, torch.ones_like(x, dtype=torch.bool)) if wants_mask else (x,)
-
-    return run
-
-
 def constant(node: NodeSpec) -> OpFn:
     """Constant: the value attribute as a tensor (floats as float32, ints as int64)."""
     node.require_outputs(1)

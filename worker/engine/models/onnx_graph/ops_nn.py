@@ -1,10 +1,12 @@
-"""Converters for convolution, pooling and batch normalization."""
+"""Converters for convolution, pooling, normalization and dropout."""
 
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from worker.engine.models.onnx_graph.errors import GraphBuildError
 from worker.engine.models.onnx_graph.padding import (
     check_auto_pad,
     crop_to,
@@ -135,22 +137,87 @@ def global_average_pool(node: NodeSpec) -> OpFn:
     return run
 
 
+class BatchNormOp(nn.Module):
+    """BatchNormalization that follows the module's mode, like torch.nn.BatchNorm.
+
+    In eval mode it normalises with the running mean and variance it is given. In train mode it
+    normalises with the batch statistics and updates the running tensors in place (they are the graph
+    module's buffers) with ONNX's momentum: running = momentum * running + (1 - momentum) * batch,
+    the batch variance being the unbiased one, as torch does.
+    """
+
+    def __init__(self, eps: float, momentum: float) -> None:
+        """Keep epsilon and ONNX's momentum."""
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+
+    def forward(self, inputs: Inputs) -> tuple[Tensor]:
+        """Normalise x with the batch (train) or running (eval) statistics."""
+        x, scale, bias = required(inputs, 0), required(inputs, 1), required(inputs, 2)
+        mean, var = required(inputs, 3), required(inputs, 4)
+        if not self.training:
+            return (F.batch_norm(x, mean, var, scale, bias, training=False, eps=self.eps),)
+        return (F.batch_norm(x, mean, var, scale, bias, True, 1.0 - self.momentum, self.eps),)
+
+
 def batch_normalization(node: NodeSpec) -> OpFn:
-    """BatchNormalization in inference mode (running statistics, no updates)."""
+    """BatchNormalization: running statistics in eval mode, batch statistics and updates in train mode."""
     node.require_outputs(1)
     if node.int_attr("training_mode", 0):
         node.fail("training_mode=1 is not supported")
     if node.opset < 9 and node.int_attr("spatial", 1) != 1:
         node.fail("spatial=0 is not supported")
-    eps = node.float_attr("epsilon", 1e-5)
+    momentum = node.float_attr("momentum", 0.9)
+    if not 0.0 <= momentum <= 1.0:
+        node.fail(f"momentum {momentum} is outside [0, 1]")
+    return BatchNormOp(node.float_attr("epsilon", 1e-5), momentum)
 
-    def run(inputs: Inputs) -> tuple[Tensor]:
-        """Normalise with the stored mean and variance."""
-        x, scale, bias = required(inputs, 0), required(inputs, 1), required(inputs, 2)
-        mean, var = required(inputs, 3), required(inputs, 4)
-        return (F.batch_norm(x, mean, var, scale, bias, training=False, eps=eps),)
 
-    return run
+class DropoutOp(nn.Module):
+    """Dropout that follows the module's mode: identity in eval mode, inverted dropout in train mode.
+
+    The drop mask comes from torch's global random generator (the fit loop seeds it). The ratio is
+    the `ratio` input (opset 12 on) or attribute (before); the graph's training_mode input is ignored:
+    the module's mode decides.
+    """
+
+    def __init__(self, ratio: float | None, wants_mask: bool) -> None:
+        """Keep the attribute ratio (None: read it from input 1) and whether the mask is used."""
+        super().__init__()
+        self.ratio, self.wants_mask = ratio, wants_mask
+
+    def forward(self, inputs: Inputs) -> tuple[Tensor, ...]:
+        """Drop elements with probability ratio and rescale the rest (train), or pass x through."""
+        x = required(inputs, 0)
+        ratio = 0.0
+        if self.training:
+            ratio = self.ratio if self.ratio is not None else _ratio_input(optional(inputs, 1))
+        if ratio == 0.0:
+            return (x, torch.ones_like(x, dtype=torch.bool)) if self.wants_mask else (x,)
+        keep = torch.rand_like(x) >= ratio
+        out = x * keep / (1.0 - ratio) if ratio < 1.0 else torch.zeros_like(x)
+        return (out, keep) if self.wants_mask else (out,)
+
+
+def _ratio_input(value: Tensor | None) -> float:
+    """Dropout's ratio input as a float in [0, 1] (0.5 when absent)."""
+    if value is None:
+        return 0.5
+    if value.numel() != 1:
+        raise GraphBuildError(f"Dropout ratio must be a scalar, got shape {list(value.shape)}")
+    ratio = float(value.reshape(()))
+    if not 0.0 <= ratio <= 1.0:
+        raise GraphBuildError(f"Dropout ratio {ratio} is outside [0, 1]")
+    return ratio
+
+
+def dropout(node: NodeSpec) -> OpFn:
+    """Dropout: identity in eval mode (with an all-true mask if used), inverted dropout in train mode."""
+    node.require_outputs(2)
+    ratio = node.float_attr("ratio", 0.5) if node.opset < 12 else None
+    if ratio is not None and not 0.0 <= ratio <= 1.0:
+        node.fail(f"ratio {ratio} is outside [0, 1]")
+    return DropoutOp(ratio, node.num_outputs == 2)
 
 
 def layer_normalization(node: NodeSpec) -> OpFn:

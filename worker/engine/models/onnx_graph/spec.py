@@ -15,7 +15,7 @@ AttrValue = int | float | str | torch.Tensor | list[int] | list[float] | list[st
 Inputs = Sequence[torch.Tensor | None]
 OpFn = Callable[[Inputs], Sequence[torch.Tensor]]
 
-_FLOAT_TYPES = {
+FLOAT_TYPES = {
     onnx.TensorProto.FLOAT,
     onnx.TensorProto.FLOAT16,
     onnx.TensorProto.DOUBLE,
@@ -38,7 +38,7 @@ def tensor_from_proto(proto: onnx.TensorProto) -> torch.Tensor:
     """Decode a TensorProto: floating types become float32, integer and bool types keep an int dtype."""
     if proto.data_location == onnx.TensorProto.EXTERNAL or len(proto.external_data) > 0:
         raise GraphBuildError(f"tensor {proto.name!r} uses external data, which is never read")
-    if proto.data_type in _FLOAT_TYPES:
+    if proto.data_type in FLOAT_TYPES:
         array = np.asarray(numpy_helper.to_array(proto), dtype=np.float32)
         return torch.from_numpy(array.copy())
     dtype = _INT_TYPES.get(proto.data_type)

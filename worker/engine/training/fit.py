@@ -26,7 +26,15 @@ EpochCallback = Callable[[int, nn.Module], dict[str, float]]
 
 
 class StopTraining(Exception):  # noqa: N818 - a signal, not an error
-    """Raised by an epoch callback to end training after the current epoch; the message says why."""
+    """Raised by an epoch callback to end training after the current epoch; the message says why.
+
+    `metrics` are the epoch's metrics, recorded (and considered by keep_best) as if returned.
+    """
+
+    def __init__(self, reason: str = "", metrics: dict[str, float] | None = None) -> None:
+        """Keep the reason and the epoch's metrics."""
+        super().__init__(reason)
+        self.metrics = dict(metrics or {})
 
 
 @dataclass
@@ -82,6 +90,14 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch; a last batch of one sample joins the one before (batch norm needs two)."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(start, starts[i + 1] if i + 1 < len(starts) else n) for i, start in enumerate(starts)]
+
+
 def fit(
     model: nn.Module,
     x: np.ndarray | Tensor,
@@ -119,18 +135,19 @@ def fit(
     shuffle = torch.Generator().manual_seed(seed)
     loss_generator = seeded_generator(device, seed, 1)
     history, best_state, best_value = FitHistory(), None, -float("inf")
-    n_batches = -(-len(inputs) // recipe.batch_size)
+    bounds = _batch_bounds(len(inputs), recipe.batch_size)
+    n_batches = len(bounds)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for epoch in range(recipe.epochs):
             model.train()
             total, count = 0.0, 0
             order = torch.randperm(len(inputs), generator=shuffle)
-            for number, start in enumerate(range(0, len(inputs), recipe.batch_size)):
+            for number, (start, end) in enumerate(bounds):
                 rate = recipe.learning_rate_at(epoch, number / n_batches)
                 for group in optimizer.param_groups:
                     group["lr"] = rate
-                index = order[start : start + recipe.batch_size]
+                index = order[start:end]
                 xb, tb = inputs[index].to(device), labels[index].to(device)
                 optimizer.zero_grad(set_to_none=True)
                 value = loss(model, xb, tb, loss_generator)
@@ -147,6 +164,7 @@ def fit(
                 if on_epoch is not None:
                     record.metrics = dict(on_epoch(epoch + 1, model))
             except StopTraining as stop:
+                record.metrics = stop.metrics
                 history.stopped_early = str(stop) or "stopped by the epoch callback"
             if keep_best is not None and record.metrics.get(keep_best, -float("inf")) > best_value:
                 best_value, history.best_epoch = record.metrics[keep_best], epoch + 1

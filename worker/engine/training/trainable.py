@@ -11,8 +11,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from worker.engine.models.catalog import build_architecture
-from worker.engine.models.intake import load_safetensors_module
+from worker.engine.models.catalog import ARCHITECTURES, build_architecture
+from worker.engine.models.intake import ModelRejected, load_safetensors_module
 from worker.engine.models.intake.onnx_parse import parse_onnx
 from worker.engine.models.onnx_graph import OnnxGraphModule, build_torch_module
 from worker.engine.training.graph_params import ParamRole, graph_roles, reinitialize
@@ -75,27 +75,47 @@ def build_trainable(
 ) -> nn.Module:
     """The trainable module (eval mode) for a model record.
 
-    An uploaded ONNX graph (`onnx_bytes`) trains as its own graph; a catalog `architecture` is built
-    fresh, with its uploaded safetensors weights when init="pretrained". A catalog architecture
-    without weights cannot start pretrained (ValueError). Raises ValueError when the module's output
-    is not [batch, num_classes] for the input shape.
+    An uploaded ONNX graph (`onnx_bytes`) trains as its own graph (`architecture` is then only a label
+    and is ignored); otherwise the catalog `architecture` is built fresh, with its uploaded safetensors
+    weights when init="pretrained". Raises ValueError for every model that cannot be trained this way:
+    a catalog architecture without weights asked to start pretrained, bytes the intake refuses, a graph
+    the builder cannot convert, an output that is not [batch, num_classes].
     """
     _check_init(init)
     shape = tuple(int(d) for d in input_shape)
-    if (onnx_bytes is None) == (architecture is None):
-        raise ValueError("give exactly one of onnx_bytes (an uploaded graph) and architecture (the catalog)")
-    if onnx_bytes is not None:
-        if safetensors_bytes is not None:
-            raise ValueError("an ONNX graph carries its own weights; safetensors_bytes must be None")
-        module: nn.Module = trainable_from_onnx(onnx_bytes, init=init, seed=seed)
-    elif init == "pretrained":
-        if safetensors_bytes is None:
-            raise ValueError(f"architecture {architecture!r} has no weights to start from; use init='random'")
-        module = load_safetensors_module(safetensors_bytes, architecture, shape, num_classes)
-    else:
-        module = _fresh_architecture(architecture, shape, num_classes, seed)
+    try:
+        module = _build(architecture, onnx_bytes, safetensors_bytes, shape, num_classes, init, seed)
+    except ModelRejected as exc:
+        raise ValueError(exc.message) from exc
     _check_output(module, shape, num_classes)
     return module
+
+
+def _build(
+    architecture: str | None,
+    onnx_bytes: bytes | None,
+    safetensors_bytes: bytes | None,
+    shape: tuple[int, ...],
+    num_classes: int,
+    init: Init,
+    seed: int,
+) -> nn.Module:
+    """build_trainable's dispatch on the record's format."""
+    if onnx_bytes is not None:
+        if safetensors_bytes is not None:
+            raise ValueError("a model is an ONNX graph or safetensors weights, not both")
+        return trainable_from_onnx(onnx_bytes, init=init, seed=seed)
+    if architecture is None:
+        raise ValueError("the model has neither an ONNX graph nor a catalog architecture to train")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; the catalog has: {', '.join(ARCHITECTURES)}"
+        )
+    if init == "random":
+        return _fresh_architecture(architecture, shape, num_classes, seed)
+    if safetensors_bytes is None:
+        raise ValueError(f"architecture {architecture!r} has no weights to start from; use init='random'")
+    return load_safetensors_module(safetensors_bytes, architecture, shape, num_classes)
 
 
 @torch.no_grad()

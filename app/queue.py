@@ -18,7 +18,7 @@ ALL_QUEUES = (CPU_QUEUE, GPU_QUEUE)
 def make_celery(settings: Settings) -> Celery:
     """A Celery app: JSON only, late acks, prefetch 1, and the cpu and gpu queues."""
     celery = Celery("gauntlet", broker=settings.resolved_broker_url)
-    transport_options: dict = {"visibility_timeout": max(3600, settings.evasion_time_limit_s + 600)}
+    transport_options: dict = {"visibility_timeout": max(3600, settings.longest_time_limit_s + 600)}
     if settings.resolved_broker_url.startswith("filesystem"):
         folder = settings.broker_folder
         for sub in ("queue", "processed", "control"):
@@ -57,15 +57,16 @@ class JobQueue:
         self.settings = settings
         self.celery = make_celery(settings)
 
-    def send_job(self, job_id: str) -> None:
-        """Enqueue a job run (after its row is committed)."""
+    def send_job(self, job_id: str, kind: str) -> None:
+        """Enqueue a job run (after its row is committed) on its kind's queue, with its kind's time limit."""
+        limit = self.settings.time_limit_for(kind)
         self.celery.send_task(
             RUN_JOB_TASK,
             args=[job_id],
             task_id=job_id,
-            queue=GPU_QUEUE,
-            soft_time_limit=self.settings.evasion_time_limit_s,
-            time_limit=self.settings.evasion_time_limit_s + 60,
+            queue=self.settings.queue_for(kind),
+            soft_time_limit=limit,
+            time_limit=limit + 60,
         )
 
     def send_model_validation(self, model_id: str) -> None:

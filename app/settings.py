@@ -23,7 +23,18 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     remote_host_allowlist: list[str] = Field(default_factory=list)
 
+    # Per job kind: the time limit (a job past it fails with `time_limit`) and the queue it runs on.
     evasion_time_limit_s: int = Field(default=4 * 3600, ge=1)
+    extraction_time_limit_s: int = Field(default=4 * 3600, ge=1)
+    poisoning_time_limit_s: int = Field(default=6 * 3600, ge=1)
+    defense_time_limit_s: int = Field(default=8 * 3600, ge=1)
+    evasion_queue: str = "gpu"
+    extraction_queue: str = "gpu"
+    poisoning_queue: str = "gpu"
+    defense_queue: str = "gpu"
+    # Largest estimated cost of one job (sample forward-backward passes); per tenant name overrides.
+    max_job_cost: float = Field(default=5e9, gt=0)
+    tenant_max_job_cost: dict[str, float] = Field(default_factory=dict)
     validation_time_limit_s: int = Field(default=300, ge=1)
     progress_interval_s: float = Field(default=0.5, ge=0)
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
@@ -32,6 +43,31 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=15.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     device: str | None = None
+
+    # Hardening: dataset size, the validation sandbox, webhooks, metrics and blob collection.
+    max_dataset_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
+    worker_memory_limit_bytes: int = Field(default=8 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
+    webhook_allowed_addresses: list[str] = Field(default_factory=list)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_base_s: float = Field(default=10.0, gt=0)
+    webhook_retry_max_s: float = Field(default=3600.0, gt=0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    metrics_token: str | None = None
+    blob_gc_grace_s: float = Field(default=3600.0, ge=0)
+
+    def time_limit_for(self, kind: str) -> int:
+        """The time limit of a job kind, in seconds."""
+        return int(getattr(self, f"{kind}_time_limit_s", self.evasion_time_limit_s))
+
+    def queue_for(self, kind: str) -> str:
+        """The queue a job kind runs on."""
+        return str(getattr(self, f"{kind}_queue", self.evasion_queue))
+
+    @property
+    def longest_time_limit_s(self) -> int:
+        """The longest time limit of any kind (sets the broker's visibility timeout)."""
+        kinds = ("evasion", "extraction", "poisoning", "defense")
+        return max(self.time_limit_for(kind) for kind in kinds)
 
     @property
     def resolved_database_url(self) -> str:

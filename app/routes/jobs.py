@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from app.deps import Context
 from app.orm import TERMINAL_JOB_STATES
-from app.schemas.jobs import EVASION_EXAMPLE, JobKind, JobPage, JobSpec, JobStatus, JobView
+from app.schemas.jobs import JOB_EXAMPLES, JobKind, JobPage, JobSpec, JobStatus, JobView
 from app.schemas.resources import ArtifactView, ItemList
 from app.services import jobs as service
 from app.services.artifacts import artifact_view
@@ -24,9 +24,7 @@ EVENT_POLL_SECONDS = 0.5
 @router.post("", status_code=202, response_model=JobView)
 def submit_job(
     ctx: Context,
-    spec: Annotated[
-        JobSpec, Body(openapi_examples={"pgd": {"summary": "PGD on digits", "value": EVASION_EXAMPLE}})
-    ],
+    spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobView:
     """Submit a job; the same Idempotency-Key returns the same job."""

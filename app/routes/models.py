@@ -8,7 +8,7 @@ from app.deps import Context
 from app.errors import InvalidInput, UnsupportedMediaType
 from app.orm import ModelRecord
 from app.routes.uploads import read_limited
-from app.schemas.resources import ItemList, ModelView, RemoteModelCreate
+from app.schemas.resources import ArchitectureModelCreate, ItemList, ModelView, RemoteModelCreate
 from app.services import models as service
 from app.services.context import ServiceContext
 
@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 UPLOAD_DESCRIPTION = (
     "Multipart upload of an ONNX or safetensors model (fields `file`, `name`, `format`, `input_shape`, "
     "`num_classes`, optional `input_range`, and `architecture` for safetensors), or a JSON body "
-    "registering a remote prediction endpoint. Answers 202; a worker validates the model to `ready` or "
+    "registering a remote prediction endpoint or a catalog architecture with fresh weights "
+    "(`architecture`). Answers 202; a worker validates the model to `ready` or "
     "`invalid` (with a reason). Pickles, torch.save, TorchScript and torch.export files are refused."
 )
 
@@ -36,7 +37,14 @@ UPLOAD_DESCRIPTION = (
                         "required": ["file", "name", "format", "input_shape", "num_classes"],
                     }
                 },
-                "application/json": {"schema": RemoteModelCreate.model_json_schema()},
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            RemoteModelCreate.model_json_schema(),
+                            ArchitectureModelCreate.model_json_schema(),
+                        ]
+                    }
+                },
             }
         }
     },
@@ -45,8 +53,7 @@ async def create_model(request: Request, ctx: Context) -> JSONResponse:
     """Upload a model file or register a remote endpoint."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        body = RemoteModelCreate.model_validate_json(await request.body())
-        record = service.create_remote_model(ctx, body)
+        record = service.create_model_from_json(ctx, await request.body())
     elif content_type.startswith("multipart/form-data"):
         record = await _create_from_form(request, ctx)
     else:

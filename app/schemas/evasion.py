@@ -1,26 +1,20 @@
-"""Typed, closed parameter schemas for each evasion attack; the names are the registry's names."""
+"""The evasion kind: typed, closed parameter schemas per attack (the registry's names) and the job spec."""
 
-from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Norm = Literal["linf", "l2"]
-Eps = Annotated[float, Field(gt=0, allow_inf_nan=False, description="Perturbation budget in the norm.")]
-
-
-class TargetMode(StrEnum):
-    """How targeted attacks pick a target class per sample."""
-
-    least_likely = "least_likely"
-    random = "random"
-    fixed = "fixed"
+from app.schemas.common import Eps, JobSpecBase, Norm, TargetMode
 
 
 class AttackParamsBase(BaseModel):
     """Parameters every evasion attack shares."""
 
     model_config = ConfigDict(extra="forbid")
+    # Facts the submission checks read (the engine's classes carry the same; a test keeps them equal).
+    white_box: ClassVar[bool] = True
+    needs_images: ClassVar[bool] = False
+    minimum_norm: ClassVar[bool] = False
 
     norm: Norm = "linf"
     eps: Annotated[list[Eps], Field(min_length=1, max_length=32)]
@@ -91,6 +85,7 @@ class FabParams(AttackParamsBase):
     beta 0.9."""
 
     name: Literal["fab"]
+    minimum_norm: ClassVar[bool] = True
     steps: Annotated[int, Field(ge=1, le=10_000)] = 100
     restarts: Annotated[int, Field(ge=1, le=100)] = 1
     alpha_max: Annotated[float, Field(gt=0, le=1)] = 0.1
@@ -107,6 +102,7 @@ class CarliniWagnerParams(AttackParamsBase):
     learning rate 0.01, initial constant 0.001, confidence 0."""
 
     name: Literal["cw"]
+    minimum_norm: ClassVar[bool] = True
     norm: Literal["l2"] = "l2"
     binary_search_steps: Annotated[int, Field(ge=1, le=50)] = 9
     steps: Annotated[int, Field(ge=1, le=100_000)] = 10_000
@@ -121,6 +117,7 @@ class DeepFoolParams(AttackParamsBase):
     0.02, the 10 most likely classes as candidates."""
 
     name: Literal["deepfool"]
+    minimum_norm: ClassVar[bool] = True
     norm: Literal["linf", "l2"] = "l2"
     steps: Annotated[int, Field(ge=1, le=10_000)] = 50
     overshoot: Annotated[float, Field(ge=0, le=1)] = 0.02
@@ -139,6 +136,8 @@ class SquareParams(AttackParamsBase):
     sample, p_init 0.8, 1 restart."""
 
     name: Literal["square"]
+    white_box: ClassVar[bool] = False
+    needs_images: ClassVar[bool] = True
     queries: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
     p_init: Annotated[float, Field(gt=0, le=1)] = 0.8
     restarts: Annotated[int, Field(ge=1, le=100)] = 1
@@ -149,6 +148,8 @@ class HopSkipJumpParams(AttackParamsBase):
     sample, 40 iterations, gamma 1.0, 100 initial and at most 10000 evaluations per gradient estimate."""
 
     name: Literal["hopskipjump"]
+    white_box: ClassVar[bool] = False
+    minimum_norm: ClassVar[bool] = True
     norm: Literal["linf", "l2"] = "l2"
     max_queries: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
     iterations: Annotated[int, Field(ge=1, le=10_000)] = 40
@@ -188,6 +189,9 @@ class PatchParams(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    white_box: ClassVar[bool] = True
+    needs_images: ClassVar[bool] = True
+    minimum_norm: ClassVar[bool] = False
 
     name: Literal["patch"]
     patch_scales: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1, max_length=8)]
@@ -235,21 +239,51 @@ AttackParams = Annotated[
     | PatchParams,
     Field(discriminator="name"),
 ]
-ATTACK_NAMES: tuple[str, ...] = (
-    "fgsm",
-    "pgd",
-    "apgd",
-    "fab",
-    "cw",
-    "deepfool",
-    "square",
-    "hopskipjump",
-    "autoattack",
-)
-PHYSICAL_ATTACKS: tuple[str, ...] = ("patch",)
-# Attacks defined on images [channels, height, width] only.
-IMAGE_ATTACKS: frozenset[str] = frozenset({"square", "patch"})
-# Attacks that need gradients, i.e. a model the engine can rebuild as a PyTorch module.
-WHITE_BOX_ATTACKS: frozenset[str] = frozenset(
-    {"fgsm", "pgd", "apgd", "fab", "cw", "deepfool", "autoattack", "patch"}
-)
+
+
+def _schemas_by_name() -> dict[str, type[BaseModel]]:
+    """Each attack schema of the union by its enumerated name."""
+    from typing import get_args
+
+    union = get_args(get_args(AttackParams)[0])
+    return {get_args(model.model_fields["name"].annotation)[0]: model for model in union}
+
+
+ATTACK_SCHEMAS: dict[str, type[BaseModel]] = _schemas_by_name()
+# Attacks that work inside an eps budget, and physical-world attacks (no eps).
+ATTACK_NAMES: tuple[str, ...] = tuple(n for n, m in ATTACK_SCHEMAS.items() if issubclass(m, AttackParamsBase))
+PHYSICAL_ATTACKS: tuple[str, ...] = tuple(n for n in ATTACK_SCHEMAS if n not in ATTACK_NAMES)
+
+EVASION_EXAMPLE = {
+    "kind": "evasion",
+    "model_id": "mdl_0123456789abcdef01234567",
+    "dataset_id": "builtin:digits-test",
+    "seed": 0,
+    "params": {
+        "attacks": [
+            {"name": "pgd", "norm": "linf", "eps": [0.05, 0.1, 0.2], "steps": 40, "random_start": True},
+            {"name": "fgsm", "norm": "linf", "eps": [0.1]},
+        ],
+        "max_samples": 500,
+        "batch_size": 256,
+    },
+}
+
+
+class EvasionParams(BaseModel):
+    """What an evasion job runs: a list of attacks over the first max_samples samples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attacks: Annotated[list[AttackParams], Field(min_length=1, max_length=16)]
+    max_samples: Annotated[int, Field(ge=1, le=100_000)] = 500
+    batch_size: Annotated[int, Field(ge=1, le=8192)] = 256
+
+
+class EvasionJobSpec(JobSpecBase):
+    """An evasion job: attack a model on a dataset and report robust accuracy per eps."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EVASION_EXAMPLE]})
+
+    kind: Literal["evasion"]
+    params: EvasionParams

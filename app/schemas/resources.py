@@ -28,6 +28,11 @@ class ModelView(BaseModel):
     endpoint_url: str | None
     size_bytes: int
     intake: dict[str, Any] | None
+    source_job_id: str | None = Field(default=None, description="The job that produced this model.")
+    derived_from: str | None = Field(default=None, description="The model it was derived from.")
+    preprocessing: list[dict[str, Any]] | None = Field(
+        default=None, description="A defended model's preprocessing, applied in front of its graph."
+    )
     created_at: datetime
     validated_at: datetime | None
 
@@ -44,6 +49,18 @@ class RemoteModelCreate(BaseModel):
     input_range: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.0, 1.0]
     input_mean: Annotated[list[float], Field(min_length=1, max_length=4096)] | None = None
     input_std: Annotated[list[float], Field(min_length=1, max_length=4096)] | None = None
+
+
+class ArchitectureModelCreate(BaseModel):
+    """A catalog architecture with fresh weights: the starting point of a model that a job trains."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    architecture: Annotated[str, Field(description="A catalog name: mlp, small-cnn, bn-cnn, small-resnet.")]
+    input_shape: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=4)]
+    num_classes: Annotated[int, Field(ge=2, le=100_000)]
+    input_range: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.0, 1.0]
 
 
 class DatasetView(BaseModel):

@@ -1,13 +1,11 @@
 """Checks that a job's model, dataset and parameters fit together, before anything is queued."""
 
-import math
 from urllib.parse import urlparse
 
 from app.errors import Conflict, InvalidInput
 from app.orm import ModelRecord
-from app.schemas.attacks import IMAGE_ATTACKS, WHITE_BOX_ATTACKS, AttackParamsBase
-from app.schemas.jobs import JobSpec
 from app.services.dataset_arrays import DatasetFacts
+from app.settings import Settings
 
 
 def check_model_ready(model: ModelRecord) -> None:
@@ -43,45 +41,15 @@ def check_dataset_fits(model: ModelRecord, facts: DatasetFacts) -> None:
         )
 
 
-def _is_image(shape: list[int]) -> bool:
-    """Whether an input shape is [channels, height, width] with height and width of at least 2."""
-    return len(shape) == 3 and shape[1] >= 2 and shape[2] >= 2
-
-
-def check_attack_params(model: ModelRecord, spec: JobSpec) -> None:
-    """Eps within the input range, targets within the classes, gradients where attacks need them."""
-    low, high = model.input_range
-    width = high - low
-    dimension = math.prod(model.input_shape)
-    for index, attack in enumerate(spec.params.attacks):
-        where = f"params.attacks[{index}] ({attack.name})"
-        if isinstance(attack, AttackParamsBase):
-            limit = width if attack.norm == "linf" else width * math.sqrt(dimension)
-            too_big = [eps for eps in attack.eps if eps > limit]
-            if too_big:
-                raise InvalidInput(
-                    f"{where}: eps {too_big} exceeds the largest meaningful {attack.norm} budget {limit:.4g} "
-                    f"for inputs in [{low}, {high}] of shape {list(model.input_shape)}",
-                    code="eps_out_of_range",
-                )
-        if attack.target_class is not None and attack.target_class >= model.num_classes:
-            raise InvalidInput(
-                f"{where}: target_class {attack.target_class} is not one of the model's "
-                f"{model.num_classes} classes",
-                code="invalid_target",
-            )
-        needs_images = attack.name in IMAGE_ATTACKS or getattr(attack, "use_square", False)
-        if needs_images and not _is_image(model.input_shape):
-            raise InvalidInput(
-                f"{where}: {attack.name} works on images [channels, height, width] with height "
-                f"and width of at least 2; the model takes {list(model.input_shape)}",
-                code="needs_images",
-            )
-        if attack.name in WHITE_BOX_ATTACKS and not model.white_box:
-            raise InvalidInput(
-                f"{where}: {attack.name} needs gradients, but model {model.id} is usable black-box only",
-                code="needs_white_box",
-            )
+def check_job_cost(settings: Settings, tenant_name: str, kind: str, cost: float) -> None:
+    """A job's estimated cost (sample forward-backward passes) must stay within the tenant's limit."""
+    limit = settings.tenant_max_job_cost.get(tenant_name, settings.max_job_cost)
+    if cost > limit:
+        raise InvalidInput(
+            f"this {kind} job would cost about {cost:.3g} sample passes (samples x eps x steps x restarts, "
+            f"or queries, or epochs x samples), over this tenant's limit of {limit:.3g}; lower the budget",
+            code="job_too_costly",
+        )
 
 
 def check_callback_url(url: str | None, allowlist: list[str]) -> None:

@@ -10,11 +10,12 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, InvalidInput, NotFound
-from app.orm import TERMINAL_JOB_STATES, Artifact, Job, utcnow
+from app.orm import TERMINAL_JOB_STATES, Artifact, Job, Tenant, utcnow
 from app.schemas.jobs import JobError, JobSpec, JobView
 from app.services import compatibility
 from app.services.context import ServiceContext
 from app.services.datasets import dataset_facts
+from app.services.kinds import KIND_RULES
 from app.services.models import get_model
 
 log = logging.getLogger("gauntlet.jobs")
@@ -41,7 +42,11 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
     model = get_model(ctx, spec.model_id)
     compatibility.check_model_ready(model)
     compatibility.check_dataset_fits(model, dataset_facts(ctx, spec.dataset_id))
-    compatibility.check_attack_params(model, spec)
+    rules = KIND_RULES[spec.kind]
+    rules.check(ctx, model, spec)
+    tenant = ctx.session.get(Tenant, ctx.tenant_id)
+    cost = rules.estimate_cost(ctx, model, spec)
+    compatibility.check_job_cost(ctx.settings, tenant.name if tenant else "", spec.kind, cost)
     callback = str(spec.callback_url) if spec.callback_url else None
     compatibility.check_callback_url(callback, ctx.settings.remote_host_allowlist)
     job = Job(
@@ -65,7 +70,7 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
             raise
         return submit_job(ctx, spec, idempotency_key)  # a concurrent request with the same key won
     try:
-        ctx.queue.send_job(job.id)
+        ctx.queue.send_job(job.id, job.kind)
     except Exception:
         log.exception("could not enqueue job %s; the reconciler will send it", job.id)
         return job

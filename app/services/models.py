@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from app.orm import Job, ModelRecord, utcnow
-from app.schemas.resources import ARCHITECTURE_NAMES, ModelView, RemoteModelCreate
+from app.schemas.resources import ARCHITECTURE_NAMES, ArchitectureModelCreate, ModelView, RemoteModelCreate
 from app.services.context import ServiceContext
 from app.storage import put_blob
 
@@ -169,6 +169,55 @@ def create_remote_model(ctx: ServiceContext, body: RemoteModelCreate) -> ModelRe
     ctx.session.commit()
     _enqueue_validation(ctx, record)
     return record
+
+
+def create_architecture_model(ctx: ServiceContext, body: ArchitectureModelCreate) -> ModelRecord:
+    """Register a catalog architecture without weights; a worker checks that it fits the input shape."""
+    if body.architecture not in ARCHITECTURE_NAMES:
+        raise InvalidInput(
+            f"unknown architecture {body.architecture!r}; available: {', '.join(ARCHITECTURE_NAMES)}",
+            code="unknown_architecture",
+        )
+    low, high = body.input_range
+    if not low < high:
+        raise InvalidInput("input_range must be [low, high] with low < high")
+    record = ModelRecord(
+        tenant_id=ctx.tenant_id,
+        name=body.name,
+        format="architecture",
+        architecture=body.architecture,
+        input_shape=body.input_shape,
+        num_classes=body.num_classes,
+        input_range=body.input_range,
+    )
+    ctx.session.add(record)
+    ctx.session.commit()
+    _enqueue_validation(ctx, record)
+    return record
+
+
+def create_model_from_json(ctx: ServiceContext, raw: bytes) -> ModelRecord:
+    """A JSON body: a catalog architecture (it names `architecture`) or a remote endpoint."""
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    schema = (
+        ArchitectureModelCreate
+        if isinstance(payload, dict) and "architecture" in payload
+        else RemoteModelCreate
+    )
+    try:
+        body = schema.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors()[:10]
+        )
+        raise InvalidInput(f"invalid model body: {problems}", code="validation_error") from exc
+    if isinstance(body, ArchitectureModelCreate):
+        return create_architecture_model(ctx, body)
+    return create_remote_model(ctx, body)
 
 
 def get_model(ctx: ServiceContext, model_id: str) -> ModelRecord:

@@ -3,14 +3,14 @@
 import dataclasses
 import typing
 
-from app.schemas.attacks import ATTACK_NAMES, PHYSICAL_ATTACKS, WHITE_BOX_ATTACKS, AttackParams
+from app.schemas.evasion import ATTACK_NAMES, ATTACK_SCHEMAS, PHYSICAL_ATTACKS, AttackParams
 from app.schemas.resources import ARCHITECTURE_NAMES
 from app.services.dataset_arrays import BUILTIN_DATASETS
 from worker.engine.datasets import BUILTIN_DATASETS as ENGINE_DATASETS
 from worker.engine.datasets import load_builtin
 from worker.engine.evasion.attacks.registry import ATTACKS
 from worker.engine.evasion.patch import PatchConfig
-from worker.engine.evasion.patch_eval import PATCH
+from worker.engine.evasion.patch_eval import PHYSICAL_ATTACKS as ENGINE_PHYSICAL
 from worker.engine.models.catalog import ARCHITECTURES
 
 
@@ -20,17 +20,26 @@ def _schemas() -> dict[str, type]:
 
 
 def test_attack_schemas_and_engine_registry_name_the_same_attacks():
-    assert set(_schemas()) == set(ATTACK_NAMES) | set(PHYSICAL_ATTACKS)
+    assert set(_schemas()) == set(ATTACK_NAMES) | set(PHYSICAL_ATTACKS) == set(ATTACK_SCHEMAS)
     assert set(ATTACK_NAMES) == set(ATTACKS)
-    assert PHYSICAL_ATTACKS == (PATCH,)
-    assert {name for name, cls in ATTACKS.items() if cls.requires_gradients} == WHITE_BOX_ATTACKS - {PATCH}
+    assert set(PHYSICAL_ATTACKS) == set(ENGINE_PHYSICAL)
+
+
+def test_attack_facts_agree_between_api_and_engine():
+    for name, cls in ATTACKS.items():
+        schema = ATTACK_SCHEMAS[name]
+        assert schema.white_box == cls.requires_gradients, name
+        assert schema.needs_images == cls.needs_images, name
+        assert schema.minimum_norm == cls.minimum_norm, name
+    for name in ENGINE_PHYSICAL:
+        assert ATTACK_SCHEMAS[name].white_box and ATTACK_SCHEMAS[name].needs_images
 
 
 def test_attack_schema_fields_are_what_the_engine_reads():
     common = {"name", "norm", "eps", "targeted", "target_mode", "target_class"}
     for name, schema in _schemas().items():
         fields = set(schema.model_fields)
-        if name == PATCH:
+        if name in ENGINE_PHYSICAL:
             assert fields - {"name"} == {field.name for field in dataclasses.fields(PatchConfig)}
         else:
             assert fields - common == set(ATTACKS[name].SPEC_KEYS), name

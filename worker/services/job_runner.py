@@ -1,49 +1,21 @@
 """Run one job attempt: claim it, execute its kind, store report and artifacts, finish it."""
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
-from app.orm import Artifact, Job
+from app.orm import Artifact, Job, ModelRecord, utcnow
 from app.storage import put_blob
 from worker.runtime import WorkerRuntime
 from worker.services.callbacks import send_callback
+from worker.services.inputs import load_context
 from worker.services.job_state import Claim, JobCancelled, JobFailure, JobLost, claim_job, finish
+from worker.services.kinds import executor_for
+from worker.services.outputs import DerivedModel, JobOutput
 from worker.services.progress import Heartbeat, ProgressReporter
 
 log = logging.getLogger("gauntlet.jobs")
-
-
-@dataclass
-class ArtifactPayload:
-    """A file a job produced, before it is stored."""
-
-    kind: str
-    name: str
-    media_type: str
-    data: bytes
-
-
-@dataclass
-class JobOutput:
-    """What a job kind returns: the report, a short summary and its artifacts."""
-
-    report: dict
-    summary: dict
-    artifacts: list[ArtifactPayload] = field(default_factory=list)
-
-
-JobExecutor = Callable[[Session, Job, ProgressReporter], JobOutput]
-
-
-def _executors() -> dict[str, JobExecutor]:
-    """Job kinds and the function that executes each (imported here: they load torch)."""
-    from worker.services.evasion_job import execute_evasion
-
-    return {"evasion": execute_evasion}
 
 
 def run_job(rt: WorkerRuntime, job_id: str) -> None:
@@ -89,15 +61,37 @@ def run_job(rt: WorkerRuntime, job_id: str) -> None:
 
 
 def _execute(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> JobOutput:
-    """Load the job row and run its kind's executor."""
-    with rt.session_factory() as session:
-        job = session.get(Job, claim.job_id)
-        if job is None:
-            raise JobLost(claim.job_id)
-        executor = _executors().get(job.kind)
-        if executor is None:
-            raise JobFailure("unsupported_kind", f"this worker cannot run jobs of kind {job.kind!r}")
-        return executor(session, job, reporter)
+    """Load the job's inputs in a short session, close it, then run its kind's executor."""
+    context = load_context(rt, claim.job_id, reporter)
+    executor = executor_for(context.kind)
+    if executor is None:
+        raise JobFailure("unsupported_kind", f"this worker cannot run jobs of kind {context.kind!r}")
+    return executor(context)
+
+
+def _register_derived(session: Session, job: Job, model: DerivedModel, digest: str) -> ModelRecord:
+    """A derived model as a ready model of the job's tenant, with its lineage."""
+    record = ModelRecord(
+        id=model.id,
+        tenant_id=job.tenant_id,
+        name=model.name,
+        format="onnx",
+        blob_sha256=digest,
+        input_shape=list(model.input_shape),
+        num_classes=model.num_classes,
+        input_range=list(model.input_range),
+        normalization=model.normalization,
+        preprocessing=model.preprocessing,
+        status="ready",
+        white_box=model.white_box,
+        intake=model.intake,
+        size_bytes=len(model.onnx),
+        source_job_id=job.id,
+        derived_from=model.derived_from,
+        validated_at=utcnow(),
+    )
+    session.add(record)
+    return record
 
 
 def _store_success(rt: WorkerRuntime, claim: Claim, output: JobOutput) -> None:
@@ -119,6 +113,9 @@ def _store_success(rt: WorkerRuntime, claim: Claim, output: JobOutput) -> None:
                     size_bytes=len(payload.data),
                 )
             )
+        for derived in output.derived_models:
+            digest = put_blob(session, derived.onnx, max_bytes=rt.settings.max_artifact_bytes)
+            _register_derived(session, job, derived, digest)
         if not finish(
             session,
             claim,

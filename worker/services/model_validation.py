@@ -5,6 +5,7 @@ from dataclasses import asdict
 
 from app.orm import ModelRecord, utcnow
 from app.storage import get_blob
+from worker.engine.models.architecture_intake import validate_architecture
 from worker.engine.models.intake import ModelRejected, validate_onnx, validate_safetensors
 from worker.remote_model import validate_remote
 from worker.runtime import WorkerRuntime
@@ -39,6 +40,8 @@ def validate_model(rt: WorkerRuntime, model_id: str) -> None:
                     input_range,
                     rt.settings.remote_host_allowlist,
                 )
+            elif record.format == "architecture" and record.architecture:
+                report = validate_architecture(record.architecture, record.input_shape, record.num_classes)
             else:
                 raise ModelRejected(
                     "unsupported_format", f"this worker cannot validate models of format {record.format!r}"

@@ -72,7 +72,7 @@ def _resend_queued(rt: WorkerRuntime, result: ReconcileResult) -> None:
             )
         ).all()
         for job in jobs:
-            rt.queue.send_job(job.id)
+            rt.queue.send_job(job.id, job.kind)
             job.enqueued_at = utcnow()
             result.resent_jobs.append(job.id)
         models = session.scalars(

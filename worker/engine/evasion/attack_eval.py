@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from worker.engine.evasion.attacks.base import Attack, AttackResult, restrict_to_budget
-from worker.engine.evasion.attacks.norms import perturbation_norm
+from worker.engine.evasion.attacks.norms import clamp_range, perturbation_norm, project
 from worker.engine.evasion.attacks.targets import attackable, select_targets
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.evasion.metrics import WorstCase, eps_result, query_stats
@@ -48,6 +48,34 @@ def _targets(
         target_class=spec.get("target_class"),
         generator=seeded_generator(torch.device("cpu"), seed, index, TARGETS_KEY),
     )
+
+
+@torch.no_grad()
+def verify(
+    model: nn.Module,
+    attack: Attack,
+    x_clean: Tensor,
+    y_clean: Tensor,
+    targets: Tensor | None,
+    outcome: AttackResult,
+    eps: float,
+) -> AttackResult:
+    """The evaluator's own view of an attack's output: never the attack's word (the foolbox rule).
+
+    What the attack returned is projected onto the eps ball (for a finite eps) and the input range,
+    the model under evaluation runs on it once more, and predictions and success come from that pass.
+    """
+    if math.isinf(eps):
+        x_adv = clamp_range(outcome.x_adv, attack.input_range)
+    else:
+        x_adv = project(x_clean, outcome.x_adv, eps, attack.norm, attack.input_range)
+    predictions = model(x_adv).argmax(dim=1)
+    if attack.targeted:
+        assert targets is not None
+        success = predictions == targets.to(predictions.device)
+    else:
+        success = predictions != y_clean
+    return AttackResult(x_adv=x_adv, predictions=predictions, success=success, queries=outcome.queries)
 
 
 def _store(
@@ -116,14 +144,11 @@ def evaluate_attack(
             started = time.perf_counter()
             if chosen.numel():
                 x_clean, y_clean = data.x[chosen].to(device), data.y[chosen].to(device)
-                outcome = attack.run(
-                    model,
-                    x_clean,
-                    y_clean,
-                    eps=run_eps,
-                    targets=None if targets is None else targets[chosen].to(device),
-                    generator=generator,
+                chosen_targets = None if targets is None else targets[chosen].to(device)
+                claimed = attack.run(
+                    model, x_clean, y_clean, eps=run_eps, targets=chosen_targets, generator=generator
                 )
+                outcome = verify(model, attack, x_clean, y_clean, chosen_targets, claimed, run_eps)
                 for position in positions:
                     seen = outcome
                     if attack.minimum_norm:
@@ -163,6 +188,11 @@ def evaluate_attack(
         "targeted": attack.targeted,
         "target_mode": (spec.get("target_mode") or "least_likely") if attack.targeted else None,
         "threat_model": "white-box" if attack.requires_gradients else "black-box",
+        "iterative": attack.iterative,
+        "ensemble": attack.ensemble,
+        "minimum_norm": attack.minimum_norm,
+        "n_samples": n,
+        "n_attacked": int(attacked.sum()),
         "params": params,
         "results": results,
     }

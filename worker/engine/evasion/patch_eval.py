@@ -11,8 +11,6 @@ from torch import nn
 from worker.engine.evasion.patch import PatchConfig, PatchOutcome, run_patch_attack
 from worker.engine.progress import ProgressTracker
 
-PATCH = "patch"
-
 
 def patch_config(spec: Mapping[str, Any]) -> PatchConfig:
     """A PatchConfig from a validated spec entry; missing or None keys keep their defaults."""
@@ -62,3 +60,7 @@ def evaluate_patch_spec(
     )
     forward_progress(1.0, "done")
     return outcome
+
+
+# Physical-world attacks by name: they train and evaluate themselves instead of running per eps.
+PHYSICAL_ATTACKS = {"patch": evaluate_patch_spec}

@@ -13,7 +13,7 @@ from worker.engine.evasion.attack_eval import evaluate_attack
 from worker.engine.evasion.attacks.registry import attack_class
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.evasion.metrics import WorstCase
-from worker.engine.evasion.patch_eval import PATCH, evaluate_patch_spec, patch_units
+from worker.engine.evasion.patch_eval import PHYSICAL_ATTACKS, patch_units
 from worker.engine.evasion.sanity_checks import run_checks
 from worker.engine.evasion.sanity_runs import sanity_run_checks, sanity_run_units
 from worker.engine.progress import ProgressCallback, ProgressTracker
@@ -110,7 +110,7 @@ def run_evasion(
     built = {
         index: attack_class(spec["name"]).from_spec(spec, input_range=input_range)
         for index, spec in enumerate(attacks)
-        if spec["name"] != PATCH
+        if spec["name"] not in PHYSICAL_ATTACKS
     }
     units = [
         patch_units(spec)
@@ -121,7 +121,7 @@ def run_evasion(
     total = len(x_all) + sum(units) + (sanity_run_units(len(x_all), attacks) if sanity_runs else 0)
     tracker = ProgressTracker(total, progress)
     needs_gradients = [a.name for a in built.values() if a.requires_gradients] + [
-        PATCH for spec in attacks if spec["name"] == PATCH
+        spec["name"] for spec in attacks if spec["name"] in PHYSICAL_ATTACKS
     ]
     if needs_gradients and model is None:
         raise ValueError(f"{needs_gradients[0]} needs gradients, but only a black-box model was given")
@@ -140,7 +140,7 @@ def run_evasion(
         for index, spec in enumerate(attacks):
             if index not in built:
                 assert model is not None
-                patch = evaluate_patch_spec(
+                patch = PHYSICAL_ATTACKS[spec["name"]](
                     model,
                     x,
                     y,

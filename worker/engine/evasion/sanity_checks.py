@@ -62,8 +62,6 @@ def _compatible(attack: dict[str, Any]) -> tuple[Any, ...]:
 
 # How far (in accuracy) a black-box attack may beat the white-box ones before masking is suspected.
 BLACK_BOX_SLACK = 0.01
-# Attacks that mix threat models are left out of the white-box side of comparisons.
-_ENSEMBLES = frozenset({"autoattack"})
 
 
 def _best_by_setting(
@@ -82,7 +80,7 @@ def _best_by_setting(
 
 def _is_white_box(attack: dict[str, Any]) -> bool:
     """A gradient-based attack that is not an ensemble."""
-    return attack.get("threat_model", "white-box") == "white-box" and attack.get("name") not in _ENSEMBLES
+    return attack.get("threat_model", "white-box") == "white-box" and not attack.get("ensemble", False)
 
 
 def _compare(
@@ -118,8 +116,8 @@ def check_iterative_beats_single_step(report: dict[str, Any]) -> Check | None:
     return _compare(
         report,
         "iterative_beats_single_step",
-        _best_by_setting(report, lambda a: _is_white_box(a) and a.get("name") != "fgsm"),
-        _best_by_setting(report, lambda a: a.get("name") == "fgsm"),
+        _best_by_setting(report, lambda a: _is_white_box(a) and a.get("iterative", True)),
+        _best_by_setting(report, lambda a: _is_white_box(a) and not a.get("iterative", True)),
         ("iterative", "fgsm"),
         "An iterative attack losing to a single step suggests gradient masking (for example a saturated or "
         "non-smooth loss surface), or a step size or step count that does not fit the budget.",
@@ -184,6 +182,12 @@ def check_perturbation_within_budget(report: dict[str, Any]) -> Check | None:
         if row.get("max_perturbation") is not None
         and row["max_perturbation"] > row["eps"] * (1 + 1e-4) + 1e-6
     ]
+    if not any(
+        row.get("max_perturbation") is not None
+        for a in report.get("attacks", [])
+        for row in a.get("results", [])
+    ):
+        return None
     if problems:
         detail = "; ".join(problems) + ". The attack left its threat model: results overstate the attack."
         return {"name": "perturbation_within_budget", "passed": False, "detail": detail}

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from worker.engine.evasion.attacks.pgd import PGD
-from worker.engine.evasion.attacks.registry import attack_class
+from worker.engine.evasion.attacks.registry import ATTACKS, attack_class
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.progress import ProgressTracker
 from worker.engine.seeding import seeded_generator
@@ -26,7 +26,6 @@ UNBOUNDED_MAX_ROBUST = 0.02
 DOUBLED_SAMPLES = 200
 # Seed-sequence keys of the sanity runs, apart from the attacks' own keys.
 _UNBOUNDED_KEY, _DOUBLED_KEY = 1 << 22, 1 << 23
-ITERATIVE = ("pgd", "apgd")
 
 
 def _subset(data: EvaluationData, limit: int) -> torch.Tensor:
@@ -36,6 +35,8 @@ def _subset(data: EvaluationData, limit: int) -> torch.Tensor:
 
 def sanity_run_units(n_samples: int, attacks: Sequence[Mapping[str, Any]]) -> int:
     """Work units of the sanity runs, for progress weighting."""
+    if not _has_budgeted_attack(attacks):
+        return 0
     units = min(UNBOUNDED_SAMPLES, n_samples) * UNBOUNDED_STEPS
     spec = _doubled_spec(attacks)
     if spec is not None:
@@ -81,10 +82,15 @@ def check_unbounded_attack(
     return {"name": "unbounded_attack_breaks_everything", "passed": passed, "detail": detail}
 
 
+def _has_budgeted_attack(attacks: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any attack works inside an eps budget (a patch-only job has none)."""
+    return any(spec["name"] in ATTACKS for spec in attacks)
+
+
 def _doubled_spec(attacks: Sequence[Mapping[str, Any]]) -> tuple[int, Mapping[str, Any]] | None:
     """The first iterative white-box attack of the job, with its index."""
     for index, spec in enumerate(attacks):
-        if spec["name"] in ITERATIVE:
+        if spec["name"] in ATTACKS and ATTACKS[spec["name"]].BUDGET_KEYS:
             return index, spec
     return None
 
@@ -154,7 +160,11 @@ def sanity_run_checks(
     progress: ProgressTracker,
 ) -> list[dict[str, Any]]:
     """The checks that need extra runs; none without a differentiable model."""
-    if model is None or not math.isfinite(input_range[1] - input_range[0]):
+    if (
+        model is None
+        or not math.isfinite(input_range[1] - input_range[0])
+        or not _has_budgeted_attack(attacks)
+    ):
         return []
     checks = [
         check_unbounded_attack(

@@ -214,6 +214,7 @@ class APGD(Attack):
     """
 
     name = "apgd"
+    BUDGET_KEYS = ("steps", "restarts")
     SPEC_KEYS = ("loss", "steps", "restarts", "rho", "eot_iter")
 
     def __init__(

@@ -68,6 +68,7 @@ class AutoAttack(Attack):
     """
 
     name = "autoattack"
+    ensemble = True
     SPEC_KEYS = ("version", "steps", "n_target_classes", "square_queries", "eot_iter", "use_square")
 
     def __init__(

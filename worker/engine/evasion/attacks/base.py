@@ -50,8 +50,20 @@ class Attack(ABC):
     # eps: the evaluation runs them once per batch with eps=inf and counts a sample as broken at eps
     # only when its perturbation's norm is at most eps (see `restrict_to_budget`).
     minimum_norm: ClassVar[bool] = False
+    # False for a single-step attack (FGSM): the sanity checks expect iterative attacks to beat it.
+    iterative: ClassVar[bool] = True
+    # True for an ensemble of several attacks (AutoAttack): left out of single-attack comparisons.
+    ensemble: ClassVar[bool] = False
+    # True for attacks defined on images [channels, height, width] only.
+    needs_images: ClassVar[bool] = False
+    # Budget keys the "more iterations change little" check doubles (empty: the check skips the attack).
+    BUDGET_KEYS: ClassVar[tuple[str, ...]] = ()
     # Optional constructor keywords that `from_spec` reads from a job spec's attack entry.
     SPEC_KEYS: ClassVar[tuple[str, ...]] = ()
+    # Keys every spec entry may carry besides SPEC_KEYS (read by the evaluation, not the constructor).
+    COMMON_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"name", "norm", "eps", "targeted", "target_mode", "target_class"}
+    )
 
     def __init__(
         self,
@@ -70,7 +82,15 @@ class Attack(ABC):
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], *, input_range: tuple[float, float] = (0.0, 1.0)) -> Self:
-        """Build from a validated spec entry; keys the attack does not know, or set to None, are ignored."""
+        """Build from a spec entry; unknown keys are an error, keys set to None keep their defaults."""
+        unknown = sorted(set(spec) - cls.COMMON_KEYS - set(cls.SPEC_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{cls.name}: unknown parameters {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(cls.COMMON_KEYS | set(cls.SPEC_KEYS)))}"
+            )
+        if "eps" not in spec and not cls.minimum_norm:
+            raise ValueError(f"{cls.name}: missing parameter eps")
         options = {key: spec[key] for key in cls.SPEC_KEYS if spec.get(key) is not None}
         return cls(
             norm=spec.get("norm") or "linf",
@@ -118,9 +138,14 @@ class Attack(ABC):
         x = x.detach()
         labels = targets if self.targeted else y
         assert labels is not None
-        x_adv, predictions, *counted = self._attack(
-            model, x, labels.to(x.device), eps=float(eps), generator=generator
-        )
+        was_training = model.training
+        model.eval()
+        try:
+            x_adv, predictions, *counted = self._attack(
+                model, x, labels.to(x.device), eps=float(eps), generator=generator
+            )
+        finally:
+            model.train(was_training)
         success = self._succeeded(predictions, y.to(x.device), targets)
         queries = counted[0] if counted else None
         return AttackResult(x_adv=x_adv.detach(), predictions=predictions, success=success, queries=queries)

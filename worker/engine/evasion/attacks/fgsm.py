@@ -28,6 +28,7 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
+    iterative = False
 
     def _attack(
         self, model: nn.Module, x: Tensor, labels: Tensor, *, eps: float, generator: torch.Generator

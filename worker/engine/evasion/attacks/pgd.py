@@ -44,6 +44,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    BUDGET_KEYS = ("steps", "restarts")
     SPEC_KEYS = ("steps", "step_size", "random_start", "restarts")
 
     def __init__(

@@ -67,6 +67,7 @@ class SquareAttack(Attack):
     """
 
     name = "square"
+    needs_images = True
     requires_gradients = False
     SPEC_KEYS = ("queries", "p_init", "restarts")
 

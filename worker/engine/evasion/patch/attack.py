@@ -1,5 +1,6 @@
 """Universal adversarial patch (Brown et al. 2017) trained with expectation over transformation."""
 
+import base64
 import math
 import time
 from collections.abc import Callable
@@ -278,10 +279,12 @@ def run_patch_attack(
             tracker.advance(eval_units, f"patch scale {scale:g} evaluated")
             values = patch.cpu().numpy().astype(np.float32)
             arrays[f"patch_{number}"] = values
-            if values.shape[0] in (1, 3):
-                images[f"patch_scale_{scale:g}.png"] = chw_to_png(values, input_range)
-            seconds = time.perf_counter() - started
             row = {"patch_scale": scale, "patch_side": side, **asdict(evaluation), "n_train": len(x_train)}
+            if values.shape[0] in (1, 3):
+                png = chw_to_png(values, input_range)
+                images[f"patch_scale_{scale:g}.png"] = png
+                row["png_base64"] = base64.b64encode(png).decode("ascii")
+            seconds = time.perf_counter() - started
             results.append({**row, "seconds": seconds})
     finally:
         model.train(was_training)

@@ -1,0 +1,22 @@
+"""Submission rules per job kind: compatibility checks and a cost estimate, before anything is queued."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.orm import ModelRecord
+from app.services.context import ServiceContext
+from app.services.kinds import evasion
+
+
+@dataclass(frozen=True)
+class KindRules:
+    """What submission checks for a kind: `check` raises a 4xx; `estimate_cost` returns work units."""
+
+    check: Callable[[ServiceContext, ModelRecord, Any], None]
+    estimate_cost: Callable[[ServiceContext, ModelRecord, Any], float]
+
+
+KIND_RULES: dict[str, KindRules] = {
+    "evasion": KindRules(check=evasion.check, estimate_cost=evasion.estimate_cost),
+}

@@ -1,0 +1,110 @@
+"""Submission rules of the evasion kind: eps, targets, gradients and images per attack; cost; artifacts."""
+
+import math
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from app.errors import InvalidInput
+from app.orm import ModelRecord
+from app.schemas.evasion import AttackParamsBase, EvasionJobSpec
+from app.services.context import ServiceContext
+from app.services.datasets import dataset_facts
+
+FLOAT32_BYTES = 4
+
+
+def is_image(shape: Sequence[int]) -> bool:
+    """Whether an input shape is [channels, height, width] with height and width of at least 2."""
+    return len(shape) == 3 and shape[1] >= 2 and shape[2] >= 2
+
+
+def check_attacks(model: ModelRecord, attacks: Sequence[BaseModel], where: str = "params.attacks") -> None:
+    """Eps within the input range, targets within the classes, gradients and images where needed."""
+    low, high = model.input_range
+    width = high - low
+    dimension = math.prod(model.input_shape)
+    for index, attack in enumerate(attacks):
+        label = f"{where}[{index}] ({attack.name})"  # type: ignore[attr-defined]
+        if isinstance(attack, AttackParamsBase):
+            limit = width if attack.norm == "linf" else width * math.sqrt(dimension)
+            too_big = [eps for eps in attack.eps if eps > limit]
+            if too_big:
+                raise InvalidInput(
+                    f"{label}: eps {too_big} exceeds the largest meaningful {attack.norm} budget {limit:.4g} "
+                    f"for inputs in [{low}, {high}] of shape {list(model.input_shape)}",
+                    code="eps_out_of_range",
+                )
+        target_class = getattr(attack, "target_class", None)
+        if target_class is not None and target_class >= model.num_classes:
+            raise InvalidInput(
+                f"{label}: target_class {target_class} is not one of the model's {model.num_classes} classes",
+                code="invalid_target",
+            )
+        needs_images = type(attack).needs_images or getattr(attack, "use_square", False)
+        if needs_images and not is_image(model.input_shape):
+            raise InvalidInput(
+                f"{label}: {attack.name} works on images [channels, height, width] with height "  # type: ignore[attr-defined]
+                f"and width of at least 2; the model takes {list(model.input_shape)}",
+                code="needs_images",
+            )
+        if type(attack).white_box and not model.white_box:
+            raise InvalidInput(
+                f"{label}: {attack.name} needs gradients, but model {model.id} is usable black-box only",  # type: ignore[attr-defined]
+                code="needs_white_box",
+            )
+
+
+def attack_passes(attack: BaseModel) -> float:
+    """Forward-and-backward passes per sample of one attack at one eps (an upper bound)."""
+    values = attack.model_dump()
+    if not isinstance(attack, AttackParamsBase):
+        scales = len(values["patch_scales"])
+        return scales * values["steps"] * values["eot_samples"] * values["batch_size"]
+    steps = values.get("steps") or 1
+    restarts = values.get("restarts") or 1
+    passes = steps * restarts * values.get("binary_search_steps", 1)
+    for key in ("queries", "max_queries", "square_queries"):
+        passes = max(passes, values.get(key) or 0)
+    if values.get("name") == "autoattack":
+        passes = 4 * steps * values.get("n_target_classes", 1) + values.get("square_queries", 0)
+    return float(passes * values.get("eot_iter", 1))
+
+
+def evasion_cost(attacks: Sequence[BaseModel], n_samples: int) -> float:
+    """Estimated sample passes of a list of attacks over n samples."""
+    total = 0.0
+    for attack in attacks:
+        runs = 1 if type(attack).minimum_norm else len(getattr(attack, "eps", [1]))
+        total += attack_passes(attack) * runs * n_samples
+    return total
+
+
+def check_artifact_size(model: ModelRecord, attacks: Sequence[BaseModel], n_samples: int, limit: int) -> None:
+    """Refuse a job whose adversarial-example artifact would exceed the per-artifact limit."""
+    sample_bytes = math.prod(model.input_shape) * FLOAT32_BYTES
+    for index, attack in enumerate(attacks):
+        n_eps = len(getattr(attack, "eps", []))
+        estimate = n_eps * n_samples * sample_bytes
+        if estimate > limit:
+            raise InvalidInput(
+                f"params.attacks[{index}] ({attack.name}): its adversarial examples would take about "  # type: ignore[attr-defined]
+                f"{estimate / 2**20:.1f} MiB ({n_samples} samples x {n_eps} eps x {sample_bytes} bytes), "
+                f"over the artifact limit of {limit / 2**20:.1f} MiB; lower max_samples or the number of eps",
+                code="artifact_too_large",
+            )
+
+
+def check(ctx: ServiceContext, model: ModelRecord, spec: EvasionJobSpec) -> None:
+    """Attacks fit the model, and the artifacts fit the limit."""
+    if model.blob_sha256 is None and model.format != "remote":
+        raise InvalidInput(f"model {model.id} has no trained weights to attack", code="model_untrained")
+    check_attacks(model, spec.params.attacks)
+    n = min(spec.params.max_samples, dataset_facts(ctx, spec.dataset_id).n_samples)
+    check_artifact_size(model, spec.params.attacks, n, ctx.settings.max_artifact_bytes)
+
+
+def estimate_cost(ctx: ServiceContext, model: ModelRecord, spec: EvasionJobSpec) -> float:
+    """Samples x eps x steps x restarts (or queries) of every attack."""
+    n = min(spec.params.max_samples, dataset_facts(ctx, spec.dataset_id).n_samples)
+    return evasion_cost(spec.params.attacks, n)

@@ -1,0 +1,12 @@
+"""The kind-specific sections of a report page, by job kind (the shell renders the shared parts)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from worker.engine.reports.evasion import render_evasion_sections
+
+SectionRenderer = Callable[[dict[str, Any]], str]
+
+SECTIONS: dict[str, SectionRenderer] = {
+    "evasion": render_evasion_sections,
+}

@@ -9,9 +9,11 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# The CPU build of PyTorch first, so nothing pulls a CUDA build.
+	# Pin torch first: on the project's machines pip resolves torch==2.13.0 to the CPU wheel that lies on
+	# local disk (elsewhere PyPI's default build, which on Linux x86_64 bundles CUDA). The worker extra's
+	# torch>=2.2 is then already satisfied, so the next line installs no other torch.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/pip install --quiet -e ".[worker,dev,bench]"
 	# Reference libraries for strength-parity tests and benchmarks. Both list torchvision (which would
 	# pull a CUDA build of torch) but do not need it for the attacks we compare: install without deps.
 	$(BIN)/pip install --quiet --no-deps "adversarial-robustness-toolbox==1.20.1" "torchattacks==3.5.1"
@@ -28,7 +30,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pgd.py

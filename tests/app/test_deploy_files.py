@@ -55,14 +55,53 @@ def test_compose_environment_names_are_real_settings():
     )
 
 
-def test_dockerfile_installs_cpu_torch_then_the_package_and_runs_gauntlet():
-    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
-    text = "\n".join(lines)
-    assert "torch==2.13.0" in text and "whl/cpu" in text
-    assert text.index("torch==2.13.0") < text.index("pip install .")
+def _stages() -> dict[str, list[str]]:
+    """The Dockerfile's lines per build stage (FROM ... AS name)."""
+    stages: dict[str, list[str]] = {}
+    current = None
+    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("FROM "):
+            current = line.split(" AS ")[-1].strip()
+            stages[current] = []
+        elif current is not None and line and not line.startswith("#"):
+            stages[current].append(line)
+    return stages
+
+
+def test_dockerfile_has_an_api_target_without_torch_and_a_worker_target_with_it():
+    stages = _stages()
+    assert {"base", "api", "worker"} <= set(stages)
+    base, api, worker = ("\n".join(stages[name]) for name in ("base", "api", "worker"))
     for folder in ("app", "worker", "migrations"):
-        assert f"COPY {folder} ./{folder}" in lines
-    assert 'ENTRYPOINT ["gauntlet"]' in lines
-    assert any(line.startswith("USER ") and "root" not in line for line in lines)
-    for variable in (line.split("=")[0].split()[-1] for line in lines if "GAUNTLET_" in line and "=" in line):
+        assert f"COPY {folder} ./{folder}" in stages["base"]
+    assert "torch" not in api and "pip install ." in api
+    assert api.index("pip install .") < api.index("USER gauntlet")
+    assert 'CMD ["api", "--host", "0.0.0.0", "--port", "8000"]' in stages["api"]
+    assert "torch==2.13.0" in worker and "whl/cpu" in worker
+    assert worker.index("torch==2.13.0") < worker.index('pip install ".[worker]"')
+    assert 'CMD ["worker"]' in stages["worker"]
+    for name in ("api", "worker"):
+        assert 'ENTRYPOINT ["gauntlet"]' in stages[name]
+        assert any(line.startswith("USER ") and "root" not in line for line in stages[name])
+    for variable in (line.split("=")[0].split()[-1] for line in base.splitlines() if "GAUNTLET_" in line):
         assert variable.removeprefix("GAUNTLET_").lower() in Settings.model_fields, variable
+
+
+def test_compose_builds_the_api_from_the_api_target_and_workers_from_the_worker_target():
+    services = _compose()["services"]
+    for name in ("api", "migrate"):
+        assert services[name]["build"]["target"] == "api"
+    for name in ("worker-gpu", "worker-cpu"):
+        assert services[name]["build"]["target"] == "worker"
+    assert "cu128" in services["worker-gpu"]["build"]["args"]["TORCH_INDEX"]
+
+
+def test_the_packages_base_dependencies_serve_the_api_without_torch():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"])
+    for engine_package in ("torch", "onnx", "onnxruntime", "scikit-learn", "safetensors"):
+        assert engine_package not in base.split('"') and f"{engine_package}>" not in base
+        assert any(dep.startswith(engine_package) for dep in project["optional-dependencies"]["worker"])

@@ -11,9 +11,11 @@ class ProgressTracker:
     def __init__(self, total: float, callback: ProgressCallback | None) -> None:
         """Start at zero of total units."""
         self.total, self.done, self.callback = max(total, 1.0), 0.0, callback
+        self.stage = "starting"
 
     def advance(self, units: float, stage: str) -> None:
         """Record finished units and report; exceptions from the callback propagate (cancellation)."""
         self.done = min(self.total, self.done + units)
+        self.stage = stage
         if self.callback is not None:
             self.callback(self.done / self.total, stage)

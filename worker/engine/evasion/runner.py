@@ -16,6 +16,7 @@ from worker.engine.evasion.metrics import WorstCase
 from worker.engine.evasion.patch_eval import PHYSICAL_ATTACKS, patch_units
 from worker.engine.evasion.sanity_checks import run_checks
 from worker.engine.evasion.sanity_runs import sanity_run_checks, sanity_run_units
+from worker.engine.interrupt import Interruptible, progress_check
 from worker.engine.progress import ProgressCallback, ProgressTracker
 
 __all__ = ["EvasionOutcome", "ProgressCallback", "run_evasion"]
@@ -125,6 +126,12 @@ def run_evasion(
     ]
     if needs_gradients and model is None:
         raise ValueError(f"{needs_gradients[0]} needs gradients, but only a black-box model was given")
+    # Cancellation reaches inside a batch: every forward pass of any attack may check in.
+    check = progress_check(tracker)
+    model = Interruptible(model, check) if model is not None else None
+    black_box = Interruptible(black_box, check) if black_box is not None else None
+    reference = model if model is not None else black_box
+    assert reference is not None
     was_training = reference.training
     reference.eval()
     try:

@@ -14,7 +14,7 @@ def create_dataset(ctx: ServiceContext, name: str, data: bytes) -> DatasetRecord
     """Check and store an uploaded `.npz` dataset."""
     if not name.strip() or len(name) > 200:
         raise InvalidInput("name must be 1 to 200 characters")
-    facts = inspect_npz(data)
+    facts = inspect_npz(data, ctx.settings.max_dataset_bytes)
     digest = put_blob(ctx.session, data, max_bytes=ctx.settings.max_upload_bytes)
     record = DatasetRecord(
         tenant_id=ctx.tenant_id,

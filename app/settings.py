@@ -55,17 +55,6 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
     blob_gc_grace_s: float = Field(default=3600.0, ge=0)
 
-    # Hardening: dataset size, the validation sandbox, webhooks, metrics and blob collection.
-    max_dataset_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
-    worker_memory_limit_bytes: int = Field(default=8 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
-    webhook_allowed_addresses: list[str] = Field(default_factory=list)
-    webhook_max_attempts: int = Field(default=8, ge=1)
-    webhook_retry_base_s: float = Field(default=10.0, gt=0)
-    webhook_retry_max_s: float = Field(default=3600.0, gt=0)
-    webhook_timeout_s: float = Field(default=5.0, gt=0)
-    metrics_token: str | None = None
-    blob_gc_grace_s: float = Field(default=3600.0, ge=0)
-
     def time_limit_for(self, kind: str) -> int:
         """The time limit of a job kind, in seconds."""
         return int(getattr(self, f"{kind}_time_limit_s", self.evasion_time_limit_s))

@@ -287,3 +287,113 @@ def test_split_without_sizes_is_refused_from_opset_18() -> None:
     module = build_torch_module(make_model(nodes, ["N", 6], opset=18))
     with pytest.raises(UnsupportedAttributeError, match="num_outputs"):
         module(torch.ones(3, 6))
+
+
+# ---- ops of classic architectures (AlexNet, GoogLeNet, SqueezeNet, DenseNet, style transfer) ----------
+
+SLOPE = np.array([0.1, -0.5, 2.0], F32).reshape(3, 1, 1)
+AXES = {"a": _i64(-2, 1)}
+# (onnxruntime refuses LRN with an even size and inputs that are not 4-D, so those are not compared)
+CLASSIC_CASES = {
+    "lrn-odd": ([_node("LRN", ["x"], size=3, alpha=0.5, beta=0.75, bias=2.0)], ["N", 5, 3, 4], {}, 13),
+    "lrn-five": ([_node("LRN", ["x"], size=5, alpha=1.0, beta=0.6)], ["N", 6, 3, 2], {}, 13),
+    "lrn-wide-defaults": ([_node("LRN", ["x"], size=7)], ["N", 4, 2, 2], {}, 7),
+    "sum-one": ([_node("Sum", ["x"])], ["N", 3], {}, 13),
+    "sum-broadcast": ([_node("Sum", ["x", "a", "b"])], ["N", 2, 3],
+                      {"a": np.linspace(-1, 1, 3, dtype=F32), "b": np.ones((2, 1), F32)}, 13),
+    "max-broadcast": ([_node("Max", ["x", "a", "b"])], ["N", 2, 3],
+                      {"a": np.linspace(-1, 1, 3, dtype=F32), "b": np.zeros((2, 1), F32)}, 13),
+    "min-broadcast": ([_node("Min", ["x", "a"])], ["N", 2, 3], {"a": np.linspace(-1, 1, 3, dtype=F32)}, 8),
+    "prelu-channel": ([_node("PRelu", ["x", "s"])], ["N", 3, 2, 2], {"s": SLOPE}, 9),
+    "prelu-scalar": ([_node("PRelu", ["x", "s"])], ["N", 4], {"s": np.array([0.25], F32)}, 7),
+    "neg": ([_node("Neg", ["x"])], ["N", 5], {}, 13),
+    "exp": ([_node("Exp", ["x"])], ["N", 5], {}, 13),
+    "abs": ([_node("Abs", ["x"])], ["N", 5], {}, 13),
+    "selu-default": ([_node("Selu", ["x"])], ["N", 5], {}, 13),
+    "selu-attrs": ([_node("Selu", ["x"], alpha=2.0, gamma=0.5)], ["N", 5], {}, 7),
+    "elu": ([_node("Elu", ["x"], alpha=0.3)], ["N", 5], {}, 13),
+    "log-softmax": ([_node("LogSoftmax", ["x"])], ["N", 3, 4], {}, 13),
+    "log-softmax-axis": ([_node("LogSoftmax", ["x"], axis=1)], ["N", 3, 4], {}, 13),
+    "log-softmax-legacy": ([_node("LogSoftmax", ["x"])], ["N", 3, 4], {}, 11),
+    "log-softmax-legacy-axis": ([_node("LogSoftmax", ["x"], axis=2)], ["N", 3, 4, 2], {}, 9),
+    "reduce-sum-attr": ([_node("ReduceSum", ["x"], axes=[1, -1])], ["N", 3, 4, 5], {}, 11),
+    "reduce-sum-attr-all": ([_node("ReduceSum", ["x"], keepdims=0)], ["N", 3, 4], {}, 11),
+    "reduce-sum-input": ([_node("ReduceSum", ["x", "a"], keepdims=0)], ["N", 3, 4, 5], AXES, 13),
+    "reduce-sum-all": ([_node("ReduceSum", ["x"])], ["N", 3, 4], {}, 13),
+    "reduce-sum-noop": (
+        [_node("ReduceSum", ["x", "a"], noop_with_empty_axes=1)], ["N", 3], {"a": _i64()}, 13,
+    ),
+    "tile": ([_node("Tile", ["x", "r"])], ["N", 2, 3], {"r": _i64(2, 1, 3)}, 13),
+    "tile-ones": ([_node("Tile", ["x", "r"])], ["N", 4], {"r": _i64(1, 1)}, 13),
+    "instance-norm": (
+        [_node("InstanceNormalization", ["x", "s", "b"], epsilon=1e-3)], ["N", 3, 4, 5],
+        {"s": np.array([0.5, 1.0, 2.0], F32), "b": np.array([0.0, -1.0, 1.0], F32)}, 13,
+    ),
+    "instance-norm-1d": (
+        [_node("InstanceNormalization", ["x", "s", "b"])], ["N", 2, 7],
+        {"s": np.array([1.5, 1.0], F32), "b": np.array([0.2, 0.0], F32)}, 7,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIC_CASES))
+def test_classic_ops(name: str) -> None:
+    """LRN, Sum/Max/Min, PRelu, unary ops, Selu/Elu, LogSoftmax, ReduceSum, Tile, InstanceNormalization."""
+    nodes, shape, inits, opset = CLASSIC_CASES[name]
+    _check_op(nodes, shape, inits, opset, grad=not name.startswith(("max", "min", "abs", "prelu")))
+
+
+@pytest.mark.parametrize("name", ["max-broadcast", "min-broadcast", "abs", "prelu-channel"])
+def test_kinked_ops_have_gradients_away_from_the_kinks(name: str) -> None:
+    """Max, Min, Abs and PRelu are piecewise linear: gradcheck away from ties, zeros and kinks."""
+    nodes, shape, inits, opset = CLASSIC_CASES[name]
+    module = build_torch_module(make_model(nodes, shape, inits, opset=opset)).double()
+    x = torch.from_numpy(_op_input(shape, scale=0.9)).double()
+    x = (x + 0.05 * torch.sign(x)).requires_grad_(True)  # at least 0.05 from zero
+    ties = {k: torch.from_numpy(v).double() for k, v in inits.items()}
+    assert all((x - t).abs().min() > 1e-4 for t in ties.values() if t.dim() <= 1)
+    assert torch.autograd.gradcheck(module, (x,), eps=1e-6, atol=1e-5)
+
+
+CONV_TRANSPOSE_CASES = [
+    ({}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"strides": [2, 3], "pads": [1, 0, 2, 1]}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"strides": [3, 2], "output_padding": [2, 1], "pads": [0, 1, 1, 0]}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"dilations": [2, 1], "strides": [1, 2]}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"strides": [2, 2]}, (4, 5, 4), (4, 2, 3, 3), 2),
+    ({"strides": [3, 2], "output_shape": [10, 8]}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"strides": [3, 2], "output_shape": [16, 10]}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"strides": [2, 2], "auto_pad": "SAME_UPPER"}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"strides": [2, 2], "auto_pad": "SAME_LOWER"}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"strides": [3, 3], "auto_pad": "SAME_UPPER"}, (3, 5, 4), (3, 2, 2, 2), 1),
+    ({"strides": [2, 2], "auto_pad": "SAME_LOWER", "output_shape": [9, 10]}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"strides": [2, 2], "auto_pad": "VALID"}, (3, 5, 4), (3, 2, 3, 3), 1),
+    ({"strides": [2], "pads": [1, 2]}, (3, 6), (3, 2, 4), 1),
+    ({"strides": [2, 1, 2]}, (3, 3, 4, 3), (3, 2, 2, 3, 2), 1),
+]
+
+
+@pytest.mark.parametrize(("attrs", "x_shape", "w_shape", "group"), CONV_TRANSPOSE_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transpose(attrs: dict, x_shape: tuple, w_shape: tuple, group: int, bias: bool) -> None:
+    """ConvTranspose: strides, asymmetric pads, output_padding, dilations, groups, output_shape, auto_pad."""
+    rng = np.random.default_rng(3)
+    inits = {"w": rng.normal(size=w_shape).astype(F32)}
+    if bias:
+        inits["b"] = rng.normal(size=(w_shape[1] * group,)).astype(F32)
+    node = _node("ConvTranspose", ["x", "w", *(["b"] if bias else [])], group=group, **attrs)
+    _check_op([node], ["N", *x_shape], inits, grad=bias and len(x_shape) == 3)
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (_node("LRN", ["x"], size=0), "size"),
+        (_node("ConvTranspose", ["x", "w"], auto_pad="FULL"), "auto_pad"),
+        (_node("ReduceSum", ["x"], axes=[1]), "axes"),
+    ],
+)
+def test_classic_op_attributes_are_refused(node: onnx.NodeProto, message: str) -> None:
+    """Attribute values outside the ops' definitions are refused when the module is built."""
+    with pytest.raises(UnsupportedAttributeError, match=message):
+        build_torch_module(make_model([node], ["N", 2], {"w": np.ones((2, 1, 1), F32)}, opset=13))

@@ -7,6 +7,7 @@ pads, clip bounds, dropout ratios, exponents, and operands of Sub and Div (input
 constants, scale factors). BatchNormalization's running mean and variance are buffers the module updates.
 """
 
+import copy
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -161,6 +162,66 @@ def _generic_role(
                 if fan_in is not None:
                     return ParamRole("bias", fan_in)
     return ParamRole("additive")
+
+
+def _role_slots(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    """For each float initializer, the (node, input index) slots that give it a role, in node order."""
+    roles = graph_roles(model)
+    slots: dict[str, list[tuple[onnx.NodeProto, int]]] = {name: [] for name in roles}
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name in slots and (
+                (node.op_type, index) in _LAYER_SLOTS
+                or index not in _CONFIG_SLOTS.get(node.op_type, frozenset())
+            ):
+                slots[name].append((node, index))
+    return slots
+
+
+def untie_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model where each weight slot reads its own initializer.
+
+    torch.onnx merges initializers of equal value (the fresh scales of two BatchNorms, a BatchNorm's
+    scale and its running variance), sometimes through Identity nodes, which would tie tensors that
+    train apart. An Identity of a float initializer becomes an initializer of its own (the node goes);
+    then the first slot reading an initializer keeps it and every further slot gets a copy named
+    `<name>__<k>` (declared as a graph input too when the original is one, as IR version < 4 requires).
+    """
+    model = copy.deepcopy(model)
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer if t.data_type in FLOAT_TYPES}
+    inputs = {i.name: i for i in graph.input}
+    outputs = {o.name for o in graph.output}
+    taken = set(initializers) | set(inputs) | {out for node in graph.node for out in node.output}
+
+    def add_copy(name: str, fresh: str) -> None:
+        """Append a copy of initializer `name` called `fresh`."""
+        clone = graph.initializer.add()
+        clone.CopyFrom(initializers[name])
+        clone.name = fresh
+        initializers[fresh] = clone
+        if name in inputs:
+            declared = graph.input.add()
+            declared.CopyFrom(inputs[name])
+            declared.name = fresh
+
+    aliases = [
+        node
+        for node in graph.node
+        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs
+    ]
+    for node in aliases:  # in node order, so chains of aliases resolve
+        add_copy(node.input[0], node.output[0])
+        graph.node.remove(node)
+    for name, slots in _role_slots(model).items():
+        for number, (node, index) in enumerate(slots[1:], start=1):
+            fresh = f"{name}__{number}"
+            while fresh in taken:
+                fresh += "_"
+            taken.add(fresh)
+            add_copy(name, fresh)
+            node.input[index] = fresh
+    return model
 
 
 @torch.no_grad()

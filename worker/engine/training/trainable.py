@@ -15,7 +15,7 @@ from worker.engine.models.catalog import ARCHITECTURES, build_architecture
 from worker.engine.models.intake import ModelRejected, load_safetensors_module
 from worker.engine.models.intake.onnx_parse import parse_onnx
 from worker.engine.models.onnx_graph import OnnxGraphModule, build_torch_module
-from worker.engine.training.graph_params import ParamRole, graph_roles, reinitialize
+from worker.engine.training.graph_params import ParamRole, graph_roles, reinitialize, untie_initializers
 
 Init = Literal["pretrained", "random"]
 INITS: tuple[Init, ...] = ("pretrained", "random")
@@ -32,14 +32,17 @@ def trainable_from_onnx(onnx_bytes: bytes, *, init: Init, seed: int = 0) -> Onnx
 
     With init="random" every weight and running statistic is re-initialised the way PyTorch initialises
     its layer type (see graph_params.reinitialize), so nothing of the uploaded weights remains. The
-    module keeps the bytes in `source_onnx` for export. Raises ModelRejected for bytes the intake
-    refuses and GraphBuildError for graphs the builder cannot convert.
+    module keeps its graph in `source_onnx` for export: the uploaded bytes or, where the upload ties
+    weights that must train apart (one initializer in several weight slots, Identity aliases of
+    initializers), the graph with each slot reading its own copy (graph_params.untie_initializers).
+    Raises ModelRejected for bytes the intake refuses, GraphBuildError for graphs it cannot convert.
     """
     _check_init(init)
     model = parse_onnx(onnx_bytes)
-    roles = graph_roles(model)
-    module = build_torch_module(model, trainable=[name for name, role in roles.items() if role.trainable])
-    module.source_onnx = onnx_bytes
+    untied = untie_initializers(model)
+    roles = graph_roles(untied)
+    module = build_torch_module(untied, trainable=[name for name, role in roles.items() if role.trainable])
+    module.source_onnx = onnx_bytes if untied == model else untied.SerializeToString()
     if init == "random":
         tensors = module.onnx_tensors()
         generator = torch.Generator().manual_seed(seed)

@@ -5,6 +5,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("gauntlet.api")
@@ -65,6 +66,9 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
 def error_body(code: str, message: str, details: list | None = None) -> dict:
     """The JSON body of every error answer."""
     body: dict = {"error": {"code": code, "message": message}}
@@ -96,10 +100,33 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        if (
+            exc.status_code == 400
+        ):  # a body the framework could not parse (JSON, multipart): a validation error
+            return JSONResponse(error_body("invalid_request", str(exc.detail)), status_code=422)
+        code = HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        log.warning("refused a value the database cannot store on %s: %s", request.url.path, exc.orig)
+        message = (
+            "a value in the request cannot be stored (text with NUL characters or a number out of range)"
+        )
+        return JSONResponse(error_body("invalid_input", message), status_code=422)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_request: Request, _exc: RecursionError) -> JSONResponse:
+        return JSONResponse(
+            error_body("invalid_request", "the request is nested too deeply"), status_code=422
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(error_body("internal", "internal error; it has been logged"), status_code=500)
+        return internal_error(request.method, request.url.path, exc)
+
+
+def internal_error(method: str, path: str, exc: BaseException) -> JSONResponse:
+    """Log an unexpected failure with its traceback and answer a 500 that carries none."""
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return JSONResponse(error_body("internal", "internal error; it has been logged"), status_code=500)

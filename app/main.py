@@ -3,13 +3,15 @@
 import logging
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.db import make_engine, make_session_factory
 from app.errors import install_error_handlers
-from app.middleware import BodySizeLimit, RequestMetrics
+from app.middleware import BodySizeLimit, RequestMetrics, UnhandledErrors
 from app.queue import JobQueue
 from app.routes import artifacts, datasets, health, jobs, models
+from app.routes.responses import json_error_media_types
 from app.settings import Settings, get_settings
 
 DESCRIPTION = (
@@ -23,7 +25,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for the given settings (the process's settings by default)."""
     settings = settings or get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = FastAPI(title="Gauntlet", version=__version__, description=DESCRIPTION)
+    # Swagger UI and ReDoc served from the installed package, so /docs works without the internet.
+    app = FastAPIOffline(
+        title="Gauntlet",
+        version=__version__,
+        description=DESCRIPTION,
+        static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.session_factory = make_session_factory(app.state.engine)
@@ -31,6 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, models, datasets, jobs, artifacts):
         app.include_router(module.router)
+    generate_openapi = app.openapi
+    app.openapi = lambda: json_error_media_types(generate_openapi())  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UnhandledErrors)
     app.add_middleware(RequestMetrics)
     return app

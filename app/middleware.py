@@ -1,19 +1,24 @@
-"""ASGI middleware: a hard request-body limit and Prometheus request metrics."""
+"""ASGI middleware: a hard request-body limit, a last-resort error answer and Prometheus request metrics."""
 
+import json
 import time
 
 from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
+from app.errors import error_body, internal_error
 
 REQUESTS = Counter("gauntlet_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("gauntlet_http_request_seconds", "HTTP request latency", ["method", "route"])
 BODY_OVERHEAD_BYTES = 64 * 1024
 
 
-class BodyTooLarge(Exception):
-    """Raised inside receive() when a body passes the limit."""
+class BodyTooLarge(HTTPException):
+    """Raised inside receive() when a body passes the limit; an HTTP 413 wherever the body is parsed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over the limit of {limit} bytes")
 
 
 class BodySizeLimit:
@@ -41,7 +46,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -58,8 +63,6 @@ class BodySizeLimit:
 
 async def _send_413(send: Send, limit: int) -> None:
     """Answer 413 with the standard error body."""
-    import json
-
     body = json.dumps(error_body("payload_too_large", f"the request body is over the limit of {limit} bytes"))
     await send(
         {
@@ -69,6 +72,36 @@ async def _send_413(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body.encode()})
+
+
+class UnhandledErrors:
+    """Answer an exception no handler took with a JSON 500, without re-raising it.
+
+    Starlette's outermost error middleware re-raises after answering, and the server then drops the
+    kept-alive connection; catching here keeps the connection usable for the caller's next request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; on an unexpected exception, log it and answer 500 if nothing was sent yet."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            response = internal_error(scope["method"], scope["path"], exc)
+            if not started:
+                await response(scope, receive, send)
 
 
 class RequestMetrics:

@@ -4,14 +4,20 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.deps import Context
+from app.routes.params import ArtifactId
+from app.routes.responses import errors
 from app.services.jobs import get_artifact
 from app.storage import get_blob
 
-router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=errors(401))
 
 
-@router.get("/{artifact_id}", response_class=Response)
-def download_artifact(artifact_id: str, ctx: Context) -> Response:
+@router.get(
+    "/{artifact_id}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(404, 422)},
+)
+def download_artifact(artifact_id: ArtifactId, ctx: Context) -> Response:
     """Download an artifact's bytes."""
     artifact = get_artifact(ctx, artifact_id)
     return Response(

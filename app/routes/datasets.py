@@ -6,14 +6,16 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from app.deps import Context
+from app.routes.params import DatasetId
+from app.routes.responses import errors
 from app.routes.uploads import read_limited
 from app.schemas.resources import DatasetView, ItemList
 from app.services import datasets as service
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(401))
 
 
-@router.post("", status_code=201, response_model=DatasetView)
+@router.post("", status_code=201, response_model=DatasetView, responses=errors(413, 422))
 async def create_dataset(
     ctx: Context,
     file: Annotated[UploadFile, File(description=".npz with arrays x (float32 or uint8) and y (int labels)")],
@@ -30,14 +32,14 @@ def list_datasets(ctx: Context) -> ItemList[DatasetView]:
     return ItemList[DatasetView](items=service.list_datasets(ctx))
 
 
-@router.get("/{dataset_id}", response_model=DatasetView)
-def get_dataset(dataset_id: str, ctx: Context) -> DatasetView:
+@router.get("/{dataset_id}", response_model=DatasetView, responses=errors(404, 422))
+def get_dataset(dataset_id: DatasetId, ctx: Context) -> DatasetView:
     """Read one dataset (`builtin:<name>` included)."""
     return service.get_dataset_view(ctx, dataset_id)
 
 
-@router.delete("/{dataset_id}", status_code=204)
-def delete_dataset(dataset_id: str, ctx: Context) -> Response:
+@router.delete("/{dataset_id}", status_code=204, responses=errors(404, 409, 422))
+def delete_dataset(dataset_id: DatasetId, ctx: Context) -> Response:
     """Delete an uploaded dataset."""
     service.delete_dataset(ctx, dataset_id)
     return Response(status_code=204)

@@ -1,11 +1,15 @@
 """Liveness, readiness and Prometheus metrics."""
 
+import hmac
 import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+
+from app.errors import Unauthorized
+from app.routes.responses import errors
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("gauntlet.health")
@@ -17,7 +21,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "The database or the broker does not answer"}})
 def readyz(request: Request) -> JSONResponse:
     """The database and the broker answer."""
     checks: dict[str, str] = {}
@@ -40,7 +44,30 @@ def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
-def metrics() -> Response:
-    """Prometheus metrics of this API process."""
+METRICS_RESPONSES = {
+    200: {
+        "description": "Prometheus text exposition format",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    **errors(401),
+}
+
+
+@router.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: this API process's requests and the service's own figures from the database.
+
+    With `GAUNTLET_METRICS_TOKEN` set, send it as `Authorization: Bearer <token>`.
+    """
+    _check_metrics_token(request)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _check_metrics_token(request: Request) -> None:
+    """401 unless the configured metrics token (if any) is presented."""
+    token = request.app.state.settings.metrics_token
+    if not token:
+        return
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <metrics token>'")

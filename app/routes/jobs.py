@@ -5,11 +5,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from app.deps import Context
 from app.orm import TERMINAL_JOB_STATES
+from app.routes.params import JobId, job_cursor
+from app.routes.responses import errors
 from app.schemas.jobs import JOB_EXAMPLES, JobKind, JobPage, JobSpec, JobStatus, JobView
 from app.schemas.resources import ArtifactView, ItemList
 from app.services import jobs as service
@@ -17,11 +19,11 @@ from app.services.artifacts import artifact_view
 from app.services.context import ServiceContext
 from app.storage import get_blob
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 422))
 EVENT_POLL_SECONDS = 0.5
 
 
-@router.post("", status_code=202, response_model=JobView)
+@router.post("", status_code=202, response_model=JobView, responses=errors(404, 409, 413))
 def submit_job(
     ctx: Context,
     spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
@@ -36,7 +38,7 @@ def list_jobs(
     ctx: Context,
     status: JobStatus | None = None,
     kind: JobKind | None = None,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Depends(job_cursor)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobPage:
     """List jobs newest first; follow next_cursor for more."""
@@ -44,39 +46,43 @@ def list_jobs(
     return JobPage(items=[service.job_view(job) for job in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobView)
-def get_job(job_id: str, ctx: Context) -> JobView:
+@router.get("/{job_id}", response_model=JobView, responses=errors(404))
+def get_job(job_id: JobId, ctx: Context) -> JobView:
     """Read a job's status, progress and stage."""
     return service.job_view(service.get_job(ctx, job_id))
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobView)
-def cancel_job(job_id: str, ctx: Context) -> JobView:
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobView, responses=errors(404, 409))
+def cancel_job(job_id: JobId, ctx: Context) -> JobView:
     """Cancel a queued job at once, or a running one at its next batch."""
     return service.job_view(service.cancel_job(ctx, job_id))
 
 
-@router.get("/{job_id}/report")
-def get_report(job_id: str, ctx: Context) -> dict[str, Any]:
+@router.get("/{job_id}/report", responses=errors(404, 409))
+def get_report(job_id: JobId, ctx: Context) -> dict[str, Any]:
     """The JSON robustness report; 409 while the job has not succeeded."""
     return service.get_report(ctx, job_id)
 
 
-@router.get("/{job_id}/report.html", response_class=HTMLResponse)
-def get_report_html(job_id: str, ctx: Context) -> HTMLResponse:
+@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=errors(404, 409))
+def get_report_html(job_id: JobId, ctx: Context) -> HTMLResponse:
     """The report for people, with plots."""
     artifact = service.get_report_html(ctx, job_id)
     return HTMLResponse(get_blob(ctx.session, artifact.blob_sha256).decode("utf-8"))
 
 
-@router.get("/{job_id}/artifacts", response_model=ItemList[ArtifactView])
-def list_artifacts(job_id: str, ctx: Context) -> ItemList[ArtifactView]:
+@router.get("/{job_id}/artifacts", response_model=ItemList[ArtifactView], responses=errors(404))
+def list_artifacts(job_id: JobId, ctx: Context) -> ItemList[ArtifactView]:
     """Artifacts the job produced."""
     return ItemList[ArtifactView](items=[artifact_view(a) for a in service.list_artifacts(ctx, job_id)])
 
 
-@router.get("/{job_id}/events")
-async def job_events(job_id: str, request: Request, ctx: Context) -> StreamingResponse:
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(404)},
+)
+async def job_events(job_id: JobId, request: Request, ctx: Context) -> StreamingResponse:
     """Server-sent events: one `state` event per change of status, progress or stage, until the job ends."""
     service.get_job(ctx, job_id)
     factory, tenant_id = request.app.state.session_factory, ctx.tenant_id

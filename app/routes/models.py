@@ -7,12 +7,14 @@ from starlette.datastructures import FormData
 from app.deps import Context
 from app.errors import InvalidInput, UnsupportedMediaType
 from app.orm import ModelRecord
+from app.routes.params import ModelId
+from app.routes.responses import errors
 from app.routes.uploads import read_limited
 from app.schemas.resources import ArchitectureModelCreate, ItemList, ModelView, RemoteModelCreate
 from app.services import models as service
 from app.services.context import ServiceContext
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(401))
 
 UPLOAD_DESCRIPTION = (
     "Multipart upload of an ONNX or safetensors model (fields `file`, `name`, `format`, `input_shape`, "
@@ -28,6 +30,7 @@ UPLOAD_DESCRIPTION = (
     status_code=202,
     response_model=ModelView,
     description=UPLOAD_DESCRIPTION,
+    responses=errors(413, 415, 422),
     openapi_extra={
         "requestBody": {
             "content": {
@@ -101,14 +104,14 @@ def list_models(ctx: Context) -> ItemList[ModelView]:
     return ItemList[ModelView](items=[service.model_view(r) for r in service.list_models(ctx)])
 
 
-@router.get("/{model_id}", response_model=ModelView)
-def get_model(model_id: str, ctx: Context) -> ModelView:
+@router.get("/{model_id}", response_model=ModelView, responses=errors(404, 422))
+def get_model(model_id: ModelId, ctx: Context) -> ModelView:
     """Read one model, including its validation status."""
     return service.model_view(service.get_model(ctx, model_id))
 
 
-@router.delete("/{model_id}", status_code=204)
-def delete_model(model_id: str, ctx: Context) -> Response:
+@router.delete("/{model_id}", status_code=204, responses=errors(404, 409, 422))
+def delete_model(model_id: ModelId, ctx: Context) -> Response:
     """Delete a model and its finished jobs."""
     service.delete_model(ctx, model_id)
     return Response(status_code=204)

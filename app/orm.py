@@ -15,8 +15,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -38,6 +40,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware timestamp on every database: SQLite's naive values come back as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to a naive value (SQLite stores none)."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 class Base(DeclarativeBase):
     """Declarative base with a constraint naming convention shared with Alembic."""
 
@@ -50,7 +65,9 @@ class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ten"))
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The Standard Webhooks signing secret (`whsec_<base64>`), shown once when it is rotated.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ApiKey(Base):
@@ -61,8 +78,8 @@ class ApiKey(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Blob(Base):
@@ -72,7 +89,9 @@ class Blob(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Refreshed whenever a new reference is made, so collection never races a new upload of the same bytes.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ModelRecord(Base):
@@ -83,7 +102,7 @@ class ModelRecord(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     format: Mapped[str] = mapped_column(String(20))
-    blob_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    blob_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"), index=True)
     endpoint_url: Mapped[str | None] = mapped_column(Text)
     architecture: Mapped[str | None] = mapped_column(String(100))
     input_shape: Mapped[list[int]] = mapped_column(JSON)
@@ -102,9 +121,14 @@ class ModelRecord(Base):
     derived_from: Mapped[str | None] = mapped_column(String(40))
     # A defended model: the ordered preprocessing spec applied in front of this model's graph.
     preprocessing: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    validated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The validation in progress: attempts so far, when the current one started and its heartbeat.
+    validation_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    validation_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    validation_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    validation_worker: Mapped[str | None] = mapped_column(String(200))
 
 
 class DatasetRecord(Base):
@@ -114,7 +138,7 @@ class DatasetRecord(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ds"))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
     n_samples: Mapped[int] = mapped_column(Integer)
     sample_shape: Mapped[list[int]] = mapped_column(JSON)
     num_classes: Mapped[int] = mapped_column(Integer)
@@ -122,7 +146,7 @@ class DatasetRecord(Base):
     x_min: Mapped[float] = mapped_column(Float)
     x_max: Mapped[float] = mapped_column(Float)
     size_bytes: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Job(Base):
@@ -150,11 +174,11 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(200))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Artifact(Base):
@@ -167,9 +191,40 @@ class Artifact(Base):
     kind: Mapped[str] = mapped_column(String(50))
     name: Mapped[str] = mapped_column(String(200))
     media_type: Mapped[str] = mapped_column(String(100))
-    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One signed webhook message about a job, retried with backoff until delivered or given up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("job_id", "event"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(50))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """A worker process's last sign of life, written by its reconciler (for /metrics)."""
+
+    __tablename__ = "worker_heartbeats"
+    worker_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queues: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})

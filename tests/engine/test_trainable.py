@@ -321,3 +321,47 @@ def test_build_trainable_for_each_kind_of_record(small_cnn: nn.Module) -> None:
 def _export_mlp() -> bytes:
     """A 10-class catalog MLP as ONNX."""
     return export_onnx(build_architecture("mlp", SHAPE, 10), input_shape=SHAPE)
+
+
+class _TransposedNet(nn.Module):
+    """Conv, ConvTranspose, PReLU, InstanceNorm and a linear head: every other weight role."""
+
+    def __init__(self) -> None:
+        """Create the layers."""
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 3, 2, stride=2)
+        self.act = nn.PReLU(3)
+        self.norm = nn.InstanceNorm2d(3, affine=True)
+        self.fc = nn.Linear(3 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits."""
+        return self.fc(self.norm(self.act(self.up(self.conv(x)))).flatten(1))
+
+
+def test_transposed_conv_prelu_and_instance_norm_weights_train_and_reinitialise() -> None:
+    torch.manual_seed(0)
+    net = _TransposedNet().eval()
+    with torch.no_grad():
+        net.act.weight.fill_(0.1)
+        net.norm.weight.uniform_(0.5, 1.5)
+    module = trainable_from_onnx(export_onnx(net, input_shape=SHAPE), init="pretrained")
+    kinds = sorted(role.kind for role in parameter_roles(module).values())
+    assert kinds == ["bias", "bias", "bias", "scale", "shift", "slope", "weight", "weight", "weight"]
+    x = torch.from_numpy(_rand(4, *SHAPE))
+    torch.testing.assert_close(module(x), net(x), rtol=1e-4, atol=1e-5)
+    module(x).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    fresh = trainable_from_onnx(export_onnx(net, input_shape=SHAPE), init="random", seed=0)
+    tensors = fresh.onnx_tensors()
+    for name, role in parameter_roles(fresh).items():
+        value = tensors[name].detach()
+        if role.kind == "slope":
+            assert torch.equal(value, torch.full_like(value, 0.25))  # torch's PReLU init
+        elif role.kind == "scale":
+            assert torch.equal(value, torch.ones_like(value))
+        elif role.fan_in is not None:
+            assert value.abs().max() <= 1 / math.sqrt(role.fan_in)
+    fan_ins = {role.fan_in for role in parameter_roles(fresh).values()}
+    assert {9, 12, 192} <= fan_ins  # torch's fan-in of ConvTranspose2d(4, 3, 2) weight [4, 3, 2, 2] is 3 * 4

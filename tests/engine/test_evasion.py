@@ -196,10 +196,14 @@ def test_fixed_target_excludes_samples_of_that_class(small_cnn, held_out):
     assert outcome.report["attacks"][0]["params"]["target_class"] == 3
 
 
-def test_unknown_none_extras_and_empty_attack_list(small_cnn, held_out):
+def test_unknown_keys_are_refused_none_keeps_defaults_and_empty_attack_list(small_cnn, held_out):
     x, y = held_out[0][:40], held_out[1][:40]
-    attacks = [_spec("fgsm", steps=None, restarts=None, future_option=None)]
-    assert run_evasion(small_cnn, x, y, attacks).report["attacks"][0]["name"] == "fgsm"
+    with pytest.raises(ValueError, match="future_option, restarts, steps"):
+        run_evasion(small_cnn, x, y, [_spec("fgsm", steps=None, restarts=None, future_option=None)])
+    report = run_evasion(
+        small_cnn, x, y, [_spec("pgd", steps=None, step_size=None)], sanity_runs=False
+    ).report
+    assert report["attacks"][0]["params"]["steps"] == 40
     empty = run_evasion(small_cnn, x, y, []).report
     assert empty["attacks"] == [] and empty["worst_case"] == []
 
@@ -245,6 +249,7 @@ def _fake_report(
                 "norm": norm,
                 "targeted": False,
                 "target_mode": None,
+                "iterative": name != "fgsm",  # the attack class's fact, as real entries carry it
                 "params": {},
                 "results": [{"eps": e, "robust_accuracy": r, "max_perturbation": e} for e, r in rows],
             }

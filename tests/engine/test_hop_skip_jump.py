@@ -149,9 +149,9 @@ def test_flat_inputs_work(small_cnn, samples):
 
 
 def test_parameters_and_spec():
-    attack = HopSkipJump.from_spec(
-        {"norm": "linf", "max_queries": 900, "iterations": 7, "gamma": 2.0, "steps": 3}
-    )
+    attack = HopSkipJump.from_spec({"norm": "linf", "max_queries": 900, "iterations": 7, "gamma": 2.0})
+    with pytest.raises(ValueError, match="unknown parameters steps"):
+        HopSkipJump.from_spec({"norm": "linf", "steps": 3})
     assert (attack.norm, attack.max_queries, attack.iterations, attack.gamma) == ("linf", 900, 7, 2.0)
     assert attack.work_units == 900 and attack.minimum_norm and not attack.requires_gradients
     default = HopSkipJump()

@@ -138,7 +138,11 @@ def test_p_schedule_and_initialisations():
 
 
 def test_parameters_and_spec():
-    attack = SquareAttack.from_spec({"norm": "l2", "queries": 300, "p_init": 0.3, "restarts": 2, "steps": 9})
+    attack = SquareAttack.from_spec(
+        {"norm": "l2", "eps": [1.0], "queries": 300, "p_init": 0.3, "restarts": 2}
+    )
+    with pytest.raises(ValueError, match="unknown parameters steps"):
+        SquareAttack.from_spec({"norm": "l2", "eps": [1.0], "steps": 9})
     assert (attack.norm, attack.queries, attack.p_init, attack.restarts) == ("l2", 300, 0.3, 2)
     assert attack.work_units == 600 and not attack.requires_gradients and not attack.minimum_norm
     assert SquareAttack().params()["queries"] == 5000 and SquareAttack().p_init == 0.8

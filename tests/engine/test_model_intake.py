@@ -209,11 +209,14 @@ def test_shape_and_class_mismatch(mlp: tuple, shape: tuple, classes: int, fragme
     assert fragment in _rejected("shape_mismatch", validate_onnx, mlp[1], shape, classes).message
 
 
-def test_fixed_batch_of_one_is_refused() -> None:
-    """An export without a dynamic batch axis is refused with advice to add one."""
-    data = export_onnx(seeded_model(MLP), MLP_SHAPE, dynamic=False)
+def test_fixed_batch_other_than_one_is_refused() -> None:
+    """A graph declared with a fixed batch of 2 is refused with advice to export a dynamic batch."""
+    head, weights = linear_head(12, 4)
+    nodes = [helper.make_node("Flatten", ["x"], ["h"], axis=1), *head[1:]]
+    nodes[-1].input[0] = "h"
+    data = _model(nodes, [2, 3, 4], weights).SerializeToString()
     message = _rejected("shape_mismatch", validate_onnx, data, MLP_SHAPE, 4).message
-    assert "fixed batch dimension of 1" in message and "dynamic_axes" in message
+    assert "fixed batch dimension of 2" in message and "dynamic_axes" in message
 
 
 def test_batch_baked_into_the_graph_is_refused() -> None:

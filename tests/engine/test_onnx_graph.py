@@ -197,7 +197,7 @@ def test_unsupported_ops_are_all_listed() -> None:
     assert info.value.missing == ["LSTM", "TopK", "com.example::Foo"]
     message = str(info.value)
     assert "cannot differentiate through: LSTM, TopK, com.example::Foo" in message
-    assert "Supported: Add, AveragePool" in message
+    assert "Supported: Abs, Add, AveragePool" in message
 
 
 def test_unsupported_ops_error_defaults() -> None:

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 class ModelRejected(Exception):
     """An upload was refused; `code` is stable and machine-readable, `message` is for people.
 
-    Codes: refused_format, onnx_invalid, external_data, unsupported_ops, unsupported_input_type,
-    shape_mismatch, parity_failed, safetensors_invalid, unknown_architecture.
+    Codes: refused_format, onnx_invalid, external_data, unsupported_ops, unsupported_opset,
+    unsupported_input_type, shape_mismatch, parity_failed, resource_limit, control_flow_refused,
+    safetensors_invalid, unknown_architecture.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -26,3 +27,4 @@ class IntakeReport:
     missing_ops: list[str] = field(default_factory=list)
     onnx_opset: int | None = None
     notes: list[str] = field(default_factory=list)
+    batch_mode: str = "dynamic"  # ONNX: "dynamic", or for a fixed batch of 1 "symbolic" or "chunked"

@@ -1,34 +1,27 @@
 """ONNX intake: validation against onnxruntime, the white-box torch module and the black-box classifier."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from worker.engine.models.intake.errors import IntakeReport, ModelRejected
-from worker.engine.models.intake.onnx_parse import (
-    DYNAMIC_BATCH_HINT,
-    check_interface,
-    make_session,
-    parse_onnx,
-)
-from worker.engine.models.onnx_graph import (
-    GraphBuildError,
-    UnsupportedOpsError,
-    build_torch_module,
-    default_opset,
-)
+from worker.engine.models.intake.fixed_batch import OrtRunner, PerSampleModule, runs_batched
+from worker.engine.models.intake.limits import DEFAULT_LIMITS, IntakeLimits
+from worker.engine.models.intake.onnx_parse import DYNAMIC_BATCH_HINT, make_session
+from worker.engine.models.intake.onnx_prepare import prepare_onnx
+from worker.engine.models.onnx_graph import UnsupportedOpsError, build_torch_module, default_opset
 
 PARITY_RTOL = 1e-4
+Batches = list[tuple[np.ndarray, np.ndarray]]
 
 
-def _run(session: ort.InferenceSession, input_name: str, x: np.ndarray, num_classes: int) -> np.ndarray:
+def _run(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, num_classes: int) -> np.ndarray:
     """Run onnxruntime on one batch and check the logits' shape and finiteness."""
     batch = x.shape[0]
     try:
-        out = session.run(None, {input_name: x})[0]
+        out = run(x)
     except Exception as exc:
         if batch == 1:
             raise ModelRejected(
@@ -51,14 +44,33 @@ def _run(session: ort.InferenceSession, input_name: str, x: np.ndarray, num_clas
     return out.astype(np.float32)
 
 
+def _per_sample(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, num_classes: int) -> np.ndarray:
+    """The logits of each sample run alone, concatenated."""
+    return np.concatenate([_run(run, x[i : i + 1], num_classes) for i in range(x.shape[0])])
+
+
+def _torch_outputs(
+    module: torch.nn.Module, batches: Batches, fixed: bool
+) -> tuple[torch.nn.Module, list[np.ndarray]]:
+    """The module to use (wrapped per sample when a fixed-batch graph does not batch) and its outputs."""
+    with torch.no_grad():
+        if fixed:
+
+            def run(batch: np.ndarray) -> np.ndarray:
+                """The module on a NumPy batch."""
+                return module(torch.from_numpy(batch)).numpy()
+
+            if not all(runs_batched(run, x, expected) for x, expected in batches):
+                module = PerSampleModule(module).eval()
+        return module, [module(torch.from_numpy(x)).numpy() for x, _ in batches]
+
+
 def _white_box(
-    model: onnx.ModelProto, batches: list[tuple[np.ndarray, np.ndarray]]
+    model: onnx.ModelProto, batches: Batches, fixed: bool
 ) -> tuple[float | None, list[str], list[str]]:
     """Build the torch module and compare it with onnxruntime: (max abs diff, missing ops, notes)."""
     try:
-        module = build_torch_module(model).eval()
-        with torch.no_grad():
-            outputs = [module(torch.from_numpy(x)).numpy() for x, _ in batches]
+        module, outputs = _torch_outputs(build_torch_module(model).eval(), batches, fixed)
     except UnsupportedOpsError as exc:
         return None, exc.missing, [f"Black-box only: {exc}"]
     except Exception as exc:  # the model still works black-box; the note says why white-box failed
@@ -80,7 +92,11 @@ def _white_box(
             f"The PyTorch conversion disagrees with onnxruntime: max abs diff {worst:.3g} exceeds the "
             f"tolerance {tolerance:.3g}. Please report this model to the Gauntlet maintainers.",
         )
-    return worst, [], [f"White-box: the PyTorch graph matches onnxruntime (max abs diff {worst:.3g})."]
+    notes = [f"White-box: the PyTorch graph matches onnxruntime (max abs diff {worst:.3g})."]
+    if fixed:
+        how = "one sample at a time" if isinstance(module, PerSampleModule) else "whole batches"
+        notes.append(f"The PyTorch module runs {how}.")
+    return worst, [], notes
 
 
 def validate_onnx(
@@ -91,60 +107,41 @@ def validate_onnx(
     *,
     samples: int = 8,
     seed: int = 0,
+    limits: IntakeLimits = DEFAULT_LIMITS,
 ) -> IntakeReport:
-    """Vet an ONNX upload: safe format, checker, interface, onnxruntime run, dynamic batch, torch parity."""
+    """Vet an ONNX upload: format, limits, checker, interface, onnxruntime runs, batching, torch parity."""
     if samples < 1 or num_classes < 1 or any(int(d) < 1 for d in input_shape):
         raise ValueError("samples, num_classes and every input dim must be positive")
-    model = parse_onnx(data)
-    input_name = check_interface(model, input_shape)
-    session = make_session(data)
+    sizes = (1, samples, 3)
+    prepared = prepare_onnx(data, limits, input_shape=input_shape, batch=max(sizes))
+    runner = OrtRunner(make_session(prepared.ort_bytes, limits), prepared.input_name)
+    prepared.ort_bytes = b""  # onnxruntime holds its own copy; keep at most one besides the upload
     rng = np.random.default_rng(seed)
     low, high = input_range
-    batches = []
-    for size in (1, samples, 3):
-        x = rng.uniform(low, high, size=(size, *input_shape)).astype(np.float32)
-        batches.append((x, _run(session, input_name, x, num_classes)))
-    opset = default_opset(model)
+    xs = [rng.uniform(low, high, size=(size, *input_shape)).astype(np.float32) for size in sizes]
+    notes = list(prepared.notes)
+    batch_mode = "dynamic"
+    if prepared.fixed_batch:
+        batches = [(x, _per_sample(runner.run_whole, x, num_classes)) for x in xs]
+        runner.chunked = not all(runs_batched(runner.run_whole, x, ref) for x, ref in batches)
+        batch_mode = "chunked" if runner.chunked else "symbolic"
+        how = "one sample at a time (the graph hard-codes its batch)" if runner.chunked else "whole batches"
+        notes.append(f"The input has a fixed batch of 1; onnxruntime runs it with a symbolic batch, {how}.")
+    else:
+        batches = [(x, _run(runner.run_whole, x, num_classes)) for x in xs]
+    del runner  # free onnxruntime's memory before the torch module is built
+    opset = default_opset(prepared.model)
     notes = [
-        f"ONNX IR version {model.ir_version}, opset {opset}.",
+        f"ONNX IR version {prepared.model.ir_version}, opset {opset}.",
+        *notes,
         f"onnxruntime ran batches of 1, 3 and {samples}; outputs are finite [batch, {num_classes}] logits.",
     ]
-    diff, missing, white_box_notes = _white_box(model, batches)
+    diff, missing, white_box_notes = _white_box(prepared.model, batches, prepared.fixed_batch)
     return IntakeReport(
         white_box=diff is not None,
         max_abs_diff=diff,
         missing_ops=missing,
         onnx_opset=opset,
         notes=notes + white_box_notes,
+        batch_mode=batch_mode,
     )
-
-
-def load_onnx_module(data: bytes) -> torch.nn.Module:
-    """The white-box PyTorch module for a vetted ONNX upload, in eval mode."""
-    model = parse_onnx(data)
-    try:
-        return build_torch_module(model).eval()
-    except GraphBuildError as exc:
-        raise ModelRejected("unsupported_ops", str(exc)) from exc
-
-
-class OnnxRuntimeClassifier:
-    """Black-box access to an ONNX model through onnxruntime; counts every sample queried."""
-
-    def __init__(self, data: bytes) -> None:
-        """Vet the bytes and open an onnxruntime CPU session."""
-        model = parse_onnx(data)
-        initializer_names = {t.name for t in model.graph.initializer}
-        inputs = [i.name for i in model.graph.input if i.name not in initializer_names]
-        if len(inputs) != 1:
-            raise ModelRejected("shape_mismatch", f"The model must have exactly one input, found {inputs}.")
-        self._session = make_session(data)
-        self._input_name = inputs[0]
-        self.queries = 0
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Return float32 logits for a float32 batch and add its size to `queries`."""
-        batch = np.ascontiguousarray(x, dtype=np.float32)
-        logits = self._session.run(None, {self._input_name: batch})[0]
-        self.queries += int(batch.shape[0])
-        return np.asarray(logits, dtype=np.float32)

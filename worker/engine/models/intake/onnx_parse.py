@@ -7,6 +7,7 @@ import onnxruntime as ort
 
 from worker.engine.models.intake.errors import ModelRejected
 from worker.engine.models.intake.formats import ONNX_EXPORT_HINT, refuse_unsafe_format
+from worker.engine.models.intake.limits import DEFAULT_LIMITS, IntakeLimits
 
 DYNAMIC_BATCH_HINT = (
     "Export with a dynamic batch axis: torch.onnx.export(..., dynamo=False, input_names=['input'], "
@@ -83,8 +84,11 @@ def parse_onnx(data: bytes) -> onnx.ModelProto:
     return model
 
 
-def check_interface(model: onnx.ModelProto, input_shape: Sequence[int]) -> str:
-    """Require one float input of shape [batch, *input_shape] with a dynamic batch and one output."""
+def check_interface(model: onnx.ModelProto, input_shape: Sequence[int]) -> tuple[str, bool]:
+    """Require one float input of shape [batch, *input_shape] and one output.
+
+    Returns the input name and whether the batch dim is fixed to 1 (any other fixed batch is refused).
+    """
     graph = model.graph
     initializer_names = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializer_names]
@@ -103,36 +107,47 @@ def check_interface(model: onnx.ModelProto, input_shape: Sequence[int]) -> str:
         raise ModelRejected(
             "unsupported_input_type", f"The input {value.name!r} must be float32, not {type_name}."
         )
-    if tensor_type.HasField("shape"):
-        _check_dims(value.name, list(tensor_type.shape.dim), input_shape)
-    return value.name
+    if not tensor_type.HasField("shape"):
+        return value.name, False
+    return value.name, _check_dims(value.name, list(tensor_type.shape.dim), input_shape)
 
 
-def _check_dims(name: str, dims: list[onnx.TensorShapeProto.Dimension], input_shape: Sequence[int]) -> None:
-    """Compare declared input dims with [batch, *input_shape]; symbolic or unset dims pass."""
+def _check_dims(name: str, dims: list[onnx.TensorShapeProto.Dimension], input_shape: Sequence[int]) -> bool:
+    """Compare declared input dims with [batch, *input_shape]; True when the batch is fixed to 1."""
     declared = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
     expected = ["batch", *input_shape]
     if len(dims) != len(expected):
         raise ModelRejected(
             "shape_mismatch", f"The input {name!r} has shape {declared}; expected {expected}."
         )
-    if dims[0].HasField("dim_value"):
+    fixed = dims[0].HasField("dim_value")
+    if fixed and dims[0].dim_value != 1:
         raise ModelRejected(
             "shape_mismatch",
             f"The input {name!r} has a fixed batch dimension of {dims[0].dim_value} (shape {declared}); "
-            f"Gauntlet runs batches of any size. {DYNAMIC_BATCH_HINT}",
+            f"Gauntlet runs batches of any size (a fixed batch of 1 is also accepted). {DYNAMIC_BATCH_HINT}",
         )
     for dim, want in zip(dims[1:], input_shape, strict=True):
         if dim.HasField("dim_value") and dim.dim_value != want:
             raise ModelRejected(
                 "shape_mismatch", f"The input {name!r} has shape {declared}; expected {expected}."
             )
+    return fixed
 
 
-def make_session(data: bytes) -> ort.InferenceSession:
-    """An onnxruntime CPU session for already-vetted model bytes."""
+def make_session(data: bytes, limits: IntakeLimits = DEFAULT_LIMITS) -> ort.InferenceSession:
+    """An onnxruntime CPU session for already-vetted model bytes, with bounded threads and memory.
+
+    intra_op_num_threads comes from the limits, inter-op is 1 with sequential execution, and the
+    CPU memory arena is off so memory is returned after each run instead of pooled.
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = max(1, int(limits.intra_op_threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.enable_cpu_mem_arena = False
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:

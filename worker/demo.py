@@ -18,16 +18,8 @@ from app.auth import create_key
 from app.db import make_engine, make_session_factory, session_scope
 from app.migrate import upgrade
 from app.settings import get_settings
+from worker.demo_jobs import DEMO_JOBS, DemoJob
 from worker.engine.training.classifier import train_digits_model
-
-DEMO_ATTACKS = [
-    {"name": "fgsm", "norm": "linf", "eps": [0.05, 0.1, 0.2]},
-    {"name": "pgd", "norm": "linf", "eps": [0.05, 0.1, 0.2], "steps": 40},
-    {"name": "apgd", "norm": "linf", "eps": [0.05, 0.1, 0.2], "loss": "ce"},
-    {"name": "square", "norm": "linf", "eps": [0.1], "queries": 1000},
-    {"name": "pgd", "norm": "l2", "eps": [0.5, 1.0, 2.0], "steps": 40},
-    {"name": "deepfool", "norm": "l2", "eps": [0.5, 1.0, 2.0]},
-]
 
 
 def _free_port() -> int:
@@ -100,25 +92,6 @@ def _poll(client: httpx.Client, path: str, done: set[str], timeout: float, show:
     raise RuntimeError(f"{path} did not finish in {timeout:.0f} s")
 
 
-def _print_report(report: dict) -> None:
-    """A short table of the report."""
-    print(f"\nclean accuracy on {report['n_samples']} held-out digits: {report['clean_accuracy']:.3f}")
-    for attack in report["attacks"]:
-        for row in attack["results"]:
-            print(
-                f"  {attack['name']:<8} {attack['norm']:<4} eps={row['eps']:<5} robust accuracy "
-                f"{row['robust_accuracy']:.3f}  success rate {row['attack_success_rate']:.3f}  "
-                f"({row['seconds']:.2f} s"
-                + (f", {row['mean_queries']:.0f} queries per sample)" if row.get("mean_queries") else ")")
-            )
-    for row in report["worst_case"]:
-        print(
-            f"  worst case {row['norm']:<4} eps={row['eps']:<5} robust accuracy {row['robust_accuracy']:.3f}"
-        )
-    for check in report["checks"]:
-        print(f"  check {'PASS' if check['passed'] else 'FAIL'}: {check['name']}")
-
-
 def _save_report(client: httpx.Client, folder: Path, job_id: str, report: dict) -> Path:
     """Write the JSON and HTML reports and the job's artifacts to a folder."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,8 +101,26 @@ def _save_report(client: httpx.Client, folder: Path, job_id: str, report: dict) 
     return folder
 
 
+def _run_demo_job(client: httpx.Client, demo: DemoJob, model_id: str, folder: Path, base: str) -> bool:
+    """Submit one demo job, poll it to the end, print its report and save it with its artifacts."""
+    job = client.post("/v1/jobs", json=demo.spec(model_id)).raise_for_status().json()
+    print(f"job {job['id']} submitted; polling ...", flush=True)
+    job = _poll(
+        client, f"/v1/jobs/{job['id']}", {"succeeded", "failed", "cancelled"}, timeout=1800, show=True
+    )
+    if job["status"] != "succeeded":
+        print(f"job {job['status']}: {job['error']}", file=sys.stderr)
+        return False
+    report = client.get(f"/v1/jobs/{job['id']}/report").json()
+    print("\n".join(demo.show(report)))
+    saved = _save_report(client, folder, job["id"], report)
+    print(f"report saved: {saved / 'report.json'} and {saved / 'report.html'} (open it in a browser)")
+    print(f"over HTTP:    {base}/v1/jobs/{job['id']}/report and /report.html", flush=True)
+    return True
+
+
 def run_demo(*, keep_running: bool, port: int | None = None) -> int:
-    """Start API and worker, create a key, upload a digits model, run an evasion job, print the result."""
+    """Start API and worker, create a key, upload a digits model, run one job of every kind, print each."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
@@ -161,29 +152,10 @@ def run_demo(*, keep_running: bool, port: int | None = None) -> int:
         if model["status"] != "ready":
             print(f"model invalid: {model['invalid_reason']}", file=sys.stderr)
             return 1
-        spec = {
-            "kind": "evasion",
-            "model_id": model["id"],
-            "dataset_id": "builtin:digits-test",
-            "seed": 0,
-            "params": {"attacks": DEMO_ATTACKS, "max_samples": 297, "batch_size": 128},
-        }
-        job = client.post("/v1/jobs", json=spec).raise_for_status().json()
-        print(f"job {job['id']} submitted; polling ...", flush=True)
-        job = _poll(
-            client, f"/v1/jobs/{job['id']}", {"succeeded", "failed", "cancelled"}, timeout=900, show=True
-        )
-        if job["status"] != "succeeded":
-            print(f"job {job['status']}: {job['error']}", file=sys.stderr)
-            return 1
-        report = client.get(f"/v1/jobs/{job['id']}/report").json()
-        _print_report(report)
-        saved = _save_report(client, settings.data_dir / "demo", job["id"], report)
-        print(f"\nreport saved: {saved / 'report.json'} and {saved / 'report.html'} (open it in a browser)")
-        print(
-            f"over HTTP:    {base}/v1/jobs/{job['id']}/report and /report.html, artifacts at "
-            f"{base}/v1/jobs/{job['id']}/artifacts"
-        )
+        for number, demo in enumerate(DEMO_JOBS, start=1):
+            print(f"\n[{number}/{len(DEMO_JOBS)}] {demo.title}", flush=True)
+            if not _run_demo_job(client, demo, model["id"], settings.data_dir / "demo" / str(number), base):
+                return 1
         if keep_running:
             print(f"\nAPI and worker keep running at {base}; press Ctrl-C to stop.", flush=True)
             try:

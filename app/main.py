@@ -10,7 +10,7 @@ from app.db import make_engine, make_session_factory
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit, RequestMetrics, UnhandledErrors
 from app.queue import JobQueue
-from app.routes import artifacts, datasets, health, jobs, models
+from app.routes import artifacts, datasets, health, jobs, models, webhooks
 from app.routes.responses import json_error_media_types
 from app.settings import Settings, get_settings
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.queue = JobQueue(settings)
     install_error_handlers(app)
-    for module in (health, models, datasets, jobs, artifacts):
+    for module in (health, models, datasets, jobs, artifacts, webhooks):
         app.include_router(module.router)
     generate_openapi = app.openapi
     app.openapi = lambda: json_error_media_types(generate_openapi())  # type: ignore[method-assign]

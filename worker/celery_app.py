@@ -19,7 +19,8 @@ def _start_reconciler(**_kwargs: object) -> None:
     from worker.runtime import runtime
     from worker.services.reconciler import start_reconciler
 
-    _reconciler_stop.append(start_reconciler(runtime()))
+    queues = ",".join(sorted(celery_app.amqp.queues.consume_from or celery_app.amqp.queues))
+    _reconciler_stop.append(start_reconciler(runtime(), queues))
     log.info("reconciler started")
 
 

@@ -17,6 +17,7 @@ from app.schemas.resources import ArtifactView, ItemList
 from app.services import jobs as service
 from app.services.artifacts import artifact_view
 from app.services.context import ServiceContext
+from app.services.webhooks import check_callback
 from app.storage import get_blob
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 422))
@@ -30,6 +31,7 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobView:
     """Submit a job; the same Idempotency-Key returns the same job."""
+    check_callback(ctx, str(spec.callback_url) if getattr(spec, "callback_url", None) else None)
     return service.job_view(service.submit_job(ctx, spec, idempotency_key))
 
 

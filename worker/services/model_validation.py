@@ -1,63 +1,92 @@
-"""Validate an uploaded model to `ready` or `invalid` (with a reason)."""
+"""Validate a model to `ready` or `invalid` (with a reason), in a child process under kernel limits.
+
+The Celery task claims an attempt on the model row, starts `worker.services.validation_child` with
+`RLIMIT_AS = worker_memory_limit_bytes` and a SIGKILL at `validation_time_limit_s`, and beats the
+model's heartbeat while it waits (the reconciler never re-sends a validation that beats). A model
+deleted meanwhile stops the child at the next beat. The child runs `run_intake` and reports back;
+a child that hit a limit leaves the model `invalid` with `resource_limit` or `validation_timeout`.
+"""
 
 import logging
-from dataclasses import asdict
 
-from app.orm import ModelRecord, utcnow
-from app.storage import get_blob
+from celery.exceptions import SoftTimeLimitExceeded
+
+from app.orm import ModelRecord
+from app.settings import Settings
 from worker.engine.models.architecture_intake import validate_architecture
-from worker.engine.models.intake import ModelRejected, validate_onnx, validate_safetensors
+from worker.engine.models.intake import IntakeReport, ModelRejected, validate_onnx, validate_safetensors
 from worker.remote_model import validate_remote
 from worker.runtime import WorkerRuntime
+from worker.services.sandbox import ChildResult, run_limited
+from worker.services.validation_state import (
+    beat_validation,
+    claim_validation,
+    finish_validation,
+    outcome_values,
+)
 
 log = logging.getLogger("gauntlet.models")
+CHILD_MODULE = "worker.services.validation_child"
+
+
+def run_intake(settings: Settings, record: ModelRecord, blob: bytes | None) -> IntakeReport:
+    """The intake of the model's format (runs inside the validation child)."""
+    input_range = (float(record.input_range[0]), float(record.input_range[1]))
+    if record.format == "onnx" and blob:
+        return validate_onnx(blob, record.input_shape, record.num_classes, input_range)
+    if record.format == "safetensors" and blob:
+        return validate_safetensors(blob, record.architecture or "", record.input_shape, record.num_classes)
+    if record.format == "remote" and record.endpoint_url:
+        return validate_remote(
+            record.endpoint_url,
+            record.input_shape,
+            record.num_classes,
+            input_range,
+            settings.remote_host_allowlist,
+        )
+    if record.format == "architecture" and record.architecture:
+        return validate_architecture(record.architecture, record.input_shape, record.num_classes)
+    raise ModelRejected(
+        "unsupported_format", f"this worker cannot validate models of format {record.format!r}"
+    )
 
 
 def validate_model(rt: WorkerRuntime, model_id: str) -> None:
     """Validate a model still in `validating`; anything else is a no-op (tasks are idempotent)."""
-    with rt.session_factory() as session:
-        record = session.get(ModelRecord, model_id)
-        if record is None or record.status != "validating":
-            return
-        input_range = (float(record.input_range[0]), float(record.input_range[1]))
-        try:
-            if record.format == "onnx" and record.blob_sha256:
-                report = validate_onnx(
-                    get_blob(session, record.blob_sha256), record.input_shape, record.num_classes, input_range
-                )
-            elif record.format == "safetensors" and record.blob_sha256:
-                report = validate_safetensors(
-                    get_blob(session, record.blob_sha256),
-                    record.architecture or "",
-                    record.input_shape,
-                    record.num_classes,
-                )
-            elif record.format == "remote" and record.endpoint_url:
-                report = validate_remote(
-                    record.endpoint_url,
-                    record.input_shape,
-                    record.num_classes,
-                    input_range,
-                    rt.settings.remote_host_allowlist,
-                )
-            elif record.format == "architecture" and record.architecture:
-                report = validate_architecture(record.architecture, record.input_shape, record.num_classes)
-            else:
-                raise ModelRejected(
-                    "unsupported_format", f"this worker cannot validate models of format {record.format!r}"
-                )
-        except ModelRejected as rejection:
-            record.status, record.invalid_code, record.invalid_reason = (
-                "invalid",
-                rejection.code,
-                rejection.message,
-            )
-        except Exception:
-            log.exception("validation of model %s failed unexpectedly", model_id)
-            record.status, record.invalid_code = "invalid", "internal"
-            record.invalid_reason = "validation failed with an unexpected error; it has been logged"
-        else:
-            record.status, record.white_box, record.intake = "ready", report.white_box, asdict(report)
-        record.validated_at = utcnow()
-        session.commit()
-        log.info("model %s: %s", model_id, record.status)
+    attempt = claim_validation(rt, model_id)
+    if attempt is None:
+        log.info("model %s: not validating, already being validated, or out of attempts", model_id)
+        return
+    settings = rt.settings
+    try:
+        result = run_limited(
+            CHILD_MODULE,
+            {"model_id": model_id, "settings": settings.model_dump(mode="json")},
+            memory_bytes=settings.worker_memory_limit_bytes,
+            time_limit_s=settings.validation_time_limit_s,
+            keep_going=lambda: beat_validation(rt, model_id, attempt),
+            poll_s=min(settings.heartbeat_interval_s, 2.0),
+            on_start=lambda pid: log.info(
+                "model %s: attempt %d validating in child pid %d", model_id, attempt, pid
+            ),
+        )
+    except SoftTimeLimitExceeded:
+        result = ChildResult(
+            "timeout", None, "the task's soft time limit", float(settings.validation_time_limit_s)
+        )
+    if result.outcome == "stopped":
+        log.info("model %s: validation stopped: the model was deleted or taken over", model_id)
+        return
+    if result.outcome != "finished":
+        log.warning("model %s: validation child %s: %s", model_id, result.outcome, result.detail[-2000:])
+    values = outcome_values(result, settings.validation_time_limit_s, settings.worker_memory_limit_bytes)
+    if values is None or not finish_validation(rt, model_id, attempt, values):
+        log.info("model %s: validation ended but the model is gone or no longer this attempt's", model_id)
+        return
+    log.info(
+        "model %s: %s (%s) after %.1f s",
+        model_id,
+        values["status"],
+        values.get("invalid_code"),
+        result.seconds,
+    )

@@ -81,7 +81,8 @@ def address_allowed(address: IPAddress, allowlist: Iterable[str]) -> bool:
     """Whether a resolved address may be connected to: global, or allowlisted by address."""
     mapped = getattr(address, "ipv4_mapped", None)
     target = mapped or address
-    if any(target in network for network in _networks(allowlist)):
+    networks = _networks(allowlist)
+    if any(candidate in network for candidate in {address, target} for network in networks):
         return True
     return target.is_global and not target.is_multicast
 

@@ -148,7 +148,7 @@ def _beat_worker(rt: WorkerRuntime, queues: str) -> None:
         if row is None:
             session.add(WorkerHeartbeat(worker_id=worker_identity(), queues=queues[:200]))
         else:
-            row.last_seen_at = utcnow()
+            row.last_seen_at, row.queues = utcnow(), queues[:200]
         session.commit()
 
 

@@ -12,6 +12,7 @@ from app.middleware import BodySizeLimit, RequestMetrics, UnhandledErrors
 from app.queue import JobQueue
 from app.routes import artifacts, datasets, health, jobs, models, webhooks
 from app.routes.responses import json_error_media_types
+from app.service_metrics import service_registry
 from app.settings import Settings, get_settings
 
 DESCRIPTION = (
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings)
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.queue = JobQueue(settings)
+    app.state.service_metrics = service_registry(app.state.session_factory, settings.stale_after_s)
     install_error_handlers(app)
     for module in (health, models, datasets, jobs, artifacts, webhooks):
         app.include_router(module.router)

@@ -60,7 +60,8 @@ def metrics(request: Request) -> Response:
     With `GAUNTLET_METRICS_TOKEN` set, send it as `Authorization: Bearer <token>`.
     """
     _check_metrics_token(request)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest() + generate_latest(request.app.state.service_metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _check_metrics_token(request: Request) -> None:

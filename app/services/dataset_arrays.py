@@ -31,6 +31,10 @@ BUILTIN_DATASETS: dict[str, DatasetFacts] = {
     "digits": _digits(1797),
     "digits-train": _digits(1500),
     "digits-test": _digits(297),
+    # Unlabeled 8x8 patches of scikit-learn's sample photographs (an extraction query pool; labels all 0).
+    "natural-patches": DatasetFacts(
+        n_samples=5000, sample_shape=(1, 8, 8), num_classes=1, dtype="float32", x_min=0.0, x_max=1.0
+    ),
 }
 BUILTIN_PREFIX = "builtin:"
 

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
 
     # Hardening: dataset size, the validation sandbox, webhooks, metrics and blob collection.
     max_dataset_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
+    # Elements of one declared input sample (the product of input_shape); larger is refused at registration.
+    max_input_elements: int = Field(default=4_000_000, ge=1)
     worker_memory_limit_bytes: int = Field(default=8 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
     webhook_allowed_addresses: list[str] = Field(default_factory=list)
     webhook_max_attempts: int = Field(default=8, ge=1)

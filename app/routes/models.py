@@ -13,6 +13,7 @@ from app.routes.uploads import read_limited
 from app.schemas.resources import ArchitectureModelCreate, ItemList, ModelView, RemoteModelCreate
 from app.services import models as service
 from app.services.context import ServiceContext
+from app.services.model_limits import check_form_shape, check_json_body
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(401))
 
@@ -56,7 +57,9 @@ async def create_model(request: Request, ctx: Context) -> JSONResponse:
     """Upload a model file or register a remote endpoint."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        record = service.create_model_from_json(ctx, await request.body())
+        body = await request.body()
+        check_json_body(body, ctx.settings.max_input_elements)
+        record = service.create_model_from_json(ctx, body)
     elif content_type.startswith("multipart/form-data"):
         record = await _create_from_form(request, ctx)
     else:
@@ -80,6 +83,7 @@ async def _create_from_form(request: Request, ctx: ServiceContext) -> ModelRecor
         raise InvalidInput("the form needs a file field named 'file'")
     name, fmt, shape = _form_text(form, "name"), _form_text(form, "format"), _form_text(form, "input_shape")
     num_classes = _form_text(form, "num_classes")
+    check_form_shape(shape, ctx.settings.max_input_elements)
     if name is None or fmt is None or shape is None or num_classes is None:
         raise InvalidInput("the form needs fields name, format, input_shape and num_classes")
     if not num_classes.strip().isdigit():

@@ -99,6 +99,29 @@ def _white_box(
     return worst, [], notes
 
 
+def _onnxruntime_batches(
+    ort_bytes: bytes,
+    input_name: str,
+    fixed: bool,
+    xs: list[np.ndarray],
+    num_classes: int,
+    limits: IntakeLimits,
+) -> tuple[Batches, str, list[str]]:
+    """Run every input batch in onnxruntime: (input, logits) pairs, the batch mode and notes.
+
+    A fixed-batch graph's reference logits are computed one sample at a time; it runs whole batches
+    ("symbolic") only if that reproduces them, else "chunked".
+    """
+    runner = OrtRunner(make_session(ort_bytes, limits), input_name)
+    if not fixed:
+        return [(x, _run(runner.run_whole, x, num_classes)) for x in xs], "dynamic", []
+    batches = [(x, _per_sample(runner.run_whole, x, num_classes)) for x in xs]
+    runner.chunked = not all(runs_batched(runner.run_whole, x, expected) for x, expected in batches)
+    how = "one sample at a time (the graph hard-codes its batch)" if runner.chunked else "whole batches"
+    note = f"The input has a fixed batch of 1; onnxruntime runs it with a symbolic batch, {how}."
+    return batches, "chunked" if runner.chunked else "symbolic", [note]
+
+
 def validate_onnx(
     data: bytes,
     input_shape: Sequence[int],
@@ -109,34 +132,32 @@ def validate_onnx(
     seed: int = 0,
     limits: IntakeLimits = DEFAULT_LIMITS,
 ) -> IntakeReport:
-    """Vet an ONNX upload: format, limits, checker, interface, onnxruntime runs, batching, torch parity."""
+    """Vet an ONNX upload: format, limits, checker, interface, onnxruntime runs, batching, torch parity.
+
+    Memory: at most one parsed copy of the model exists at a time; it is dropped while onnxruntime
+    loads its own and parsed again (from the bytes onnxruntime ran) for the torch module.
+    """
     if samples < 1 or num_classes < 1 or any(int(d) < 1 for d in input_shape):
         raise ValueError("samples, num_classes and every input dim must be positive")
     sizes = (1, samples, 3)
     prepared = prepare_onnx(data, limits, input_shape=input_shape, batch=max(sizes))
-    runner = OrtRunner(make_session(prepared.ort_bytes, limits), prepared.input_name)
-    prepared.ort_bytes = b""  # onnxruntime holds its own copy; keep at most one besides the upload
+    opset, ir_version = default_opset(prepared.model), prepared.model.ir_version
+    ort_bytes, input_name, fixed = prepared.ort_bytes, prepared.input_name, prepared.fixed_batch
+    notes = [f"ONNX IR version {ir_version}, opset {opset}.", *prepared.notes]
+    del prepared
     rng = np.random.default_rng(seed)
     low, high = input_range
     xs = [rng.uniform(low, high, size=(size, *input_shape)).astype(np.float32) for size in sizes]
-    notes = list(prepared.notes)
-    batch_mode = "dynamic"
-    if prepared.fixed_batch:
-        batches = [(x, _per_sample(runner.run_whole, x, num_classes)) for x in xs]
-        runner.chunked = not all(runs_batched(runner.run_whole, x, ref) for x, ref in batches)
-        batch_mode = "chunked" if runner.chunked else "symbolic"
-        how = "one sample at a time (the graph hard-codes its batch)" if runner.chunked else "whole batches"
-        notes.append(f"The input has a fixed batch of 1; onnxruntime runs it with a symbolic batch, {how}.")
-    else:
-        batches = [(x, _run(runner.run_whole, x, num_classes)) for x in xs]
-    del runner  # free onnxruntime's memory before the torch module is built
-    opset = default_opset(prepared.model)
-    notes = [
-        f"ONNX IR version {prepared.model.ir_version}, opset {opset}.",
-        *notes,
-        f"onnxruntime ran batches of 1, 3 and {samples}; outputs are finite [batch, {num_classes}] logits.",
-    ]
-    diff, missing, white_box_notes = _white_box(prepared.model, batches, prepared.fixed_batch)
+    batches, batch_mode, runtime_notes = _onnxruntime_batches(
+        ort_bytes, input_name, fixed, xs, num_classes, limits
+    )
+    notes += runtime_notes
+    notes.append(
+        f"onnxruntime ran batches of 1, 3 and {samples}; outputs are finite [batch, {num_classes}] logits."
+    )
+    model = onnx.load_model_from_string(ort_bytes)
+    del ort_bytes
+    diff, missing, white_box_notes = _white_box(model, batches, fixed)
     return IntakeReport(
         white_box=diff is not None,
         max_abs_diff=diff,

@@ -78,7 +78,7 @@ def parse_onnx(data: bytes) -> onnx.ModelProto:
             "onnx.save_model(model, 'model.onnx', save_as_external_data=False).",
         )
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(data)  # the upload's bytes: no re-serialisation of a large model
     except Exception as exc:
         raise ModelRejected("onnx_invalid", f"The ONNX checker rejected the model: {exc}") from exc
     return model

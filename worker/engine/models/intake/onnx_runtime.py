@@ -30,6 +30,7 @@ def load_onnx_module(data: bytes, *, limits: IntakeLimits = DEFAULT_LIMITS) -> t
     one sample at a time (PerSampleModule); old opsets are upgraded as in validation.
     """
     prepared = prepare_onnx(data, limits)
+    prepared.ort_bytes = b""  # only the parsed model is needed here
     try:
         module = build_torch_module(prepared.model).eval()
     except GraphBuildError as exc:
@@ -51,9 +52,16 @@ class OnnxRuntimeClassifier:
     def __init__(self, data: bytes, *, limits: IntakeLimits = DEFAULT_LIMITS) -> None:
         """Vet the bytes and open an onnxruntime CPU session."""
         prepared = prepare_onnx(data, limits)
-        self._runner = OrtRunner(make_session(prepared.ort_bytes, limits), prepared.input_name)
-        if prepared.fixed_batch:
-            probe = _probe(prepared)
+        probe, ort_bytes, input_name, fixed = (
+            _probe(prepared),
+            prepared.ort_bytes,
+            prepared.input_name,
+            prepared.fixed_batch,
+        )
+        del prepared  # no parsed copy is kept while (and after) onnxruntime loads its own
+        self._runner = OrtRunner(make_session(ort_bytes, limits), input_name)
+        del ort_bytes
+        if fixed:
             if probe is None:
                 self._runner.chunked = True
             else:

@@ -6,15 +6,20 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from app.schemas.evasion import EVASION_EXAMPLE, EvasionJobSpec
+from app.schemas.extraction import EXTRACTION_EXAMPLE, ExtractionJobSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 # One spec class per kind; each kind's module adds its own here.
-JobSpec = Annotated[EvasionJobSpec, Field(discriminator="kind")]
+JobSpec = Annotated[EvasionJobSpec | ExtractionJobSpec, Field(discriminator="kind")]
 JobKind = Literal["evasion", "extraction", "poisoning", "defense"]
 # One example per kind for the OpenAPI page.
 JOB_EXAMPLES: dict[str, dict[str, Any]] = {
     "evasion": {"summary": "Evasion: PGD and FGSM on digits", "value": EVASION_EXAMPLE},
+    "extraction": {
+        "summary": "Extraction: knockoff and jacobian against defenses",
+        "value": EXTRACTION_EXAMPLE,
+    },
 }
 
 

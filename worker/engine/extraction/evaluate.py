@@ -1,7 +1,7 @@
 """The evaluator: every figure is measured on the exported surrogate (onnxruntime) or on the victim's own
 answers, never taken from the attack that made them."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -74,11 +74,7 @@ def measure_surrogate(
     labels = onnx_labels(onnx, data.x)
     return Measured(
         onnx=onnx,
-        intake={
-            "white_box": report.white_box,
-            "max_abs_diff": report.max_abs_diff,
-            "notes": list(report.notes),
-        },
+        intake=asdict(report),
         fidelity=float((labels == data.victim_labels).mean()),
         surrogate_accuracy=float((labels == data.y).mean()),
     )

@@ -14,4 +14,8 @@ def executor_for(kind: str) -> Executor | None:
         from worker.services.kinds.evasion import execute
 
         return execute
+    if kind == "extraction":
+        from worker.services.kinds.extraction import execute as execute_extraction
+
+        return execute_extraction
     return None

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
     # Elements of one declared input sample (the product of input_shape); larger is refused at registration.
     max_input_elements: int = Field(default=4_000_000, ge=1)
+    # ONNX intake: largest tensor the graph may create at the validation batch (statically inferred),
+    # Loop/Scan/If (unbounded run time) and onnxruntime intra-op threads per session.
+    max_intermediate_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
+    allow_control_flow: bool = False
+    onnxruntime_threads: int = Field(default=1, ge=1)
     worker_memory_limit_bytes: int = Field(default=8 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
     webhook_allowed_addresses: list[str] = Field(default_factory=list)
     webhook_max_attempts: int = Field(default=8, ge=1)

@@ -283,3 +283,15 @@ def test_intake_memory_stays_bounded_on_a_large_model(tmp_path: Path) -> None:
         assert growth < bounds[entry] * sizes[kind], (
             f"{key}: {growth / 2**20:.0f} MiB for {sizes[kind] / 2**20:.0f} MiB"
         )
+
+
+def test_worker_passes_the_limits_from_its_settings() -> None:
+    """The validation worker builds the intake limits from GAUNTLET_* settings."""
+    from app.settings import Settings
+    from worker.services.model_validation import intake_limits
+
+    settings = Settings(
+        max_input_elements=7, max_intermediate_bytes=5 << 20, allow_control_flow=True, onnxruntime_threads=3
+    )
+    assert intake_limits(settings) == IntakeLimits(7, 5 << 20, True, 3)
+    assert intake_limits(Settings()) == IntakeLimits()

@@ -14,7 +14,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from app.orm import ModelRecord
 from app.settings import Settings
 from worker.engine.models.architecture_intake import validate_architecture
-from worker.engine.models.intake import IntakeReport, ModelRejected, validate_onnx, validate_safetensors
+from worker.engine.models.intake import (
+    IntakeLimits,
+    IntakeReport,
+    ModelRejected,
+    validate_onnx,
+    validate_safetensors,
+)
 from worker.remote_model import validate_remote
 from worker.runtime import WorkerRuntime
 from worker.services.sandbox import ChildResult, run_limited
@@ -29,11 +35,22 @@ log = logging.getLogger("gauntlet.models")
 CHILD_MODULE = "worker.services.validation_child"
 
 
+def intake_limits(settings: Settings) -> IntakeLimits:
+    """The ONNX intake limits from the settings (also for onnxruntime sessions of jobs)."""
+    return IntakeLimits(
+        max_input_elements=settings.max_input_elements,
+        max_intermediate_bytes=settings.max_intermediate_bytes,
+        allow_control_flow=settings.allow_control_flow,
+        intra_op_threads=settings.onnxruntime_threads,
+    )
+
+
 def run_intake(settings: Settings, record: ModelRecord, blob: bytes | None) -> IntakeReport:
     """The intake of the model's format (runs inside the validation child)."""
     input_range = (float(record.input_range[0]), float(record.input_range[1]))
     if record.format == "onnx" and blob:
-        return validate_onnx(blob, record.input_shape, record.num_classes, input_range)
+        limits = intake_limits(settings)
+        return validate_onnx(blob, record.input_shape, record.num_classes, input_range, limits=limits)
     if record.format == "safetensors" and blob:
         return validate_safetensors(blob, record.architecture or "", record.input_shape, record.num_classes)
     if record.format == "remote" and record.endpoint_url:

@@ -53,7 +53,7 @@ class OnnxRuntimeClassifier:
         """Vet the bytes and open an onnxruntime CPU session."""
         prepared = prepare_onnx(data, limits)
         probe, ort_bytes, input_name, fixed = (
-            _probe(prepared),
+            _probe(prepared) if prepared.fixed_batch else None,
             prepared.ort_bytes,
             prepared.input_name,
             prepared.fixed_batch,

@@ -118,6 +118,8 @@ def _reduce(
         """Reduce over the axes (all when none), honouring keepdims."""
         attrs = _attrs(node)
         axes = _axes(attrs, inputs, 1, opset, since)
+        if not axes and attrs.get("noop_with_empty_axes"):
+            return inputs[0]
         keep = bool(attrs.get("keepdims", 1))
         return fn(inputs[0], axis=tuple(axes) if axes else None, keepdims=keep)
 

@@ -295,3 +295,16 @@ def test_worker_passes_the_limits_from_its_settings() -> None:
     )
     assert intake_limits(settings) == IntakeLimits(7, 5 << 20, True, 3)
     assert intake_limits(Settings()) == IntakeLimits()
+
+
+@pytest.mark.parametrize("manual", [False, True])
+def test_shape_arithmetic_of_a_real_export_is_resolved(manual: bool) -> None:
+    """Every tensor of a ViT export (Shape/Gather/Mod/Concat/Reshape chains per block) gets a static size."""
+    from tests.engine.test_onnx_architectures import SHAPE, TinyViT, _seeded
+    from worker.engine.models.intake.resource_check import check_resources
+
+    model = onnx.load_from_string(export_onnx(_seeded(lambda: TinyViT(manual=manual)), SHAPE, opset=17))
+    estimate = check_resources(model, "input", [8, *SHAPE], IntakeLimits())
+    assert estimate.unknown == 0
+    # the largest activation is the fused q, k, v projection: [batch 8, 17 tokens, 3 x 16] float32
+    assert estimate.largest_bytes == 8 * 17 * 48 * 4, estimate

@@ -233,7 +233,7 @@ def _fold(skeleton: onnx.ModelProto, values: dict[str, np.ndarray]) -> bool:
     del graph.node[:]
     graph.node.extend(keep)
     for name in folded:
-        tensor = numpy_helper.from_array(np.ascontiguousarray(values[name]), name)
+        tensor = numpy_helper.from_array(np.array(values[name], order="C"), name)  # keeps 0-d values 0-d
         graph.initializer.append(tensor)
         if skeleton.ir_version < 4:
             graph.input.append(helper.make_tensor_value_info(name, tensor.data_type, tensor.dims))

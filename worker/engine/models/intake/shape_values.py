@@ -141,6 +141,13 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a / b
 
 
+def _mod(node: onnx.NodeProto, inputs: Sequence[Value], opset: int) -> Value:
+    """Mod: the divisor's sign (fmod=0) or the dividend's (fmod=1), only when small."""
+    if _broadcast_size([v.shape for v in inputs]) > MAX_VALUE_ELEMENTS or np.any(inputs[1] == 0):  # type: ignore[union-attr]
+        return None
+    return (np.fmod if _attrs(node).get("fmod", 0) else np.mod)(inputs[0], inputs[1])
+
+
 def _fill(node: onnx.NodeProto, inputs: Sequence[Value], _opset: int) -> Value:
     """ConstantOfShape, only when the result is small."""
     shape = _ints(inputs[0])
@@ -243,6 +250,7 @@ _OPS: dict[str, Callable[[onnx.NodeProto, Sequence[Value], int], Value]] = {
     "Less": _binary(np.less),
     "Max": _binary(np.maximum),
     "Min": _binary(np.minimum),
+    "Mod": _mod,
     "Mul": _binary(np.multiply),
     "Neg": _unary(np.negative),
     "Not": _unary(np.logical_not),

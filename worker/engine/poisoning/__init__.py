@@ -1,0 +1,1 @@
+"""Data poisoning: label flips, backdoors and clean-label poisons, their success, and the detectors."""

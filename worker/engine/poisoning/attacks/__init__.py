@@ -1,0 +1,1 @@
+"""Poisoning attacks, one class per enumerated name (see registry.py)."""

@@ -1,0 +1,188 @@
+"""Dirty-label backdoors: BadNets patch triggers and blended triggers, relabelled to the target."""
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from worker.engine.poisoning.attacks.base import Backdoor, check_class
+from worker.engine.poisoning.attacks.triggers import (
+    PatchTrigger,
+    Trigger,
+    blend_trigger,
+    check_pattern,
+    noise_pattern,
+)
+from worker.engine.poisoning.data import PoisonContext, PoisonedSet, choose
+
+TargetMode = Literal["all_to_one", "all_to_all"]
+TARGET_MODES: tuple[str, ...] = ("all_to_one", "all_to_all")
+BlendPattern = Literal["noise", "uploaded"]
+
+
+def _relabel(y: np.ndarray, mode: str, target_class: int, num_classes: int) -> np.ndarray:
+    """The backdoor's label for samples of label y: the target class, or y + 1 mod K."""
+    return np.full_like(y, target_class) if mode == "all_to_one" else (y + 1) % num_classes
+
+
+@dataclass
+class _DirtyLabelBackdoor(Backdoor):
+    """Shared steps: choose exactly count(rate) samples, stamp the trigger, relabel them."""
+
+    target: TargetMode = "all_to_one"
+    target_class: int = 0
+    _trigger: Trigger | None = field(default=None, init=False, repr=False)
+    _num_classes: int = field(default=0, init=False, repr=False)
+
+    def _check_target(self, num_classes: int) -> None:
+        """The target mode must be known and the target class one of the model's classes."""
+        if self.target not in TARGET_MODES:
+            raise ValueError(f"{self.name}: target must be one of {', '.join(TARGET_MODES)}")
+        check_class(self.target_class, num_classes, "target_class")
+        if num_classes < 2:
+            raise ValueError(f"{self.name} needs at least two classes")
+        self._num_classes = num_classes
+
+    def params(self) -> dict[str, Any]:
+        """Parameters; the target class only for all_to_one."""
+        values = super().params()
+        if self.target == "all_to_all":
+            values.pop("target_class", None)
+        return values
+
+    def eligible(self, y: np.ndarray) -> np.ndarray:
+        """All_to_one poisons samples not of the target class; all_to_all any sample."""
+        return np.flatnonzero(y != self.target_class) if self.target == "all_to_one" else np.arange(len(y))
+
+    def train_trigger(self) -> Trigger:
+        """The trigger built by `check`."""
+        if self._trigger is None:
+            raise RuntimeError(f"{self.name}: call check() before poisoning")
+        return self._trigger
+
+    def intended(self, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Target labels of triggered held-out inputs; all_to_one counts only non-target samples."""
+        counted = y != self.target_class if self.target == "all_to_one" else np.ones(len(y), dtype=bool)
+        return _relabel(y, self.target, self.target_class, num_classes), counted
+
+    def poison(self, ctx: PoisonContext, rate: float, key: int) -> PoisonedSet:
+        """Stamp the training trigger on exactly count(rate) eligible samples and relabel them."""
+        indices = choose(ctx.rng(key), self.eligible(ctx.y), self.count(ctx.y, rate))
+        x, y = ctx.x.copy(), ctx.y.copy()
+        x[indices] = self.train_trigger().apply(ctx.x[indices])
+        y[indices] = _relabel(ctx.y[indices], self.target, self.target_class, ctx.num_classes)
+        ctx.advance(len(indices), f"{self.name}: stamped {len(indices)} samples")
+        return PoisonedSet(x=x, y=y, indices=indices)
+
+
+@dataclass
+class BadNets(_DirtyLabelBackdoor):
+    """BadNets: a small patch trigger on a share of the training set, relabelled to the target.
+
+    Paper: Gu, Dolan-Gavitt and Garg, "BadNets: Identifying Vulnerabilities in the Machine Learning
+    Model Supply Chain", 2017.
+
+    Threat model: dirty-label; the attacker stamps the trigger on `rate` x N training samples (not of
+    the target class for all_to_one) and relabels them; at test time it stamps the same trigger.
+
+    Parameters:
+        trigger: a PatchTrigger spec (size 2, bottom_right, value = top of the input range by default;
+            or a checkerboard or seeded random pattern).
+        target: "all_to_one" (default: every triggered input becomes `target_class`) or "all_to_all"
+            (label y becomes y + 1 mod K).
+        target_class: default 0.
+    Success: triggered held-out samples (all_to_one: those not of the target class) classified as
+    their backdoor label.
+    """
+
+    name: ClassVar[str] = "badnets"
+    paper: ClassVar[str] = "Gu, Dolan-Gavitt and Garg 2017 (BadNets)"
+    threat_model: ClassVar[str] = (
+        "dirty-label backdoor: a patch trigger stamped on a share of the training set, relabelled"
+    )
+    needs_images: ClassVar[bool] = True
+
+    trigger: PatchTrigger | dict[str, Any] = field(default_factory=PatchTrigger)
+
+    def __post_init__(self) -> None:
+        """Read the trigger spec."""
+        if not isinstance(self.trigger, PatchTrigger):
+            self.trigger = PatchTrigger.from_spec(self.trigger)
+
+    def check(
+        self,
+        sample_shape: tuple[int, ...],
+        num_classes: int,
+        input_range: tuple[float, float],
+        pattern: np.ndarray | None = None,
+    ) -> None:
+        """The target must exist and the patch must fit inside the image."""
+        self._check_target(num_classes)
+        assert isinstance(self.trigger, PatchTrigger)
+        self._trigger = self.trigger.build(sample_shape, input_range)
+
+
+@dataclass
+class Blended(_DirtyLabelBackdoor):
+    """Blended injection: a whole-image pattern mixed into a share of the training set, relabelled.
+
+    Paper: Chen, Liu, Li, Lu and Song, "Targeted Backdoor Attacks on Deep Learning Systems Using Data
+    Poisoning", 2017 (the blended injection strategy).
+
+    Threat model: dirty-label; poisoned inputs are (1 - alpha) x + alpha p for a pattern p, relabelled;
+    at test time the attacker blends with `test_alpha` (Chen et al. use a larger one than in training).
+
+    Parameters:
+        alpha: blend weight in training, default 0.2.
+        test_alpha: blend weight at test time; default None, the training alpha.
+        pattern: "noise" (default: uniform noise over the input range, seeded by `pattern_seed`) or
+            "uploaded" (the job's uploaded pattern, shaped like one input).
+        pattern_seed: default 0.
+        target: "all_to_one" (default) or "all_to_all"; target_class: default 0.
+    Success: as for BadNets, with the test-time blend.
+    """
+
+    name: ClassVar[str] = "blended"
+    paper: ClassVar[str] = "Chen, Liu, Li, Lu and Song 2017 (blended injection)"
+    threat_model: ClassVar[str] = (
+        "dirty-label backdoor: a pattern blended into a share of the training set, relabelled"
+    )
+
+    alpha: float = 0.2
+    test_alpha: float | None = None
+    pattern: BlendPattern = "noise"
+    pattern_seed: int = 0
+    _test: Trigger | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Blend weights must lie in (0, 1]."""
+        for label, value in (("alpha", self.alpha), ("test_alpha", self.test_alpha)):
+            if value is not None and not 0 < float(value) <= 1:
+                raise ValueError(f"blended: {label} must lie in (0, 1], got {value}")
+        if self.pattern not in ("noise", "uploaded"):
+            raise ValueError(f"blended: pattern must be 'noise' or 'uploaded', not {self.pattern!r}")
+
+    def check(
+        self,
+        sample_shape: tuple[int, ...],
+        num_classes: int,
+        input_range: tuple[float, float],
+        pattern: np.ndarray | None = None,
+    ) -> None:
+        """The target must exist; an uploaded pattern must be shaped like one input, inside the range."""
+        self._check_target(num_classes)
+        if self.pattern == "uploaded":
+            if pattern is None:
+                raise ValueError("blended: pattern 'uploaded' needs an uploaded pattern")
+            base = check_pattern(pattern, sample_shape, input_range)
+        else:
+            base = noise_pattern(sample_shape, input_range, self.pattern_seed)
+        self._trigger = blend_trigger(base, float(self.alpha))
+        test_alpha = float(self.alpha if self.test_alpha is None else self.test_alpha)
+        self._test = blend_trigger(base, test_alpha)
+
+    def test_trigger(self) -> Trigger:
+        """The pattern at the test-time blend weight."""
+        if self._test is None:
+            raise RuntimeError("blended: call check() before poisoning")
+        return self._test

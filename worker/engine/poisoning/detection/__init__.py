@@ -1,0 +1,1 @@
+"""Poison detectors on the training set and at inference time (see registry.py)."""

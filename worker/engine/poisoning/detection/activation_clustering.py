@@ -1,0 +1,83 @@
+"""Activation clustering: two clusters per class at a feature layer; the gate decides which are poison."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+
+from worker.engine.poisoning.detection.base import DetectionData, DetectionResult, Detector
+from worker.engine.poisoning.detection.gate import DEFAULT_THRESHOLD, gate_classes
+
+
+@dataclass
+class ActivationClustering(Detector):
+    """Activation clustering.
+
+    Paper: Chen, Carvalho, Baracaldo, Ludwig, Edwards, Lee, Molloy and Srivastava, "Detecting Backdoor
+    Attacks on Deep Neural Networks by Activation Clustering", 2018.
+
+    Threat model: the defender holds the (possibly poisoned) training set and the model trained on it
+    and looks for samples the model represents unlike the rest of their label.
+
+    Per class, the activations at `layer` are centred, reduced to `dims` principal components and
+    split by 2-means; the smaller cluster is the suspect group. The class gate (gate.py: an
+    exclusionary reclassification in feature space) then decides whether the class is poisoned at
+    all; only flagged classes contribute suspects. Scores: how much closer a sample lies to its
+    class's smaller cluster than to the larger, in units of the class's spread (positive: closer).
+
+    Parameters:
+        layer: "auto" (default: the last convolutional block, else the penultimate layer),
+            "last_conv", "penultimate", or a graph value name.
+        dims: principal components kept per class, default 10 (Chen et al.).
+        threshold: the gate's own-share threshold, default 0.8.
+    """
+
+    name: ClassVar[str] = "activation_clustering"
+    paper: ClassVar[str] = "Chen et al. 2018 (activation clustering)"
+
+    layer: str = "auto"
+    dims: int = 10
+    threshold: float = DEFAULT_THRESHOLD
+
+    def __post_init__(self) -> None:
+        """Refuse an empty reduction or a threshold outside (0, 1]."""
+        if int(self.dims) < 1:
+            raise ValueError("activation_clustering: dims must be at least 1")
+        if not 0 < float(self.threshold) <= 1:
+            raise ValueError("activation_clustering: threshold must lie in (0, 1]")
+
+    def detect(self, data: DetectionData) -> DetectionResult:
+        """Split every class, gate the classes, suspect the smaller cluster of flagged ones."""
+        features = data.features(self.layer)
+        suspects = np.zeros(len(data.y), dtype=bool)
+        scores = np.zeros(len(data.y), dtype=np.float64)
+        for label in range(data.num_classes):
+            members = np.flatnonzero(data.y == label)
+            if len(members) < 4:
+                continue
+            block = features[members].astype(np.float64)
+            block = block - block.mean(axis=0)
+            dims = min(int(self.dims), len(members) - 1, block.shape[1])
+            reduced = PCA(dims, random_state=data.seed).fit_transform(block) if dims >= 1 else block
+            split = KMeans(2, n_init=10, random_state=data.seed).fit(reduced)
+            counts = np.bincount(split.labels_, minlength=2)
+            small = int(np.argmin(counts))
+            if counts.min() == 0:
+                continue
+            to_small = np.linalg.norm(reduced - split.cluster_centers_[small], axis=1)
+            to_large = np.linalg.norm(reduced - split.cluster_centers_[1 - small], axis=1)
+            spread = float(np.sqrt((reduced**2).sum(axis=1).mean())) or 1.0
+            scores[members] = (to_large - to_small) / spread
+            suspects[members[split.labels_ == small]] = True
+        verdicts = gate_classes(features, data.y, suspects, data.num_classes, threshold=float(self.threshold))
+        flagged = {verdict.label for verdict in verdicts if verdict.flagged}
+        suspected = np.flatnonzero(suspects & np.isin(data.y, list(flagged))).astype(np.int64)
+        reader = data.reader(self.layer)
+        return DetectionResult(
+            scores=scores.astype(np.float32),
+            suspected=suspected,
+            classes=verdicts,
+            details={**reader.describe(), "feature_dims": int(features.shape[1])},
+        )

@@ -1,0 +1,89 @@
+"""The detector interface: typed parameters, what a detector reads, and what it finds."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from worker.engine.poisoning.detection.features import FeatureReader
+from worker.engine.poisoning.detection.gate import ClassVerdict
+from worker.engine.poisoning.spec import dataclass_from_spec, dataclass_params
+
+
+@dataclass
+class DetectionData:
+    """The training set under suspicion, the trained model's view of it, and clean held-out inputs.
+
+    `reader` returns the model's logits and feature-layer activations; they are computed once per
+    layer and cached. `clean_x` are held-out inputs known to be clean (STRIP's overlays and threshold);
+    `triggered_x`, when the job planted a backdoor, are held-out inputs carrying its test trigger.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+    input_range: tuple[float, float]
+    onnx: bytes
+    clean_x: np.ndarray
+    clean_y: np.ndarray | None = None
+    seed: int = 0
+    preprocess: Any = None
+    triggered_x: np.ndarray | None = None
+    _readers: dict[str, FeatureReader] = field(default_factory=dict, repr=False)
+    _features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def reader(self, layer: str) -> FeatureReader:
+        """The feature reader for a layer choice (ValueError when the model has no such layer)."""
+        if layer not in self._readers:
+            self._readers[layer] = FeatureReader(self.onnx, layer, self.preprocess)
+        return self._readers[layer]
+
+    def features(self, layer: str) -> np.ndarray:
+        """Training-set activations at the layer, [N, D] float32."""
+        if layer not in self._features:
+            self._features[layer] = self.reader(layer)(self.x)
+        return self._features[layer][1]
+
+
+@dataclass
+class DetectionResult:
+    """Per-sample suspicion scores (higher: more suspicious), suspected indices and per-class verdicts."""
+
+    scores: np.ndarray
+    suspected: np.ndarray
+    classes: list[ClassVerdict]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flagged_classes(self) -> list[int]:
+        """Classes the gate flagged as poisoned."""
+        return [verdict.label for verdict in self.classes if verdict.flagged]
+
+
+@dataclass
+class Detector(ABC):
+    """Base class of poison detectors: a dataclass of parameters with published defaults.
+
+    Facts: `reads` is "features" (activations at a layer of the trained model) or "predictions"
+    (the model's outputs only); `inference_time` says whether it also screens inputs at test time.
+    """
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    reads: ClassVar[str] = "features"
+    inference_time: ClassVar[bool] = False
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
+        """Build from a spec entry without `name`; unknown keys and missing ones are errors."""
+        return dataclass_from_spec(cls, spec, cls.name)
+
+    def params(self) -> dict[str, Any]:
+        """Effective parameters for the report."""
+        return dataclass_params(self)
+
+    @abstractmethod
+    def detect(self, data: DetectionData) -> DetectionResult:
+        """Score every training sample, gate the classes and name the suspected samples."""

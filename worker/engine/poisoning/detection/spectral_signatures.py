@@ -1,0 +1,77 @@
+"""Spectral signatures: the top singular direction of each class's centred activations."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from sklearn.mixture import GaussianMixture
+
+from worker.engine.poisoning.detection.base import DetectionData, DetectionResult, Detector
+from worker.engine.poisoning.detection.gate import DEFAULT_THRESHOLD, gate_classes
+
+
+def _tail_group(projection: np.ndarray, seed: int) -> np.ndarray:
+    """The minority component of a two-component Gaussian mixture fitted to the projection."""
+    mixture = GaussianMixture(2, n_init=3, random_state=seed).fit(projection[:, None])
+    assigned = mixture.predict(projection[:, None])
+    counts = np.bincount(assigned, minlength=2)
+    if counts.min() == 0:
+        return np.zeros(len(projection), dtype=bool)
+    return assigned == int(np.argmin(counts))
+
+
+@dataclass
+class SpectralSignatures(Detector):
+    """Spectral signatures.
+
+    Paper: Tran, Li and Madry, "Spectral Signatures in Backdoor Attacks", NeurIPS 2018.
+
+    Threat model: as activation clustering; the defender holds the training set and the trained model.
+
+    Per class, the activations at `layer` are centred and projected on their top right singular
+    vector; the outlier score is the squared projection (Tran et al.). Instead of removing a fixed
+    1.5 x eps share of every class (which assumes the poison rate and flags clean classes), the
+    suspect group is the minority component of a two-component Gaussian mixture on the projection,
+    and the class gate (gate.py) decides whether the class is poisoned at all.
+
+    Parameters:
+        layer: "auto" (default), "last_conv", "penultimate", or a graph value name.
+        threshold: the gate's own-share threshold, default 0.8.
+    """
+
+    name: ClassVar[str] = "spectral_signatures"
+    paper: ClassVar[str] = "Tran, Li and Madry 2018 (spectral signatures)"
+
+    layer: str = "auto"
+    threshold: float = DEFAULT_THRESHOLD
+
+    def __post_init__(self) -> None:
+        """Refuse a threshold outside (0, 1]."""
+        if not 0 < float(self.threshold) <= 1:
+            raise ValueError("spectral_signatures: threshold must lie in (0, 1]")
+
+    def detect(self, data: DetectionData) -> DetectionResult:
+        """Score by the top singular direction, group the tail, gate the classes."""
+        features = data.features(self.layer)
+        suspects = np.zeros(len(data.y), dtype=bool)
+        scores = np.zeros(len(data.y), dtype=np.float64)
+        for label in range(data.num_classes):
+            members = np.flatnonzero(data.y == label)
+            if len(members) < 4:
+                continue
+            block = features[members].astype(np.float64)
+            block = block - block.mean(axis=0)
+            _, _, vt = np.linalg.svd(block, full_matrices=False)
+            projection = block @ vt[0]
+            scale = float(np.median(projection**2)) or 1.0
+            scores[members] = projection**2 / scale
+            suspects[members[_tail_group(projection, data.seed)]] = True
+        verdicts = gate_classes(features, data.y, suspects, data.num_classes, threshold=float(self.threshold))
+        flagged = {verdict.label for verdict in verdicts if verdict.flagged}
+        suspected = np.flatnonzero(suspects & np.isin(data.y, list(flagged))).astype(np.int64)
+        return DetectionResult(
+            scores=scores.astype(np.float32),
+            suspected=suspected,
+            classes=verdicts,
+            details={**data.reader(self.layer).describe(), "feature_dims": int(features.shape[1])},
+        )

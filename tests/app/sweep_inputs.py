@@ -63,7 +63,8 @@ JSON_BODIES: list[bytes] = [
     b'{"a": 1e400}',
     _deep(100_000).encode(),
     b'{"name": "\\u0000", "endpoint_url": "http://127.0.0.1/\\u0000", "input_shape": [1], "num_classes": 2}',
-    b'{"name": "m", "endpoint_url": "http://127.0.0.1/x", "input_shape": [1, 40132, 40132], "num_classes": 10}',
+    b'{"name": "m", "endpoint_url": "http://127.0.0.1/x", "input_shape": [1, 40132, 40132], '
+    b'"num_classes": 10}',
     b'{"name": "m", "endpoint_url": "http://127.0.0.1/x", "input_shape": [9223372036854775807], '
     b'"num_classes": 10}',
     b'{"name": "m", "endpoint_url": "http://127.0.0.1/x", "input_shape": [1, 8, 8], "num_classes": 10, '
@@ -78,7 +79,8 @@ JSON_BODIES: list[bytes] = [
     b'{"kind": "evasion", "model_id": "mdl_x", "dataset_id": "builtin:digits", "seed": 99999999999999999999, '
     b'"params": {"attacks": [{"name": "fgsm", "eps": [0.1]}]}}',
     b'{"kind": "evasion", "model_id": "mdl_x", "dataset_id": "builtin:digits", '
-    b'"callback_url": "http://user:pass@127.0.0.1/hook", "params": {"attacks": [{"name": "fgsm", "eps": [0.1]}]}}',
+    b'"callback_url": "http://user:pass@127.0.0.1/hook", '
+    b'"params": {"attacks": [{"name": "fgsm", "eps": [0.1]}]}}',
     b'{"kind": "evasion", "model_id": "mdl_x", "dataset_id": "builtin:digits", '
     b'"params": {"attacks": [{"name": "pgd", "eps": [1e400], "steps": -1}]}}',
 ]

@@ -39,6 +39,16 @@ def run_job(rt: WorkerRuntime, job_id: str) -> None:
         _store_end(
             rt, claim, "failed", error_code=failure.code, error_message=failure.message, stage="failed"
         )
+    except MemoryError:
+        log.warning("job %s: attempt %d ran out of memory", job_id, claim.attempt)
+        _store_end(
+            rt,
+            claim,
+            "failed",
+            error_code="resource_limit",
+            stage="failed",
+            error_message="the job ran out of memory; lower max_samples, batch_size or the model's size",
+        )
     except SoftTimeLimitExceeded:
         _store_end(
             rt,

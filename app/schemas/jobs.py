@@ -7,11 +7,12 @@ from pydantic import BaseModel, Field
 
 from app.schemas.evasion import EVASION_EXAMPLE, EvasionJobSpec
 from app.schemas.extraction import EXTRACTION_EXAMPLE, ExtractionJobSpec
+from app.schemas.poisoning import POISONING_EXAMPLE, PoisoningJobSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 # One spec class per kind; each kind's module adds its own here.
-JobSpec = Annotated[EvasionJobSpec | ExtractionJobSpec, Field(discriminator="kind")]
+JobSpec = Annotated[EvasionJobSpec | ExtractionJobSpec | PoisoningJobSpec, Field(discriminator="kind")]
 JobKind = Literal["evasion", "extraction", "poisoning", "defense"]
 # One example per kind for the OpenAPI page.
 JOB_EXAMPLES: dict[str, dict[str, Any]] = {
@@ -19,6 +20,10 @@ JOB_EXAMPLES: dict[str, dict[str, Any]] = {
     "extraction": {
         "summary": "Extraction: knockoff and jacobian against defenses",
         "value": EXTRACTION_EXAMPLE,
+    },
+    "poisoning": {
+        "summary": "Poisoning: flips, backdoors, clean-label and detection",
+        "value": POISONING_EXAMPLE,
     },
 }
 

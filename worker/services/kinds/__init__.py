@@ -18,4 +18,8 @@ def executor_for(kind: str) -> Executor | None:
         from worker.services.kinds.extraction import execute as execute_extraction
 
         return execute_extraction
+    if kind == "poisoning":
+        from worker.services.kinds.poisoning import execute as execute_poisoning
+
+        return execute_poisoning
     return None

@@ -37,8 +37,10 @@ def test_rewards_are_finite_for_one_hot_and_extreme_answers():
         labels = np.array([0, 1, 1, 2])
         surrogate = np.array([[1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0], [0, 0, 1.0]])
         for _ in range(3):
-            values = bandit.rewards(labels, surrogate)
+            values = bandit.rewards(labels, surrogate, 3)
             assert values.shape == (4,) and np.isfinite(values).all()
+            if reward in ("cert", "div"):  # these need no online surrogate
+                assert np.isfinite(GradientBandit(2, reward, 0.1).rewards(labels, None, 3)).all()
     np.testing.assert_allclose(certainty(np.array([[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]])), [0.5, 0.0])
 
 
@@ -46,5 +48,5 @@ def test_loss_reward_is_highest_where_the_surrogate_is_wrong():
     bandit = GradientBandit(n_actions=1, reward="loss", learning_rate=0.1)
     answers = np.array([[0.9, 0.1], [0.9, 0.1]], dtype=np.float32)
     surrogate = np.array([[0.9, 0.1], [0.0, 1.0]])
-    values = bandit.rewards(answers, surrogate)
+    values = bandit.rewards(answers, surrogate, 2)
     assert values[1] > values[0] + 5

@@ -60,8 +60,11 @@ def test_each_attack_is_well_above_chance_within_its_budget(cnn_onnx, small_cnn,
     assert fidelity > max(0.6, 4 * chance), fidelity
 
 
-def test_label_only_attacks_learn_from_labels_alone(cnn_onnx, held_out, pool):
-    victim, api, surrogate = steal(cnn_onnx, pool, SPECS[0], output=VictimOutput(kind="label"))
+@pytest.mark.parametrize(
+    "spec", [SPECS[0], SPECS[2], SPECS[1]], ids=["random", "adaptive-cert", "adaptive-all"]
+)
+def test_label_only_attacks_learn_from_labels_alone(cnn_onnx, held_out, pool, spec):
+    victim, api, surrogate = steal(cnn_onnx, pool, spec, output=VictimOutput(kind="label"))
     assert api.log().outputs.ndim == 1 and victim.samples == api.used == BUDGET
     victim_labels = victim.classifier(held_out[0]).argmax(1)
     assert agreement(surrogate, held_out[0], victim_labels) > 0.5

@@ -88,10 +88,11 @@ class GradientBandit:
         """Action probabilities over the available actions."""
         return stable_softmax(self.preferences, available)
 
-    def rewards(self, answers: np.ndarray, surrogate_probs: np.ndarray | None) -> np.ndarray:
+    def rewards(
+        self, answers: np.ndarray, surrogate_probs: np.ndarray | None, num_classes: int
+    ) -> np.ndarray:
         """Per-sample rewards for a batch of answers (labels [B] or scores [B, K])."""
-        k = surrogate_probs.shape[1] if surrogate_probs is not None else answers.shape[1]
-        y = distributions(answers, k).astype(np.float64)
+        y = distributions(answers, num_classes).astype(np.float64)
         mean = self._answers.mean if self._answers.mean is not None else y.mean(axis=0)
         div = np.clip(y - mean, 0.0, None).sum(axis=1)
         self._answers.update(y)

@@ -115,7 +115,7 @@ class Knockoff(Strategy):
             surrogate_probs = predict_probs(online, x) if online is not None else None
             answer = interface.query(x)
             outputs = answer.labels if answer.scores is None else answer.scores
-            rewards = bandit.rewards(outputs, surrogate_probs)
+            rewards = bandit.rewards(outputs, surrogate_probs, interface.num_classes)
             bandit.update(actions, rewards, pi)
             np.add.at(picks, actions, 1)
             if online is not None:

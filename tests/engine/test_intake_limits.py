@@ -276,11 +276,12 @@ def test_intake_memory_stays_bounded_on_a_large_model(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    bounds = {"validate": 4.0, "load": 4.0, "classifier": 3.0}
+    assert len(results) == 6
     for key, (growth, outcome) in results.items():
-        kind, entry = key.split("-")
+        kind = key.split("-")[0]
         assert outcome in ("True", "(3, 10)", "torch.Size([3, 10])"), (key, outcome)
-        assert growth < bounds[entry] * sizes[kind], (
+        bound = 2.5 if key == "dynamic-classifier" else 3.6
+        assert growth < bound * sizes[kind], (
             f"{key}: {growth / 2**20:.0f} MiB for {sizes[kind] / 2**20:.0f} MiB"
         )
 

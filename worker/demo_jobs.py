@@ -60,6 +60,100 @@ def show_evasion(report: Report) -> list[str]:
     return lines + _checks(report)
 
 
+def extraction_spec(model_id: str) -> Spec:
+    """The extraction job: steal the model through onnxruntime, with and without an output defense."""
+    return {
+        "kind": "extraction",
+        "model_id": model_id,
+        "dataset_id": "builtin:digits-test",
+        "seed": 0,
+        "params": {
+            "query_dataset_id": "builtin:digits-train",
+            "victim_output": {"kind": "probabilities"},
+            "budgets": [250, 1000],
+            "attacks": [{"name": "knockoff", "strategy": "random"}],
+            "surrogate": {"architecture": "victim", "epochs": 20},
+            "defenses": [{"name": "top_k", "k": 1}],
+            "detection": [{"name": "prada"}],
+            "transfer": {"name": "pgd", "norm": "linf", "eps": [0.1]},
+            "max_samples": 297,
+        },
+    }
+
+
+def show_extraction(report: Report) -> list[str]:
+    """Fidelity per attack, defense and budget; detection; transfer."""
+    lines = [f"victim accuracy on {report['n_samples']} held-out digits: {report['victim_accuracy']:.3f}"]
+    for attack in report["attacks"]:
+        for row in attack["rows"]:
+            for result in row["results"]:
+                lines.append(
+                    f"  {attack['label']:<18} vs {row['defense']:<10} sees {row['sees']:<13} "
+                    f"{result['queries']:>5} queries  fidelity {result['fidelity']:.3f}  "
+                    f"surrogate accuracy {result['surrogate_accuracy']:.3f}"
+                )
+    for attack in report["attacks"]:
+        for row in attack["rows"]:
+            for transfer in row["results"][-1].get("transfer") or []:
+                lines.append(
+                    f"  transfer from {attack['label']} vs {row['defense']}: PGD eps={transfer['eps']} "
+                    f"crafted on the surrogate fools the victim on {transfer['transfer_success_rate']:.3f}"
+                )
+    for row in (report.get("transfer") or {}).get("white_box") or []:
+        lines.append(
+            f"  white-box PGD eps={row['eps']} on the victim itself: {row['attack_success_rate']:.3f}"
+        )
+    for detector in report.get("detection") or []:
+        alarms = ", ".join(f"{s['attack']}: {s['alarm_at_query']}" for s in detector["streams"])
+        benign = detector["benign"]["alarm_at_query"]
+        lines.append(f"  {detector['name']} alarm at query: {alarms}; benign stream: {benign}")
+    return lines + _checks(report)
+
+
+def poisoning_spec(model_id: str) -> Spec:
+    """The poisoning job: retrain the model's architecture on poisoned digits, detect the poison."""
+    return {
+        "kind": "poisoning",
+        "model_id": model_id,
+        "dataset_id": "builtin:digits-test",
+        "seed": 0,
+        "params": {
+            "train_dataset_id": "builtin:digits-train",
+            "training": {"init": "random", "epochs": 10, "batch_size": 64},
+            "attacks": [
+                {"name": "badnets", "target_class": 0, "rate": [0.05]},
+                {"name": "label_flip", "mode": "random", "rate": [0.2]},
+            ],
+            "detection": [{"name": "activation_clustering"}],
+            "retrain_after_removal": True,
+        },
+    }
+
+
+def show_poisoning(report: Report) -> list[str]:
+    """Clean baseline, success rate and clean accuracy per attack and rate."""
+    lines = [f"clean baseline accuracy: {report['baseline']['clean_accuracy']:.3f}"]
+    for attack in report["attacks"]:
+        for row in attack["results"]:
+            success = row.get("attack_success_rate")
+            lines.append(
+                f"  {attack['name']:<12} rate {row['rate']:<5} poisoned {row.get('n_poisoned')}  "
+                f"clean accuracy {row['clean_accuracy']:.3f}  attack success rate "
+                + ("n/a" if success is None else f"{success:.3f}")
+            )
+    return lines + _checks(report)
+
+
 DEMO_JOBS: list[DemoJob] = [
     DemoJob("evasion: FGSM, PGD, APGD, Square (black-box), DeepFool", evasion_spec, show_evasion),
+    DemoJob(
+        "extraction: KnockoffNets through onnxruntime, top-1 defense, PRADA, transfer",
+        extraction_spec,
+        show_extraction,
+    ),
+    DemoJob(
+        "poisoning: BadNets and label flips, activation clustering, retraining",
+        poisoning_spec,
+        show_poisoning,
+    ),
 ]

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
+from worker.engine.reports.defense import render_defense_sections
 from worker.engine.reports.evasion import render_evasion_sections
 from worker.engine.reports.extraction import render_extraction_sections
 from worker.engine.reports.poisoning import render_poisoning_sections
@@ -13,4 +14,5 @@ SECTIONS: dict[str, SectionRenderer] = {
     "evasion": render_evasion_sections,
     "extraction": render_extraction_sections,
     "poisoning": render_poisoning_sections,
+    "defense": render_defense_sections,
 }

@@ -1,0 +1,117 @@
+"""Defense specs: the registry, closed parameters, limits and inputs that do not fit."""
+
+import numpy as np
+import pytest
+
+from tests.engine.defense_helpers import run
+from worker.engine.defense.registry import DEFENSES, defense_class
+from worker.engine.defense.runner import default_attacks
+from worker.engine.defense.spec import SpecError
+
+
+def test_registry_names_every_defense_and_its_facts():
+    assert set(DEFENSES) == {"adversarial_training", "distillation", "preprocessing", "randomized_smoothing"}
+    assert [name for name, cls in DEFENSES.items() if not cls.trains] == ["preprocessing"]
+    with pytest.raises(SpecError, match="unknown defense"):
+        defense_class("feature_squeezing")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "adversarial_training"}, "missing parameters eps"),
+        ({"name": "adversarial_training", "eps": 0.1, "gamma": 2}, "unknown parameters gamma"),
+        ({"name": "adversarial_training", "eps": 0.1, "method": "free"}, "unknown method"),
+        ({"name": "adversarial_training", "eps": 0.1, "steps": 101}, "steps must lie in"),
+        ({"name": "adversarial_training", "eps": 0.1, "epochs": 201}, "epochs must lie in"),
+        ({"name": "adversarial_training", "eps": 0.1, "init": "imagenet"}, "init must be"),
+        ({"name": "distillation", "temperature": 0}, "temperature must lie in"),
+        ({"name": "distillation", "temperature": -5}, "temperature must lie in"),
+        ({"name": "distillation", "teacher": "oracle"}, "teacher must be"),
+        ({"name": "randomized_smoothing"}, "missing parameters sigma"),
+        ({"name": "randomized_smoothing", "sigma": 0.25, "n": 5}, "n must lie in"),
+        ({"name": "randomized_smoothing", "sigma": 0.25, "alpha": 0.9}, "alpha must lie in"),
+        ({"name": "preprocessing", "transforms": [{"name": "sharpen"}]}, "unknown transform"),
+        ({"name": "preprocessing", "transforms": []}, "at least one transform"),
+    ],
+)
+def test_bad_specs_are_refused(spec, message):
+    with pytest.raises(SpecError, match=message):
+        defense_class(spec["name"]).from_spec(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "adversarial_training", "eps": 1.5}, r"eps must lie in \(0, 1\]"),
+        ({"name": "randomized_smoothing", "sigma": 2.0}, r"sigma must lie in \(0, 1\]"),
+        ({"name": "preprocessing", "transforms": [{"name": "jpeg"}]}, "needs 1 or 3 channels"),
+    ],
+)
+def test_budgets_and_transforms_are_checked_against_the_model_input(small_cnn, spec, message):
+    x = (
+        np.zeros((4, 2, 8, 8), dtype=np.float32)
+        if spec["name"] == "preprocessing"
+        else np.zeros((4, 1, 8, 8), dtype=np.float32)
+    )
+    with pytest.raises(SpecError, match=message):
+        from worker.engine.defense.runner import run_defense
+
+        run_defense(spec, None, undefended=small_cnn, x=x, y=np.zeros(4, dtype=np.int64), num_classes=10)
+
+
+def test_training_set_that_does_not_fit_and_unknown_evaluation_keys_are_refused(small_cnn):
+    from worker.engine.defense.runner import run_defense
+
+    x, y = np.zeros((4, 1, 8, 8), dtype=np.float32), np.zeros(4, dtype=np.int64)
+    spec = {"name": "adversarial_training", "eps": 0.1, "epochs": 1}
+    with pytest.raises(SpecError, match="training set has samples of shape"):
+        run_defense(
+            spec,
+            None,
+            undefended=small_cnn,
+            x=x,
+            y=y,
+            num_classes=10,
+            trainable=lambda init: small_cnn,
+            train=(np.zeros((4, 64), dtype=np.float32), y),
+        )
+    with pytest.raises(SpecError, match="labels in"):
+        run_defense(
+            spec,
+            None,
+            undefended=small_cnn,
+            x=x,
+            y=y,
+            num_classes=10,
+            trainable=lambda init: small_cnn,
+            train=(x, np.full(4, 12)),
+        )
+    with pytest.raises(SpecError, match="needs a training set"):
+        run_defense(spec, None, undefended=small_cnn, x=x, y=y, num_classes=10)
+    with pytest.raises(SpecError, match="unknown parameters budget"):
+        run(spec, {"budget": 3}, small_cnn)
+    with pytest.raises(SpecError, match="unknown attack"):
+        run(spec, {"attacks": [{"name": "patch", "eps": [0.1]}]}, small_cnn)
+
+
+def test_default_evaluation_is_autoattack_standard_or_rand_for_random_defenses():
+    assert default_attacks("linf", [0.1], False) == [
+        {"name": "autoattack", "norm": "linf", "eps": [0.1], "version": "standard"}
+    ]
+    assert default_attacks("l2", [0.5], True)[0]["version"] == "rand"
+    assert (
+        defense_class("randomized_smoothing")
+        .from_spec({"name": "randomized_smoothing", "sigma": 0.25})
+        .randomized
+    )
+    noisy = {
+        "name": "preprocessing",
+        "transforms": [{"name": "jpeg"}, {"name": "gaussian_noise", "sigma": 0.1}],
+    }
+    assert defense_class("preprocessing").from_spec(noisy).randomized
+    assert (
+        not defense_class("preprocessing")
+        .from_spec({"name": "preprocessing", "transforms": [{"name": "jpeg"}]})
+        .randomized
+    )

@@ -1,0 +1,210 @@
+"""Defensive distillation (Papernot et al. 2016), evaluated on its logits as Carlini and Wagner broke it."""
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from worker.engine.batching import batch_bounds
+from worker.engine.defense.base import (
+    Defense,
+    DefenseContext,
+    Hardened,
+    Inspection,
+    TrainingFields,
+    curve,
+    train_plain,
+)
+from worker.engine.defense.evaluation import AttackRun
+from worker.engine.defense.monitor import EpochMonitor
+from worker.engine.defense.spec import check_range
+from worker.engine.defense.views import MarginPGD, SoftmaxOutput, Tempered
+from worker.engine.training.fit import fit, soft_cross_entropy
+
+# A sample's softmax counts as saturated when its top probability rounds to 1 in float32.
+SATURATED = 1.0 - 2.0**-24
+SATURATED_SHARE = 0.5
+MARGIN_STEPS = 100
+
+
+class TemperatureLoss:
+    """Cross-entropy of the logits divided by T to labels or label distributions (training at T)."""
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+
+    def __call__(self, model: nn.Module, x: Tensor, targets: Tensor, generator: torch.Generator) -> Tensor:
+        """soft_cross_entropy(model(x) / T, targets)."""
+        return soft_cross_entropy(model(x) / self.temperature, targets)
+
+
+@torch.no_grad()
+def soft_labels(model: nn.Module, x: np.ndarray, temperature: float, device: torch.device) -> np.ndarray:
+    """The teacher's softmax at temperature T."""
+    inputs = torch.as_tensor(x)
+    chunks = [
+        functional.softmax(model(inputs[a:b].to(device)).float() / temperature, dim=1).cpu()
+        for a, b in batch_bounds(len(inputs), 512)
+    ]
+    return torch.cat(chunks).numpy()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Distillation(TrainingFields, Defense):
+    """Defensive distillation.
+
+    Paper: Papernot, McDaniel, Wu, Jha and Swami, "Distillation as a Defense to Adversarial Perturbations
+    against Deep Neural Networks", IEEE S&P 2016; broken by Carlini and Wagner, "Towards Evaluating the
+    Robustness of Neural Networks", S&P 2017 (attacks on the logits).
+
+    The teacher is trained at temperature T on hard labels (teacher "train") or is the uploaded model
+    (teacher "upload", its logits divided by T); the student (init "random" by default: the same
+    architecture from scratch) is trained at T on the teacher's soft labels and deployed at T = 1, so its
+    logits are about T times larger and its softmax saturates. The evaluation attacks the softmax naively
+    (what the paper measured) and the logits adaptively: cross-entropy on logits / T and PGD on the
+    Carlini-Wagner margin. Threat model of the evaluation: the evaluation's norm and eps.
+
+    Parameters: temperature T (default 100, in (0, 1000]); teacher ("train" default, or "upload");
+    and the training recipe (init default "random", epochs, batch_size, optimizer, learning_rate, ...).
+    """
+
+    name: ClassVar[str] = "distillation"
+    init: Literal["pretrained", "random"] = "random"
+    temperature: float = 100.0
+    teacher: Literal["train", "upload"] = "train"
+
+    def __post_init__(self) -> None:
+        """Validate T and the teacher."""
+        self.check_training()
+        check_range("temperature", self.temperature, 0.0, 1000.0, low_open=True)
+        if self.teacher not in ("train", "upload"):
+            raise ValueError(f"teacher must be 'train' or 'upload', got {self.teacher!r}")
+
+    def default_threat(self, input_range: tuple[float, float]) -> tuple[str, list[float]]:
+        """linf 0.1 and 0.2 of the range's width."""
+        width = input_range[1] - input_range[0]
+        return "linf", [0.1 * width, 0.2 * width]
+
+    def training_units(self, n_train: int) -> float:
+        """Teacher and student epochs (and a plain baseline for a random init)."""
+        trained = 1 + (self.teacher == "train") + (self.init == "random")
+        return trained * self.epochs * n_train + self.epochs * 200
+
+    def harden(self, context: DefenseContext) -> Hardened:
+        """Train (or take) the teacher, label the training set at T, train the student at T."""
+        x, y = context.training_set()
+        recipe, loss = self.recipe(), TemperatureLoss(self.temperature)
+        baseline = train_plain(context, recipe, "random")[0] if self.init == "random" else None
+        training: dict[str, Any] = {"temperature": self.temperature, "teacher": self.teacher}
+        if self.teacher == "train":
+            teacher = context.fresh(self.init)
+            teacher_monitor = EpochMonitor(
+                *context.monitor, budget=None, device=context.device, seed=context.seed
+            )
+            history = fit(
+                teacher,
+                x,
+                y,
+                recipe=recipe,
+                seed=context.seed,
+                device=context.device,
+                loss=loss,
+                on_epoch=teacher_monitor,
+                progress=context.tracker,
+                stage=f"teacher at T={self.temperature:g}",
+            )
+            training["teacher_curve"] = curve(history, teacher_monitor.rows)
+        else:
+            teacher = context.undefended
+        targets = soft_labels(teacher.eval(), x, self.temperature, context.device)
+        student = context.fresh(self.init)
+        monitor = EpochMonitor(
+            *context.monitor, budget=None, device=context.device, seed=context.seed, tracker=context.tracker
+        )
+        history = fit(
+            student,
+            x,
+            targets,
+            recipe=recipe,
+            seed=context.seed + 1,
+            device=context.device,
+            loss=loss,
+            on_epoch=monitor,
+            progress=context.tracker,
+            stage=f"student at T={self.temperature:g}",
+        )
+        training["curve"] = curve(history, monitor.rows)
+        training["epochs_run"] = len(history.epochs)
+        return Hardened(model=student.eval(), trained=True, training=training, baseline=baseline)
+
+    def inspect(self, final: nn.Module, x: np.ndarray, y: np.ndarray, context: DefenseContext) -> Inspection:
+        """The deployed softmax's saturation on the evaluation set, and its check."""
+        saturation = _saturation(final, x, context.device)
+        return Inspection({"softmax_saturation": saturation}, [_saturation_check(saturation)])
+
+    def runs(
+        self, final: nn.Module, attacks: list[dict[str, Any]], context: DefenseContext
+    ) -> list[AttackRun]:
+        """Naive: the attacks on the deployed softmax. Adaptive: on logits / T, and margin PGD on logits."""
+        norms = sorted({spec.get("norm") or "linf" for spec in attacks})
+        margin = [
+            (
+                MarginPGD(norm=norm, steps=MARGIN_STEPS, input_range=context.input_range),  # type: ignore[arg-type]
+                {
+                    "name": MarginPGD.name,
+                    "norm": norm,
+                    "eps": sorted(
+                        {e for s in attacks if (s.get("norm") or "linf") == norm for e in s["eps"]}
+                    ),
+                },
+            )
+            for norm in norms
+        ]
+        return [
+            AttackRun("naive", "the deployed softmax (T = 1)", SoftmaxOutput(final), attacks),
+            AttackRun(
+                "adaptive",
+                f"the logits divided by T = {self.temperature:g}",
+                Tempered(final, self.temperature),
+                attacks,
+                sanity_runs=True,
+            ),
+            AttackRun("adaptive", "the logits (Carlini-Wagner margin)", final, [], extra=margin),
+        ]
+
+
+@torch.no_grad()
+def _saturation(model: nn.Module, x: np.ndarray, device: torch.device) -> dict[str, Any]:
+    """How often the deployed softmax is saturated (top probability 1 in float32) on held-out inputs."""
+    inputs = torch.as_tensor(x)
+    logits = torch.cat(
+        [model(inputs[a:b].to(device)).float().cpu() for a, b in batch_bounds(len(inputs), 512)]
+    )
+    top = functional.softmax(logits, dim=1).amax(dim=1)
+    ordered = logits.sort(dim=1, descending=True).values
+    gap = ordered[:, 0] - ordered[:, 1]
+    return {
+        "saturated_share": float((top >= SATURATED).double().mean()),
+        "median_logit_gap": float(gap.median()),
+        "n_samples": len(inputs),
+    }
+
+
+def _saturation_check(saturation: dict[str, Any]) -> dict[str, Any]:
+    """A check that fails when most deployed softmax outputs are saturated (gradients vanish)."""
+    share = saturation["saturated_share"]
+    passed = share < SATURATED_SHARE
+    detail = (
+        f"{share:.1%} of {saturation['n_samples']} evaluation samples have a top softmax probability of 1 "
+        "in float32 "
+        f"(median gap between the two largest logits {saturation['median_logit_gap']:.3g})"
+    )
+    if not passed:
+        detail += (
+            ": the softmax is saturated, so gradients of the probabilities vanish and attacks on them fail "
+            "(gradient masking); the logits-based figures are the real ones"
+        )
+    return {"name": "softmax_not_saturated", "passed": passed, "detail": detail}

@@ -1,0 +1,161 @@
+"""A model behind an ordered list of input transforms, white-box (BPDA, EOT) and black-box.
+
+The forward pass always runs the real transforms. What the backward pass sees is the attacker's
+choice (Athalye, Carlini and Wagner, "Obfuscated Gradients Give a False Sense of Security", ICML 2018):
+- gradient "bpda": non-differentiable transforms are replaced on the backward pass by their
+  differentiable approximation (the identity by default: Backward Pass Differentiable Approximation);
+- gradient "naive": autograd's own gradient, which is zero for a quantizer (JPEG, bit depth) almost
+  everywhere: the gradient a defense-unaware attacker gets, and the one that makes such defenses
+  look robust;
+- fixed_draw (the naive attacker of a randomized defense, Xie et al.'s "single-pattern" attack): every
+  call reuses the same random draw, so the attack optimises against one pattern of the randomness;
+- eot_draws > 1 (for randomized transforms): whenever a gradient is being computed, the batch is run
+  through that many independent random draws and the logits are averaged (Expectation over
+  Transformation), so every gradient attack averages its gradient over the randomness. Without a
+  gradient (predictions) one draw runs, as the deployed defense does.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from worker.engine.defense.preprocessing.transforms import InputRange, Transform, transform_class
+from worker.engine.defense.spec import SpecError
+from worker.engine.seeding import seeded_generator
+
+GradientMode = Literal["bpda", "naive"]
+DEFAULT_EOT_DRAWS = 10
+
+
+def build_transforms(
+    spec: Sequence[Mapping[str, Any]],
+    sample_shape: tuple[int, ...] | None = None,
+    input_range: InputRange = (0.0, 1.0),
+) -> list[Transform]:
+    """The transforms of a spec list, checked against the input shape and range when given."""
+    if not spec:
+        raise SpecError("a preprocessing defense needs at least one transform")
+    transforms = []
+    for entry in spec:
+        transform = transform_class(str(entry.get("name"))).from_spec(entry)
+        if sample_shape is not None:
+            try:
+                transform.check_input(tuple(sample_shape), input_range)
+            except ValueError as exc:
+                raise SpecError(str(exc)) from exc
+        transforms.append(transform)
+    return transforms
+
+
+class DefendedPipeline(nn.Module):
+    """`base` behind `transforms`: the real transforms forward, BPDA or naive gradients, EOT over draws.
+
+    Random draws come from a generator seeded from `seed` (one per device), so a run is reproducible;
+    `reseed` restarts the stream.
+    """
+
+    def __init__(
+        self,
+        base: nn.Module,
+        transforms: Sequence[Transform],
+        *,
+        input_range: InputRange = (0.0, 1.0),
+        gradient: GradientMode = "bpda",
+        eot_draws: int = 1,
+        seed: int = 0,
+        fixed_draw: bool = False,
+    ) -> None:
+        super().__init__()
+        if gradient not in ("bpda", "naive") or eot_draws < 1:
+            raise ValueError(
+                f"gradient must be 'bpda' or 'naive' and eot_draws >= 1, got {gradient}, {eot_draws}"
+            )
+        self.base = base
+        self.transforms = list(transforms)
+        self.input_range = (float(input_range[0]), float(input_range[1]))
+        self.gradient: GradientMode = gradient
+        self.eot_draws = int(eot_draws)
+        self.randomized = any(t.randomized for t in self.transforms)
+        self.fixed_draw = bool(fixed_draw)
+        self._seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random stream from seed."""
+        self._seed, self._generators = seed, {}
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        """This pipeline's generator on device."""
+        key = str(device)
+        if key not in self._generators or self.fixed_draw:
+            self._generators[key] = seeded_generator(device, self._seed, 0x5EED)
+        return self._generators[key]
+
+    def transform(self, x: Tensor) -> Tensor:
+        """One draw of the transforms, with this pipeline's gradient mode on the backward pass."""
+        generator = self._generator(x.device)
+        for transform in self.transforms:
+            if transform.differentiable:
+                x = transform.apply(x, self.input_range, generator)
+                continue
+            with torch.no_grad():
+                real = transform.apply(x.detach(), self.input_range, generator)
+            if self.gradient == "naive":
+                x = real + 0.0 * x
+            else:
+                approximation = transform.approximate(x, self.input_range)
+                x = approximation + (real - approximation).detach()
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits: one draw, or with a gradient being computed the mean over eot_draws draws."""
+        draws = self.eot_draws if self.randomized and torch.is_grad_enabled() and x.requires_grad else 1
+        if draws == 1:
+            return self.base(self.transform(x))
+        repeated = x.repeat(draws, *([1] * (x.dim() - 1)))
+        logits = self.base(self.transform(repeated))
+        return logits.reshape(draws, len(x), *logits.shape[1:]).mean(dim=0)
+
+
+def defended_module(
+    base: nn.Module,
+    spec: Sequence[Mapping[str, Any]],
+    *,
+    input_range: InputRange = (0.0, 1.0),
+    eot_draws: int | None = None,
+    seed: int = 0,
+) -> DefendedPipeline:
+    """The white-box defended model: BPDA on the backward pass, EOT over draws for random transforms.
+
+    This is what evasion jobs attack for a defended model by default: any gradient attack run on it is
+    adaptive. eot_draws defaults to DEFAULT_EOT_DRAWS when a transform is randomized, else 1.
+    """
+    transforms = build_transforms(spec, None, input_range)
+    if eot_draws is None:
+        eot_draws = DEFAULT_EOT_DRAWS if any(t.randomized for t in transforms) else 1
+    return DefendedPipeline(base, transforms, input_range=input_range, eot_draws=eot_draws, seed=seed)
+
+
+def defended_classifier(
+    classify: Callable[[np.ndarray], np.ndarray],
+    spec: Sequence[Mapping[str, Any]],
+    *,
+    input_range: InputRange = (0.0, 1.0),
+    seed: int = 0,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The black-box defended model: the transforms (one draw) in front of a NumPy classifier."""
+    transforms = build_transforms(spec, None, input_range)
+    generator = seeded_generator(torch.device("cpu"), seed, 0x5EED)
+    low, high = float(input_range[0]), float(input_range[1])
+
+    def classify_defended(x: np.ndarray) -> np.ndarray:
+        batch = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+        with torch.no_grad():
+            for transform in transforms:
+                batch = transform.apply(batch, (low, high), generator)
+        return classify(np.ascontiguousarray(batch.numpy(), dtype=np.float32))
+
+    return classify_defended

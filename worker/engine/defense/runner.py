@@ -1,0 +1,237 @@
+"""Defense jobs: harden the model, export it, and evaluate the exported model adaptively."""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from worker.engine.defense.base import DefenseContext, Init
+from worker.engine.defense.evaluation import (
+    Classify,
+    evaluate_defense,
+    module_classifier,
+    predict_labels,
+    run_units,
+)
+from worker.engine.defense.registry import defense_class
+from worker.engine.defense.report import assemble_report
+from worker.engine.defense.spec import SpecError
+from worker.engine.evasion.attacks.registry import attack_class
+from worker.engine.models.black_box import QueryOnlyModel
+from worker.engine.models.intake import OnnxRuntimeClassifier, load_onnx_module
+from worker.engine.progress import ProgressCallback, ProgressTracker
+
+EVALUATION_KEYS = {"attacks", "max_samples", "batch_size", "sanity_runs", "monitor_samples"}
+DEFAULT_MAX_SAMPLES = 500
+DEFAULT_MONITOR_SAMPLES = 200
+
+
+@dataclass
+class HardenedModel:
+    """The model a defense job hands back.
+
+    `onnx` holds the exported weights (None for a preprocessing defense, whose model is the base graph);
+    `preprocessing` the transforms a defended model runs in front of its graph (None for none).
+    """
+
+    onnx: bytes | None
+    module: nn.Module
+    preprocessing: list[dict[str, Any]] | None
+
+
+@dataclass
+class DefenseOutcome:
+    """The report body, artifact arrays (one .npz each) and the hardened model."""
+
+    report: dict[str, Any]
+    arrays: dict[str, dict[str, np.ndarray]]
+    model: HardenedModel
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def _evaluation_settings(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The evaluation block with defaults; unknown keys are an error."""
+    spec = dict(spec or {})
+    unknown = sorted(set(spec) - EVALUATION_KEYS)
+    if unknown:
+        raise SpecError(f"evaluation: unknown parameters {', '.join(unknown)}")
+    defaults = {
+        "attacks": None,
+        "max_samples": DEFAULT_MAX_SAMPLES,
+        "batch_size": 256,
+        "sanity_runs": True,
+        "monitor_samples": DEFAULT_MONITOR_SAMPLES,
+    }
+    return {key: spec.get(key) if spec.get(key) is not None else value for key, value in defaults.items()}
+
+
+def default_attacks(norm: str, eps: list[float], randomized: bool) -> list[dict[str, Any]]:
+    """AutoAttack at the defense's budget: standard, or rand (APGD with EOT) for a random defense."""
+    return [{"name": "autoattack", "norm": norm, "eps": eps, "version": "rand" if randomized else "standard"}]
+
+
+def _check_attacks(attacks: list[dict[str, Any]], input_range: tuple[float, float]) -> None:
+    """Every attack must be a registered, eps-bounded evasion attack."""
+    for spec in attacks:
+        if not spec.get("eps"):
+            raise SpecError(f"evaluation attack {spec.get('name')!r} needs an eps list")
+        try:
+            attack_class(str(spec.get("name"))).from_spec(spec, input_range=input_range)
+        except ValueError as exc:
+            raise SpecError(f"evaluation: {exc}") from exc
+
+
+def _check_data(
+    x: np.ndarray, y: np.ndarray, sample_shape: tuple[int, ...], num_classes: int, label: str
+) -> None:
+    """A dataset must fit the model: sample shape and labels."""
+    if tuple(x.shape[1:]) != tuple(sample_shape):
+        raise SpecError(
+            f"the {label} has samples of shape {list(x.shape[1:])}; the model takes {list(sample_shape)}"
+        )
+    if len(y) != len(x) or len(y) == 0 or int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise SpecError(f"the {label} needs labels in [0, {num_classes}) for every sample")
+
+
+def run_defense(
+    defense_spec: Mapping[str, Any],
+    evaluation_spec: Mapping[str, Any] | None,
+    *,
+    undefended: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    trainable: Callable[[Init], nn.Module] | None = None,
+    train: tuple[np.ndarray, np.ndarray] | None = None,
+    undefended_classify: Classify | None = None,
+    export: Callable[[nn.Module], bytes] | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: ProgressCallback | None = None,
+) -> DefenseOutcome:
+    """Harden `undefended` with the defense spec, export it, and evaluate it beside the undefended model.
+
+    `trainable(init)` gives fresh trainable copies of the model's graph; `undefended_classify` is the
+    uploaded model as deployed (onnxruntime), and `export(module)` the exporter whose ONNX becomes the
+    derived model (without one the trained module itself is evaluated). Every figure of the report is
+    measured on the exported model through onnxruntime (behind the real preprocessing, if any).
+    """
+    device = device or torch.device("cpu")
+    defense = defense_class(str(defense_spec.get("name"))).from_spec(defense_spec)
+    sample_shape = tuple(int(d) for d in x.shape[1:])
+    try:
+        defense.validate(sample_shape, input_range)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from exc
+    settings = _evaluation_settings(evaluation_spec)
+    norm, eps = defense.default_threat(input_range)
+    attacks = (
+        [dict(a) for a in settings["attacks"]]
+        if settings["attacks"]
+        else default_attacks(norm, eps, defense.randomized)
+    )
+    _check_attacks(attacks, input_range)
+    _check_data(x, y, sample_shape, num_classes, "evaluation set")
+    if defense.trains:
+        if train is None or trainable is None:
+            raise SpecError(f"{defense.name} trains a model: it needs a training set and a trainable model")
+        _check_data(train[0], train[1], sample_shape, num_classes, "training set")
+    x, y = x[: settings["max_samples"]], y[: settings["max_samples"]]
+    monitor = (x[: settings["monitor_samples"]], y[: settings["monitor_samples"]])
+    undefended = undefended.to(device).eval()
+    context = DefenseContext(
+        undefended,
+        trainable,
+        train,
+        monitor,
+        input_range,
+        sample_shape,
+        num_classes,
+        seed,
+        device,
+        ProgressTracker(1.0, None),
+    )
+    planned = defense.runs(undefended, attacks, context)
+    units = defense.training_units(len(train[0]) if train is not None else 0) + run_units(
+        planned, attacks, len(x), input_range
+    )
+    units += getattr(defense, "certification_units", lambda n: 0.0)(len(x))
+    context.tracker = tracker = ProgressTracker(units, progress)
+    hardened = defense.harden(context)
+    export_check = None
+    if hardened.trained and export is not None:
+        onnx = export(hardened.model)
+        final = load_onnx_module(onnx).to(device).eval()
+        final_classify: Classify = OnnxRuntimeClassifier(onnx)
+        export_check = _export_check(hardened.model, final_classify, x, device)
+    elif hardened.trained:
+        onnx, final = None, hardened.model
+        final_classify = module_classifier(final, device)
+    else:
+        onnx, final = None, undefended
+        final_classify = undefended_classify or module_classifier(undefended, device)
+    deployed = defense.deployed(final_classify, context)
+    baseline = hardened.baseline if hardened.baseline is not None else undefended
+    baseline_classify = module_classifier(baseline, device)
+    if hardened.baseline is None and undefended_classify is not None:
+        baseline_classify = undefended_classify
+    section, arrays = evaluate_defense(
+        undefended=baseline,
+        undefended_classify=baseline_classify,
+        undefended_black_box=QueryOnlyModel(baseline_classify),
+        runs=defense.runs(final, attacks, context),
+        deployed_classify=deployed,
+        attacks=attacks,
+        x=x,
+        y=y,
+        input_range=input_range,
+        seed=seed,
+        device=device,
+        batch_size=settings["batch_size"],
+        tracker=tracker,
+    )
+    inspection = defense.inspect(final, x, y, context)
+    params = {key: _plain(value) for key, value in dataclasses.asdict(defense).items()}  # type: ignore[call-overload]
+    report = assemble_report(
+        defense={"name": defense.name, **params},
+        evaluation=section,
+        attacks=attacks,
+        hardened=hardened,
+        inspection=inspection,
+        export_check=export_check,
+        headline_eps=defense.headline_eps(),
+        baseline_trained=hardened.baseline is not None,
+        settings=settings,
+    )
+    return DefenseOutcome(
+        report, {**arrays, **inspection.arrays}, HardenedModel(onnx, final, hardened.preprocessing)
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, for JSON."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _export_check(
+    trained: nn.Module, exported: Classify, x: np.ndarray, device: torch.device
+) -> dict[str, Any]:
+    """The exported ONNX (onnxruntime) must predict what the trained module predicts."""
+    expected = predict_labels(module_classifier(trained, device), x)
+    got = predict_labels(exported, x)
+    logits_trained = module_classifier(trained, device)(x[:256])
+    diff = float(np.abs(np.asarray(exported(x[:256])) - logits_trained).max())
+    agree = int((expected == got).sum())
+    return {
+        "name": "exported_model_matches_trained",
+        "passed": agree == len(x),
+        "detail": f"onnxruntime on the exported ONNX agrees with the trained module on {agree} of {len(x)} "
+        f"evaluation samples (max logit difference {diff:.3g})",
+    }

@@ -1,0 +1,194 @@
+"""The defense sections of a report page: headline, side-by-side robustness, curves, certificates."""
+
+from typing import Any
+
+from worker.engine.reports.evasion import attack_section
+from worker.engine.reports.parts import (
+    Series,
+    esc,
+    figure,
+    finite,
+    key_values,
+    line_chart,
+    num,
+    pct,
+    section,
+    table,
+)
+
+
+def _headline(report: dict[str, Any]) -> str:
+    """The adaptive worst case beside the naive figure and the undefended model."""
+    head = report.get("headline") or {}
+    defense = report.get("defense") or {}
+    pairs = [
+        ("defense", defense.get("name")),
+        ("threat model", f"{head.get('norm')} eps={num(head.get('eps'))}" if head else None),
+        ("robust accuracy (adaptive, worst case)", pct(head.get("robust_accuracy"))),
+        (
+            "naive robust accuracy",
+            pct(head.get("naive_robust_accuracy")) if head.get("naive_robust_accuracy") is not None else None,
+        ),
+        ("clean accuracy", pct(head.get("clean_accuracy"))),
+        ("undefended robust accuracy", pct(head.get("undefended_robust_accuracy"))),
+        ("undefended clean accuracy", pct(head.get("undefended_clean_accuracy"))),
+        ("undefended model", (report.get("evaluation") or {}).get("undefended_model")),
+    ]
+    note = (
+        "<p>The headline is the per-sample worst case over every attack run against the defended model, "
+        "measured on the exported model. A naive figure far above it means the defense masks gradients.</p>"
+    )
+    rows = [[f"<th>{esc(k)}</th>", v if "accuracy" in k else esc(v)] for k, v in pairs if v is not None]
+    return section("Defense", note, table(None, rows), key_values(sorted(defense.items())))
+
+
+def _robust_vs_eps(report: dict[str, Any]) -> str:
+    """Robust accuracy against eps for the undefended and the defended model, one chart per norm."""
+    rows = report.get("robust_accuracy_vs_eps") or []
+    evaluation = report.get("evaluation") or {}
+    clean = {
+        "undefended": (evaluation.get("undefended") or {}).get("clean_accuracy"),
+        "defended": (evaluation.get("defended") or {}).get("clean_accuracy"),
+    }
+    figures, tables = [], []
+    for norm in sorted({row["norm"] for row in rows}):
+        mine = [row for row in rows if row["norm"] == norm]
+        lines = []
+        for key, label, start, dashed in (
+            ("undefended", "undefended", clean["undefended"], True),
+            ("defended_naive", "defended, naive attack", clean["defended"], False),
+            ("defended_adaptive", "defended, adaptive attack", clean["defended"], False),
+            ("defended_worst_case", "defended, worst case", clean["defended"], False),
+        ):
+            points = [(float(r["eps"]), float(r[key])) for r in mine if finite(r.get(key))]
+            if points:
+                lines.append(Series(label, ([(0.0, float(start))] if finite(start) else []) + points, dashed))
+        figures.append(
+            figure(
+                line_chart(lines, x_label=f"eps ({norm})", y_label="robust accuracy"),
+                f"Robust accuracy against eps ({norm}); eps 0 is clean accuracy.",
+            )
+        )
+        tables.append(
+            table(
+                ["norm", "eps", "undefended", "naive", "adaptive", "worst case"],
+                [
+                    [
+                        esc(norm),
+                        num(r["eps"]),
+                        pct(r.get("undefended")),
+                        pct(r.get("defended_naive")),
+                        pct(r.get("defended_adaptive")),
+                        pct(r.get("defended_worst_case")),
+                    ]
+                    for r in mine
+                ],
+            )
+        )
+    return section("Robust accuracy against eps", *figures, *tables)
+
+
+def _training(report: dict[str, Any]) -> str:
+    """Loss, clean and robust accuracy per epoch, and what the overfitting guard did."""
+    training = report.get("training") or {}
+    curve = training.get("curve") or []
+    if not curve:
+        return ""
+    accuracy = [
+        Series(label, [(float(r["epoch"]), float(r[key])) for r in curve if finite(r.get(key))], dashed)
+        for key, label, dashed in (
+            ("clean_accuracy", "clean (held out)", False),
+            ("robust_accuracy", "PGD (held out)", False),
+            ("guard_pgd_accuracy", "guard: PGD (training subset)", True),
+            ("guard_training_attack_accuracy", "guard: training attack", True),
+        )
+    ]
+    loss = [
+        Series(
+            "training loss", [(float(r["epoch"]), float(r["loss"])) for r in curve if finite(r.get("loss"))]
+        )
+    ]
+    guard = training.get("guard")
+    notes = ""
+    if guard:
+        fired = guard.get("fired_at")
+        notes = (
+            f"<p><strong>The catastrophic-overfitting guard fired at epoch {esc(fired['epoch'])}</strong>; "
+            f"training stopped and epoch {esc(guard.get('kept_epoch'))} was kept.</p>"
+            if guard.get("fired") and fired
+            else "<p>The catastrophic-overfitting guard did not fire.</p>"
+        )
+    facts = key_values([(k, v) for k, v in training.items() if k not in ("curve", "teacher_curve", "guard")])
+    return section(
+        "Training",
+        notes,
+        facts,
+        figure(line_chart(accuracy, x_label="epoch", y_label="accuracy"), "Accuracy per epoch."),
+        figure(line_chart(loss, x_label="epoch", y_label="loss", share=False), "Training loss per epoch."),
+    )
+
+
+def _certification(report: dict[str, Any]) -> str:
+    """Certified accuracy against the l2 radius (randomized smoothing)."""
+    cert = report.get("certification")
+    if not cert:
+        return ""
+    rows = cert.get("certified_accuracy") or []
+    chart = line_chart(
+        [Series("certified accuracy", [(float(r["radius"]), float(r["certified_accuracy"])) for r in rows])],
+        x_label="l2 radius",
+        y_label="certified accuracy",
+    )
+    facts = key_values([(k, v) for k, v in cert.items() if k != "certified_accuracy"])
+    return section(
+        "Certification (randomized smoothing)",
+        facts,
+        figure(chart, "Share of samples certified correct within each l2 radius."),
+        table(
+            ["radius", "certified accuracy"], [[num(r["radius"]), pct(r["certified_accuracy"])] for r in rows]
+        ),
+    )
+
+
+def _runs(report: dict[str, Any]) -> str:
+    """Every attack on the undefended model and on each view of the defended one."""
+    evaluation = report.get("evaluation") or {}
+    parts = ["<h3>Undefended model</h3>"] + [
+        attack_section(a) for a in (evaluation.get("undefended") or {}).get("attacks", [])
+    ]
+    for run in (evaluation.get("defended") or {}).get("runs", []):
+        parts.append(f"<h3>Defended model, {esc(run.get('role'))} attack on {esc(run.get('view'))}</h3>")
+        parts += [attack_section(a) for a in run.get("attacks", [])]
+    return section("Attacks", *parts)
+
+
+def _extras(report: dict[str, Any]) -> str:
+    """Saturation of a distilled softmax and the preprocessing of a defended model."""
+    parts = []
+    if report.get("softmax_saturation"):
+        parts.append(key_values(sorted(report["softmax_saturation"].items())))
+    if report.get("preprocessing"):
+        parts.append(
+            table(
+                ["transform", "parameters"],
+                [
+                    [esc(t.get("name")), esc({k: v for k, v in t.items() if k != "name"})]
+                    for t in report["preprocessing"]
+                ],
+            )
+        )
+    return section("Defended model", *parts)
+
+
+def render_defense_sections(report: dict[str, Any]) -> str:
+    """Every defense section, from the JSON report alone."""
+    return "".join(
+        (
+            _headline(report),
+            _robust_vs_eps(report),
+            _training(report),
+            _certification(report),
+            _extras(report),
+            _runs(report),
+        )
+    )

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.schemas.defense import DEFENSE_EXAMPLE, DefenseJobSpec
 from app.schemas.evasion import EVASION_EXAMPLE, EvasionJobSpec
 from app.schemas.extraction import EXTRACTION_EXAMPLE, ExtractionJobSpec
 from app.schemas.poisoning import POISONING_EXAMPLE, PoisoningJobSpec
@@ -12,7 +13,9 @@ from app.schemas.poisoning import POISONING_EXAMPLE, PoisoningJobSpec
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 # One spec class per kind; each kind's module adds its own here.
-JobSpec = Annotated[EvasionJobSpec | ExtractionJobSpec | PoisoningJobSpec, Field(discriminator="kind")]
+JobSpec = Annotated[
+    EvasionJobSpec | ExtractionJobSpec | PoisoningJobSpec | DefenseJobSpec, Field(discriminator="kind")
+]
 JobKind = Literal["evasion", "extraction", "poisoning", "defense"]
 # One example per kind for the OpenAPI page.
 JOB_EXAMPLES: dict[str, dict[str, Any]] = {
@@ -24,6 +27,10 @@ JOB_EXAMPLES: dict[str, dict[str, Any]] = {
     "poisoning": {
         "summary": "Poisoning: flips, backdoors, clean-label and detection",
         "value": POISONING_EXAMPLE,
+    },
+    "defense": {
+        "summary": "Defense: PGD adversarial training, evaluated with AutoAttack",
+        "value": DEFENSE_EXAMPLE,
     },
 }
 

@@ -115,3 +115,28 @@ def test_default_evaluation_is_autoattack_standard_or_rand_for_random_defenses()
         .from_spec({"name": "preprocessing", "transforms": [{"name": "jpeg"}]})
         .randomized
     )
+
+
+def test_api_schemas_name_the_engine_defenses_transforms_and_their_facts():
+    import dataclasses
+    import typing
+
+    from app.schemas.defense import DefenseSpec, PreprocessingParams, TransformParams
+    from worker.engine.defense.preprocessing.transforms import TRANSFORMS
+
+    def by_name(union: object) -> dict[str, type]:
+        members = typing.get_args(typing.get_args(union)[0])
+        return {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in members}
+
+    defenses, transforms = by_name(DefenseSpec), by_name(TransformParams)
+    assert set(defenses) == set(DEFENSES) and set(transforms) == set(TRANSFORMS)
+    for name, schema in defenses.items():
+        engine = {f.name for f in dataclasses.fields(DEFENSES[name])}  # type: ignore[arg-type]
+        assert set(schema.model_fields) - {"name"} == engine, name
+        assert schema.trains == DEFENSES[name].trains
+    for name, schema in transforms.items():
+        engine = TRANSFORMS[name]
+        assert set(schema.model_fields) - {"name"} == {f.name for f in dataclasses.fields(engine)}, name
+        for fact in ("needs_image", "channels", "randomized", "differentiable"):
+            assert getattr(schema, fact) == getattr(engine, fact), (name, fact)
+    assert PreprocessingParams.trains is False

@@ -78,13 +78,30 @@ class ModelSnapshot:
             raise JobFailure(exc.code, exc.message) from exc
 
     def white_box_module(self) -> nn.Module:
-        """A differentiable module on inputs in the input range: normalization and preprocessing included."""
-        return self._normalized(self.graph_module())
+        """A differentiable module on inputs in the input range: normalization and preprocessing included.
+
+        A defended model's preprocessing runs forward as deployed; gradients go through BPDA and, for random
+        transforms, EOT (worker.engine.defense.preprocessing), so gradient attacks on it are adaptive.
+        """
+        module = self._normalized(self.graph_module())
+        if not self.preprocessing:
+            return module
+        from worker.engine.defense.preprocessing import defended_module
+
+        return defended_module(module, self.preprocessing, input_range=self.input_range)
+
+    def _defending(self, classify: Classifier) -> Classifier:
+        """A NumPy classifier behind a defended model's preprocessing (one draw per call)."""
+        if not self.preprocessing:
+            return classify
+        from worker.engine.defense.preprocessing import defended_classifier
+
+        return defended_classifier(classify, self.preprocessing, input_range=self.input_range)
 
     def classifier(self) -> Classifier | None:
         """The model as a NumPy function of inputs in the input range (onnxruntime or the remote endpoint)."""
         if self.format == "onnx" and self.blob is not None:
-            return self._normalizing(OnnxRuntimeClassifier(self.blob))
+            return self._defending(self._normalizing(OnnxRuntimeClassifier(self.blob)))
         if self.format == "remote" and self.endpoint_url:
             remote = RemoteClassifier(
                 self.endpoint_url,

@@ -6,7 +6,7 @@ from typing import Any
 
 from app.orm import ModelRecord
 from app.services.context import ServiceContext
-from app.services.kinds import evasion, extraction, poisoning
+from app.services.kinds import defense, evasion, extraction, poisoning
 
 
 @dataclass(frozen=True)
@@ -21,4 +21,5 @@ KIND_RULES: dict[str, KindRules] = {
     "evasion": KindRules(check=evasion.check, estimate_cost=evasion.estimate_cost),
     "extraction": KindRules(check=extraction.check, estimate_cost=extraction.estimate_cost),
     "poisoning": KindRules(check=poisoning.check, estimate_cost=poisoning.estimate_cost),
+    "defense": KindRules(check=defense.check, estimate_cost=defense.estimate_cost),
 }

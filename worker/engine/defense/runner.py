@@ -109,6 +109,7 @@ def run_defense(
     train: tuple[np.ndarray, np.ndarray] | None = None,
     undefended_classify: Classify | None = None,
     export: Callable[[nn.Module], bytes] | None = None,
+    load_exported: Callable[[bytes], tuple[nn.Module, Classify]] | None = None,
     input_range: tuple[float, float] = (0.0, 1.0),
     seed: int = 0,
     device: torch.device | None = None,
@@ -118,7 +119,9 @@ def run_defense(
 
     `trainable(init)` gives fresh trainable copies of the model's graph; `undefended_classify` is the
     uploaded model as deployed (onnxruntime), and `export(module)` the exporter whose ONNX becomes the
-    derived model (without one the trained module itself is evaluated). Every figure of the report is
+    derived model (without one the trained module itself is evaluated); `load_exported(onnx)` turns those
+    bytes back into the white-box module and the onnxruntime classifier on inputs in the input range
+    (default: the graph as is; a model with declared normalization wraps both). Every figure of the report is
     measured on the exported model through onnxruntime (behind the real preprocessing, if any).
     """
     device = device or torch.device("cpu")
@@ -166,12 +169,12 @@ def run_defense(
     export_check = None
     if hardened.trained and export is not None:
         onnx = export(hardened.model)
-        final = load_onnx_module(onnx).to(device).eval()
-        final_classify: Classify = OnnxRuntimeClassifier(onnx)
+        final, final_classify = (load_exported or _load_exported)(onnx)
+        final = final.to(device).eval()
         export_check = _export_check(hardened.model, final_classify, x, device)
     elif hardened.trained:
         onnx, final = None, hardened.model
-        final_classify = module_classifier(final, device)
+        final_classify: Classify = module_classifier(final, device)
     else:
         onnx, final = None, undefended
         final_classify = undefended_classify or module_classifier(undefended, device)
@@ -211,6 +214,11 @@ def run_defense(
     return DefenseOutcome(
         report, {**arrays, **inspection.arrays}, HardenedModel(onnx, final, hardened.preprocessing)
     )
+
+
+def _load_exported(onnx: bytes) -> tuple[nn.Module, Classify]:
+    """The exported graph as a white-box module and through onnxruntime."""
+    return load_onnx_module(onnx), OnnxRuntimeClassifier(onnx)
 
 
 def _plain(value: Any) -> Any:

@@ -22,4 +22,8 @@ def executor_for(kind: str) -> Executor | None:
         from worker.services.kinds.poisoning import execute as execute_poisoning
 
         return execute_poisoning
+    if kind == "defense":
+        from worker.services.kinds.defense import execute as execute_defense
+
+        return execute_defense
     return None

@@ -1,0 +1,232 @@
+"""The defense kind: harden or wrap a model (the engine's registry names), then evaluate it adaptively."""
+
+from typing import Annotated, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.schemas.common import JobSpecBase, Norm, ResourceId
+from app.schemas.evasion import AttackParams, AttackParamsBase
+
+Budget = Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]
+
+
+class _Closed(BaseModel):
+    """A closed schema: unknown fields are a 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DefenseTraining(_Closed):
+    """The recipe of a defense that trains (the engine's TrainingFields): where weights start, the budget."""
+
+    trains: ClassVar[bool] = True
+
+    init: Literal["pretrained", "random"] = Field(
+        default="pretrained",
+        description="pretrained: fine-tune the model's weights; random: retrain its graph.",
+    )
+    epochs: Annotated[int, Field(ge=1, le=200)] = 20
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.001
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+
+
+class AdversarialTrainingParams(DefenseTraining):
+    """Adversarial training: pgd (Madry et al. 2018), trades (Zhang et al. 2019, beta), fast (Wong et al.
+    2020, FGSM from a random start with step 1.25 eps and a catastrophic-overfitting guard). Defaults:
+    pgd, linf, 10 steps of 2.5 eps / steps from a random start, clean_weight 0 (0.5 trains on clean and
+    adversarial inputs equally), beta 6, a guard on 256 training samples."""
+
+    name: Literal["adversarial_training"]
+    method: Literal["pgd", "trades", "fast"] = "pgd"
+    norm: Norm = "linf"
+    eps: Budget
+    steps: Annotated[int, Field(ge=1, le=100)] = 10
+    step_size: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)] | None = None
+    random_start: bool = True
+    clean_weight: Annotated[float, Field(ge=0, le=1)] = 0.0
+    beta: Annotated[float, Field(ge=0, le=100)] = 6.0
+    guard_samples: Annotated[int, Field(ge=16, le=4096)] = 256
+
+
+class DistillationParams(DefenseTraining):
+    """Defensive distillation (Papernot et al. 2016): the teacher trained at temperature T (or the upload),
+    its soft labels at T, the student (init random by default) trained at T and deployed at T = 1.
+    Evaluated on the softmax (naive) and on the logits (CE on logits / T, Carlini-Wagner margin)."""
+
+    name: Literal["distillation"]
+    init: Literal["pretrained", "random"] = "random"
+    temperature: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 100.0
+    teacher: Literal["train", "upload"] = "train"
+
+
+class TransformBase(_Closed):
+    """Facts the submission checks read (the engine's transforms carry the same; a test keeps them equal)."""
+
+    needs_image: ClassVar[bool] = False
+    channels: ClassVar[tuple[int, ...] | None] = None
+    randomized: ClassVar[bool] = False
+    differentiable: ClassVar[bool] = True
+
+
+class JpegParams(TransformBase):
+    """JPEG compression through a real codec; grayscale or RGB images. BPDA (identity) backward."""
+
+    needs_image: ClassVar[bool] = True
+    channels: ClassVar[tuple[int, ...] | None] = (1, 3)
+    differentiable: ClassVar[bool] = False
+    name: Literal["jpeg"]
+    quality: Annotated[int, Field(ge=1, le=95)] = 75
+
+
+class MedianParams(TransformBase):
+    """Median filter over size x size windows (odd, 3 to 7)."""
+
+    needs_image: ClassVar[bool] = True
+    name: Literal["median"]
+    size: Literal[3, 5, 7] = 3
+
+
+class GaussianParams(TransformBase):
+    """Gaussian blur with standard deviation sigma pixels."""
+
+    needs_image: ClassVar[bool] = True
+    name: Literal["gaussian"]
+    sigma: Annotated[float, Field(gt=0, le=10)] = 1.0
+
+
+class BitDepthParams(TransformBase):
+    """Bit-depth reduction to `bits` per value. BPDA (identity) backward."""
+
+    differentiable: ClassVar[bool] = False
+    name: Literal["bit_depth"]
+    bits: Annotated[int, Field(ge=1, le=8)] = 4
+
+
+class RandomResizePadParams(TransformBase):
+    """Random resizing and padding (Xie et al. 2018) at the input size; EOT averages over draws."""
+
+    needs_image: ClassVar[bool] = True
+    randomized: ClassVar[bool] = True
+    name: Literal["random_resize_pad"]
+    min_scale: Annotated[float, Field(ge=0.5, le=0.99)] = 0.8
+
+
+class GaussianNoiseParams(TransformBase):
+    """Additive Gaussian noise of standard deviation sigma (input units); EOT averages over draws."""
+
+    randomized: ClassVar[bool] = True
+    name: Literal["gaussian_noise"]
+    sigma: Budget = 0.1
+
+
+TransformParams = Annotated[
+    JpegParams | MedianParams | GaussianParams | BitDepthParams | RandomResizePadParams | GaussianNoiseParams,
+    Field(discriminator="name"),
+]
+
+
+class PreprocessingParams(_Closed):
+    """Transforms in front of the model, in order; evaluated naively and with BPDA and EOT (eot_draws)."""
+
+    trains: ClassVar[bool] = False
+    name: Literal["preprocessing"]
+    transforms: Annotated[list[TransformParams], Field(min_length=1, max_length=8)]
+    eot_draws: Annotated[int, Field(ge=1, le=100)] = 10
+
+
+class RandomizedSmoothingParams(DefenseTraining):
+    """Randomized smoothing (Cohen et al. 2019): training under Gaussian noise sigma; certification with n0
+    selection draws, n estimation draws and confidence 1 - alpha (abstaining below 1/2); certified accuracy
+    at each l2 radius. Defaults: n0 100, n 1000, alpha 0.001, radii 0, 0.25, 0.5, 0.75, 1."""
+
+    name: Literal["randomized_smoothing"]
+    sigma: Budget
+    n0: Annotated[int, Field(ge=1, le=10_000)] = 100
+    n: Annotated[int, Field(ge=10, le=100_000)] = 1000
+    alpha: Annotated[float, Field(gt=0, le=0.5)] = 0.001
+    radii: Annotated[list[Annotated[float, Field(ge=0, le=1_000)]], Field(min_length=1, max_length=32)] = (
+        Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    )
+    eot_draws: Annotated[int, Field(ge=1, le=100)] = 10
+
+
+DefenseSpec = Annotated[
+    AdversarialTrainingParams | DistillationParams | PreprocessingParams | RandomizedSmoothingParams,
+    Field(discriminator="name"),
+]
+
+
+class DefenseEvaluation(_Closed):
+    """How the hardened model is evaluated: evasion attacks (default AutoAttack at the defense's budget,
+    version rand for random defenses), run on the undefended and the defended model, naive and adaptive."""
+
+    attacks: Annotated[list[AttackParams], Field(min_length=1, max_length=16)] | None = None
+    max_samples: Annotated[int, Field(ge=1, le=100_000)] = 500
+    batch_size: Annotated[int, Field(ge=1, le=8192)] = 256
+    sanity_runs: bool = True
+    monitor_samples: Annotated[int, Field(ge=1, le=10_000)] = 200
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        """Only eps-bounded evasion attacks (no patches) evaluate a defense."""
+        for attack in self.attacks or []:
+            if not isinstance(attack, AttackParamsBase):
+                raise ValueError(
+                    f"{attack.name} is not an eps-bounded attack; a defense is evaluated within eps"
+                )  # type: ignore[attr-defined]
+        return self
+
+
+class DefenseParams(_Closed):
+    """What a defense job runs: the defense, its training set (defenses that train) and the evaluation."""
+
+    train_dataset_id: ResourceId | None = None
+    defense: DefenseSpec
+    evaluation: DefenseEvaluation = Field(default_factory=DefenseEvaluation)
+
+    @model_validator(mode="after")
+    def _training_set(self) -> Self:
+        """Defenses that train need a training set; preprocessing takes none."""
+        trains = type(self.defense).trains
+        if trains and self.train_dataset_id is None:
+            raise ValueError(f"{self.defense.name} trains a model: give params.train_dataset_id")
+        if not trains and self.train_dataset_id is not None:
+            raise ValueError("preprocessing trains nothing: leave out train_dataset_id")
+        return self
+
+
+DEFENSE_EXAMPLE = {
+    "kind": "defense",
+    "model_id": "mdl_0123456789abcdef01234567",
+    "dataset_id": "builtin:digits-test",
+    "seed": 0,
+    "params": {
+        "train_dataset_id": "builtin:digits-train",
+        "defense": {
+            "name": "adversarial_training",
+            "method": "pgd",
+            "norm": "linf",
+            "eps": 0.1,
+            "steps": 10,
+            "epochs": 20,
+            "init": "pretrained",
+        },
+        "evaluation": {
+            "attacks": [{"name": "autoattack", "norm": "linf", "eps": [0.05, 0.1, 0.2]}],
+            "max_samples": 500,
+        },
+    },
+}
+
+
+class DefenseJobSpec(JobSpecBase):
+    """A defense job: harden or wrap a model, hand it back as a derived model, evaluate it adaptively."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [DEFENSE_EXAMPLE]})
+
+    kind: Literal["defense"]
+    params: DefenseParams

@@ -1,0 +1,214 @@
+"""Submission rules of the defense kind: a model the defense can train or wrap, budgets inside the input
+range, transforms that fit the input, a training set that fits; cost in forward-backward sample passes."""
+
+import math
+
+from app.errors import InvalidInput
+from app.orm import ModelRecord
+from app.schemas.defense import (
+    AdversarialTrainingParams,
+    DefenseJobSpec,
+    DefenseParams,
+    DistillationParams,
+    GaussianNoiseParams,
+    MedianParams,
+    PreprocessingParams,
+    RandomizedSmoothingParams,
+)
+from app.schemas.evasion import AttackParamsBase, AutoAttackParams
+from app.services.context import ServiceContext
+from app.services.datasets import dataset_facts
+from app.services.kinds.evasion import check_artifact_size, check_attacks, evasion_cost
+
+# Per-epoch monitoring (clean and PGD-10 accuracy on the monitor subset) and runs per evaluation.
+MONITOR_PASSES = 12
+
+
+def _check_model(model: ModelRecord, params: DefenseParams) -> None:
+    """A white-box model with weights where the defense needs them, not already defended."""
+    defense = params.defense
+    init = getattr(defense, "init", None)
+    if model.format == "remote":
+        code = "model_not_trainable" if type(defense).trains else "needs_white_box"
+        what = f"init '{init}' retrains its graph" if init == "random" else "a defense needs its gradients"
+        raise InvalidInput(
+            f"model {model.id} is a remote endpoint: {what}, which an endpoint does not give; upload it as "
+            "ONNX or safetensors",
+            code=code,
+        )
+    if not model.white_box:
+        raise InvalidInput(
+            f"model {model.id} is usable black-box only: a defense trains its graph and evaluates it with "
+            "gradient attacks",
+            code="needs_white_box",
+        )
+    if model.preprocessing:
+        raise InvalidInput(
+            f"model {model.id} is already a defended model (preprocessing in front of its graph); harden its "
+            f"base model {model.derived_from or ''} instead",
+            code="already_defended",
+        )
+    needs_weights = (
+        not type(defense).trains
+        or init == "pretrained"
+        or (isinstance(defense, DistillationParams) and defense.teacher == "upload")
+    )
+    if model.blob_sha256 is None and needs_weights:
+        raise InvalidInput(
+            f"model {model.id} is an architecture without weights: this defense starts from (or evaluates) "
+            "its weights; use init 'random' or upload weights",
+            code="model_untrained",
+        )
+
+
+def _check_budgets(model: ModelRecord, params: DefenseParams) -> None:
+    """eps and sigma inside the input range; transforms that fit the input."""
+    low, high = model.input_range
+    width = high - low
+    defense = params.defense
+    if isinstance(defense, AdversarialTrainingParams):
+        limit = width if defense.norm == "linf" else width * math.sqrt(math.prod(model.input_shape))
+        if defense.eps > limit:
+            raise InvalidInput(
+                f"params.defense.eps {defense.eps} exceeds the largest meaningful {defense.norm} budget "
+                f"{limit:.4g} for inputs in [{low}, {high}]",
+                code="eps_out_of_range",
+            )
+    if isinstance(defense, RandomizedSmoothingParams) and defense.sigma > width:
+        raise InvalidInput(
+            f"params.defense.sigma {defense.sigma} exceeds the input range width {width}",
+            code="sigma_out_of_range",
+        )
+    if isinstance(defense, PreprocessingParams):
+        shape = list(model.input_shape)
+        for index, transform in enumerate(defense.transforms):
+            label = f"params.defense.transforms[{index}] ({transform.name})"
+            if type(transform).needs_image and len(shape) != 3:
+                raise InvalidInput(
+                    f"{label} works on images [channels, height, width]; the model takes {shape}",
+                    code="needs_images",
+                )
+            channels = type(transform).channels
+            if channels is not None and shape[0] not in channels:
+                raise InvalidInput(
+                    f"{label} needs {' or '.join(map(str, channels))} channels; the model's images have "
+                    f"{shape[0]}",
+                    code="transform_mismatch",
+                )
+            if isinstance(transform, MedianParams) and transform.size // 2 >= min(shape[1:]):
+                raise InvalidInput(
+                    f"{label}: a {transform.size}x{transform.size} window does not fit {shape[1:]} images",
+                    code="transform_mismatch",
+                )
+            if isinstance(transform, GaussianNoiseParams) and transform.sigma > width:
+                raise InvalidInput(
+                    f"{label}: sigma {transform.sigma} exceeds the input range width {width}",
+                    code="sigma_out_of_range",
+                )
+
+
+def _check_training_set(ctx: ServiceContext, model: ModelRecord, params: DefenseParams) -> int:
+    """The training set (another tenant's is a 404) fits the model; returns its size."""
+    if params.train_dataset_id is None:
+        return 0
+    facts = dataset_facts(ctx, params.train_dataset_id)
+    label = "params.train_dataset_id"
+    if list(facts.sample_shape) != list(model.input_shape):
+        raise InvalidInput(
+            f"{label}: samples have shape {list(facts.sample_shape)} but the model takes "
+            f"{list(model.input_shape)}",
+            code="training_set_mismatch",
+        )
+    if facts.num_classes > model.num_classes:
+        raise InvalidInput(
+            f"{label}: labels go up to {facts.num_classes - 1} but the model has {model.num_classes} classes",
+            code="training_set_mismatch",
+        )
+    low, high = model.input_range
+    if facts.dtype != "uint8" and (facts.x_min < low - 1e-6 or facts.x_max > high + 1e-6):
+        raise InvalidInput(
+            f"{label}: values lie in [{facts.x_min:.4g}, {facts.x_max:.4g}], outside the model's input range "
+            f"[{low}, {high}]",
+            code="training_set_mismatch",
+        )
+    return facts.n_samples
+
+
+def default_threat(model: ModelRecord, params: DefenseParams) -> tuple[str, list[float]]:
+    """The engine's default evaluation budget of each defense (worker.engine.defense: default_threat)."""
+    width = model.input_range[1] - model.input_range[0]
+    defense = params.defense
+    if isinstance(defense, AdversarialTrainingParams):
+        return defense.norm, [defense.eps]
+    if isinstance(defense, RandomizedSmoothingParams):
+        return "l2", [0.25 * width, 0.5 * width]
+    if isinstance(defense, DistillationParams):
+        return "linf", [0.1 * width, 0.2 * width]
+    return "linf", [0.1 * width]
+
+
+def randomized(params: DefenseParams) -> bool:
+    """Whether the deployed defense draws randomness per prediction."""
+    defense = params.defense
+    if isinstance(defense, PreprocessingParams):
+        return any(type(t).randomized for t in defense.transforms)
+    return isinstance(defense, RandomizedSmoothingParams)
+
+
+def evaluation_attacks(model: ModelRecord, params: DefenseParams) -> list[AttackParamsBase]:
+    """The evaluation's attacks, or the default AutoAttack at the defense's budget."""
+    if params.evaluation.attacks:
+        return list(params.evaluation.attacks)  # type: ignore[arg-type]
+    norm, eps = default_threat(model, params)
+    version = "rand" if randomized(params) else "standard"
+    return [AutoAttackParams(name="autoattack", norm=norm, eps=eps, version=version)]  # type: ignore[arg-type]
+
+
+def check(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec) -> None:
+    """The model can be hardened, budgets and transforms fit it, the training set fits, the attacks fit."""
+    params = spec.params
+    _check_model(model, params)
+    _check_budgets(model, params)
+    _check_training_set(ctx, model, params)
+    attacks = evaluation_attacks(model, params)
+    check_attacks(model, attacks, where="params.evaluation.attacks")
+    n = min(params.evaluation.max_samples, dataset_facts(ctx, spec.dataset_id).n_samples)
+    check_artifact_size(model, attacks, n, ctx.settings.max_artifact_bytes)
+
+
+def _training_passes(params: DefenseParams, n_train: int) -> float:
+    """Forward-backward sample passes of hardening (baseline and monitoring included)."""
+    defense = params.defense
+    if isinstance(defense, PreprocessingParams):
+        return 0.0
+    epochs = defense.epochs
+    monitor = epochs * params.evaluation.monitor_samples * MONITOR_PASSES
+    baseline = epochs * n_train if defense.init == "random" else 0
+    if isinstance(defense, AdversarialTrainingParams):
+        per_sample = 2 if defense.method == "fast" else defense.steps + 2
+        guard = epochs * defense.guard_samples * 2 * MONITOR_PASSES if defense.method == "fast" else 0
+        return epochs * n_train * per_sample + baseline + monitor + guard
+    if isinstance(defense, DistillationParams):
+        return (1 + (defense.teacher == "train")) * epochs * n_train + baseline + monitor
+    return epochs * n_train + baseline + monitor
+
+
+def defense_cost(model: ModelRecord, params: DefenseParams, n_train: int, n_eval: int) -> float:
+    """Training passes, evaluation passes (undefended, naive and adaptive runs, EOT), certification draws."""
+    defense = params.defense
+    attacks = evaluation_attacks(model, params)
+    runs = 4 if isinstance(defense, DistillationParams) else 3
+    eot = getattr(defense, "eot_draws", 1) if randomized(params) else 1
+    evaluation = evasion_cost(attacks, n_eval) * (runs - 1 + eot)
+    certification = 0.0
+    if isinstance(defense, RandomizedSmoothingParams):
+        certification = n_eval * (defense.n0 + 2 * defense.n) / 3.0
+    return float(_training_passes(params, n_train) + evaluation + certification)
+
+
+def estimate_cost(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec) -> float:
+    """Sample passes of training, evaluation and certification (see defense_cost)."""
+    params = spec.params
+    n_train = dataset_facts(ctx, params.train_dataset_id).n_samples if params.train_dataset_id else 0
+    n_eval = min(params.evaluation.max_samples, dataset_facts(ctx, spec.dataset_id).n_samples)
+    return defense_cost(model, params, n_train, n_eval)

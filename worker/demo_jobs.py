@@ -144,6 +144,51 @@ def show_poisoning(report: Report) -> list[str]:
     return lines + _checks(report)
 
 
+def defense_spec(model_id: str) -> Spec:
+    """The defense job: PGD adversarial training of the uploaded graph, evaluated adaptively beside it."""
+    return {
+        "kind": "defense",
+        "model_id": model_id,
+        "dataset_id": "builtin:digits-test",
+        "seed": 0,
+        "params": {
+            "train_dataset_id": "builtin:digits-train",
+            "defense": {
+                "name": "adversarial_training",
+                "method": "pgd",
+                "norm": "linf",
+                "eps": 0.1,
+                "steps": 7,
+                "epochs": 5,
+                "init": "pretrained",
+            },
+            "evaluation": {
+                "attacks": [{"name": "pgd", "norm": "linf", "eps": [0.05, 0.1, 0.2], "steps": 40}],
+                "max_samples": 297,
+            },
+        },
+    }
+
+
+def show_defense(report: Report) -> list[str]:
+    """Clean and robust accuracy of the hardened model beside the undefended one, and the checks."""
+    head = report["headline"]
+    lines = [
+        f"undefended: clean {head['undefended_clean_accuracy']:.3f}, "
+        f"robust {head['undefended_robust_accuracy']:.3f} at {head['norm']} eps={head['eps']}",
+        f"hardened:   clean {head['clean_accuracy']:.3f}, robust {head['robust_accuracy']:.3f} "
+        "(adaptive, worst case"
+        + (
+            ""
+            if head.get("naive_robust_accuracy") is None
+            else f"; naive {head['naive_robust_accuracy']:.3f}"
+        )
+        + ")",
+        f"hardened model registered as {', '.join(report['derived_model_ids'])}",
+    ]
+    return lines + _checks(report)
+
+
 DEMO_JOBS: list[DemoJob] = [
     DemoJob("evasion: FGSM, PGD, APGD, Square (black-box), DeepFool", evasion_spec, show_evasion),
     DemoJob(
@@ -156,4 +201,5 @@ DEMO_JOBS: list[DemoJob] = [
         poisoning_spec,
         show_poisoning,
     ),
+    DemoJob("defense: PGD adversarial training, evaluated adaptively", defense_spec, show_defense),
 ]

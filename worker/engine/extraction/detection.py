@@ -1,5 +1,6 @@
 """Detectors of extraction over a client's query stream, seen from the server side."""
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
@@ -104,11 +105,18 @@ class Prada(Detector):
                         if pooled.std() > 0
                         else pooled
                     )
-                if len(pooled) > self.min_distances and shapiro(pooled).statistic < self.delta:
+                if len(pooled) > self.min_distances and _shapiro_w(shapiro, pooled) < self.delta:
                     return index + 1
                 if progress is not None:
                     progress.advance(self.check_every, "prada")
         return None
+
+
+def _shapiro_w(shapiro: Any, values: np.ndarray) -> float:
+    """The Shapiro-Wilk statistic W (scipy warns that p-values are rough past 5000 samples; W is not)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(shapiro(values).statistic)
 
 
 DETECTORS: dict[str, type[Detector]] = {detector.name: detector for detector in (Prada,)}

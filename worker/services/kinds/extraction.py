@@ -62,7 +62,10 @@ def _summary(report: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, 
     return {
         "victim_accuracy": report["victim_accuracy"],
         "budgets": report["budgets"],
-        "fidelity": {a["label"]: a["rows"][0]["results"][-1]["fidelity"] for a in report["attacks"]},
+        "fidelity": [
+            {"attack": a["label"], "fidelity": a["rows"][0]["results"][-1]["fidelity"]}
+            for a in report["attacks"]
+        ],
         "checks_passed": all(check["passed"] for check in checks),
     }
 

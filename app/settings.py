@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     max_intermediate_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
     allow_control_flow: bool = False
     onnxruntime_threads: int = Field(default=1, ge=1)
+    # Data-segment cap (RLIMIT_DATA) of each worker pool process that runs jobs; None for no cap.
+    job_memory_limit_bytes: int | None = Field(default=16 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
     worker_memory_limit_bytes: int = Field(default=8 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
     webhook_allowed_addresses: list[str] = Field(default_factory=list)
     webhook_max_attempts: int = Field(default=8, ge=1)

@@ -2,7 +2,7 @@
 
 import logging
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from app.queue import make_celery
 from app.settings import get_settings
@@ -11,6 +11,14 @@ celery_app = make_celery(get_settings())
 celery_app.conf.include = ["worker.tasks"]
 log = logging.getLogger("gauntlet.worker")
 _reconciler_stop: list = []
+
+
+@worker_process_init.connect
+def _limit_job_memory(**_kwargs: object) -> None:
+    """Each pool process that runs jobs gets the kernel-enforced memory cap of the settings."""
+    from worker.services.job_limits import apply_job_memory_limit
+
+    apply_job_memory_limit(get_settings().job_memory_limit_bytes)
 
 
 @worker_ready.connect

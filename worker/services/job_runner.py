@@ -10,6 +10,7 @@ from app.storage import put_blob
 from worker.runtime import WorkerRuntime
 from worker.services.callbacks import send_callback
 from worker.services.inputs import load_context
+from worker.services.job_limits import is_out_of_memory
 from worker.services.job_state import Claim, JobCancelled, JobFailure, JobLost, claim_job, finish
 from worker.services.kinds import executor_for
 from worker.services.outputs import DerivedModel, JobOutput
@@ -39,16 +40,6 @@ def run_job(rt: WorkerRuntime, job_id: str) -> None:
         _store_end(
             rt, claim, "failed", error_code=failure.code, error_message=failure.message, stage="failed"
         )
-    except MemoryError:
-        log.warning("job %s: attempt %d ran out of memory", job_id, claim.attempt)
-        _store_end(
-            rt,
-            claim,
-            "failed",
-            error_code="resource_limit",
-            stage="failed",
-            error_message="the job ran out of memory; lower max_samples, batch_size or the model's size",
-        )
     except SoftTimeLimitExceeded:
         _store_end(
             rt,
@@ -58,15 +49,26 @@ def run_job(rt: WorkerRuntime, job_id: str) -> None:
             stage="failed",
             error_message="the job ran past its time limit; lower max_samples, steps or restarts",
         )
-    except Exception:
-        log.exception("job %s: unexpected error", job_id)
+    except Exception as error:
+        if not is_out_of_memory(error):
+            log.exception("job %s: unexpected error", job_id)
+            _store_end(
+                rt,
+                claim,
+                "failed",
+                error_code="internal",
+                stage="failed",
+                error_message="the job failed with an unexpected error; it has been logged",
+            )
+            return
+        log.warning("job %s: attempt %d ran out of memory", job_id, claim.attempt)
         _store_end(
             rt,
             claim,
             "failed",
-            error_code="internal",
+            error_code="resource_limit",
             stage="failed",
-            error_message="the job failed with an unexpected error; it has been logged",
+            error_message="the job ran out of memory; lower max_samples, batch_size or the model's size",
         )
 
 

@@ -1,5 +1,6 @@
 """Adversarial training: PGD (Madry et al.), TRADES (Zhang et al.) and fast FGSM (Wong et al.)."""
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -70,8 +71,15 @@ class AdversarialTraining(TrainingFields, Defense):
             check_range("step_size", self.step_size, 0.0, float("inf"), low_open=True)
 
     def validate(self, sample_shape: tuple[int, ...], input_range: tuple[float, float]) -> None:
-        """eps must fit the input range."""
-        check_budget("eps", self.eps, input_range)
+        """eps must fit the input range (l2: the diagonal of the input cube)."""
+        if self.norm == "linf":
+            check_budget("eps", self.eps, input_range)
+            return
+        limit = (input_range[1] - input_range[0]) * math.sqrt(math.prod(sample_shape))
+        if not 0 < self.eps <= limit:
+            raise ValueError(
+                f"l2 eps must lie in (0, {limit:.4g}] for inputs of shape {list(sample_shape)}: {self.eps}"
+            )
 
     def default_threat(self, input_range: tuple[float, float]) -> tuple[str, list[float]]:
         """Evaluated at the training budget by default."""

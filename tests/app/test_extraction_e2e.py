@@ -3,6 +3,7 @@
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -37,7 +38,8 @@ def extraction_spec(model_id: str, **params: object) -> dict:
 
 
 class _Victim(BaseHTTPRequestHandler):
-    """A linear digits classifier counting samples; `mode` makes it answer garbage or 7 classes."""
+    """A linear digits classifier counting samples; `mode` makes it slow, redirect, or answer garbage or 7
+    classes."""
 
     weights = np.random.default_rng(0).normal(size=(10, 64))
     mode = "good"
@@ -47,6 +49,14 @@ class _Victim(BaseHTTPRequestHandler):
         x = np.asarray(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["inputs"])
         logits = x.reshape(len(x), -1) @ self.weights.T
         type(self).samples += len(x)
+        if self.mode == "slow":
+            time.sleep(12)  # past the client's 10 s timeout, on every retry
+        if self.mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.mode == "garbage":
             body = b"<html>oops</html>"
         elif self.mode == "seven":
@@ -197,15 +207,23 @@ def test_remote_victim_every_query_counted_and_synthetic_pool(api, tenant, remot
 
 
 @pytest.mark.service
-@pytest.mark.parametrize("mode", ["garbage", "seven"])
-def test_a_remote_victim_that_misbehaves_fails_the_job_and_registers_nothing(api, tenant, remote, mode):
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [
+        ("garbage", "remote_bad_response"),
+        ("seven", "remote_bad_response"),
+        ("redirect", "remote_bad_response"),
+        ("slow", "remote_unreachable"),
+    ],
+)
+def test_a_remote_victim_that_misbehaves_fails_the_job_and_registers_nothing(api, tenant, remote, mode, code):
     _Victim.mode = mode
     try:
         spec = extraction_spec(remote["id"], budgets=[100], surrogate={"architecture": "mlp", "epochs": 2})
         job = run(api, tenant, spec)
     finally:
         _Victim.mode = "good"
-    assert job["status"] == "failed" and job["error"]["code"] == "remote_bad_response", job
+    assert job["status"] == "failed" and job["error"]["code"] == code, job
     assert "Traceback" not in job["error"]["message"]
     assert derived_of(api, tenant, job["id"]) == []
     assert api.get(f"/v1/jobs/{job['id']}/artifacts", headers=tenant).json()["items"] == []
@@ -298,8 +316,6 @@ def test_cancel_mid_run_registers_nothing(api, tenant, victim):
 
 def wait_for_progress(api, headers: dict, job_id: str) -> None:
     """Wait until the job reports some progress (it is inside the engine)."""
-    import time
-
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if api.get(f"/v1/jobs/{job_id}", headers=headers).json()["progress"] > 0.01:

@@ -13,7 +13,7 @@ from app.routes.uploads import read_limited
 from app.schemas.resources import ArchitectureModelCreate, ItemList, ModelView, RemoteModelCreate
 from app.services import models as service
 from app.services.context import ServiceContext
-from app.services.model_limits import check_form_shape, check_json_body
+from app.services.model_limits import check_form_shape
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(401))
 
@@ -57,9 +57,7 @@ async def create_model(request: Request, ctx: Context) -> JSONResponse:
     """Upload a model file or register a remote endpoint."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        body = await request.body()
-        check_json_body(body, ctx.settings.max_input_elements)
-        record = service.create_model_from_json(ctx, body)
+        record = service.create_model_from_json(ctx, await request.body())
     elif content_type.startswith("multipart/form-data"):
         record = await _create_from_form(request, ctx)
     else:

@@ -1,5 +1,6 @@
 """Checks that a job's model, dataset and parameters fit together, before anything is queued."""
 
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from app.errors import Conflict, InvalidInput
@@ -19,25 +20,45 @@ def check_model_ready(model: ModelRecord) -> None:
         raise InvalidInput(f"model {model.id} is invalid: {model.invalid_reason}", code="model_invalid")
 
 
-def check_dataset_fits(model: ModelRecord, facts: DatasetFacts) -> None:
-    """Sample shape, labels and value range of the dataset must suit the model."""
+@dataclass(frozen=True)
+class FitCodes:
+    """The error codes of a dataset that does not fit a model: its shape, its labels, its value range."""
+
+    shape: str
+    classes: str
+    value_range: str
+
+
+HELD_OUT_CODES = FitCodes("shape_mismatch", "class_mismatch", "dataset_out_of_range")
+TRAINING_SET_CODES = FitCodes("training_set_mismatch", "training_set_mismatch", "training_set_mismatch")
+
+
+def check_dataset_fits(
+    model: ModelRecord,
+    facts: DatasetFacts,
+    *,
+    what: str = "dataset",
+    codes: FitCodes = HELD_OUT_CODES,
+    labels: bool = True,
+) -> None:
+    """Sample shape, labels (unless `labels` is False: a query pool) and value range must suit the model."""
     if list(facts.sample_shape) != list(model.input_shape):
         raise InvalidInput(
-            f"dataset samples have shape {list(facts.sample_shape)} but the model expects "
+            f"{what} samples have shape {list(facts.sample_shape)} but the model expects "
             f"{list(model.input_shape)}",
-            code="shape_mismatch",
+            code=codes.shape,
         )
-    if facts.num_classes > model.num_classes:
+    if labels and facts.num_classes > model.num_classes:
         raise InvalidInput(
-            f"dataset labels go up to {facts.num_classes - 1} but the model has {model.num_classes} classes",
-            code="class_mismatch",
+            f"{what} labels go up to {facts.num_classes - 1} but the model has {model.num_classes} classes",
+            code=codes.classes,
         )
     low, high = model.input_range
     if facts.dtype != "uint8" and (facts.x_min < low - 1e-6 or facts.x_max > high + 1e-6):
         raise InvalidInput(
-            f"dataset values lie in [{facts.x_min:.4g}, {facts.x_max:.4g}], outside the model's input range "
+            f"{what} values lie in [{facts.x_min:.4g}, {facts.x_max:.4g}], outside the model's input range "
             f"[{low}, {high}]; rescale them or declare input_range at upload",
-            code="dataset_out_of_range",
+            code=codes.value_range,
         )
 
 

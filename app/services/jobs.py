@@ -41,11 +41,12 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
             return existing
     model = get_model(ctx, spec.model_id)
     compatibility.check_model_ready(model)
-    compatibility.check_dataset_fits(model, dataset_facts(ctx, spec.dataset_id))
+    held_out = dataset_facts(ctx, spec.dataset_id)
+    compatibility.check_dataset_fits(model, held_out)
     rules = KIND_RULES[spec.kind]
-    rules.check(ctx, model, spec)
+    rules.check(ctx, model, spec, held_out)
     tenant = ctx.session.get(Tenant, ctx.tenant_id)
-    cost = rules.estimate_cost(ctx, model, spec)
+    cost = rules.estimate_cost(ctx, model, spec, held_out)
     compatibility.check_job_cost(ctx.settings, tenant.name if tenant else "", spec.kind, cost)
     callback = str(spec.callback_url) if spec.callback_url else None
     compatibility.check_callback_url(callback, ctx.settings.remote_host_allowlist)

@@ -29,13 +29,6 @@ def _decoded(raw: str | bytes) -> object:
         return None
 
 
-def check_json_body(raw: bytes, max_elements: int) -> None:
-    """The declared shape of a JSON model body (remote endpoint or catalog architecture)."""
-    payload = _decoded(raw)
-    if isinstance(payload, dict):
-        check_declared_shape(payload.get("input_shape"), max_elements)
-
-
 def check_form_shape(raw: str | None, max_elements: int) -> None:
     """The declared shape of a multipart upload's `input_shape` field."""
     if raw is not None:

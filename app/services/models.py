@@ -12,6 +12,7 @@ from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from app.orm import Job, ModelRecord, utcnow
 from app.schemas.resources import ARCHITECTURE_NAMES, ArchitectureModelCreate, ModelView, RemoteModelCreate
 from app.services.context import ServiceContext
+from app.services.model_limits import check_declared_shape
 from app.storage import put_blob
 
 log = logging.getLogger("gauntlet.models")
@@ -114,6 +115,14 @@ def parse_upload_fields(
     return fields
 
 
+def _register(ctx: ServiceContext, record: ModelRecord) -> ModelRecord:
+    """Commit a new model as `validating`, then ask a worker to validate it."""
+    ctx.session.add(record)
+    ctx.session.commit()
+    _enqueue_validation(ctx, record)
+    return record
+
+
 def _enqueue_validation(ctx: ServiceContext, record: ModelRecord) -> None:
     """Send the validation message after commit; the reconciler re-sends it if this fails."""
     try:
@@ -142,10 +151,7 @@ def create_uploaded_model(ctx: ServiceContext, fields: UploadFields, data: bytes
         input_range=fields.input_range,
         size_bytes=len(data),
     )
-    ctx.session.add(record)
-    ctx.session.commit()
-    _enqueue_validation(ctx, record)
-    return record
+    return _register(ctx, record)
 
 
 def create_remote_model(ctx: ServiceContext, body: RemoteModelCreate) -> ModelRecord:
@@ -165,10 +171,7 @@ def create_remote_model(ctx: ServiceContext, body: RemoteModelCreate) -> ModelRe
         num_classes=body.num_classes,
         input_range=body.input_range,
     )
-    ctx.session.add(record)
-    ctx.session.commit()
-    _enqueue_validation(ctx, record)
-    return record
+    return _register(ctx, record)
 
 
 def create_architecture_model(ctx: ServiceContext, body: ArchitectureModelCreate) -> ModelRecord:
@@ -190,18 +193,17 @@ def create_architecture_model(ctx: ServiceContext, body: ArchitectureModelCreate
         num_classes=body.num_classes,
         input_range=body.input_range,
     )
-    ctx.session.add(record)
-    ctx.session.commit()
-    _enqueue_validation(ctx, record)
-    return record
+    return _register(ctx, record)
 
 
 def create_model_from_json(ctx: ServiceContext, raw: bytes) -> ModelRecord:
     """A JSON body: a catalog architecture (it names `architecture`) or a remote endpoint."""
     try:
         payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    if isinstance(payload, dict):
+        check_declared_shape(payload.get("input_shape"), ctx.settings.max_input_elements)
     schema = (
         ArchitectureModelCreate
         if isinstance(payload, dict) and "architecture" in payload

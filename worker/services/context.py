@@ -17,6 +17,7 @@ from worker.engine.models.intake import (
     load_onnx_module,
     load_safetensors_module,
 )
+from worker.engine.models.intake.limits import DEFAULT_LIMITS, IntakeLimits
 from worker.engine.models.normalization import Normalized, normalized_classifier
 from worker.engine.progress import ProgressCallback
 from worker.remote_model import RemoteClassifier, RemoteModelError
@@ -43,6 +44,8 @@ class ModelSnapshot:
     normalization: dict[str, list[float]] | None = None
     preprocessing: list[dict[str, Any]] | None = None
     remote_allowlist: tuple[str, ...] = field(default=())
+    # The operator's intake limits (control flow, onnxruntime threads) for this model's graph in jobs too.
+    intake_limits: IntakeLimits = DEFAULT_LIMITS
 
     @property
     def has_weights(self) -> bool:
@@ -69,7 +72,7 @@ class ModelSnapshot:
             raise JobFailure("needs_white_box", f"model {self.id} can only be queried black-box")
         try:
             if self.format == "onnx":
-                return load_onnx_module(self.blob).eval()
+                return load_onnx_module(self.blob, limits=self.intake_limits).eval()
             module = load_safetensors_module(
                 self.blob, self.architecture or "", self.input_shape, self.num_classes
             )
@@ -101,7 +104,9 @@ class ModelSnapshot:
     def classifier(self) -> Classifier | None:
         """The model as a NumPy function of inputs in the input range (onnxruntime or the remote endpoint)."""
         if self.format == "onnx" and self.blob is not None:
-            return self._defending(self._normalizing(OnnxRuntimeClassifier(self.blob)))
+            return self._defending(
+                self._normalizing(OnnxRuntimeClassifier(self.blob, limits=self.intake_limits))
+            )
         if self.format == "remote" and self.endpoint_url:
             remote = RemoteClassifier(
                 self.endpoint_url,

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidInput
 from app.orm import DatasetRecord, Job, ModelRecord
 from app.services.dataset_arrays import BUILTIN_PREFIX, load_npz
+from app.settings import Settings
 from app.storage import get_blob
 from worker.engine.datasets import ArrayDataset, DatasetError, load_builtin
 from worker.engine.device import pick_device
@@ -16,12 +17,13 @@ from worker.engine.progress import ProgressCallback
 from worker.runtime import WorkerRuntime
 from worker.services.context import JobContext, ModelSnapshot
 from worker.services.job_state import JobFailure, JobLost
+from worker.services.model_validation import intake_limits
 
 # Dataset ids an executor makes itself (a synthetic query pool), not loaded from storage.
 SYNTHETIC_PREFIX = "synthetic:"
 
 
-def _model_snapshot(session: Session, job: Job, allowlist: list[str]) -> ModelSnapshot:
+def _model_snapshot(session: Session, job: Job, settings: Settings) -> ModelSnapshot:
     """The job's model, scoped to the job's tenant, with its bytes."""
     record = session.scalar(
         select(ModelRecord).where(ModelRecord.id == job.model_id, ModelRecord.tenant_id == job.tenant_id)
@@ -44,7 +46,8 @@ def _model_snapshot(session: Session, job: Job, allowlist: list[str]) -> ModelSn
         endpoint_url=record.endpoint_url,
         normalization=record.normalization,
         preprocessing=record.preprocessing,
-        remote_allowlist=tuple(allowlist),
+        remote_allowlist=tuple(settings.remote_host_allowlist),
+        intake_limits=intake_limits(settings),
     )
 
 
@@ -86,7 +89,7 @@ def load_context(rt: WorkerRuntime, job_id: str, progress: ProgressCallback) -> 
         job = session.get(Job, job_id)
         if job is None:
             raise JobLost(job_id)
-        model = _model_snapshot(session, job, rt.settings.remote_host_allowlist)
+        model = _model_snapshot(session, job, rt.settings)
         data = load_dataset(session, job.tenant_id, job.dataset_id, model.input_range)
         datasets = {
             key: load_dataset(session, job.tenant_id, value, model.input_range)

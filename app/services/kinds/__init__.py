@@ -6,15 +6,19 @@ from typing import Any
 
 from app.orm import ModelRecord
 from app.services.context import ServiceContext
+from app.services.dataset_arrays import DatasetFacts
 from app.services.kinds import defense, evasion, extraction, poisoning
 
 
 @dataclass(frozen=True)
 class KindRules:
-    """What submission checks for a kind: `check` raises a 4xx; `estimate_cost` returns work units."""
+    """What submission checks for a kind: `check` raises a 4xx; `estimate_cost` returns work units.
 
-    check: Callable[[ServiceContext, ModelRecord, Any], None]
-    estimate_cost: Callable[[ServiceContext, ModelRecord, Any], float]
+    Both get the held-out dataset's facts, read once by the submission.
+    """
+
+    check: Callable[[ServiceContext, ModelRecord, Any, DatasetFacts], None]
+    estimate_cost: Callable[[ServiceContext, ModelRecord, Any, DatasetFacts], float]
 
 
 KIND_RULES: dict[str, KindRules] = {

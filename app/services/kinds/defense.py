@@ -16,7 +16,9 @@ from app.schemas.defense import (
     RandomizedSmoothingParams,
 )
 from app.schemas.evasion import AttackParamsBase, AutoAttackParams
+from app.services.compatibility import TRAINING_SET_CODES, check_dataset_fits
 from app.services.context import ServiceContext
+from app.services.dataset_arrays import DatasetFacts
 from app.services.datasets import dataset_facts
 from app.services.kinds.evasion import check_artifact_size, check_attacks, evasion_cost
 
@@ -112,25 +114,7 @@ def _check_training_set(ctx: ServiceContext, model: ModelRecord, params: Defense
     if params.train_dataset_id is None:
         return 0
     facts = dataset_facts(ctx, params.train_dataset_id)
-    label = "params.train_dataset_id"
-    if list(facts.sample_shape) != list(model.input_shape):
-        raise InvalidInput(
-            f"{label}: samples have shape {list(facts.sample_shape)} but the model takes "
-            f"{list(model.input_shape)}",
-            code="training_set_mismatch",
-        )
-    if facts.num_classes > model.num_classes:
-        raise InvalidInput(
-            f"{label}: labels go up to {facts.num_classes - 1} but the model has {model.num_classes} classes",
-            code="training_set_mismatch",
-        )
-    low, high = model.input_range
-    if facts.dtype != "uint8" and (facts.x_min < low - 1e-6 or facts.x_max > high + 1e-6):
-        raise InvalidInput(
-            f"{label}: values lie in [{facts.x_min:.4g}, {facts.x_max:.4g}], outside the model's input range "
-            f"[{low}, {high}]",
-            code="training_set_mismatch",
-        )
+    check_dataset_fits(model, facts, what="params.train_dataset_id", codes=TRAINING_SET_CODES)
     return facts.n_samples
 
 
@@ -164,7 +148,7 @@ def evaluation_attacks(model: ModelRecord, params: DefenseParams) -> list[Attack
     return [AutoAttackParams(name="autoattack", norm=norm, eps=eps, version=version)]  # type: ignore[arg-type]
 
 
-def check(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec) -> None:
+def check(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec, held_out: DatasetFacts) -> None:
     """The model can be hardened, budgets and transforms fit it, the training set fits, the attacks fit."""
     params = spec.params
     _check_model(model, params)
@@ -172,7 +156,7 @@ def check(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec) -> None
     _check_training_set(ctx, model, params)
     attacks = evaluation_attacks(model, params)
     check_attacks(model, attacks, where="params.evaluation.attacks")
-    n = min(params.evaluation.max_samples, dataset_facts(ctx, spec.dataset_id).n_samples)
+    n = min(params.evaluation.max_samples, held_out.n_samples)
     check_artifact_size(model, attacks, n, ctx.settings.max_artifact_bytes)
 
 
@@ -206,9 +190,11 @@ def defense_cost(model: ModelRecord, params: DefenseParams, n_train: int, n_eval
     return float(_training_passes(params, n_train) + evaluation + certification)
 
 
-def estimate_cost(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec) -> float:
+def estimate_cost(
+    ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec, held_out: DatasetFacts
+) -> float:
     """Sample passes of training, evaluation and certification (see defense_cost)."""
     params = spec.params
     n_train = dataset_facts(ctx, params.train_dataset_id).n_samples if params.train_dataset_id else 0
-    n_eval = min(params.evaluation.max_samples, dataset_facts(ctx, spec.dataset_id).n_samples)
+    n_eval = min(params.evaluation.max_samples, held_out.n_samples)
     return defense_cost(model, params, n_train, n_eval)

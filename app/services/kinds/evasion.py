@@ -9,7 +9,7 @@ from app.errors import InvalidInput
 from app.orm import ModelRecord
 from app.schemas.evasion import AttackParamsBase, EvasionJobSpec
 from app.services.context import ServiceContext
-from app.services.datasets import dataset_facts
+from app.services.dataset_arrays import DatasetFacts
 
 FLOAT32_BYTES = 4
 
@@ -95,16 +95,18 @@ def check_artifact_size(model: ModelRecord, attacks: Sequence[BaseModel], n_samp
             )
 
 
-def check(ctx: ServiceContext, model: ModelRecord, spec: EvasionJobSpec) -> None:
+def check(ctx: ServiceContext, model: ModelRecord, spec: EvasionJobSpec, held_out: DatasetFacts) -> None:
     """Attacks fit the model, and the artifacts fit the limit."""
     if model.blob_sha256 is None and model.format != "remote":
         raise InvalidInput(f"model {model.id} has no trained weights to attack", code="model_untrained")
     check_attacks(model, spec.params.attacks)
-    n = min(spec.params.max_samples, dataset_facts(ctx, spec.dataset_id).n_samples)
+    n = min(spec.params.max_samples, held_out.n_samples)
     check_artifact_size(model, spec.params.attacks, n, ctx.settings.max_artifact_bytes)
 
 
-def estimate_cost(ctx: ServiceContext, model: ModelRecord, spec: EvasionJobSpec) -> float:
+def estimate_cost(
+    ctx: ServiceContext, model: ModelRecord, spec: EvasionJobSpec, held_out: DatasetFacts
+) -> float:
     """Samples x eps x steps x restarts (or queries) of every attack."""
-    n = min(spec.params.max_samples, dataset_facts(ctx, spec.dataset_id).n_samples)
+    n = min(spec.params.max_samples, held_out.n_samples)
     return evasion_cost(spec.params.attacks, n)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from app.errors import InvalidInput
 from app.orm import ModelRecord
 from app.schemas.extraction import SYNTHETIC_UNIFORM, ExtractionJobSpec, ExtractionParams
+from app.services.compatibility import FitCodes, check_dataset_fits
 from app.services.context import ServiceContext
 from app.services.dataset_arrays import DatasetFacts
 from app.services.datasets import dataset_facts
@@ -71,19 +72,10 @@ def _pool_facts(ctx: ServiceContext, model: ModelRecord, params: ExtractionParam
 
 def _check_pool(model: ModelRecord, params: ExtractionParams, facts: DatasetFacts) -> None:
     """The pool's samples fit the victim and there are enough of them for every attack's largest budget."""
-    if list(facts.sample_shape) != list(model.input_shape):
-        raise InvalidInput(
-            f"params.query_dataset_id: pool samples have shape {list(facts.sample_shape)} but the model "
-            f"takes {list(model.input_shape)}",
-            code="pool_shape_mismatch",
-        )
-    low, high = model.input_range
-    if facts.dtype != "uint8" and (facts.x_min < low - 1e-6 or facts.x_max > high + 1e-6):
-        raise InvalidInput(
-            f"params.query_dataset_id: pool values lie in [{facts.x_min:.4g}, {facts.x_max:.4g}], outside "
-            f"the model's input range [{low}, {high}]",
-            code="pool_out_of_range",
-        )
+    pool_codes = FitCodes("pool_shape_mismatch", "pool_shape_mismatch", "pool_out_of_range")
+    check_dataset_fits(
+        model, facts, what="params.query_dataset_id (the pool)", codes=pool_codes, labels=False
+    )
     largest = params.budgets[-1]
     for index, attack in enumerate(params.attacks):
         need = largest if type(attack).draws_from_pool else min(getattr(attack, "seed_size", 1), largest)
@@ -130,7 +122,7 @@ def _check_artifacts(model: ModelRecord, params: ExtractionParams, limit: int) -
         )
 
 
-def check(ctx: ServiceContext, model: ModelRecord, spec: ExtractionJobSpec) -> None:
+def check(ctx: ServiceContext, model: ModelRecord, spec: ExtractionJobSpec, held_out: DatasetFacts) -> None:
     """The victim can be queried, the pool fits, budgets and steps make sense, artifacts fit the limit."""
     params = spec.params
     _check_victim(model, params)
@@ -147,12 +139,14 @@ def defense_rows(params: ExtractionParams) -> int:
     return 1 + len(params.defenses) + int(implicit)
 
 
-def estimate_cost(ctx: ServiceContext, model: ModelRecord, spec: ExtractionJobSpec) -> float:
+def estimate_cost(
+    ctx: ServiceContext, model: ModelRecord, spec: ExtractionJobSpec, held_out: DatasetFacts
+) -> float:
     """Queries plus trained samples x epochs (surrogates at every budget, an attack's own rounds) plus
     transfer passes, for every attack and defense row."""
     params = spec.params
     largest, epochs = params.budgets[-1], params.surrogate.epochs
-    n_eval = min(params.max_samples, dataset_facts(ctx, spec.dataset_id).n_samples)
+    n_eval = min(params.max_samples, held_out.n_samples)
     per_row = 0.0
     for attack in params.attacks:
         per_row += largest + sum(params.budgets) * epochs

@@ -11,6 +11,7 @@ from app.schemas.poisoning import (
     PoisoningParams,
     TriggerParams,
 )
+from app.services.compatibility import TRAINING_SET_CODES, check_dataset_fits
 from app.services.context import ServiceContext
 from app.services.dataset_arrays import DatasetFacts
 from app.services.datasets import dataset_facts
@@ -47,28 +48,6 @@ def _check_model(model: ModelRecord, params: PoisoningParams) -> None:
             f"model {model.id}'s graph cannot be rebuilt for training (the intake found it usable "
             "black-box only)",
             code="model_not_trainable",
-        )
-
-
-def _check_training_set(model: ModelRecord, facts: DatasetFacts, label: str) -> None:
-    """The training set's samples, labels and values fit the model."""
-    if list(facts.sample_shape) != list(model.input_shape):
-        raise InvalidInput(
-            f"{label}: samples have shape {list(facts.sample_shape)} but the model takes "
-            f"{list(model.input_shape)}",
-            code="training_set_mismatch",
-        )
-    if facts.num_classes > model.num_classes:
-        raise InvalidInput(
-            f"{label}: labels go up to {facts.num_classes - 1} but the model has {model.num_classes} classes",
-            code="training_set_mismatch",
-        )
-    low, high = model.input_range
-    if facts.dtype != "uint8" and (facts.x_min < low - 1e-6 or facts.x_max > high + 1e-6):
-        raise InvalidInput(
-            f"{label}: values lie in [{facts.x_min:.4g}, {facts.x_max:.4g}], outside the model's input range "
-            f"[{low}, {high}]",
-            code="training_set_mismatch",
         )
 
 
@@ -169,14 +148,14 @@ def _check_pattern(ctx: ServiceContext, model: ModelRecord, params: PoisoningPar
         )
 
 
-def check(ctx: ServiceContext, model: ModelRecord, spec: PoisoningJobSpec) -> None:
+def check(ctx: ServiceContext, model: ModelRecord, spec: PoisoningJobSpec, held_out: DatasetFacts) -> None:
     """The model can be trained (or read, for an audit); the training set, pattern and attacks fit it."""
     params = spec.params
     _check_model(model, params)
     facts = dataset_facts(ctx, params.train_dataset_id)
-    _check_training_set(model, facts, "params.train_dataset_id")
+    check_dataset_fits(model, facts, what="params.train_dataset_id", codes=TRAINING_SET_CODES)
     _check_pattern(ctx, model, params)
-    n_eval = dataset_facts(ctx, spec.dataset_id).n_samples
+    n_eval = held_out.n_samples
     for index, attack in enumerate(params.attacks):
         _check_attack(model, attack, facts.n_samples, n_eval, f"params.attacks[{index}] ({attack.name})")
     poisoned_set = facts.n_samples * math.prod(model.input_shape) * FLOAT32_BYTES
@@ -222,8 +201,10 @@ def poisoning_cost(params: PoisoningParams, n_train: int, n_eval: int) -> float:
     )
 
 
-def estimate_cost(ctx: ServiceContext, model: ModelRecord, spec: PoisoningJobSpec) -> float:
+def estimate_cost(
+    ctx: ServiceContext, model: ModelRecord, spec: PoisoningJobSpec, held_out: DatasetFacts
+) -> float:
     """Training sample-epochs plus crafting passes (see poisoning_cost)."""
     n_train = dataset_facts(ctx, spec.params.train_dataset_id).n_samples
-    n_eval = dataset_facts(ctx, spec.dataset_id).n_samples
+    n_eval = held_out.n_samples
     return poisoning_cost(spec.params, n_train, n_eval)

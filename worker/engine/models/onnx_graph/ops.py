@@ -59,7 +59,7 @@ CONVERTERS: dict[str, Converter] = {
     "Pad": ops_slice.pad,
     "Pow": ops_math.pow_,
     "ReduceMean": ops_reduce.reduce_mean,
-    "ReduceSum": ops_extra.reduce_sum,
+    "ReduceSum": ops_reduce.reduce_sum,
     "Relu": ops_math.relu,
     "Reshape": ops_shape.reshape,
     "Selu": ops_extra.selu,

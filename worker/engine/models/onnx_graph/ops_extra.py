@@ -17,7 +17,6 @@ from worker.engine.models.onnx_graph.spec import (
     OpFn,
     axis_index,
     int_list,
-    optional,
     required,
 )
 
@@ -25,7 +24,6 @@ Tensor = torch.Tensor
 
 SELU_ALPHA = 1.67326319217681884765625
 SELU_GAMMA = 1.05070102214813232421875
-REDUCE_SUM_AXES_INPUT_OPSET = 13
 LOG_SOFTMAX_AXIS_OPSET = 13
 
 
@@ -114,35 +112,6 @@ def log_softmax(node: NodeSpec) -> OpFn:
         dim = axis_index(axis, x.dim())
         flat = x.reshape(math.prod(x.shape[:dim]), -1)
         return (torch.log_softmax(flat, dim=1).reshape(x.shape),)
-
-    return run
-
-
-def reduce_sum(node: NodeSpec) -> OpFn:
-    """ReduceSum over axes (all dims when none are given) with keepdims and noop_with_empty_axes."""
-    node.require_outputs(1)
-    keepdims = bool(node.int_attr("keepdims", 1))
-    axes_as_input = node.opset >= REDUCE_SUM_AXES_INPUT_OPSET
-    attr_axes = node.ints_attr("axes")
-    if axes_as_input and attr_axes is not None:
-        node.fail(f"the 'axes' attribute is not part of ReduceSum in opset {node.opset}; use the input")
-    if not axes_as_input and "noop_with_empty_axes" in node.attrs:
-        node.fail(f"noop_with_empty_axes needs opset {REDUCE_SUM_AXES_INPUT_OPSET} or newer")
-    noop = bool(node.int_attr("noop_with_empty_axes", 0))
-
-    def run(inputs: Inputs) -> tuple[Tensor]:
-        """Sum over the named dims, or pass through for empty axes with noop_with_empty_axes."""
-        x = required(inputs, 0)
-        axes_in = optional(inputs, 1) if axes_as_input else None
-        axes = int_list(axes_in) if axes_in is not None else attr_axes or []
-        if not axes and noop:
-            return (x,)
-        dims = [axis_index(a, x.dim()) for a in axes] if axes else list(range(x.dim()))
-        if len(set(dims)) != len(dims):
-            node.fail(f"axes {axes} name a dim twice")
-        if not dims:
-            return (x,)
-        return (x.sum(dim=dims, keepdim=keepdims),)
 
     return run
 

@@ -53,12 +53,7 @@ class ActivationClustering(Detector):
         features = data.features(self.layer)
         suspects = np.zeros(len(data.y), dtype=bool)
         scores = np.zeros(len(data.y), dtype=np.float64)
-        for label in range(data.num_classes):
-            members = np.flatnonzero(data.y == label)
-            if len(members) < 4:
-                continue
-            block = features[members].astype(np.float64)
-            block = block - block.mean(axis=0)
+        for members, block in data.class_blocks(self.layer):
             dims = min(int(self.dims), len(members) - 1, block.shape[1])
             reduced = PCA(dims, random_state=data.seed).fit_transform(block) if dims >= 1 else block
             split = KMeans(2, n_init=10, random_state=data.seed).fit(reduced)

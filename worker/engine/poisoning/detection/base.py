@@ -1,7 +1,7 @@
 """The detector interface: typed parameters, what a detector reads, and what it finds."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -45,6 +45,16 @@ class DetectionData:
         if layer not in self._features:
             self._features[layer] = self.reader(layer)(self.x)
         return self._features[layer][1]
+
+    def class_blocks(self, layer: str, min_members: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per class with at least `min_members` samples: its member indices and centred activations."""
+        features = self.features(layer)
+        for label in range(self.num_classes):
+            members = np.flatnonzero(self.y == label)
+            if len(members) < min_members:
+                continue
+            block = features[members].astype(np.float64)
+            yield members, block - block.mean(axis=0)
 
 
 @dataclass

@@ -55,12 +55,7 @@ class SpectralSignatures(Detector):
         features = data.features(self.layer)
         suspects = np.zeros(len(data.y), dtype=bool)
         scores = np.zeros(len(data.y), dtype=np.float64)
-        for label in range(data.num_classes):
-            members = np.flatnonzero(data.y == label)
-            if len(members) < 4:
-                continue
-            block = features[members].astype(np.float64)
-            block = block - block.mean(axis=0)
+        for members, block in data.class_blocks(self.layer):
             _, _, vt = np.linalg.svd(block, full_matrices=False)
             projection = block @ vt[0]
             scale = float(np.median(projection**2)) or 1.0

@@ -39,6 +39,15 @@ class AttackParamsBase(BaseModel):
             raise ValueError("target_class only applies with target_mode 'fixed'")
         return self
 
+    def passes_per_sample(self) -> float:
+        """Forward-and-backward passes per sample at one eps (an upper bound, for the cost estimate)."""
+        values = self.model_dump()
+        steps, restarts = values.get("steps") or 1, values.get("restarts") or 1
+        passes = steps * restarts * values.get("binary_search_steps", 1)
+        for key in ("queries", "max_queries"):
+            passes = max(passes, values.get(key) or 0)
+        return float(passes * values.get("eot_iter", 1))
+
 
 class FgsmParams(AttackParamsBase):
     """FGSM (Goodfellow et al., 2015): one signed (linf) or normalised (l2) gradient step of size eps."""
@@ -171,6 +180,11 @@ class AutoAttackParams(AttackParamsBase):
     square_queries: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
     eot_iter: Annotated[int, Field(ge=1, le=1000)] = 20
     use_square: bool = True
+
+    def passes_per_sample(self) -> float:
+        """APGD-CE, APGD-T and FAB-T over the target classes, then Square's queries."""
+        eot = self.eot_iter if self.version == "rand" else 1
+        return float(4 * self.steps * self.n_target_classes * eot + self.square_queries)
 
     @model_validator(mode="after")
     def _untargeted(self) -> Self:

@@ -57,18 +57,10 @@ def check_attacks(model: ModelRecord, attacks: Sequence[BaseModel], where: str =
 
 def attack_passes(attack: BaseModel) -> float:
     """Forward-and-backward passes per sample of one attack at one eps (an upper bound)."""
-    values = attack.model_dump()
-    if not isinstance(attack, AttackParamsBase):
-        scales = len(values["patch_scales"])
-        return scales * values["steps"] * values["eot_samples"] * values["batch_size"]
-    steps = values.get("steps") or 1
-    restarts = values.get("restarts") or 1
-    passes = steps * restarts * values.get("binary_search_steps", 1)
-    for key in ("queries", "max_queries", "square_queries"):
-        passes = max(passes, values.get(key) or 0)
-    if values.get("name") == "autoattack":
-        passes = 4 * steps * values.get("n_target_classes", 1) + values.get("square_queries", 0)
-    return float(passes * values.get("eot_iter", 1))
+    if isinstance(attack, AttackParamsBase):
+        return attack.passes_per_sample()
+    values = attack.model_dump()  # a physical patch: every scale trains for steps x EOT draws x a batch
+    return float(len(values["patch_scales"]) * values["steps"] * values["eot_samples"] * values["batch_size"])
 
 
 def evasion_cost(attacks: Sequence[BaseModel], n_samples: int) -> float:

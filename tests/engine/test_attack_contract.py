@@ -60,7 +60,9 @@ def test_attack_contract(small_cnn, held_out, name, norm, input_range):
     x, y = x[correct], y[correct]
     # eps scales with the range width so the threat is the same in both ranges
     eps = EPS[norm] * (high - low)
-    attack = ATTACKS[name].from_spec({"name": name, "norm": norm, **BUDGETS[name]}, input_range=input_range)
+    attack = ATTACKS[name].from_spec(
+        {"name": name, "norm": norm, "eps": [eps], **BUDGETS[name]}, input_range=input_range
+    )
 
     def run() -> object:
         return attack.run(model, x, y, eps=eps, generator=torch.Generator().manual_seed(7))

@@ -202,14 +202,19 @@ def test_registry_and_spec_building():
         "step_size": None,
         "random_start": False,
         "restarts": 2,
-        "unknown_extra": None,
     }
     attack = attack_class("pgd").from_spec(spec, input_range=(-1.0, 1.0))
     assert isinstance(attack, PGD)
     assert (attack.norm, attack.targeted, attack.steps, attack.restarts) == ("l2", True, 7, 2)
     assert attack.step_size is None and attack.random_start is False and attack.input_range == (-1.0, 1.0)
-    fgsm = attack_class("fgsm").from_spec({**spec, "name": "fgsm", "steps": None})
+    fgsm = attack_class("fgsm").from_spec({"name": "fgsm", "norm": "l2", "eps": [1.0]})
     assert isinstance(fgsm, FGSM) and fgsm.norm == "l2"
+    with pytest.raises(ValueError, match="unknown parameters unknown_extra"):
+        attack_class("pgd").from_spec({**spec, "unknown_extra": None})
+    with pytest.raises(ValueError, match="fgsm: unknown parameters random_start, restarts, step_size, steps"):
+        attack_class("fgsm").from_spec({**spec, "name": "fgsm"})
+    with pytest.raises(ValueError, match="pgd: missing parameter eps"):
+        attack_class("pgd").from_spec({"name": "pgd", "steps": 7})
     with pytest.raises(ValueError, match="unknown attack"):
         attack_class("deepfool9000")
 

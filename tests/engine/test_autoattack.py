@@ -207,7 +207,9 @@ def test_validation_and_spec():
     for bad in ({"version": "plus"}, {"steps": 0}, {"n_target_classes": 0}, {"square_queries": 0}):
         with pytest.raises(ValueError):
             AutoAttack(**bad)  # type: ignore[arg-type]
-    attack = AutoAttack.from_spec({"norm": "l2", "eps": [0.5], "version": "rand", "eot_iter": 5, "steps": None})
+    attack = AutoAttack.from_spec(
+        {"norm": "l2", "eps": [0.5], "version": "rand", "eot_iter": 5, "steps": None}
+    )
     assert (attack.norm, attack.version, attack.eot_iter, attack.steps) == ("l2", "rand", 5, 100)
     assert AutoAttack.requires_gradients and not AutoAttack.minimum_norm
     params = AutoAttack().params()

@@ -41,6 +41,6 @@ class TrainingParams(BaseModel):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     nesterov: bool = False
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
-    schedule: Literal["constant", "cosine", "step"] = "constant"
+    schedule: Literal["constant", "cosine", "step", "cyclic"] = "constant"
     step_epochs: Annotated[int, Field(ge=1, le=500)] = 10
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1

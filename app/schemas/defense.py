@@ -31,7 +31,7 @@ class DefenseTraining(_Closed):
     learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.001
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
-    schedule: Literal["constant", "cosine", "step"] = "constant"
+    schedule: Literal["constant", "cosine", "step", "cyclic"] = "constant"
 
 
 class AdversarialTrainingParams(DefenseTraining):

@@ -30,7 +30,7 @@ def test_naive_softmax_attack_fails_and_attacks_on_the_logits_break_the_student(
     saturation = report["softmax_saturation"]
     assert saturation["saturated_share"] > 0.5 and not check(report, "softmax_not_saturated")["passed"]
     views = [(r["role"], r["view"]) for r in report["evaluation"]["defended"]["runs"]]
-    assert views[0] == ("naive", "the deployed softmax (T = 1)")
+    assert views[0] == ("naive", "PGD cross-entropy on the deployed softmax (T = 1)")
     assert {v for _, v in views[1:]} == {
         "the logits divided by T = 100",
         "the logits (Carlini-Wagner margin)",

@@ -232,8 +232,11 @@ def _linear_probe_steps(recipe: TrainingRecipe, n: int) -> tuple[float, float]:
             schedule="step",
             step_epochs=2,
         ),
+        TrainingRecipe(
+            epochs=5, batch_size=5, optimizer="sgd", momentum=0.0, learning_rate=0.1, schedule="cyclic"
+        ),
     ],
-    ids=["constant", "cosine", "step"],
+    ids=["constant", "cosine", "step", "cyclic"],
 )
 def test_fit_applies_the_schedule_batch_by_batch(recipe: TrainingRecipe) -> None:
     descent, expected = _linear_probe_steps(recipe, 20)
@@ -251,6 +254,9 @@ def test_schedules() -> None:
         [0.2, 0.2, 0.1, 0.1, 0.05, 0.025]
     )
     assert TrainingRecipe(learning_rate=0.3).learning_rate_at(7, 0.9) == 0.3
+    cyclic = TrainingRecipe(epochs=10, learning_rate=0.2, schedule="cyclic")
+    assert [cyclic.learning_rate_at(e) for e in (0, 2, 4, 7, 10)] == pytest.approx([0.0, 0.1, 0.2, 0.1, 0.0])
+    assert cyclic.learning_rate_at(1, 0.5) == pytest.approx(0.075)
 
 
 def test_sgd_recipe_builds_sgd_with_momentum_and_trains(blobs) -> None:

@@ -92,7 +92,7 @@ class TrainingFields:
     learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: Literal["constant", "cosine", "step"] = "constant"
+    schedule: Literal["constant", "cosine", "step", "cyclic"] = "constant"
 
     def check_training(self) -> None:
         """Validate the recipe's limits."""

@@ -22,12 +22,17 @@ from worker.engine.defense.evaluation import AttackRun
 from worker.engine.defense.monitor import EpochMonitor
 from worker.engine.defense.spec import check_range
 from worker.engine.defense.views import MarginPGD, SoftmaxOutput, Tempered
+from worker.engine.evasion.attacks.registry import attack_class
 from worker.engine.training.fit import fit, soft_cross_entropy
 
 # A sample's softmax counts as saturated when its top probability rounds to 1 in float32.
 SATURATED = 1.0 - 2.0**-24
 SATURATED_SHARE = 0.5
 MARGIN_STEPS = 100
+# The naive evaluation: what a gradient attacker who ignores the temperature runs (as in the paper's own
+# evaluation): PGD with cross-entropy through the deployed softmax.
+NAIVE_STEPS = 40
+NAIVE_VIEW = "PGD cross-entropy on the deployed softmax (T = 1)"
 
 
 class TemperatureLoss:
@@ -64,8 +69,9 @@ class Distillation(TrainingFields, Defense):
     (teacher "upload", its logits divided by T); the student (init "random" by default: the same
     architecture from scratch) is trained at T on the teacher's soft labels and deployed at T = 1, so its
     logits are about T times larger and its softmax saturates. The evaluation attacks the softmax naively
-    (what the paper measured) and the logits adaptively: cross-entropy on logits / T and PGD on the
-    Carlini-Wagner margin. Threat model of the evaluation: the evaluation's norm and eps.
+    (PGD cross-entropy through the deployed softmax, the gradient attack of the paper's era) and the logits
+    adaptively: the evaluation's attacks on logits / T and PGD on the Carlini-Wagner margin. Threat model
+    of the evaluation: the evaluation's norm and eps.
 
     Parameters: temperature T (default 100, in (0, 1000]); teacher ("train" default, or "upload");
     and the training recipe (init default "random", epochs, batch_size, optimizer, learning_rate, ...).
@@ -148,23 +154,28 @@ class Distillation(TrainingFields, Defense):
     def runs(
         self, final: nn.Module, attacks: list[dict[str, Any]], context: DefenseContext
     ) -> list[AttackRun]:
-        """Naive: the attacks on the deployed softmax. Adaptive: on logits / T, and margin PGD on logits."""
-        norms = sorted({spec.get("norm") or "linf" for spec in attacks})
+        """Naive: PGD cross-entropy on the deployed softmax. Adaptive: the evaluation's attacks on logits / T,
+        and margin PGD on the logits."""
+        budgets = _budgets_by_norm(attacks)
+        naive = [
+            (
+                attack_class("pgd").from_spec(
+                    {"name": "pgd", "norm": norm, "eps": eps, "steps": NAIVE_STEPS},
+                    input_range=context.input_range,
+                ),
+                {"name": "pgd", "norm": norm, "eps": eps, "steps": NAIVE_STEPS},
+            )
+            for norm, eps in budgets.items()
+        ]
         margin = [
             (
                 MarginPGD(norm=norm, steps=MARGIN_STEPS, input_range=context.input_range),  # type: ignore[arg-type]
-                {
-                    "name": MarginPGD.name,
-                    "norm": norm,
-                    "eps": sorted(
-                        {e for s in attacks if (s.get("norm") or "linf") == norm for e in s["eps"]}
-                    ),
-                },
+                {"name": MarginPGD.name, "norm": norm, "eps": eps},
             )
-            for norm in norms
+            for norm, eps in budgets.items()
         ]
         return [
-            AttackRun("naive", "the deployed softmax (T = 1)", SoftmaxOutput(final), attacks),
+            AttackRun("naive", NAIVE_VIEW, SoftmaxOutput(final), [], extra=naive),
             AttackRun(
                 "adaptive",
                 f"the logits divided by T = {self.temperature:g}",
@@ -174,6 +185,14 @@ class Distillation(TrainingFields, Defense):
             ),
             AttackRun("adaptive", "the logits (Carlini-Wagner margin)", final, [], extra=margin),
         ]
+
+
+def _budgets_by_norm(attacks: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Every eps the evaluation's attacks ask for, per norm."""
+    budgets: dict[str, set[float]] = {}
+    for spec in attacks:
+        budgets.setdefault(spec.get("norm") or "linf", set()).update(spec.get("eps") or [])
+    return {norm: sorted(eps) for norm, eps in sorted(budgets.items()) if eps}
 
 
 @torch.no_grad()

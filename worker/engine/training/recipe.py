@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 OptimizerName = Literal["adam", "sgd"]
-ScheduleName = Literal["constant", "cosine", "step"]
+ScheduleName = Literal["constant", "cosine", "step", "cyclic"]
+SCHEDULES = ("constant", "cosine", "step", "cyclic")
+CYCLE_PEAK = 0.4  # the cyclic schedule peaks two fifths of the way through training (Wong et al. 2020)
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,10 @@ class TrainingRecipe:
         optimizer: "adam" or "sgd" (with `momentum` and `nesterov`).
         learning_rate: the initial learning rate.
         weight_decay: L2 penalty (decoupled for neither optimizer: torch's `weight_decay`).
-        schedule: "constant", "cosine" (annealed to 0 over all epochs) or "step" (multiplied by `gamma`
-            every `step_epochs` epochs).
+        schedule: "constant", "cosine" (annealed to 0 over all epochs), "step" (multiplied by `gamma`
+            every `step_epochs` epochs) or "cyclic" (one triangle: linear from 0 up to `learning_rate` at
+            two fifths of training, then linear down to 0; Smith's one-cycle policy as fast adversarial
+            training uses it, Wong et al. 2020).
     """
 
     epochs: int = 20
@@ -41,7 +45,7 @@ class TrainingRecipe:
             raise ValueError("epochs must be >= 0, batch_size and step_epochs >= 1")
         if not self.learning_rate > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError("learning_rate must be > 0, weight_decay >= 0 and momentum in [0, 1)")
-        if self.optimizer not in ("adam", "sgd") or self.schedule not in ("constant", "cosine", "step"):
+        if self.optimizer not in ("adam", "sgd") or self.schedule not in SCHEDULES:
             raise ValueError(f"unknown optimizer {self.optimizer!r} or schedule {self.schedule!r}")
 
     @classmethod
@@ -70,6 +74,11 @@ class TrainingRecipe:
         if self.schedule == "cosine":
             progress = (epoch + fraction) / max(self.epochs, 1)
             return self.learning_rate * 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * progress)).item())
+        if self.schedule == "cyclic":
+            progress = (epoch + fraction) / max(self.epochs, 1)
+            if progress <= CYCLE_PEAK:
+                return self.learning_rate * progress / CYCLE_PEAK
+            return self.learning_rate * max(0.0, (1.0 - progress) / (1.0 - CYCLE_PEAK))
         if self.schedule == "step":
             return self.learning_rate * self.gamma ** (epoch // self.step_epochs)
         return self.learning_rate

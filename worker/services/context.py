@@ -46,6 +46,8 @@ class ModelSnapshot:
     remote_allowlist: tuple[str, ...] = field(default=())
     # The operator's intake limits (control flow, onnxruntime threads) for this model's graph in jobs too.
     intake_limits: IntakeLimits = DEFAULT_LIMITS
+    # Remote clients opened by `classifier()`, closed by `close()` when the job ends.
+    _opened: list[RemoteClassifier] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def has_weights(self) -> bool:
@@ -114,6 +116,7 @@ class ModelSnapshot:
                 num_classes=self.num_classes,
                 allowlist=list(self.remote_allowlist),
             )
+            self._opened.append(remote)
 
             def classify(x: np.ndarray) -> np.ndarray:
                 try:
@@ -123,6 +126,11 @@ class ModelSnapshot:
 
             return self._normalizing(classify)
         return None
+
+    def close(self) -> None:
+        """Close the remote clients this snapshot opened (their connection pools)."""
+        while self._opened:
+            self._opened.pop().close()
 
     def black_box_model(self) -> QueryOnlyModel | None:
         """The model as black-box attacks see it (no gradient path); None for safetensors."""

@@ -78,7 +78,10 @@ def _execute(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> Job
     executor = executor_for(context.kind)
     if executor is None:
         raise JobFailure("unsupported_kind", f"this worker cannot run jobs of kind {context.kind!r}")
-    return executor(context)
+    try:
+        return executor(context)
+    finally:
+        context.model.close()
 
 
 def _register_derived(session: Session, job: Job, model: DerivedModel, digest: str) -> ModelRecord:

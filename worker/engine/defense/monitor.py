@@ -3,7 +3,7 @@
 After each epoch the monitor measures, on a fixed held-out subset, clean accuracy and PGD robust
 accuracy at the training budget (the curve of the report). With the guard on (fast adversarial
 training), it also measures PGD and training-attack (FGSM) accuracy on a fixed subset of the training
-set; when PGD accuracy falls far below its best so far, or far below the FGSM accuracy, the model has
+set; when PGD accuracy falls far below its best so far, or stays far below the FGSM accuracy, the model has
 catastrophically overfitted (Wong et al. 2020: robustness to PGD collapses while accuracy under the
 single-step training attack rises): training stops and the fit loop restores the best epoch
 (`keep_best` on GUARD_METRIC).
@@ -28,12 +28,14 @@ TRAINING_ATTACK_METRIC = "guard_training_attack_accuracy"
 MONITOR_STEPS = 10
 # The guard fires when PGD accuracy on the training subset drops this far below its best epoch, or
 # when it falls below GUARD_RATIO of the accuracy under the training attack itself once that accuracy
-# has reached GUARD_MIN_TRAINING_ACCURACY: the model resists the single step it trains on but not PGD.
-# Below that floor the model is still early in training (a pretrained model's first epochs, a cyclic
-# schedule's warm-up), where PGD is naturally far stronger than one step and nothing has collapsed.
+# has reached GUARD_MIN_TRAINING_ACCURACY, for GUARD_PATIENCE epochs in a row: the model resists the
+# single step it trains on but not PGD. Below that floor, or for a single epoch, the model may still be
+# early in training (a pretrained model's first epochs, a cyclic schedule's warm-up), where PGD is
+# naturally far stronger than one step and nothing has collapsed.
 GUARD_DROP = 0.2
 GUARD_RATIO = 0.25
 GUARD_MIN_TRAINING_ACCURACY = 0.25
+GUARD_PATIENCE = 2
 _MONITOR_KEY, _GUARD_KEY = 0xC0, 0xC1
 
 
@@ -73,6 +75,7 @@ class EpochMonitor:
     rows: list[dict[str, Any]] = field(default_factory=list)
     fired: dict[str, Any] | None = None
     _best: float = -1.0
+    _strikes: int = 0
 
     def units(self) -> float:
         """Work units of one epoch's monitoring (forward-backward passes of samples)."""
@@ -115,8 +118,9 @@ class EpochMonitor:
         guard = metrics.get(GUARD_METRIC)
         if guard is not None:
             single = metrics[TRAINING_ATTACK_METRIC]
-            collapsed = single >= GUARD_MIN_TRAINING_ACCURACY and guard < GUARD_RATIO * single
-            if self._best - guard > GUARD_DROP or collapsed:
+            below = single >= GUARD_MIN_TRAINING_ACCURACY and guard < GUARD_RATIO * single
+            self._strikes = self._strikes + 1 if below else 0
+            if self._best - guard > GUARD_DROP or self._strikes >= GUARD_PATIENCE:
                 best = max(self._best, 0.0)
                 self.fired = {
                     "epoch": epoch,

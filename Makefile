@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo serve test test-fast bench lint format clean
+.PHONY: demo serve test test-fast bench bench-kinds lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pgd.py
 	$(BIN)/python benchmarks/bench_attacks.py
+
+# The three kinds against adversarial-robustness-toolbox: about two hours on two CPU cores
+# (poisoning's comparison is most of it, ART's feature collision above all).
+bench-kinds: $(STAMP)
+	$(BIN)/python benchmarks/bench_extraction.py
+	$(BIN)/python benchmarks/bench_defense.py --epochs 20
+	$(BIN)/python benchmarks/bench_poisoning.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -133,6 +133,8 @@ class AdversarialTraining(TrainingFields, Defense):
             )
             monitor.guard_x, monitor.guard_y = x[chosen], y[chosen]
         model = context.fresh(self.init)
+        if self.method == "fast":
+            monitor.measure_start(model)
         history = fit(
             model,
             x,
@@ -167,6 +169,7 @@ class AdversarialTraining(TrainingFields, Defense):
             training["guard"] = {
                 "metric": f"PGD-{MONITOR_STEPS} accuracy on {len(monitor.guard_x)} training samples",  # type: ignore[arg-type]
                 "fired": monitor.fired is not None,
+                "training_attack_accuracy_at_start": monitor.start_training_attack_accuracy,
                 "fired_at": monitor.fired,
                 "kept_epoch": history.best_epoch,
             }
@@ -188,7 +191,8 @@ def _guard_check(fired: dict[str, Any] | None, kept: int | None) -> dict[str, An
         "detail": (
             f"the guard fired at epoch {fired['epoch']}: PGD accuracy on the training subset "
             f"{fired['guard_pgd_accuracy']:.1%} (best {fired['best_guard_pgd_accuracy']:.1%}) against "
-            f"{fired['training_attack_accuracy']:.1%} under the training attack (catastrophic "
+            f"{fired['training_attack_accuracy']:.1%} under the training attack (up from "
+            f"{fired['start_training_attack_accuracy']:.1%} before training: catastrophic "
             f"overfitting of FGSM training); training stopped, epoch {kept} kept. Try a smaller eps, "
             "more steps (method pgd) or a smaller learning rate"
         ),

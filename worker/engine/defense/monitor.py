@@ -26,15 +26,15 @@ GUARD_METRIC = "guard_pgd_accuracy"
 TRAINING_ATTACK_METRIC = "guard_training_attack_accuracy"
 # PGD of the curves and of the guard: 10 steps of 2.5 * eps / 10 from a random start.
 MONITOR_STEPS = 10
-# The guard fires when PGD accuracy on the training subset drops this far below its best epoch, or
-# when it falls below GUARD_RATIO of the accuracy under the training attack itself once that accuracy
-# has reached GUARD_MIN_TRAINING_ACCURACY, for GUARD_PATIENCE epochs in a row: the model resists the
-# single step it trains on but not PGD. Below that floor, or for a single epoch, the model may still be
-# early in training (a pretrained model's first epochs, a cyclic schedule's warm-up), where PGD is
-# naturally far stronger than one step and nothing has collapsed.
+# The guard fires when PGD accuracy on the training subset drops GUARD_DROP below its best epoch, or
+# when, for GUARD_PATIENCE epochs in a row, it stays below GUARD_RATIO of the accuracy under the
+# training attack while that accuracy has risen at least GUARD_MIN_GAIN above the starting model's:
+# the model has learned to resist the single step it trains on, but not PGD. Without the gain, a model
+# early in training (a pretrained model's first epochs, a cyclic schedule's warm-up) shows the same
+# ratio because one step is naturally far weaker than PGD, and nothing has collapsed.
 GUARD_DROP = 0.2
 GUARD_RATIO = 0.25
-GUARD_MIN_TRAINING_ACCURACY = 0.25
+GUARD_MIN_GAIN = 0.2
 GUARD_PATIENCE = 2
 _MONITOR_KEY, _GUARD_KEY = 0xC0, 0xC1
 
@@ -76,6 +76,7 @@ class EpochMonitor:
     fired: dict[str, Any] | None = None
     _best: float = -1.0
     _strikes: int = 0
+    start_training_attack_accuracy: float = 0.0
 
     def units(self) -> float:
         """Work units of one epoch's monitoring (forward-backward passes of samples)."""
@@ -95,6 +96,19 @@ class EpochMonitor:
             True,
             self.budget.input_range,
         )
+
+    def measure_start(self, model: nn.Module) -> float:
+        """The training attack's accuracy on the guard subset before training: the guard's baseline."""
+        if self.guard_x is None or self.guard_y is None or self.budget is None:
+            return 0.0
+        was_training = model.training
+        model.eval()
+        guard_x, guard_y = torch.as_tensor(self.guard_x), torch.as_tensor(self.guard_y, dtype=torch.long)
+        generator = seeded_generator(self.device, self.seed, _GUARD_KEY)
+        _, single = _accuracies(model, guard_x, guard_y, self.budget, generator, self.device)
+        model.train(was_training)
+        self.start_training_attack_accuracy = float(single or 0.0)
+        return self.start_training_attack_accuracy
 
     def __call__(self, epoch: int, model: nn.Module) -> dict[str, float]:
         """Measure the epoch; raise StopTraining when the guard fires."""
@@ -118,7 +132,8 @@ class EpochMonitor:
         guard = metrics.get(GUARD_METRIC)
         if guard is not None:
             single = metrics[TRAINING_ATTACK_METRIC]
-            below = single >= GUARD_MIN_TRAINING_ACCURACY and guard < GUARD_RATIO * single
+            gained = single - self.start_training_attack_accuracy >= GUARD_MIN_GAIN
+            below = gained and guard < GUARD_RATIO * single
             self._strikes = self._strikes + 1 if below else 0
             if self._best - guard > GUARD_DROP or self._strikes >= GUARD_PATIENCE:
                 best = max(self._best, 0.0)
@@ -127,6 +142,7 @@ class EpochMonitor:
                     "guard_pgd_accuracy": guard,
                     "best_guard_pgd_accuracy": best,
                     "training_attack_accuracy": single,
+                    "start_training_attack_accuracy": self.start_training_attack_accuracy,
                 }
                 raise StopTraining(
                     f"catastrophic overfitting at epoch {epoch}: PGD accuracy on the training subset "

@@ -10,9 +10,10 @@ every defense starts from its weights (init pretrained) and trains on digits-tra
 Sections (all by default):
   targets  the issue's targets through run_defense (the job's engine): undefended, PGD-AT at 0.1 and
            0.2, TRADES at 0.2, fast AT at 0.2 and 0.3 (the guard), distillation T=100, JPEG 75, smoothing.
-           Each row prints the recipe it changes (TARGET_RUNS): at eps 0.2 twice the epochs and the
-           cyclic schedule peaking at 5e-3 (Wong et al.'s one-cycle policy), with which PGD-AT reached
-           its target where Adam's constant 1e-3 for --epochs did not; TRADES with MNIST's beta 1.
+           Each row prints the recipe it changes (TARGET_RUNS): at eps 0.2 two or three times the epochs
+           and the cyclic schedule peaking at 5e-3 (Wong et al.'s one-cycle policy), with which PGD-AT
+           and TRADES reached their targets where Adam's constant 1e-3 for --epochs did not; TRADES with
+           the beta of its paper's MNIST setup, 1.
   art      the same model, data and budget in ART 1.20.1 (eps given in input units: ART's defaults, 8 and
            2, are pixel units that would cover the whole [0, 1] range): AdversarialTrainerMadryPGD,
            AdversarialTrainerTRADESPyTorch, AdversarialTrainerFBFPyTorch, PyTorchRandomizedSmoothing.

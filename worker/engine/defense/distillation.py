@@ -157,15 +157,12 @@ class Distillation(TrainingFields, Defense):
         """Naive: PGD cross-entropy on the deployed softmax. Adaptive: the evaluation's attacks on logits / T,
         and margin PGD on the logits."""
         budgets = _budgets_by_norm(attacks)
+        naive_specs = [
+            {"name": "pgd", "norm": norm, "eps": eps, "steps": NAIVE_STEPS} for norm, eps in budgets.items()
+        ]
         naive = [
-            (
-                attack_class("pgd").from_spec(
-                    {"name": "pgd", "norm": norm, "eps": eps, "steps": NAIVE_STEPS},
-                    input_range=context.input_range,
-                ),
-                {"name": "pgd", "norm": norm, "eps": eps, "steps": NAIVE_STEPS},
-            )
-            for norm, eps in budgets.items()
+            (attack_class("pgd").from_spec(spec, input_range=context.input_range), spec)
+            for spec in naive_specs
         ]
         margin = [
             (

@@ -8,8 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from app.db import make_engine, make_session_factory
+from app.migrate import upgrade
 from app.orm import Blob, Job, ModelRecord, Tenant, WorkerHeartbeat, new_id, utcnow
 from app.storage import collect_unreferenced_blobs, put_blob
+from tests.services import create_database, drop_database
 from worker.runtime import WorkerRuntime
 from worker.services.reconciler import reconcile_once
 
@@ -34,8 +36,20 @@ class RecordingQueue:
 
 
 @pytest.fixture(scope="module")
+def settings(settings):
+    """The shared settings on a private database: the live workers of other modules reconcile the shared
+    one every second and would claim this module's stale rows before the reconcilers under test."""
+    url = create_database()
+    upgrade(url)
+    yield settings.model_copy(update={"database_url": url})
+    drop_database(url)
+
+
+@pytest.fixture(scope="module")
 def factory(settings):
-    return make_session_factory(make_engine(settings))
+    engine = make_engine(settings)
+    yield make_session_factory(engine)
+    engine.dispose()
 
 
 @pytest.fixture()
@@ -133,7 +147,6 @@ def test_a_validation_interrupted_max_attempts_times_ends_invalid(rt, factory, t
     result = reconcile_once(rt)
     model = _get(factory, ModelRecord, model_id)
     assert (model.status, model.invalid_code) == ("invalid", "validation_interrupted")
-    # live workers of other test modules reconcile the same database: one of them may have ended it
     assert model_id not in rt.queue.validations and model_id not in result.resent_models
 
 

@@ -115,6 +115,24 @@ def ours(
     }
 
 
+def smoothing_spec(epochs: int) -> dict[str, Any]:
+    """Randomized smoothing at sigma 0.25, certified (n0 100, n 2000, alpha 0.001) at radii 0, 0.25, 0.5."""
+    return {
+        "name": "randomized_smoothing",
+        "sigma": 0.25,
+        "epochs": epochs,
+        "n0": 100,
+        "n": 2000,
+        "alpha": 0.001,
+        "radii": [0.0, 0.25, 0.5],
+    }
+
+
+def certified(report: dict[str, Any]) -> dict[float, float]:
+    """Certified accuracy per radius of a smoothing report."""
+    return {r["radius"]: r["certified_accuracy"] for r in report["certification"]["certified_accuracy"]}
+
+
 def row(label: str, values: dict[str, Any]) -> None:
     """One printed result line."""
     print(
@@ -180,20 +198,9 @@ def section_targets(base: nn.Module, data: dict, epochs: int) -> None:
             "undefended@0.1": head["undefended_robust_accuracy"],
         },
     )
-    spec = {
-        "name": "randomized_smoothing",
-        "sigma": 0.25,
-        "epochs": epochs,
-        "n0": 100,
-        "n": 2000,
-        "alpha": 0.001,
-        "radii": [0.0, 0.25, 0.5],
-    }
     attacks = [{"name": "pgd", "norm": "l2", "eps": [0.25, 0.5], "steps": 20}]
-    result = ours(base, spec, [0.25], data, attacks)
-    cert = {
-        r["radius"]: r["certified_accuracy"] for r in result["report"]["certification"]["certified_accuracy"]
-    }
+    result = ours(base, smoothing_spec(epochs), [0.25], data, attacks)
+    cert = certified(result["report"])
     row(
         "smoothing sigma 0.25 n=2000",
         {
@@ -361,18 +368,9 @@ def section_art_fast_and_smoothing(base: nn.Module, data: dict, epochs: int) -> 
         r["radius"]: r["certified_accuracy"]
         for r in certified_accuracy(Certificates(prediction, radius), y, [0.0, 0.25, 0.5])
     }
-    spec = {
-        "name": "randomized_smoothing",
-        "sigma": 0.25,
-        "epochs": epochs,
-        "n0": 100,
-        "n": 2000,
-        "radii": [0.0, 0.25, 0.5],
-    }
-    mine = ours(base, spec, [0.25], data, [{"name": "pgd", "norm": "l2", "eps": [0.25], "steps": 10}])
-    cert = {
-        r["radius"]: r["certified_accuracy"] for r in mine["report"]["certification"]["certified_accuracy"]
-    }
+    attacks = [{"name": "pgd", "norm": "l2", "eps": [0.25], "steps": 10}]
+    mine = ours(base, smoothing_spec(epochs), [0.25], data, attacks)
+    cert = certified(mine["report"])
     row(
         "smoothing sigma 0.25 n=2000 vs ART",
         {

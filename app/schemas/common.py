@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 Norm = Literal["linf", "l2"]
+# Learning-rate schedules of a training recipe (the engine's ScheduleName; a test keeps them equal).
+Schedule = Literal["constant", "cosine", "step", "cyclic"]
 Eps = Annotated[float, Field(gt=0, allow_inf_nan=False, description="Perturbation budget in the norm.")]
 ResourceId = Annotated[str, Field(min_length=1, max_length=60)]
 
@@ -41,6 +43,6 @@ class TrainingParams(BaseModel):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     nesterov: bool = False
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
-    schedule: Literal["constant", "cosine", "step", "cyclic"] = "constant"
+    schedule: Schedule = "constant"
     step_epochs: Annotated[int, Field(ge=1, le=500)] = 10
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1

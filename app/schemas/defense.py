@@ -4,7 +4,7 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.schemas.common import JobSpecBase, Norm, ResourceId
+from app.schemas.common import JobSpecBase, Norm, ResourceId, Schedule
 from app.schemas.evasion import AttackParams, AttackParamsBase
 
 Budget = Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]
@@ -31,7 +31,7 @@ class DefenseTraining(_Closed):
     learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.001
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
-    schedule: Literal["constant", "cosine", "step", "cyclic"] = "constant"
+    schedule: Schedule = "constant"
 
 
 class AdversarialTrainingParams(DefenseTraining):

@@ -31,6 +31,7 @@ class FitCodes:
 
 HELD_OUT_CODES = FitCodes("shape_mismatch", "class_mismatch", "dataset_out_of_range")
 TRAINING_SET_CODES = FitCodes("training_set_mismatch", "training_set_mismatch", "training_set_mismatch")
+POOL_CODES = FitCodes("pool_shape_mismatch", "pool_shape_mismatch", "pool_out_of_range")  # labels unread
 
 
 def check_dataset_fits(

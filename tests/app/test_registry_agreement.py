@@ -58,3 +58,10 @@ def test_builtin_dataset_facts_match_what_the_engine_loads():
         assert data.num_classes == facts.num_classes
         assert float(data.x.min()) == facts.x_min and float(data.x.max()) == facts.x_max
         assert str(data.x.dtype) == facts.dtype
+
+
+def test_training_schedules_match_what_the_fit_loop_runs():
+    from app.schemas.common import Schedule
+    from worker.engine.training.recipe import SCHEDULES
+
+    assert typing.get_args(Schedule) == SCHEDULES

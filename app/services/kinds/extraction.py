@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from app.errors import InvalidInput
 from app.orm import ModelRecord
 from app.schemas.extraction import SYNTHETIC_UNIFORM, ExtractionJobSpec, ExtractionParams
-from app.services.compatibility import FitCodes, check_dataset_fits
+from app.services.compatibility import POOL_CODES, check_dataset_fits
 from app.services.context import ServiceContext
 from app.services.dataset_arrays import DatasetFacts
 from app.services.datasets import dataset_facts
@@ -72,9 +72,8 @@ def _pool_facts(ctx: ServiceContext, model: ModelRecord, params: ExtractionParam
 
 def _check_pool(model: ModelRecord, params: ExtractionParams, facts: DatasetFacts) -> None:
     """The pool's samples fit the victim and there are enough of them for every attack's largest budget."""
-    pool_codes = FitCodes("pool_shape_mismatch", "pool_shape_mismatch", "pool_out_of_range")
     check_dataset_fits(
-        model, facts, what="params.query_dataset_id (the pool)", codes=pool_codes, labels=False
+        model, facts, what="params.query_dataset_id (the pool)", codes=POOL_CODES, labels=False
     )
     largest = params.budgets[-1]
     for index, attack in enumerate(params.attacks):

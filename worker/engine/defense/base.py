@@ -13,7 +13,7 @@ from worker.engine.defense.evaluation import AttackRun, Classify
 from worker.engine.defense.spec import FromSpec, check_range
 from worker.engine.progress import ProgressTracker
 from worker.engine.training.fit import FitHistory, fit
-from worker.engine.training.recipe import TrainingRecipe
+from worker.engine.training.recipe import OptimizerName, ScheduleName, TrainingRecipe
 
 Init = Literal["pretrained", "random"]
 MAX_EPOCHS = 200
@@ -88,11 +88,11 @@ class TrainingFields:
     init: Init = "pretrained"
     epochs: int = 20
     batch_size: int = 64
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: OptimizerName = "adam"
     learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: Literal["constant", "cosine", "step", "cyclic"] = "constant"
+    schedule: ScheduleName = "constant"
 
     def check_training(self) -> None:
         """Validate the recipe's limits."""

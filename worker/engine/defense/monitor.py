@@ -97,17 +97,20 @@ class EpochMonitor:
             self.budget.input_range,
         )
 
+    def _guard_accuracy(self, model: nn.Module, budget: Budget) -> float:
+        """Accuracy of the guard's training subset under an attack of `budget` (its fixed random stream)."""
+        guard_x, guard_y = torch.as_tensor(self.guard_x), torch.as_tensor(self.guard_y, dtype=torch.long)
+        generator = seeded_generator(self.device, self.seed, _GUARD_KEY)
+        return float(_accuracies(model, guard_x, guard_y, budget, generator, self.device)[1] or 0.0)
+
     def measure_start(self, model: nn.Module) -> float:
         """The training attack's accuracy on the guard subset before training: the guard's baseline."""
         if self.guard_x is None or self.guard_y is None or self.budget is None:
             return 0.0
         was_training = model.training
         model.eval()
-        guard_x, guard_y = torch.as_tensor(self.guard_x), torch.as_tensor(self.guard_y, dtype=torch.long)
-        generator = seeded_generator(self.device, self.seed, _GUARD_KEY)
-        _, single = _accuracies(model, guard_x, guard_y, self.budget, generator, self.device)
+        self.start_training_attack_accuracy = self._guard_accuracy(model, self.budget)
         model.train(was_training)
-        self.start_training_attack_accuracy = float(single or 0.0)
         return self.start_training_attack_accuracy
 
     def __call__(self, epoch: int, model: nn.Module) -> dict[str, float]:
@@ -119,13 +122,15 @@ class EpochMonitor:
         metrics: dict[str, float] = {"clean_accuracy": clean}
         if robust is not None:
             metrics["robust_accuracy"] = robust
-        if self.guard_x is not None and self.guard_y is not None and pgd is not None:
-            guard_x, guard_y = torch.as_tensor(self.guard_x), torch.as_tensor(self.guard_y, dtype=torch.long)
-            generator = seeded_generator(self.device, self.seed, _GUARD_KEY)
-            _, metrics[GUARD_METRIC] = _accuracies(model, guard_x, guard_y, pgd, generator, self.device)  # type: ignore[assignment]
-            _, metrics[TRAINING_ATTACK_METRIC] = _accuracies(
-                model, guard_x, guard_y, self.budget, generator, self.device
-            )  # type: ignore[assignment]
+        if (
+            self.guard_x is not None
+            and self.guard_y is not None
+            and pgd is not None
+            and self.budget is not None
+        ):
+            # each from the same random stream as the baseline, so the training attack's gain is comparable
+            metrics[GUARD_METRIC] = self._guard_accuracy(model, pgd)
+            metrics[TRAINING_ATTACK_METRIC] = self._guard_accuracy(model, self.budget)
         self.rows.append({"epoch": epoch, **metrics})
         if self.tracker is not None:
             self.tracker.advance(self.units(), f"epoch {epoch}: measuring clean and robust accuracy")

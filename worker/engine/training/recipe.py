@@ -1,14 +1,14 @@
 """A training recipe: optimizer, schedule and budget, shared by every kind that trains a model."""
 
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 import torch
 from torch import nn
 
 OptimizerName = Literal["adam", "sgd"]
 ScheduleName = Literal["constant", "cosine", "step", "cyclic"]
-SCHEDULES = ("constant", "cosine", "step", "cyclic")
+SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
 CYCLE_PEAK = 0.4  # the cyclic schedule peaks two fifths of the way through training (Wong et al. 2020)
 
 

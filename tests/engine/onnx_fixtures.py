@@ -221,3 +221,32 @@ def seeded_model(factory: type[nn.Module], seed: int = 0) -> nn.Module:
     """Instantiate a model with deterministic weights, in eval mode."""
     torch.manual_seed(seed)
     return factory().eval()
+
+
+def conv_pool_classifier(
+    classes: int,
+    pooled: tuple[int, int] = (1, 1),
+    *,
+    opset: int = OPSET,
+    batch: int | str = "N",
+    symbolic_output: bool = False,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """A 1x1 Conv + AveragePool classifier on [batch, 3, 4, 4] never flattened: [batch, classes, *pooled].
+
+    pooled=(1, 1) is the [N, C, 1, 1] output of the model zoo's SqueezeNet and DenseNet-121. With
+    symbolic_output the output is declared [batch, "c", "h", "w"] (only shape inference knows the sizes).
+    """
+    rng = np.random.default_rng(seed)
+    kernel = [4 // pooled[0], 4 // pooled[1]]
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("AveragePool", ["r"], ["y"], kernel_shape=kernel, strides=kernel),
+    ]
+    weights = {
+        "W": rng.normal(size=(classes, 3, 1, 1)).astype(np.float32),
+        "B": rng.normal(size=(classes,)).astype(np.float32),
+    }
+    output_shape = [batch, "c", "h", "w"] if symbolic_output else [batch, classes, *pooled]
+    return make_model(nodes, [batch, 3, 4, 4], weights, opset=opset, output_shape=output_shape)

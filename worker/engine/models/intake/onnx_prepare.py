@@ -1,9 +1,10 @@
 """Everything ONNX intake does to an upload before anything runs it, shared by every entry point.
 
 parse (safe format, protobuf, external data, checker) -> refuse control flow -> upgrade an old
-opset -> check the interface -> static resource estimate -> rewrite a fixed batch of 1 to a
-symbolic batch. The result carries the model proto for the torch builder and the bytes for
-onnxruntime (the upload itself when nothing was rewritten, so no copy is made).
+opset -> check the interface -> static resource estimate -> squeeze a classifier output of
+[N, C, 1, ..., 1] to [N, C] -> rewrite a fixed batch of 1 to a symbolic batch. The result carries
+the model proto for the torch builder and the bytes for onnxruntime (the upload itself when nothing
+was rewritten, so no copy is made).
 """
 
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from worker.engine.models.intake.classifier_output import squeeze_classifier_output
 from worker.engine.models.intake.errors import ModelRejected
 from worker.engine.models.intake.fixed_batch import fixed_batch, make_batch_symbolic
 from worker.engine.models.intake.limits import IntakeLimits, check_input_elements, refuse_control_flow
@@ -82,7 +84,10 @@ def prepare_onnx(
         if value is None:
             raise ModelRejected("shape_mismatch", "The model must have exactly one input.")
         input_name, fixed = value.name, fixed_batch(value) == 1
-    rewritten = upgrade_note is not None
+    squeeze_note = squeeze_classifier_output(model)
+    if squeeze_note:
+        notes.append(squeeze_note)
+    rewritten = upgrade_note is not None or squeeze_note is not None
     if fixed:
         make_batch_symbolic(model, input_name)
         rewritten = True

@@ -1,5 +1,6 @@
 """Domain errors and the one place that maps them (and everything else) to HTTP answers."""
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -85,6 +86,27 @@ def _validation_details(exc: RequestValidationError) -> list[dict]:
     return details
 
 
+def _wrong_media_type(request: Request, exc: RequestValidationError) -> tuple[str, str] | None:
+    """(code, message) when a JSON route got a body of another media type, which it reads as raw bytes.
+
+    A body that is JSON anyway (`curl -d` without `-H 'Content-Type: application/json'`) is named so.
+    """
+    if not isinstance(exc.body, bytes) or not exc.body:
+        return None
+    content_type = request.headers.get("content-type", "none")
+    try:
+        is_json = isinstance(json.loads(exc.body), dict | list)
+    except (ValueError, RecursionError):
+        is_json = False
+    if is_json:
+        return (
+            "json_without_content_type",
+            f"the body is JSON but was sent as {content_type} (curl -d does that): add the header "
+            "'Content-Type: application/json' (curl -H 'Content-Type: application/json' -d @spec.json)",
+        )
+    return "unsupported_media_type", f"send the body as application/json, not {content_type}"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every failure into a JSON error without a traceback."""
 
@@ -93,7 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        wrong_media = _wrong_media_type(request, exc)
+        if wrong_media is not None:
+            return JSONResponse(error_body(*wrong_media), status_code=415)
         details = _validation_details(exc)
         summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
         return JSONResponse(error_body("invalid_request", summary, details), status_code=422)

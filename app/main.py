@@ -11,7 +11,7 @@ from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit, RequestMetrics, UnhandledErrors
 from app.queue import JobQueue
 from app.routes import artifacts, datasets, health, jobs, models, webhooks
-from app.routes.responses import json_error_media_types
+from app.routes.openapi_schema import finish_openapi, operation_id
 from app.service_metrics import service_registry
 from app.settings import Settings, get_settings
 
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         static_url="/docs-assets",
         swagger_ui_parameters={"validatorUrl": None},
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
@@ -43,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, models, datasets, jobs, artifacts, webhooks):
         app.include_router(module.router)
     generate_openapi = app.openapi
-    app.openapi = lambda: json_error_media_types(generate_openapi())  # type: ignore[method-assign]
+    app.openapi = lambda: finish_openapi(generate_openapi())  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(UnhandledErrors)
     app.add_middleware(RequestMetrics)

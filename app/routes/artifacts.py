@@ -5,17 +5,20 @@ from fastapi.responses import Response
 
 from app.deps import Context
 from app.routes.params import ArtifactId
-from app.routes.responses import errors
+from app.routes.responses import PATH_422, errors
 from app.services.jobs import get_artifact
 from app.storage import get_blob
 
-router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=errors(401))
+router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
 
 @router.get(
     "/{artifact_id}",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, **errors(404, 422)},
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        **errors(401, 404, 422, notes={422: PATH_422}),
+    },
 )
 def download_artifact(artifact_id: ArtifactId, ctx: Context) -> Response:
     """Download an artifact's bytes."""

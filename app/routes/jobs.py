@@ -3,28 +3,47 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi import APIRouter, Body, Header, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from app.deps import Context
 from app.orm import TERMINAL_JOB_STATES
-from app.routes.params import JobId, job_cursor
-from app.routes.responses import errors
+from app.routes.params import Cursor, JobId, Limit
+from app.routes.responses import LIST_422, PATH_422, errors
 from app.schemas.jobs import JOB_EXAMPLES, JobKind, JobPage, JobSpec, JobStatus, JobView
-from app.schemas.resources import ArtifactView, ItemList
+from app.schemas.reports import Report
+from app.schemas.resources import ArtifactPage
 from app.services import jobs as service
 from app.services.artifacts import artifact_view
 from app.services.context import ServiceContext
 from app.services.webhooks import check_callback
 from app.storage import get_blob
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 422))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 EVENT_POLL_SECONDS = 0.5
+NOT_SUCCEEDED = "The job has not succeeded (yet): `report_not_ready`"
+SUBMIT_ERRORS = errors(
+    401,
+    404,
+    409,
+    413,
+    415,
+    422,
+    notes={
+        404: "The model or a dataset of the spec does not exist for this tenant (`not_found`)",
+        409: "The model is still validating (`model_not_ready`), or the Idempotency-Key was used with "
+        "another spec (`idempotency_conflict`)",
+        415: "The body is not application/json (`unsupported_media_type`); JSON sent without its content "
+        "type, as `curl -d` does, is named so (`json_without_content_type`)",
+        422: "The spec failed validation (`invalid_request`) or does not fit the model and data (a specific "
+        "code such as `eps_out_of_range`, `class_mismatch`, `job_too_expensive`)",
+    },
+)
 
 
-@router.post("", status_code=202, response_model=JobView, responses=errors(404, 409, 413))
+@router.post("", status_code=202, response_model=JobView, responses=SUBMIT_ERRORS)
 def submit_job(
     ctx: Context,
     spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
@@ -35,54 +54,75 @@ def submit_job(
     return service.job_view(service.submit_job(ctx, spec, idempotency_key))
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, responses=errors(401, 422, notes={422: LIST_422}))
 def list_jobs(
     ctx: Context,
     status: JobStatus | None = None,
     kind: JobKind | None = None,
-    cursor: Annotated[str | None, Depends(job_cursor)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Cursor = None,
+    limit: Limit = 20,
 ) -> JobPage:
     """List jobs newest first; follow next_cursor for more."""
     rows, next_cursor = service.list_jobs(ctx, status=status, kind=kind, cursor=cursor, limit=limit)
     return JobPage(items=[service.job_view(job) for job in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobView, responses=errors(404))
+@router.get("/{job_id}", response_model=JobView, responses=errors(401, 404, 422, notes={422: PATH_422}))
 def get_job(job_id: JobId, ctx: Context) -> JobView:
     """Read a job's status, progress and stage."""
     return service.job_view(service.get_job(ctx, job_id))
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobView, responses=errors(404, 409))
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobView,
+    responses=errors(
+        401, 404, 409, 422, notes={409: "The job already ended (`job_finished`)", 422: PATH_422}
+    ),
+)
 def cancel_job(job_id: JobId, ctx: Context) -> JobView:
     """Cancel a queued job at once, or a running one at its next batch."""
     return service.job_view(service.cancel_job(ctx, job_id))
 
 
-@router.get("/{job_id}/report", responses=errors(404, 409))
-def get_report(job_id: JobId, ctx: Context) -> dict[str, Any]:
-    """The JSON robustness report; 409 while the job has not succeeded."""
-    return service.get_report(ctx, job_id)
+@router.get(
+    "/{job_id}/report",
+    response_model=Report,
+    responses=errors(401, 404, 409, 422, notes={409: NOT_SUCCEEDED, 422: PATH_422}),
+)
+def get_report(job_id: JobId, ctx: Context) -> JSONResponse:
+    """The JSON robustness report, one schema per job kind (told apart by `kind`); 409 until the job
+    has succeeded. It is served exactly as the worker stored it."""
+    return JSONResponse(service.get_report(ctx, job_id))
 
 
-@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=errors(404, 409))
+@router.get(
+    "/{job_id}/report.html",
+    response_class=HTMLResponse,
+    responses=errors(401, 404, 409, 422, notes={409: NOT_SUCCEEDED, 422: PATH_422}),
+)
 def get_report_html(job_id: JobId, ctx: Context) -> HTMLResponse:
     """The report for people, with plots."""
     artifact = service.get_report_html(ctx, job_id)
     return HTMLResponse(get_blob(ctx.session, artifact.blob_sha256).decode("utf-8"))
 
 
-@router.get("/{job_id}/artifacts", response_model=ItemList[ArtifactView], responses=errors(404))
-def list_artifacts(job_id: JobId, ctx: Context) -> ItemList[ArtifactView]:
-    """Artifacts the job produced."""
-    return ItemList[ArtifactView](items=[artifact_view(a) for a in service.list_artifacts(ctx, job_id)])
+@router.get(
+    "/{job_id}/artifacts",
+    response_model=ArtifactPage,
+    responses=errors(401, 404, 422, notes={422: f"{PATH_422}; {LIST_422}"}),
+)
+def list_artifacts(job_id: JobId, ctx: Context, cursor: Cursor = None, limit: Limit = 100) -> ArtifactPage:
+    """Artifacts the job produced, oldest first; follow next_cursor for more."""
+    rows, next_cursor = service.list_artifacts(ctx, job_id, cursor=cursor, limit=limit)
+    return ArtifactPage(items=[artifact_view(a) for a in rows], next_cursor=next_cursor)
 
 
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **errors(404)},
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(401, 404, 422, notes={422: PATH_422})},
 )
 async def job_events(job_id: JobId, request: Request, ctx: Context) -> StreamingResponse:
     """Server-sent events: one `state` event per change of status, progress or stage, until the job ends."""

@@ -5,24 +5,36 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData
 
 from app.deps import Context
-from app.errors import InvalidInput, UnsupportedMediaType
+from app.errors import InvalidInput
 from app.orm import ModelRecord
-from app.routes.params import ModelId
-from app.routes.responses import errors
-from app.routes.uploads import read_limited
-from app.schemas.resources import ArchitectureModelCreate, ItemList, ModelView, RemoteModelCreate
+from app.routes.params import Cursor, Limit, ModelId
+from app.routes.responses import LIST_422, PATH_422, errors
+from app.routes.uploads import read_limited, refuse_media_type
+from app.schemas.resources import ArchitectureModelCreate, ModelPage, ModelView, RemoteModelCreate
 from app.services import models as service
 from app.services.context import ServiceContext
 from app.services.model_limits import check_form_shape
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(401))
+router = APIRouter(prefix="/v1/models", tags=["models"])
 
 UPLOAD_DESCRIPTION = (
     "Multipart upload of an ONNX or safetensors model (fields `file`, `name`, `format`, `input_shape`, "
-    "`num_classes`, optional `input_range`, and `architecture` for safetensors), or a JSON body "
-    "registering a remote prediction endpoint or a catalog architecture with fresh weights "
-    "(`architecture`). Answers 202; a worker validates the model to `ready` or "
+    "`num_classes`, optional `input_range`, `input_mean`, `input_std`, and `architecture` for "
+    "safetensors), or a JSON body registering a remote prediction endpoint or a catalog architecture "
+    "with fresh weights (`architecture`). Answers 202; a worker validates the model to `ready` or "
     "`invalid` (with a reason). Pickles, torch.save, TorchScript and torch.export files are refused."
+)
+UPLOAD_ERRORS = errors(
+    401,
+    413,
+    415,
+    422,
+    notes={
+        415: "A body that is neither multipart/form-data nor application/json, or a refused model format "
+        "(`unsupported_media_type`, with export advice); JSON sent without its content type is named so",
+        422: "Missing or malformed fields (`invalid_input`, `validation_error`, `input_too_large`, "
+        "`host_not_allowed`, `unknown_architecture`, `invalid_json`)",
+    },
 )
 
 
@@ -31,16 +43,12 @@ UPLOAD_DESCRIPTION = (
     status_code=202,
     response_model=ModelView,
     description=UPLOAD_DESCRIPTION,
-    responses=errors(413, 415, 422),
+    responses=UPLOAD_ERRORS,
     openapi_extra={
         "requestBody": {
+            "required": True,
             "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file", "name", "format", "input_shape", "num_classes"],
-                    }
-                },
+                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ModelUploadForm"}},
                 "application/json": {
                     "schema": {
                         "oneOf": [
@@ -49,11 +57,11 @@ UPLOAD_DESCRIPTION = (
                         ]
                     }
                 },
-            }
+            },
         }
     },
 )
-async def create_model(request: Request, ctx: Context) -> JSONResponse:
+async def upload_model(request: Request, ctx: Context) -> JSONResponse:
     """Upload a model file or register a remote endpoint."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
@@ -61,8 +69,9 @@ async def create_model(request: Request, ctx: Context) -> JSONResponse:
     elif content_type.startswith("multipart/form-data"):
         record = await _create_from_form(request, ctx)
     else:
-        raise UnsupportedMediaType(
-            "send multipart/form-data (a model file) or application/json (a remote model)"
+        refuse_media_type(
+            await request.body(),
+            "send multipart/form-data (a model file) or application/json (a remote model or an architecture)",
         )
     return JSONResponse(service.model_view(record).model_dump(mode="json"), status_code=202)
 
@@ -100,19 +109,26 @@ async def _create_from_form(request: Request, ctx: ServiceContext) -> ModelRecor
     return service.create_uploaded_model(ctx, fields, data)
 
 
-@router.get("", response_model=ItemList[ModelView])
-def list_models(ctx: Context) -> ItemList[ModelView]:
-    """List this tenant's models."""
-    return ItemList[ModelView](items=[service.model_view(r) for r in service.list_models(ctx)])
+@router.get("", response_model=ModelPage, responses=errors(401, 422, notes={422: LIST_422}))
+def list_models(ctx: Context, cursor: Cursor = None, limit: Limit = 100) -> ModelPage:
+    """List this tenant's models, newest first; follow next_cursor for more."""
+    rows, next_cursor = service.list_models(ctx, cursor=cursor, limit=limit)
+    return ModelPage(items=[service.model_view(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{model_id}", response_model=ModelView, responses=errors(404, 422))
+@router.get("/{model_id}", response_model=ModelView, responses=errors(401, 404, 422, notes={422: PATH_422}))
 def get_model(model_id: ModelId, ctx: Context) -> ModelView:
     """Read one model, including its validation status."""
     return service.model_view(service.get_model(ctx, model_id))
 
 
-@router.delete("/{model_id}", status_code=204, responses=errors(404, 409, 422))
+@router.delete(
+    "/{model_id}",
+    status_code=204,
+    responses=errors(
+        401, 404, 409, 422, notes={409: "The model has unfinished jobs (`model_in_use`)", 422: PATH_422}
+    ),
+)
 def delete_model(model_id: ModelId, ctx: Context) -> Response:
     """Delete a model and its finished jobs."""
     service.delete_model(ctx, model_id)

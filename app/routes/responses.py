@@ -34,11 +34,21 @@ DESCRIPTIONS = {
     415: "The body's media type is not accepted (`unsupported_media_type`)",
     422: "The request failed validation (`invalid_request`, or a specific code such as `dataset_invalid`)",
 }
+# What a 422 means on routes whose only validated input is the path or the query.
+PATH_422 = "A malformed id in the path (`invalid_request`)"
+LIST_422 = "A `limit` outside 1 to 100 or a `cursor` that is not a previous page's (`invalid_cursor`)"
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for the given error statuses, each with the error body's schema."""
-    return {status: {"model": ErrorBody, "description": DESCRIPTIONS[status]} for status in statuses}
+def errors(*statuses: int, notes: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route returns, each with the error body's schema.
+
+    `notes` replaces the generic description of a status with what it means on this route.
+    """
+    notes = notes or {}
+    return {
+        status: {"model": ErrorBody, "description": notes.get(status, DESCRIPTIONS[status])}
+        for status in statuses
+    }
 
 
 def json_error_media_types(schema: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from app.schemas.defense import DEFENSE_EXAMPLE, DefenseJobSpec
 from app.schemas.evasion import EVASION_EXAMPLE, EvasionJobSpec
 from app.schemas.extraction import EXTRACTION_EXAMPLE, ExtractionJobSpec
 from app.schemas.poisoning import POISONING_EXAMPLE, PoisoningJobSpec
+from app.schemas.resources import NextCursor
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -66,4 +67,4 @@ class JobPage(BaseModel):
     """One page of jobs; pass next_cursor back as `cursor` for the next page."""
 
     items: list[JobView]
-    next_cursor: str | None
+    next_cursor: NextCursor

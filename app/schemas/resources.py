@@ -98,5 +98,70 @@ class ItemList(BaseModel, Generic[T]):
     items: list[T]
 
 
+NextCursor = Annotated[
+    str | None, Field(description="Pass back as `cursor` for the next page; null on the last page.")
+]
+
+
+class ModelPage(BaseModel):
+    """One page of models, newest first."""
+
+    items: list[ModelView]
+    next_cursor: NextCursor
+
+
+class DatasetPage(BaseModel):
+    """One page of datasets: the built-in ones first, then uploads newest first."""
+
+    items: list[DatasetView]
+    next_cursor: NextCursor
+
+
+class ArtifactPage(BaseModel):
+    """One page of a job's artifacts, oldest first."""
+
+    items: list[ArtifactView]
+    next_cursor: NextCursor
+
+
+# The multipart form of a model upload, as the OpenAPI document declares it (form parts are text;
+# list-valued fields are JSON text). Declared by hand: the route also takes JSON bodies.
+MODEL_UPLOAD_FORM: dict[str, Any] = {
+    "title": "ModelUploadForm",
+    "type": "object",
+    "required": ["file", "name", "format", "input_shape", "num_classes"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "The model file: ONNX, or the safetensors weights of a catalog architecture.",
+        },
+        "name": {"type": "string", "minLength": 1, "maxLength": 200, "description": "A name for people."},
+        "format": {"type": "string", "enum": ["onnx", "safetensors"]},
+        "input_shape": {
+            "type": "string",
+            "description": "The shape of one sample without the batch dimension, as JSON: `[1, 8, 8]`.",
+        },
+        "num_classes": {"type": "integer", "minimum": 2, "maximum": 100000},
+        "input_range": {
+            "type": "string",
+            "description": "The inputs' value range as JSON `[low, high]`; default `[0, 1]`.",
+        },
+        "architecture": {
+            "type": "string",
+            "enum": ["mlp", "small-cnn", "bn-cnn", "small-resnet"],
+            "description": "The catalog architecture of safetensors weights (safetensors only).",
+        },
+        "input_mean": {
+            "type": "string",
+            "description": "Per-channel mean the model expects subtracted, as JSON (with input_std).",
+        },
+        "input_std": {
+            "type": "string",
+            "description": "Per-channel standard deviation the model expects divided by, as JSON.",
+        },
+    },
+}
+
 # Names of the engine's architecture catalog (worker/engine/catalog.py); a test keeps them equal.
 ARCHITECTURE_NAMES: tuple[str, ...] = ("mlp", "small-cnn", "bn-cnn", "small-resnet")

@@ -1,22 +1,22 @@
 """Job use cases: submit (idempotently), read, list with a cursor, cancel, report and artifacts."""
 
-import base64
 import hashlib
 import json
 import logging
-from datetime import datetime
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, NotFound
 from app.orm import TERMINAL_JOB_STATES, Artifact, Job, Tenant, utcnow
 from app.schemas.jobs import JobError, JobSpec, JobView
 from app.services import compatibility
 from app.services.context import ServiceContext
 from app.services.datasets import dataset_facts
+from app.services.eps_units import check_pixel_units
 from app.services.kinds import KIND_RULES
 from app.services.models import get_model
+from app.services.pagination import fetch_page
 
 log = logging.getLogger("gauntlet.jobs")
 
@@ -41,6 +41,7 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
             return existing
     model = get_model(ctx, spec.model_id)
     compatibility.check_model_ready(model)
+    check_pixel_units(spec.params.model_dump(mode="json"), model.input_range)
     held_out = dataset_facts(ctx, spec.dataset_id)
     compatibility.check_dataset_fits(model, held_out)
     rules = KIND_RULES[spec.kind]
@@ -88,22 +89,6 @@ def get_job(ctx: ServiceContext, job_id: str) -> Job:
     return job
 
 
-def _encode_cursor(job: Job) -> str:
-    """An opaque cursor pointing after this job."""
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _after_cursor(query: Select, cursor: str) -> Select:
-    """Restrict a newest-first query to rows after the cursor."""
-    try:
-        created_iso, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        created = datetime.fromisoformat(created_iso)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput("cursor is not valid; pass back the next_cursor of a previous page") from exc
-    return query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-
-
 def list_jobs(
     ctx: ServiceContext, *, status: str | None, kind: str | None, cursor: str | None, limit: int
 ) -> tuple[list[Job], str | None]:
@@ -113,11 +98,7 @@ def list_jobs(
         query = query.where(Job.status == status)
     if kind:
         query = query.where(Job.kind == kind)
-    if cursor:
-        query = _after_cursor(query, cursor)
-    rows = list(ctx.session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return fetch_page(ctx.session, query, Job, cursor=cursor, limit=limit)
 
 
 def cancel_job(ctx: ServiceContext, job_id: str) -> Job:
@@ -146,11 +127,13 @@ def get_report(ctx: ServiceContext, job_id: str) -> dict:
     return job.report
 
 
-def list_artifacts(ctx: ServiceContext, job_id: str) -> list[Artifact]:
-    """Artifacts of one of this tenant's jobs."""
+def list_artifacts(
+    ctx: ServiceContext, job_id: str, *, cursor: str | None = None, limit: int = 100
+) -> tuple[list[Artifact], str | None]:
+    """Artifacts of one of this tenant's jobs, oldest first, one page at a time."""
     job = get_job(ctx, job_id)
     query = select(Artifact).where(Artifact.job_id == job.id, Artifact.tenant_id == ctx.tenant_id)
-    return list(ctx.session.scalars(query.order_by(Artifact.created_at)))
+    return fetch_page(ctx.session, query, Artifact, cursor=cursor, limit=limit, newest_first=False)
 
 
 def get_report_html(ctx: ServiceContext, job_id: str) -> Artifact:

@@ -13,6 +13,7 @@ from app.orm import Job, ModelRecord, utcnow
 from app.schemas.resources import ARCHITECTURE_NAMES, ArchitectureModelCreate, ModelView, RemoteModelCreate
 from app.services.context import ServiceContext
 from app.services.model_limits import check_declared_shape
+from app.services.pagination import fetch_page
 from app.storage import put_blob
 
 log = logging.getLogger("gauntlet.models")
@@ -232,10 +233,12 @@ def get_model(ctx: ServiceContext, model_id: str) -> ModelRecord:
     return record
 
 
-def list_models(ctx: ServiceContext) -> list[ModelRecord]:
-    """This tenant's models, newest first."""
+def list_models(
+    ctx: ServiceContext, *, cursor: str | None = None, limit: int = 100
+) -> tuple[list[ModelRecord], str | None]:
+    """This tenant's models, newest first, one page at a time."""
     query = select(ModelRecord).where(ModelRecord.tenant_id == ctx.tenant_id)
-    return list(ctx.session.scalars(query.order_by(ModelRecord.created_at.desc())))
+    return fetch_page(ctx.session, query, ModelRecord, cursor=cursor, limit=limit)
 
 
 def delete_model(ctx: ServiceContext, model_id: str) -> None:

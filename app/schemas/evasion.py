@@ -171,26 +171,46 @@ class HopSkipJumpParams(AttackParamsBase):
 class AutoAttackParams(AttackParamsBase):
     """AutoAttack (Croce & Hein, 2020): APGD-CE, targeted APGD-DLR, targeted FAB and Square, each run only on
     the samples still robust. Defaults as published: version "standard", 100 iterations, 9 target classes,
-    5000 Square queries; version "rand" (randomized models) runs APGD-CE and APGD-DLR with 20 EOT draws."""
+    5000 Square queries; version "rand" (randomized models) runs APGD-CE and APGD-DLR with 20 EOT draws;
+    version "fast" runs APGD-CE and targeted APGD-DLR on the 3 target classes MALT ranks closest (no FAB-T,
+    no Square) and checks itself against "standard" on `fast_vs_standard` random samples."""
 
     name: Literal["autoattack"]
-    version: Literal["standard", "rand"] = "standard"
+    version: Literal["standard", "rand", "fast"] = "standard"
     steps: Annotated[int, Field(ge=1, le=10_000)] = 100
     n_target_classes: Annotated[int, Field(ge=1, le=1000)] = 9
     square_queries: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
     eot_iter: Annotated[int, Field(ge=1, le=1000)] = 20
     use_square: bool = True
+    fast_vs_standard: Annotated[int, Field(ge=0, le=100_000)] | None = Field(
+        default=None,
+        description="Version fast: samples of the fast_vs_standard check (standard rerun on a random "
+        "subset); default min(100, samples attacked); 0 skips the check; at most the samples evaluated.",
+    )
 
     def passes_per_sample(self) -> float:
-        """APGD-CE, APGD-T and FAB-T over the target classes, then Square's queries."""
+        """APGD-CE, APGD-T and FAB-T over the target classes, then Square's queries (fast: APGD-CE and
+        APGD-T over 3 targets plus the ranking)."""
+        if self.version == "fast":
+            return float(self.steps * (1 + min(3, self.n_target_classes)) + 10)
         eot = self.eot_iter if self.version == "rand" else 1
         return float(4 * self.steps * self.n_target_classes * eot + self.square_queries)
+
+    def check_passes(self, n_samples: int) -> float:
+        """Passes of the fast_vs_standard check: the standard version on its subset, at one eps."""
+        if self.version != "fast" or self.fast_vs_standard == 0:
+            return 0.0
+        subset = min(100 if self.fast_vs_standard is None else self.fast_vs_standard, n_samples)
+        standard = self.model_copy(update={"version": "standard"})
+        return standard.passes_per_sample() * subset
 
     @model_validator(mode="after")
     def _untargeted(self) -> Self:
         """The ensemble is an untargeted evaluation (its targeted parts sweep target classes themselves)."""
         if self.targeted:
             raise ValueError("autoattack is untargeted; its targeted components sweep the top target classes")
+        if self.fast_vs_standard is not None and self.version != "fast":
+            raise ValueError("fast_vs_standard only applies to version 'fast'")
         return self
 
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from app.errors import InvalidInput
 from app.orm import ModelRecord
-from app.schemas.evasion import AttackParamsBase, EvasionJobSpec
+from app.schemas.evasion import AttackParamsBase, AutoAttackParams, EvasionJobSpec
 from app.services.context import ServiceContext
 from app.services.dataset_arrays import DatasetFacts
 
@@ -41,7 +41,8 @@ def check_attacks(model: ModelRecord, attacks: Sequence[BaseModel], where: str =
                 f"{label}: target_class {target_class} is not one of the model's {model.num_classes} classes",
                 code="invalid_target",
             )
-        needs_images = type(attack).needs_images or getattr(attack, "use_square", False)
+        runs_square = getattr(attack, "use_square", False) and getattr(attack, "version", None) != "fast"
+        needs_images = type(attack).needs_images or runs_square
         if needs_images and not is_image(model.input_shape):
             raise InvalidInput(
                 f"{label}: {attack.name} works on images [channels, height, width] with height "  # type: ignore[attr-defined]
@@ -69,7 +70,21 @@ def evasion_cost(attacks: Sequence[BaseModel], n_samples: int) -> float:
     for attack in attacks:
         runs = 1 if type(attack).minimum_norm else len(getattr(attack, "eps", [1]))
         total += attack_passes(attack) * runs * n_samples
+        if isinstance(attack, AutoAttackParams):
+            total += attack.check_passes(n_samples)
     return total
+
+
+def check_subsets(attacks: Sequence[BaseModel], n_samples: int) -> None:
+    """A fast AutoAttack's fast_vs_standard subset must fit in the samples evaluated."""
+    for index, attack in enumerate(attacks):
+        subset = getattr(attack, "fast_vs_standard", None)
+        if isinstance(attack, AutoAttackParams) and subset is not None and subset > n_samples:
+            raise InvalidInput(
+                f"params.attacks[{index}] (autoattack): fast_vs_standard {subset} is larger than the "
+                f"{n_samples} samples evaluated (max_samples or the dataset's size)",
+                code="subset_too_large",
+            )
 
 
 def check_artifact_size(model: ModelRecord, attacks: Sequence[BaseModel], n_samples: int, limit: int) -> None:
@@ -93,6 +108,7 @@ def check(ctx: ServiceContext, model: ModelRecord, spec: EvasionJobSpec, held_ou
         raise InvalidInput(f"model {model.id} has no trained weights to attack", code="model_untrained")
     check_attacks(model, spec.params.attacks)
     n = min(spec.params.max_samples, held_out.n_samples)
+    check_subsets(spec.params.attacks, n)
     check_artifact_size(model, spec.params.attacks, n, ctx.settings.max_artifact_bytes)
 
 

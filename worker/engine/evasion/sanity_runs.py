@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from worker.engine.evasion.attacks.autoattack_check import check_fast_vs_standard, fast_vs_standard_units
 from worker.engine.evasion.attacks.pgd import PGD
 from worker.engine.evasion.attacks.registry import ATTACKS, attack_class
 from worker.engine.evasion.data import EvaluationData
@@ -41,7 +42,7 @@ def sanity_run_units(n_samples: int, attacks: Sequence[Mapping[str, Any]]) -> in
     spec = _doubled_spec(attacks)
     if spec is not None:
         units += min(DOUBLED_SAMPLES, n_samples) * 4 * int(spec[1].get("steps") or 100)
-    return units
+    return units + fast_vs_standard_units(n_samples, attacks)
 
 
 def check_unbounded_attack(
@@ -181,4 +182,8 @@ def sanity_run_checks(
             progress=progress,
         ),
     ]
+    checks += check_fast_vs_standard(
+        model, data, attacks, adversarial, input_range=input_range, seed=seed, device=device,
+        progress=progress,
+    )  # fmt: skip
     return [check for check in checks if check is not None]

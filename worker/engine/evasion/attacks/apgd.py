@@ -91,6 +91,25 @@ def _objective_and_grad(
     return value.detach(), logits.detach(), grad / eot_iter
 
 
+def _stuck(s: _State, eps: float, input_range: tuple[float, float]) -> Tensor:
+    """linf samples at an exact fixed point: no later step can move them, so none can succeed.
+
+    The iterate equals the previous one (no momentum left) and the best point (a checkpoint's reset
+    changes nothing), with the same gradient, and the signed step from it projects back onto it:
+    every coordinate either has a zero gradient or is pinned at the eps ball or the input range in
+    the direction it is pushed. Smaller step sizes (the only change a checkpoint makes) leave such a
+    point fixed too, so the rest of the run would repeat it (the cycle of length one of cycle
+    detection, arXiv 2503.19347).
+    """
+    same = (s.x_adv == s.x_prev) & (s.x_adv == s.x_best) & (s.grad == s.grad_best)
+    candidate = same.flatten(1).all(dim=1) & ~s.success
+    if not bool(candidate.any()):
+        return candidate
+    view = (-1,) + (1,) * (s.x.dim() - 1)
+    stepped = project(s.x, s.x_adv + s.step.reshape(view) * s.grad.sign(), eps, "linf", input_range)
+    return candidate & (stepped == s.x_adv).flatten(1).all(dim=1)
+
+
 def _emit(out: Tensor, out_success: Tensor, out_loss: Tensor, s: _State) -> None:
     """Write finished samples: their adversarial where they succeeded, else their best point."""
     view = (-1,) + (1,) * (out.dim() - 1)
@@ -111,12 +130,17 @@ def apgd_search(
     eot_iter: int,
     input_range: tuple[float, float],
     generator: torch.Generator,
+    stop_when_stuck: bool = False,
+    stats: dict[str, int] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One APGD run from a random start; returns (x_out, success, best objective) per sample.
 
     x_out is the last successful iterate where the attack succeeded and the highest-objective
     iterate elsewhere. With eot_iter 1 (a deterministic model) a sample stops being attacked at its
     first success; with EOT it keeps going, as in the reference, so its adversarial is reinforced.
+    With stop_when_stuck (linf, eot_iter 1) a sample also leaves at an exact fixed point of the
+    iteration (see `_stuck`): every later iterate would be the same point, so nothing is lost.
+    stats, when given, counts the samples that left early that way under "stuck".
     """
     n, view = len(x), (-1,) + (1,) * (x.dim() - 1)
     out, out_success, out_loss = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device), x.new_zeros(n)
@@ -133,6 +157,7 @@ def apgd_search(
         success=hit(logits, rows),
     )  # fmt: skip
     drop_succeeded = eot_iter == 1
+    drop_stuck = stop_when_stuck and drop_succeeded and norm == "linf"
     window, since_check = max(int(FIRST_WINDOW * steps), 1), 0
     decay, min_window = max(int(WINDOW_DECAY * steps), 1), max(int(MIN_WINDOW * steps), 1)
     for i in range(steps + 1):
@@ -169,6 +194,13 @@ def apgd_search(
                 s.x_adv = torch.where(reduce.reshape(view), s.x_best, s.x_adv)
                 s.grad = torch.where(reduce.reshape(view), s.grad_best, s.grad)
                 since_check, window = 0, max(window - decay, min_window)
+            if drop_stuck:
+                stuck = _stuck(s, eps, input_range)
+                if bool(stuck.any()):
+                    _emit(out, out_success, out_loss, s.select(stuck))
+                    s = s.select(~stuck)
+                    if stats is not None:
+                        stats["stuck"] = stats.get("stuck", 0) + int(stuck.sum())
     _emit(out, out_success, out_loss, s)
     return out, out_success, out_loss
 

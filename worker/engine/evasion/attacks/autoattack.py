@@ -6,6 +6,12 @@ import torch
 from torch import Tensor, nn
 
 from worker.engine.evasion.attacks.apgd import apgd_search
+from worker.engine.evasion.attacks.autoattack_fast import (
+    FAST_COMPONENTS,
+    PassCounter,
+    fast_targets,
+    ranked_targeted_apgd,
+)
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.dlr import (
     MIN_CLASSES_DLR,
@@ -19,7 +25,7 @@ from worker.engine.evasion.attacks.fab import Linearizer, fab_restarts
 from worker.engine.evasion.attacks.norms import Norm
 from worker.engine.evasion.attacks.square import SquareAttack
 
-AutoAttackVersion = Literal["standard", "rand"]
+AutoAttackVersion = Literal["standard", "rand", "fast"]
 VERSIONS: tuple[str, ...] = get_args(AutoAttackVersion)
 # Fixed settings of the reference's standard and rand versions.
 RHO = 0.75
@@ -45,6 +51,14 @@ class AutoAttack(Attack):
             targets, eps-aware: restarts of radius eps / 2, success only within eps; one run each,
             alpha_max 0.1, eta 1.05, beta 0.9), and Square (5000 queries, p_init 0.8, one restart).
         rand (for randomised models): APGD-CE and APGD-DLR, each with EOT over eot_iter gradients.
+        fast (the everyday evaluation; see autoattack_fast): APGD-CE, then targeted APGD-DLR on the
+            3 target classes MALT ranks closest (capped at n_target_classes), all targets of a
+            sample in one batched run. No FAB-T, no Square. An evasion job compares it with the
+            standard version on a random subset (the `fast_vs_standard` check).
+    Standard does no work that cannot change which samples break: a sample leaves every component's
+    batch once broken (FAB-T included), targeted runs go only to samples still standing, and APGD
+    (linf) drops a sample whose iterate reached an exact fixed point. `accelerated=False` (tests and
+    benchmarks only) turns the last two off: the unaccelerated reference path.
     APGD uses rho 0.75 throughout. A component that cannot run is skipped and reported (APGD-DLR
     needs 3 classes, APGD-T 4; Square needs image inputs; use_square False drops it): see
     `breakdown` and `params`.
@@ -58,18 +72,25 @@ class AutoAttack(Attack):
         square_queries: query budget of Square, default 5000.
         eot_iter: gradients averaged per APGD step in the rand version, default 20.
         use_square: default True; False leaves Square out (the report then lists it as skipped).
+        fast_vs_standard: samples of the `fast_vs_standard` check (fast only; default min(100, n),
+            0 turns it off). Read by the evaluation, not by the attack.
         input_range: (low, high), default (0.0, 1.0).
     eps is given per call to `run`. Samples no component broke are returned at APGD-CE's
     highest-loss point.
 
     `breakdown(eps)` gives, summed over every batch run at that eps: "attacked" (samples classified
     correctly before the attack), "broken" (per component, in order, the samples it newly broke),
-    "robust" (attacked samples no component broke) and "skipped" (component: reason).
+    "robust" (attacked samples no component broke), "skipped" (component: reason), "passes"
+    (per component, model passes over samples, a forward and its backward counting one),
+    "passes_per_sample" (all passes over the attacked samples) and "targets" (how targets were picked).
     """
 
     name = "autoattack"
     ensemble = True
-    SPEC_KEYS = ("version", "steps", "n_target_classes", "square_queries", "eot_iter", "use_square")
+    SPEC_KEYS = (
+        "version", "steps", "n_target_classes", "square_queries", "eot_iter", "use_square",
+        "fast_vs_standard",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -82,7 +103,9 @@ class AutoAttack(Attack):
         square_queries: int = 5000,
         eot_iter: int = 20,
         use_square: bool = True,
+        fast_vs_standard: int | None = None,
         input_range: tuple[float, float] = (0.0, 1.0),
+        accelerated: bool = True,
     ) -> None:
         """Validate and store the ensemble's settings."""
         super().__init__(norm=norm, targeted=targeted, input_range=input_range)
@@ -103,12 +126,19 @@ class AutoAttack(Attack):
             int(eot_iter),
             bool(use_square),
         )
+        if fast_vs_standard is not None and int(fast_vs_standard) < 0:
+            raise ValueError(f"fast_vs_standard must be at least 0, got {fast_vs_standard}")
+        self.fast_vs_standard = None if fast_vs_standard is None else int(fast_vs_standard)
+        self.accelerated = bool(accelerated)
+        self._targets_per_sample = 0
         self._breakdown: dict[float, dict[str, Any]] = {}
 
     def components(self) -> list[str]:
         """The components in the order they run."""
         if self.version == "rand":
             return ["apgd-ce", "apgd-dlr"]
+        if self.version == "fast":
+            return list(FAST_COMPONENTS)
         return ["apgd-ce", "apgd-t", "fab-t", "square"]
 
     @property
@@ -116,6 +146,8 @@ class AutoAttack(Attack):
         """Model passes per sample per run if no sample broke early (a loose upper bound)."""
         if self.version == "rand":
             return 2 * (self.steps + 1) * self.eot_iter
+        if self.version == "fast":
+            return (self.steps + 1) * (1 + fast_targets(self.n_target_classes, 1000)) + 10
         square = self.square_queries if self.use_square else 0
         return (self.steps + 1) * (1 + 3 * self.n_target_classes) + square
 
@@ -134,6 +166,12 @@ class AutoAttack(Attack):
         }
         if self.version == "rand":
             return params | {"eot_iter": self.eot_iter}
+        if self.version == "fast":
+            return params | {
+                "n_target_classes": fast_targets(self.n_target_classes, 1000),
+                "target_ranking": "malt (linear distance to each class's boundary)",
+                "fast_vs_standard": self.fast_vs_standard,
+            }
         return params | {
             "n_target_classes": self.n_target_classes,
             "fab": dict(FAB_SETTINGS),
@@ -148,31 +186,51 @@ class AutoAttack(Attack):
 
     def breakdown(self, eps: float) -> dict[str, Any]:
         """Per-component counts of newly broken samples at eps, summed over the batches run."""
-        return self._breakdown.get(float(eps), {})
+        row = self._breakdown.get(float(eps))
+        if row is None:
+            return {}
+        passes = sum(row["passes"].values())
+        return row | {"passes_per_sample": passes / row["attacked"] if row["attacked"] else 0.0}
 
     def reset_breakdown(self) -> None:
         """Forget the counts of earlier runs."""
         self._breakdown.clear()
 
     def _record(
-        self, eps: float, attacked: int, counts: dict[str, int], robust: int, skipped: dict[str, str]
+        self,
+        eps: float,
+        attacked: int,
+        counts: dict[str, int],
+        robust: int,
+        skipped: dict[str, str],
+        passes: dict[str, int],
     ) -> None:
         """Add one batch's counts to the breakdown at eps."""
+        ranking = "malt" if self.version == "fast" else "clean_logits"
         row = self._breakdown.setdefault(
             float(eps),
-            {"attacked": 0, "broken": dict.fromkeys(self.components(), 0), "robust": 0, "skipped": {}},
-        )
+            {
+                "attacked": 0, "broken": dict.fromkeys(self.components(), 0), "robust": 0,
+                "skipped": {}, "passes": dict.fromkeys(self.components(), 0),
+                "targets": {"ranking": ranking, "per_sample": 0},
+            },
+        )  # fmt: skip
         row["attacked"] += attacked
         row["robust"] += robust
         for component, count in counts.items():
             row["broken"][component] += count
+            row["passes"][component] += passes.get(component, 0)
         row["skipped"] |= skipped
+        row["targets"]["per_sample"] = max(row["targets"]["per_sample"], self._targets_per_sample)
 
     def _attack(
         self, model: nn.Module, x: Tensor, labels: Tensor, *, eps: float, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
         """Run the components in turn on the samples still robust; keep each sample's first break."""
         y = labels
+        counter = PassCounter(model)
+        model = counter
+        self._targets_per_sample = 0
         with torch.no_grad():
             clean_logits = model(x)
         x_adv, predictions = x.clone(), clean_logits.argmax(dim=1)
@@ -180,6 +238,7 @@ class AutoAttack(Attack):
         attacked = int(robust.sum())
         counts: dict[str, int] = {}
         skipped: dict[str, str] = {}
+        passes: dict[str, int] = {}
         for position, component in enumerate(self.components()):
             active = robust.nonzero()[:, 0]
             counts[component] = 0
@@ -189,6 +248,7 @@ class AutoAttack(Attack):
                 continue
             if not active.numel():
                 continue
+            before = counter.count
             candidate = self._run(
                 component, model, x[active], y[active], clean_logits[active], eps, generator
             )
@@ -199,7 +259,8 @@ class AutoAttack(Attack):
             x_adv[active[keep]], predictions[active[keep]] = candidate[keep], found[keep]
             robust[active[broken]] = False
             counts[component] = int(broken.sum())
-        self._record(eps, attacked, counts, int(robust.sum()), skipped)
+            passes[component] = counter.count - before
+        self._record(eps, attacked, counts, int(robust.sum()), skipped, passes)
         return x_adv, predictions
 
     def _unavailable(self, component: str, x: Tensor, classes: int) -> str | None:
@@ -229,6 +290,7 @@ class AutoAttack(Attack):
             "eps": eps, "norm": self.norm, "steps": self.steps, "rho": RHO,
             "eot_iter": self.eot_iter if self.version == "rand" else 1,
             "input_range": self.input_range, "generator": generator,
+            "stop_when_stuck": self.accelerated,
         }  # fmt: skip
         if component in ("apgd-ce", "apgd-dlr"):
             objective = ce_objective(y) if component == "apgd-ce" else dlr_objective(y)
@@ -241,6 +303,11 @@ class AutoAttack(Attack):
                 input_range=self.input_range,
             )
             return square.run(model, x, y, eps=eps, generator=generator).x_adv
+        if self.version == "fast":
+            count = fast_targets(self.n_target_classes, clean_logits.shape[1])
+            self._targets_per_sample = count
+            return ranked_targeted_apgd(model, x, y, count=count, norm=self.norm, apgd=apgd)[0]
+        self._targets_per_sample = min(self.n_target_classes, clean_logits.shape[1] - 1)
         ranked = clean_logits.argsort(dim=1, descending=True)
         candidate, done = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
         linearizer = Linearizer(model, self.norm)
@@ -257,7 +324,8 @@ class AutoAttack(Attack):
                 found, size = fab_restarts(
                     model, x_run, linearizer.pair(targets, y_run), misclassified(y_run), eps=eps,
                     restart_radius=eps, restarts=1, generator=generator, norm=self.norm,
-                    steps=self.steps, input_range=self.input_range, **FAB_SETTINGS,
+                    steps=self.steps, input_range=self.input_range, shrink=self.accelerated,
+                    **FAB_SETTINGS,
                 )  # fmt: skip
                 success = size <= eps
             candidate[active[success]], done[active[success]] = found[success], True

@@ -101,37 +101,43 @@ def fab_search(
     beta: float,
     input_range: tuple[float, float],
     stop_below: float = -1.0,
+    shrink: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One FAB run from start; returns per sample the smallest adversarial found and its norm (inf: none).
 
-    Stops early once every sample has an adversarial of norm at most stop_below.
+    Stops early once every sample has an adversarial of norm at most stop_below. With shrink, a
+    sample leaves the batch as soon as it has one (each sample's iterates depend on it alone, so the
+    others are unchanged; the one leaving keeps an adversarial within stop_below, perhaps not the
+    smallest the full run would reach: AutoAttack's use, where only "within eps" counts).
     """
     n, low, high = len(x), *input_range
     view = (-1,) + (1,) * (x.dim() - 1)
     rows = torch.arange(n, device=x.device)
-    flat0 = x.reshape(n, -1)
     best, best_norm = x.clone(), torch.full((n,), torch.inf, device=x.device, dtype=x.dtype)
-    x1 = start
+    x1, x0 = start, x
     for _ in range(steps):
+        m = len(rows)
         value, w = linearise(x1, rows)
         with torch.no_grad():
-            flat1 = x1.reshape(n, -1)
+            flat0, flat1 = x0.reshape(m, -1), x1.reshape(m, -1)
             offsets = torch.cat((value, value + (w * (flat0 - flat1)).sum(dim=1)))
             moves = project_onto_hyperplane_box(
                 torch.cat((flat1, flat0)), torch.cat((w, w)), offsets, low=low, high=high, norm=norm
             )
             sizes = perturbation_norm(moves, norm).clamp_min(1e-8)
-            alpha = (sizes[:n] / (sizes[:n] + sizes[n:])).clamp(0.0, alpha_max).reshape(n, 1)
-            mixed = (flat1 + eta * moves[:n]) * (1.0 - alpha) + (flat0 + eta * moves[n:]) * alpha
-            x1 = clamp_range(mixed.reshape(x.shape), input_range)
+            alpha = (sizes[:m] / (sizes[:m] + sizes[m:])).clamp(0.0, alpha_max).reshape(m, 1)
+            mixed = (flat1 + eta * moves[:m]) * (1.0 - alpha) + (flat0 + eta * moves[m:]) * alpha
+            x1 = clamp_range(mixed.reshape(x0.shape), input_range)
             adversarial = hit(model(x1), rows)
-            size = perturbation_norm(x1 - x, norm)
-            better = adversarial & (size < best_norm)
-            best = torch.where(better.reshape(view), x1, best)
-            best_norm = torch.where(better, size, best_norm)
-            x1 = torch.where(adversarial.reshape(view), x + (x1 - x) * beta, x1)
-            if bool((best_norm <= stop_below).all()):
+            size = perturbation_norm(x1 - x0, norm)
+            better = adversarial & (size < best_norm[rows])
+            best[rows[better]], best_norm[rows[better]] = x1[better], size[better]
+            x1 = torch.where(adversarial.reshape(view), x0 + (x1 - x0) * beta, x1)
+            done = best_norm[rows] <= stop_below
+            if bool(done.all()):
                 break
+            if shrink and bool(done.any()):
+                rows, x1, x0 = rows[~done], x1[~done], x0[~done]
     return best, best_norm
 
 

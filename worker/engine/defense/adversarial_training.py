@@ -13,7 +13,7 @@ from worker.engine.defense.base import (
     TrainingFields,
     check_budget,
     curve,
-    train_plain,
+    train_baseline,
 )
 from worker.engine.defense.monitor import GUARD_METRIC, MONITOR_STEPS, EpochMonitor
 from worker.engine.defense.spec import check_range
@@ -123,7 +123,7 @@ class AdversarialTraining(TrainingFields, Defense):
             loss = TradesLoss(budget, self.beta)
         else:
             loss = FastLoss(budget)
-        baseline = train_plain(context, recipe, "random")[0] if self.init == "random" else None
+        baseline = train_baseline(context, recipe) if self.init == "random" else None
         monitor = EpochMonitor(
             *context.monitor, budget=budget, device=context.device, seed=context.seed, tracker=context.tracker
         )

@@ -1,5 +1,6 @@
 """The defense interface: harden a model, then say how an adaptive attacker attacks the result."""
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from worker.engine.defense.evaluation import AttackRun, Classify
+from worker.engine.defense.monitor import EpochMonitor
 from worker.engine.defense.spec import FromSpec, check_range
 from worker.engine.progress import ProgressTracker
 from worker.engine.training.fit import FitHistory, fit
@@ -24,11 +26,13 @@ MAX_STEPS = 100
 class DefenseContext:
     """What a defense works with: the model as uploaded, fresh trainable copies, data and settings.
 
-    `trainable(init)` returns a new trainable module: the uploaded model's graph with its weights
-    ("pretrained") or re-initialised ("random"). `monitor` is the held-out subset for training curves.
+    `undefended` is the model as uploaded (None for an architecture without weights: then only a defense
+    that trains from fresh weights runs). `trainable(init)` returns a new trainable module: the uploaded
+    model's graph with its weights ("pretrained") or re-initialised ("random"). `monitor` is the held-out
+    subset for training curves.
     """
 
-    undefended: nn.Module
+    undefended: nn.Module | None
     trainable: Callable[[Init], nn.Module] | None
     train: tuple[np.ndarray, np.ndarray] | None
     monitor: tuple[np.ndarray, np.ndarray]
@@ -47,11 +51,29 @@ class DefenseContext:
             )
         return self.trainable(init).to(self.device)
 
+    def uploaded(self) -> nn.Module:
+        """The model as uploaded, with its weights; ValueError for an architecture without weights."""
+        if self.undefended is None:
+            raise ValueError("the model has no weights: this defense needs the uploaded model's weights")
+        return self.undefended
+
     def training_set(self) -> tuple[np.ndarray, np.ndarray]:
         """The training set; ValueError without one."""
         if self.train is None:
             raise ValueError("this defense trains a model and needs train_dataset_id")
         return self.train
+
+
+@dataclass
+class Baseline:
+    """The undefended side of the evaluation when the job trains it (init "random").
+
+    `model` is the architecture trained from the same fresh weights, on the same training set, with the
+    defense's recipe and seed and plain cross-entropy (no defense); `training` describes that run.
+    """
+
+    model: nn.Module
+    training: dict[str, Any]
 
 
 @dataclass
@@ -69,7 +91,7 @@ class Hardened:
     training: dict[str, Any] | None = None
     sections: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
-    baseline: nn.Module | None = None
+    baseline: Baseline | None = None
 
 
 @dataclass
@@ -93,6 +115,11 @@ class TrainingFields:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: ScheduleName = "constant"
+
+    @property
+    def needs_weights(self) -> bool:
+        """Whether the defense starts from the uploaded weights (init "pretrained")."""
+        return self.init == "pretrained"
 
     def check_training(self) -> None:
         """Validate the recipe's limits."""
@@ -138,6 +165,11 @@ class Defense(FromSpec):
     name: ClassVar[str]
     trains: ClassVar[bool] = True
 
+    @property
+    def needs_weights(self) -> bool:
+        """Whether the defense uses the uploaded model's weights (a wrapper does; a recipe may not)."""
+        return True
+
     def validate(self, sample_shape: tuple[int, ...], input_range: tuple[float, float]) -> None:
         """Raise ValueError when the defense does not fit the model's inputs."""
 
@@ -180,10 +212,12 @@ class Defense(FromSpec):
         return [AttackRun("adaptive", "the hardened model's logits", final, attacks, sanity_runs=True)]
 
 
-def train_plain(context: DefenseContext, recipe: TrainingRecipe, init: Init) -> tuple[nn.Module, FitHistory]:
-    """The architecture trained with cross-entropy only: the undefended baseline of a random init."""
-    model = context.fresh(init)
+def train_baseline(context: DefenseContext, recipe: TrainingRecipe) -> Baseline:
+    """The undefended baseline of a random init: the architecture from the same fresh weights, trained on
+    the same data with the defense's recipe and seed and plain cross-entropy (the fit loop, no defense)."""
+    model = context.fresh("random")
     x, y = context.training_set()
+    monitor = EpochMonitor(*context.monitor, budget=None, device=context.device, seed=context.seed)
     history = fit(
         model,
         x,
@@ -191,7 +225,16 @@ def train_plain(context: DefenseContext, recipe: TrainingRecipe, init: Init) -> 
         recipe=recipe,
         seed=context.seed,
         device=context.device,
+        on_epoch=monitor,
         progress=context.tracker,
         stage="undefended baseline",
     )
-    return model.eval(), history
+    training = {
+        "init": "random",
+        "loss": "cross-entropy (no defense)",
+        "seed": context.seed,
+        "recipe": dataclasses.asdict(recipe),
+        "epochs_run": len(history.epochs),
+        "curve": curve(history, monitor.rows),
+    }
+    return Baseline(model.eval(), training)

@@ -16,7 +16,7 @@ from worker.engine.defense.base import (
     Inspection,
     TrainingFields,
     curve,
-    train_plain,
+    train_baseline,
 )
 from worker.engine.defense.evaluation import AttackRun
 from worker.engine.defense.monitor import EpochMonitor
@@ -71,7 +71,9 @@ class Distillation(TrainingFields, Defense):
     logits are about T times larger and its softmax saturates. The evaluation attacks the softmax naively
     (PGD cross-entropy through the deployed softmax, the gradient attack of the paper's era) and the logits
     adaptively: the evaluation's attacks on logits / T and PGD on the Carlini-Wagner margin. Threat model
-    of the evaluation: the evaluation's norm and eps.
+    of the evaluation: the evaluation's norm and eps. A trained teacher starts from the student's init, so
+    with init "random" and teacher "train" nothing of the uploaded weights is used (an architecture
+    without weights distils from scratch: teacher first, then student, both with the job's recipe).
 
     Parameters: temperature T (default 100, in (0, 1000]); teacher ("train" default, or "upload");
     and the training recipe (init default "random", epochs, batch_size, optimizer, learning_rate, ...).
@@ -89,6 +91,11 @@ class Distillation(TrainingFields, Defense):
         if self.teacher not in ("train", "upload"):
             raise ValueError(f"teacher must be 'train' or 'upload', got {self.teacher!r}")
 
+    @property
+    def needs_weights(self) -> bool:
+        """The uploaded weights start the student (init "pretrained") or are the teacher ("upload")."""
+        return self.init == "pretrained" or self.teacher == "upload"
+
     def default_threat(self, input_range: tuple[float, float]) -> tuple[str, list[float]]:
         """linf 0.1 and 0.2 of the range's width."""
         width = input_range[1] - input_range[0]
@@ -103,7 +110,7 @@ class Distillation(TrainingFields, Defense):
         """Train (or take) the teacher, label the training set at T, train the student at T."""
         x, y = context.training_set()
         recipe, loss = self.recipe(), TemperatureLoss(self.temperature)
-        baseline = train_plain(context, recipe, "random")[0] if self.init == "random" else None
+        baseline = train_baseline(context, recipe) if self.init == "random" else None
         training: dict[str, Any] = {"temperature": self.temperature, "teacher": self.teacher}
         if self.teacher == "train":
             teacher = context.fresh(self.init)
@@ -124,7 +131,7 @@ class Distillation(TrainingFields, Defense):
             )
             training["teacher_curve"] = curve(history, teacher_monitor.rows)
         else:
-            teacher = context.undefended
+            teacher = context.uploaded()
         targets = soft_labels(teacher.eval(), x, self.temperature, context.device)
         student = context.fresh(self.init)
         monitor = EpochMonitor(

@@ -76,6 +76,23 @@ def _headline(rows: list[dict[str, Any]], evaluation: dict[str, Any], eps: float
     }
 
 
+def undefended_source(baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """What the undefended side of the evaluation is: the model under test, or a trained baseline."""
+    if baseline is None:
+        return {
+            "source": "model_under_test",
+            "description": "the model under test as uploaded, with its own weights",
+        }
+    return {
+        "source": "trained_baseline",
+        "description": "a trained baseline: the same architecture from the same fresh weights, trained on "
+        "the same training set with the defense's recipe (epochs, batch size, optimizer, learning rate, "
+        "schedule) and seed, without the defense (plain cross-entropy); the model's own weights, if any, "
+        "are not used (init random)",
+        "training": baseline,
+    }
+
+
 def assemble_report(
     *,
     defense: dict[str, Any],
@@ -83,29 +100,26 @@ def assemble_report(
     attacks: list[dict[str, Any]],
     hardened: Hardened,
     inspection: Inspection,
-    export_check: dict[str, Any] | None,
+    export_checks: list[dict[str, Any]],
     headline_eps: float | None,
-    baseline_trained: bool,
+    baseline: dict[str, Any] | None,
     settings: dict[str, Any],
 ) -> dict[str, Any]:
-    """The report body (the worker adds the envelope)."""
+    """The report body (the worker adds the envelope). `baseline` is the training record of a trained
+    undefended side (init "random"), None when the undefended side is the model under test."""
     rows = _curve_rows(evaluation)
     defended = evaluation["defended"]["worst_case"]
-    checks = list(hardened.checks) + ([export_check] if export_check else []) + list(inspection.checks)
+    checks = list(hardened.checks) + export_checks + list(inspection.checks)
     masking = masking_check(defended["naive"], defended["adaptive"], evaluation["n_samples"])
     checks += ([masking] if masking else []) + evaluation.pop("checks")
-    undefended_label = (
-        "the same architecture trained without the defense (same recipe and seed)"
-        if baseline_trained
-        else "the model as uploaded"
-    )
+    evaluation["undefended"] = {**undefended_source(baseline), **evaluation["undefended"]}
     return {
         "defense": defense,
         "training": hardened.training,
         "evaluation": {
             **evaluation,
             "attacks_requested": attacks,
-            "undefended_model": undefended_label,
+            "undefended_model": evaluation["undefended"]["description"],
             "max_samples": settings["max_samples"],
         },
         "robust_accuracy_vs_eps": rows,

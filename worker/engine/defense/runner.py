@@ -19,7 +19,7 @@ from worker.engine.defense.evaluation import (
 )
 from worker.engine.defense.registry import defense_class
 from worker.engine.defense.report import assemble_report
-from worker.engine.defense.spec import SpecError
+from worker.engine.defense.spec import SpecError, WeightsMissing
 from worker.engine.evasion.attacks.registry import attack_class
 from worker.engine.models.black_box import QueryOnlyModel
 from worker.engine.models.intake import OnnxRuntimeClassifier, load_onnx_module
@@ -101,7 +101,7 @@ def run_defense(
     defense_spec: Mapping[str, Any],
     evaluation_spec: Mapping[str, Any] | None,
     *,
-    undefended: nn.Module,
+    undefended: nn.Module | None,
     x: np.ndarray,
     y: np.ndarray,
     num_classes: int,
@@ -123,6 +123,11 @@ def run_defense(
     bytes back into the white-box module and the onnxruntime classifier on inputs in the input range
     (default: the graph as is; a model with declared normalization wraps both). Every figure of the report is
     measured on the exported model through onnxruntime (behind the real preprocessing, if any).
+
+    `undefended` None is an architecture without weights: only a defense that trains from fresh weights
+    (init "random", a trained teacher) runs on it, and WeightsMissing is raised for any other. A defense
+    with init "random" trains its own undefended side (the architecture with the same recipe and seed and
+    no defense), exported and measured like the hardened model; the uploaded weights are then unused.
     """
     device = device or torch.device("cpu")
     defense = defense_class(str(defense_spec.get("name"))).from_spec(defense_spec)
@@ -146,7 +151,13 @@ def run_defense(
         _check_data(train[0], train[1], sample_shape, num_classes, "training set")
     x, y = x[: settings["max_samples"]], y[: settings["max_samples"]]
     monitor = (x[: settings["monitor_samples"]], y[: settings["monitor_samples"]])
-    undefended = undefended.to(device).eval()
+    if undefended is None and defense.needs_weights:
+        raise WeightsMissing(
+            f"{defense.name} needs the model's weights (it wraps them, starts from them or uses them as the "
+            "teacher) and the model is an architecture without weights: train it from fresh weights (init "
+            "'random', teacher 'train') or upload weights"
+        )
+    undefended = undefended.to(device).eval() if undefended is not None else None
     context = DefenseContext(
         undefended,
         trainable,
@@ -159,34 +170,41 @@ def run_defense(
         device,
         ProgressTracker(1.0, None),
     )
-    planned = defense.runs(undefended, attacks, context)
+    # Planned only for its work units (the attack specs), so any module stands in for a weightless model.
+    planned = defense.runs(undefended or nn.Identity(), attacks, context)
     units = defense.training_units(len(train[0]) if train is not None else 0) + run_units(
         planned, attacks, len(x), input_range
     )
     units += getattr(defense, "certification_units", lambda n: 0.0)(len(x))
     context.tracker = tracker = ProgressTracker(units, progress)
     hardened = defense.harden(context)
-    export_check = None
+    load = load_exported or _load_exported
+    export_checks: list[dict[str, Any]] = []
+    if hardened.baseline is not None:
+        reference, reference_classify, baseline_check = _deployed_baseline(
+            hardened.baseline.model, export, load, x, device
+        )
+        export_checks += [baseline_check] if baseline_check else []
+    else:
+        assert undefended is not None  # run_defense refused a weightless model above
+        reference = undefended
+        reference_classify = undefended_classify or module_classifier(undefended, device)
     if hardened.trained and export is not None:
         onnx = export(hardened.model)
-        final, final_classify = (load_exported or _load_exported)(onnx)
+        final, final_classify = load(onnx)
         final = final.to(device).eval()
-        export_check = _export_check(hardened.model, final_classify, x, device)
+        export_checks.append(_export_check(hardened.model, final_classify, x, device))
     elif hardened.trained:
         onnx, final = None, hardened.model
         final_classify: Classify = module_classifier(final, device)
     else:
-        onnx, final = None, undefended
-        final_classify = undefended_classify or module_classifier(undefended, device)
+        onnx, final = None, reference
+        final_classify = reference_classify
     deployed = defense.deployed(final_classify, context)
-    baseline = hardened.baseline if hardened.baseline is not None else undefended
-    baseline_classify = module_classifier(baseline, device)
-    if hardened.baseline is None and undefended_classify is not None:
-        baseline_classify = undefended_classify
     section, arrays = evaluate_defense(
-        undefended=baseline,
-        undefended_classify=baseline_classify,
-        undefended_black_box=QueryOnlyModel(baseline_classify),
+        undefended=reference,
+        undefended_classify=reference_classify,
+        undefended_black_box=QueryOnlyModel(reference_classify),
         runs=defense.runs(final, attacks, context),
         deployed_classify=deployed,
         attacks=attacks,
@@ -206,9 +224,9 @@ def run_defense(
         attacks=attacks,
         hardened=hardened,
         inspection=inspection,
-        export_check=export_check,
+        export_checks=export_checks,
         headline_eps=defense.headline_eps(),
-        baseline_trained=hardened.baseline is not None,
+        baseline=hardened.baseline.training if hardened.baseline is not None else None,
         settings=settings,
     )
     return DefenseOutcome(
@@ -228,8 +246,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _deployed_baseline(
+    baseline: nn.Module,
+    export: Callable[[nn.Module], bytes] | None,
+    load: Callable[[bytes], tuple[nn.Module, Classify]],
+    x: np.ndarray,
+    device: torch.device,
+) -> tuple[nn.Module, Classify, dict[str, Any] | None]:
+    """The trained baseline as the evaluation attacks and measures it: exported and loaded back like the
+    hardened model (without an exporter, the module itself), and the check that the export agrees."""
+    if export is None:
+        return baseline, module_classifier(baseline, device), None
+    module, classify = load(export(baseline))
+    check = _export_check(baseline, classify, x, device, name="exported_baseline_matches_trained")
+    return module.to(device).eval(), classify, check
+
+
 def _export_check(
-    trained: nn.Module, exported: Classify, x: np.ndarray, device: torch.device
+    trained: nn.Module,
+    exported: Classify,
+    x: np.ndarray,
+    device: torch.device,
+    name: str = "exported_model_matches_trained",
 ) -> dict[str, Any]:
     """The exported ONNX (onnxruntime) must predict what the trained module predicts."""
     expected = predict_labels(module_classifier(trained, device), x)
@@ -238,7 +276,7 @@ def _export_check(
     diff = float(np.abs(np.asarray(exported(x[:256])) - logits_trained).max())
     agree = int((expected == got).sum())
     return {
-        "name": "exported_model_matches_trained",
+        "name": name,
         "passed": agree == len(x),
         "detail": f"onnxruntime on the exported ONNX agrees with the trained module on {agree} of {len(x)} "
         f"evaluation samples (max logit difference {diff:.3g})",

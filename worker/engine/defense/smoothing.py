@@ -16,7 +16,7 @@ from worker.engine.defense.base import (
     TrainingFields,
     check_budget,
     curve,
-    train_plain,
+    train_baseline,
 )
 from worker.engine.defense.certify import certified_accuracy, certify, predict_smoothed
 from worker.engine.defense.evaluation import AttackRun, Classify
@@ -110,7 +110,7 @@ class RandomizedSmoothing(TrainingFields, Defense):
         """Train the base classifier under noise."""
         x, y = context.training_set()
         recipe = self.recipe()
-        baseline = train_plain(context, recipe, "random")[0] if self.init == "random" else None
+        baseline = train_baseline(context, recipe) if self.init == "random" else None
         model = context.fresh(self.init)
         monitor = EpochMonitor(
             *context.monitor, budget=None, device=context.device, seed=context.seed, tracker=context.tracker

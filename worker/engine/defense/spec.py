@@ -9,6 +9,11 @@ class SpecError(ValueError):
     """A spec entry that cannot be built; the message names the offending keys or values."""
 
 
+class WeightsMissing(SpecError):
+    """The defense needs the uploaded model's weights (a wrapper, init "pretrained", an uploaded teacher),
+    and the model is an architecture without weights."""
+
+
 class FromSpec:
     """Mixin for frozen dataclasses: `from_spec` rejects unknown keys and names missing ones.
 

@@ -2,44 +2,52 @@
 
 from typing import Any
 
+from worker.engine.reports.chart import Reference, Series, line_chart
 from worker.engine.reports.evasion import attack_section
 from worker.engine.reports.parts import (
-    Series,
     esc,
     figure,
     finite,
+    human,
     key_values,
-    line_chart,
     num,
     pct,
     section,
     table,
 )
+from worker.engine.reports.recipe import applicable, transforms_text
+
+
+def _recipe(defense: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The defense's recipe, only the fields its method uses, written for people."""
+    recipe = applicable(defense)
+    if "transforms" in recipe:
+        recipe["transforms"] = transforms_text(recipe["transforms"])
+    return sorted(recipe.items())
 
 
 def _headline(report: dict[str, Any]) -> str:
-    """The adaptive worst case beside the naive figure and the undefended model."""
+    """The adaptive worst case beside the naive figure and the undefended model, and the recipe."""
     head = report.get("headline") or {}
-    defense = report.get("defense") or {}
-    pairs = [
-        ("defense", defense.get("name")),
-        ("threat model", f"{head.get('norm')} eps={num(head.get('eps'))}" if head else None),
-        ("robust accuracy (adaptive, worst case)", pct(head.get("robust_accuracy"))),
-        (
-            "naive robust accuracy",
-            pct(head.get("naive_robust_accuracy")) if head.get("naive_robust_accuracy") is not None else None,
-        ),
-        ("clean accuracy", pct(head.get("clean_accuracy"))),
-        ("undefended robust accuracy", pct(head.get("undefended_robust_accuracy"))),
-        ("undefended clean accuracy", pct(head.get("undefended_clean_accuracy"))),
-        ("undefended model", (report.get("evaluation") or {}).get("undefended_model")),
-    ]
+    naive = head.get("naive_robust_accuracy")
+    facts = key_values(
+        [
+            ("threat model", f"{head.get('norm')} eps {num(head.get('eps'))}" if head else None),
+            ("robust accuracy (adaptive, worst case)", pct(head.get("robust_accuracy"))),
+            ("naive robust accuracy", pct(naive) if naive is not None else None),
+            ("clean accuracy", pct(head.get("clean_accuracy"))),
+            ("undefended robust accuracy", pct(head.get("undefended_robust_accuracy"))),
+            ("undefended clean accuracy", pct(head.get("undefended_clean_accuracy"))),
+            ("undefended model", (report.get("evaluation") or {}).get("undefended_model")),
+        ]
+    )
     note = (
         "<p>The headline is the per-sample worst case over every attack run against the defended model, "
         "measured on the exported model. A naive figure far above it means the defense masks gradients.</p>"
     )
-    rows = [[f"<th>{esc(k)}</th>", v if "accuracy" in k else esc(v)] for k, v in pairs if v is not None]
-    return section("Defense", note, table(None, rows), key_values(sorted(defense.items())))
+    return section(
+        "Defense", note, facts, "<h3>Recipe</h3>" + key_values(_recipe(report.get("defense") or {}))
+    )
 
 
 def _robust_vs_eps(report: dict[str, Any]) -> str:
@@ -54,19 +62,25 @@ def _robust_vs_eps(report: dict[str, Any]) -> str:
     for norm in sorted({row["norm"] for row in rows}):
         mine = [row for row in rows if row["norm"] == norm]
         lines = []
-        for key, label, start, dashed in (
-            ("undefended", "undefended", clean["undefended"], True),
-            ("defended_naive", "defended, naive attack", clean["defended"], False),
-            ("defended_adaptive", "defended, adaptive attack", clean["defended"], False),
-            ("defended_worst_case", "defended, worst case", clean["defended"], False),
+        for key, label, dashed in (
+            ("undefended", "undefended", True),
+            ("defended_naive", "defended, naive attack", False),
+            ("defended_adaptive", "defended, adaptive attack", False),
+            ("defended_worst_case", "defended, worst case", False),
         ):
             points = [(float(r["eps"]), float(r[key])) for r in mine if finite(r.get(key))]
             if points:
-                lines.append(Series(label, ([(0.0, float(start))] if finite(start) else []) + points, dashed))
+                lines.append(Series(label, points, dashed))
+        references = [
+            Reference(f"{side} clean accuracy", float(value))
+            for side, value in clean.items()
+            if finite(value)
+        ]
         figures.append(
             figure(
-                line_chart(lines, x_label=f"eps ({norm})", y_label="robust accuracy"),
-                f"Robust accuracy against eps ({norm}); eps 0 is clean accuracy.",
+                line_chart(lines, x_label=f"eps ({norm})", y_label="robust accuracy", references=references),
+                f"Robust accuracy against eps ({norm}); the dotted lines are clean accuracy, the dashed "
+                "black line the undefended model; an evaluation at a single eps is a single mark.",
             )
         )
         tables.append(
@@ -118,7 +132,11 @@ def _training(report: dict[str, Any]) -> str:
             if guard.get("fired") and fired
             else "<p>The catastrophic-overfitting guard did not fire.</p>"
         )
-    facts = key_values([(k, v) for k, v in training.items() if k not in ("curve", "teacher_curve", "guard")])
+    facts = key_values(
+        (k, applicable(v) if isinstance(v, dict) else v)
+        for k, v in applicable(training).items()
+        if k not in ("curve", "teacher_curve", "guard")
+    )
     return section(
         "Training",
         notes,
@@ -153,9 +171,13 @@ def _certification(report: dict[str, Any]) -> str:
 def _runs(report: dict[str, Any]) -> str:
     """Every attack on the undefended model and on each view of the defended one."""
     evaluation = report.get("evaluation") or {}
-    parts = ["<h3>Undefended model</h3>"] + [
-        attack_section(a) for a in (evaluation.get("undefended") or {}).get("attacks", [])
-    ]
+    undefended = evaluation.get("undefended") or {}
+    title = "Undefended model" + (
+        " (trained baseline: same architecture, recipe and data, no defense)"
+        if undefended.get("source") == "trained_baseline"
+        else ""
+    )
+    parts = [f"<h3>{esc(title)}</h3>"] + [attack_section(a) for a in undefended.get("attacks", [])]
     for run in (evaluation.get("defended") or {}).get("runs", []):
         parts.append(f"<h3>Defended model, {esc(run.get('role'))} attack on {esc(run.get('view'))}</h3>")
         parts += [attack_section(a) for a in run.get("attacks", [])]
@@ -172,7 +194,7 @@ def _extras(report: dict[str, Any]) -> str:
             table(
                 ["transform", "parameters"],
                 [
-                    [esc(t.get("name")), esc({k: v for k, v in t.items() if k != "name"})]
+                    [esc(t.get("name")), esc(human({k: v for k, v in t.items() if k != "name"}))]
                     for t in report["preprocessing"]
                 ],
             )

@@ -1,5 +1,6 @@
 """The defense executor: harden or wrap the model, export it, evaluate it adaptively, register the result."""
 
+import hashlib
 from dataclasses import asdict
 from typing import Any
 
@@ -7,7 +8,7 @@ from torch import nn
 
 from worker.engine.defense.evaluation import Classify
 from worker.engine.defense.runner import DefenseOutcome, run_defense
-from worker.engine.defense.spec import SpecError
+from worker.engine.defense.spec import SpecError, WeightsMissing
 from worker.engine.models.export import ExportError, verified_export
 from worker.engine.models.intake import IntakeReport, OnnxRuntimeClassifier, load_onnx_module, validate_onnx
 from worker.engine.models.normalization import Normalized, normalized_classifier
@@ -24,11 +25,14 @@ THREAT_MODEL = {
 
 
 class _Graph:
-    """The model's own graph for training and export, behind its declared normalization where it has one."""
+    """The model's own graph for training and export, behind its declared normalization where it has one.
+
+    Every export (the hardened model, a trained baseline) keeps its intake report by the bytes' digest.
+    """
 
     def __init__(self, model: ModelSnapshot, seed: int) -> None:
         self.model, self.seed = model, seed
-        self.intake: IntakeReport | None = None
+        self.intakes: dict[str, IntakeReport] = {}
 
     def wrap(self, module: nn.Module) -> nn.Module:
         """A raw graph as a module on inputs in the input range."""
@@ -45,7 +49,7 @@ class _Graph:
         """Trained weights back into the user's graph (or a catalog export), through the intake."""
         inner = module.inner if isinstance(module, Normalized) else module
         source = self.model.blob if self.model.format == "onnx" else None
-        onnx, self.intake = verified_export(
+        onnx, intake = verified_export(
             inner,
             input_shape=self.model.input_shape,
             num_classes=self.model.num_classes,
@@ -53,7 +57,12 @@ class _Graph:
             source_onnx=source,
             seed=self.seed,
         )
+        self.intakes[hashlib.sha256(onnx).hexdigest()] = intake
         return onnx
+
+    def intake(self, onnx: bytes) -> IntakeReport:
+        """The intake report of bytes this graph exported."""
+        return self.intakes[hashlib.sha256(onnx).hexdigest()]
 
     def load(self, onnx: bytes) -> tuple[nn.Module, Classify]:
         """Exported bytes as the white-box module and the onnxruntime classifier, on range inputs."""
@@ -83,10 +92,9 @@ def _derived(ctx: JobContext, graph: _Graph, outcome: DefenseOutcome) -> Derived
     """The hardened (or defended) model to register."""
     model, name = ctx.model, ctx.params["defense"]["name"]
     if outcome.model.onnx is not None:
-        onnx, intake = outcome.model.onnx, graph.intake
+        onnx, intake = outcome.model.onnx, graph.intake(outcome.model.onnx)
     else:
         onnx, intake = graph.base_graph()
-    assert intake is not None
     preprocessing = outcome.model.preprocessing
     return DerivedModel(
         name=f"{name} of {model.name}",
@@ -119,17 +127,19 @@ def execute(ctx: JobContext) -> JobOutput:
             "dataset_not_found", f"training set {params['train_dataset_id']} could not be loaded"
         )
     graph = _Graph(model, ctx.seed)
+    # An architecture without weights has no undefended model: the defense trains its baseline.
+    weights = model.has_weights
     try:
         outcome = run_defense(
             params["defense"],
             params.get("evaluation"),
-            undefended=model.white_box_module(),
+            undefended=model.white_box_module() if weights else None,
             x=ctx.data.x,
             y=ctx.data.y,
             num_classes=model.num_classes,
             trainable=graph.trainable,
             train=(train.x, train.y) if train is not None else None,
-            undefended_classify=model.classifier(),
+            undefended_classify=model.classifier() if weights else None,
             export=graph.export,
             load_exported=graph.load,
             input_range=model.input_range,
@@ -140,6 +150,8 @@ def execute(ctx: JobContext) -> JobOutput:
         derived = _derived(ctx, graph, outcome)
     except ExportError as exc:
         raise JobFailure("export_failed", f"the hardened model could not be exported: {exc}") from exc
+    except WeightsMissing as exc:
+        raise JobFailure("model_untrained", str(exc)) from exc
     except SpecError as exc:
         raise JobFailure("defense_invalid", str(exc)) from exc
     body = dict(outcome.report)

@@ -130,7 +130,7 @@ class Preprocessing(Defense):
     def harden(self, context: DefenseContext) -> Hardened:
         """Nothing to train: the defended model is the base model behind the transforms."""
         return Hardened(
-            model=context.undefended, trained=False, preprocessing=self.spec_list(context.input_range)
+            model=context.uploaded(), trained=False, preprocessing=self.spec_list(context.input_range)
         )
 
     def deployed(self, classify: Classify, context: DefenseContext) -> Classify:

@@ -1,8 +1,16 @@
-"""The jobs `gauntlet demo` runs, one per kind, and how each report is printed in a few lines."""
+"""The jobs `gauntlet demo` runs, one per kind, and how each report is printed in a few lines.
+
+Each printout starts with the report's headline (app.schemas.reports.headline): the verdict, the
+headline figures with their sample counts and 95% intervals, what passed and what failed, in the words
+the HTML page's verdict box uses; the kind's details follow.
+"""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from app.schemas.reports.headline import headline
+from app.schemas.reports.poisoning_verdict import flip_drop
 
 Spec = dict[str, Any]
 Report = dict[str, Any]
@@ -26,9 +34,9 @@ class DemoJob:
     show: Callable[[Report], list[str]]
 
 
-def _checks(report: Report) -> list[str]:
-    """One line per sanity check."""
-    return [f"  check {'PASS' if c['passed'] else 'FAIL'}: {c['name']}" for c in report.get("checks", [])]
+def _headline(report: Report) -> list[str]:
+    """The verdict, the headline figures and the checks, as the page's verdict box says them."""
+    return headline(report).lines()
 
 
 def evasion_spec(model_id: str) -> Spec:
@@ -43,8 +51,8 @@ def evasion_spec(model_id: str) -> Spec:
 
 
 def show_evasion(report: Report) -> list[str]:
-    """Robust accuracy per attack and eps, the worst case and the checks."""
-    lines = [f"clean accuracy on {report['n_samples']} held-out digits: {report['clean_accuracy']:.3f}"]
+    """The headline, then robust accuracy per attack and eps."""
+    lines = _headline(report) + ["details:"]
     for attack in report["attacks"]:
         for row in attack["results"]:
             queries = f", {row['mean_queries']:.0f} queries per sample" if row.get("mean_queries") else ""
@@ -53,11 +61,7 @@ def show_evasion(report: Report) -> list[str]:
                 f"{row['robust_accuracy']:.3f}  success rate {row['attack_success_rate']:.3f}  "
                 f"({row['seconds']:.2f} s{queries})"
             )
-    lines += [
-        f"  worst case {row['norm']:<4} eps={row['eps']:<5} robust accuracy {row['robust_accuracy']:.3f}"
-        for row in report["worst_case"]
-    ]
-    return lines + _checks(report)
+    return lines
 
 
 def extraction_spec(model_id: str) -> Spec:
@@ -82,8 +86,8 @@ def extraction_spec(model_id: str) -> Spec:
 
 
 def show_extraction(report: Report) -> list[str]:
-    """Fidelity per attack, defense and budget; detection; transfer."""
-    lines = [f"victim accuracy on {report['n_samples']} held-out digits: {report['victim_accuracy']:.3f}"]
+    """The headline, then fidelity per attack, defense and budget; detection; transfer."""
+    lines = _headline(report) + ["details:"]
     for attack in report["attacks"]:
         for row in attack["rows"]:
             for result in row["results"]:
@@ -107,7 +111,7 @@ def show_extraction(report: Report) -> list[str]:
         alarms = ", ".join(f"{s['attack']}: {s['alarm_at_query']}" for s in detector["streams"])
         benign = detector["benign"]["alarm_at_query"]
         lines.append(f"  {detector['name']} alarm at query: {alarms}; benign stream: {benign}")
-    return lines + _checks(report)
+    return lines
 
 
 def poisoning_spec(model_id: str) -> Spec:
@@ -131,17 +135,21 @@ def poisoning_spec(model_id: str) -> Spec:
 
 
 def show_poisoning(report: Report) -> list[str]:
-    """Clean baseline, success rate and clean accuracy per attack and rate."""
-    lines = [f"clean baseline accuracy: {report['baseline']['clean_accuracy']:.3f}"]
+    """The headline, then clean accuracy and the success rate (or the accuracy drop) per attack and rate."""
+    lines = _headline(report) + ["details:"]
     for attack in report["attacks"]:
         for row in attack["results"]:
             success = row.get("attack_success_rate")
+            effect = (
+                f"accuracy drop {100 * row['accuracy_drop']:.1f} points"
+                if flip_drop(row)
+                else "attack success rate " + ("n/a" if success is None else f"{success:.3f}")
+            )
             lines.append(
                 f"  {attack['name']:<12} rate {row['rate']:<5} poisoned {row.get('n_poisoned')}  "
-                f"clean accuracy {row['clean_accuracy']:.3f}  attack success rate "
-                + ("n/a" if success is None else f"{success:.3f}")
+                f"clean accuracy {row['clean_accuracy']:.3f}  {effect}"
             )
-    return lines + _checks(report)
+    return lines
 
 
 def defense_spec(model_id: str) -> Spec:
@@ -171,12 +179,13 @@ def defense_spec(model_id: str) -> Spec:
 
 
 def show_defense(report: Report) -> list[str]:
-    """Clean and robust accuracy of the hardened model beside the undefended one, and the checks."""
+    """The headline, then clean and robust accuracy of the hardened model beside the undefended one."""
     head = report["headline"]
-    lines = [
-        f"undefended: clean {head['undefended_clean_accuracy']:.3f}, "
+    lines = _headline(report) + [
+        "details:",
+        f"  undefended: clean {head['undefended_clean_accuracy']:.3f}, "
         f"robust {head['undefended_robust_accuracy']:.3f} at {head['norm']} eps={head['eps']}",
-        f"hardened:   clean {head['clean_accuracy']:.3f}, robust {head['robust_accuracy']:.3f} "
+        f"  hardened:   clean {head['clean_accuracy']:.3f}, robust {head['robust_accuracy']:.3f} "
         "(adaptive, worst case"
         + (
             ""
@@ -184,9 +193,9 @@ def show_defense(report: Report) -> list[str]:
             else f"; naive {head['naive_robust_accuracy']:.3f}"
         )
         + ")",
-        f"hardened model registered as {', '.join(report['derived_model_ids'])}",
+        f"  hardened model registered as {', '.join(report['derived_model_ids'])}",
     ]
-    return lines + _checks(report)
+    return lines
 
 
 DEMO_JOBS: list[DemoJob] = [

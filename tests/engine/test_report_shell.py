@@ -79,3 +79,26 @@ def test_an_unknown_kind_renders_the_shell():
         {"kind": "mystery", "job_id": "job_x", "checks": [{"name": "c", "passed": True}]}
     )
     assert "job_x" in page and "pass" in page
+
+
+def test_a_key_value_table_puts_each_name_in_a_row_header_beside_its_value():
+    from worker.engine.reports.parts import key_values, pct
+
+    markup = key_values(
+        [
+            ("samples", 60),
+            ("missing", None),
+            ("input range", [0.0, 1.0]),
+            ("accuracy", pct(0.5)),
+            ("x", "<b>"),
+        ]
+    )
+    assert markup == (
+        '<table class="kv"><tbody>'
+        '<tr><th scope="row">samples</th><td>60</td></tr>'
+        '<tr><th scope="row">input range</th><td>0, 1</td></tr>'
+        '<tr><th scope="row">accuracy</th><td>50.0%</td></tr>'
+        '<tr><th scope="row">x</th><td>&lt;b&gt;</td></tr>'
+        "</tbody></table>"
+    )
+    assert key_values([("nothing", None), ("empty", "")]) == ""

@@ -93,6 +93,7 @@ def envelope(
         "kind": ctx.kind,
         "job_id": ctx.job_id,
         "model_id": ctx.model_id,
+        "model_name": ctx.model.name,
         "dataset_id": ctx.dataset_id,
         "seed": ctx.seed,
         "versions": software_versions(),

@@ -26,7 +26,7 @@ def add_attack_checks(job: PoisoningJob, entries: list[dict[str, Any]]) -> None:
         job.check(
             f"{name}: poisoned inputs stay in the input range",
             all(row["in_range"] for row in rows),
-            f"input range {list(job.input_range)}",
+            f"input range {job.input_range[0]:g} to {job.input_range[1]:g}",
         )
         eps = entry["params"].get("eps")
         if eps is not None:

@@ -107,7 +107,7 @@ def baseline_detection(job: PoisoningJob) -> list[dict[str, Any]]:
         job.check(
             f"{detector.name}: clean model flags no class",
             not flagged,
-            f"on the clean training set and baseline it flags classes {flagged}"
+            f"on the clean training set and baseline it flags classes {', '.join(str(c) for c in flagged)}"
             if flagged
             else "no class of the clean training set is flagged on the clean baseline",
         )

@@ -3,19 +3,23 @@
 from collections.abc import Callable
 from typing import Any
 
+from worker.engine.reports.chart import Reference, Series, line_chart
 from worker.engine.reports.parts import (
-    Series,
     esc,
     figure,
     finite,
     key_values,
-    line_chart,
     num,
     pct,
     png_img,
     section,
     table,
+    value_range,
 )
+
+# Attack parameters the page shows elsewhere (the title names the norm and targeting; the input range is
+# the evaluation's).
+_SHOWN_ELSEWHERE = frozenset({"norm", "targeted", "input_range"})
 
 # Result columns in display order: key, header, formatter. Only columns some row has are shown.
 _RESULT_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
@@ -48,19 +52,24 @@ def attack_label(attack: dict[str, Any]) -> str:
 
 def _overview(report: dict[str, Any]) -> str:
     """Samples, clean accuracy and input range."""
-    pairs = [
-        ("samples", report.get("n_samples")),
-        ("clean accuracy", pct(report.get("clean_accuracy")) if "clean_accuracy" in report else None),
-        ("input range", report.get("input_range")),
-    ]
-    rows = [[f"<th>{esc(k)}</th>", v if k == "clean accuracy" else num(v)] for k, v in pairs if v is not None]
-    return section("Evaluation", table(None, rows))
+    return section(
+        "Evaluation",
+        key_values(
+            [
+                ("samples", report.get("n_samples")),
+                ("clean accuracy", pct(report.get("clean_accuracy")) if "clean_accuracy" in report else None),
+                ("input range", value_range(report.get("input_range"))),
+            ]
+        ),
+    )
 
 
 def robust_series(report: dict[str, Any], norm: str) -> list[Series]:
-    """Robust accuracy against eps per attack of a norm, then the worst case; clean accuracy at eps 0."""
-    clean = report.get("clean_accuracy")
-    start = [(0.0, float(clean))] if finite(clean) else []
+    """Robust accuracy against eps per attack of a norm, then the worst case (dashed).
+
+    Only measured points: an attack run at one eps is one point (drawn as a mark), never a line from
+    the clean accuracy, which the chart draws as a reference line instead.
+    """
     entries = [
         (attack_label(a), a.get("results", []), False)
         for a in report.get("attacks", [])
@@ -75,8 +84,14 @@ def robust_series(report: dict[str, Any], norm: str) -> list[Series]:
             if finite(r.get("eps")) and finite(r.get("robust_accuracy"))
         )
         if points:
-            series.append(Series(label, start + points, dashed))
+            series.append(Series(label, points, dashed))
     return series
+
+
+def clean_reference(report: dict[str, Any]) -> list[Reference]:
+    """Clean accuracy as a reference line, when the report has it."""
+    clean = report.get("clean_accuracy")
+    return [Reference("clean accuracy", float(clean))] if finite(clean) else []
 
 
 def robust_plots(report: dict[str, Any], title: str = "Robust accuracy against eps") -> str:
@@ -90,8 +105,14 @@ def robust_plots(report: dict[str, Any], title: str = "Robust accuracy against e
     )
     figures = [
         figure(
-            line_chart(robust_series(report, norm), x_label=f"eps ({norm})", y_label="robust accuracy"),
-            f"Robust accuracy against eps ({norm}); eps 0 is clean accuracy, dashed is the worst case.",
+            line_chart(
+                robust_series(report, norm),
+                x_label=f"eps ({norm})",
+                y_label="robust accuracy",
+                references=clean_reference(report),
+            ),
+            f"Robust accuracy against eps ({norm}): the dotted line is clean accuracy, the dashed black line "
+            "the worst case over attacks; an attack run at a single eps is a single mark.",
         )
         for norm in norms
     ]
@@ -119,7 +140,9 @@ def worst_case_table(report: dict[str, Any]) -> str:
 
 def attack_section(attack: dict[str, Any]) -> str:
     """Parameters, per-budget results and images (patches) of one attack."""
-    params = key_values((key, value) for key, value in (attack.get("params") or {}).items())
+    params = key_values(
+        (key, value) for key, value in (attack.get("params") or {}).items() if key not in _SHOWN_ELSEWHERE
+    )
     results = attack.get("results", [])
     columns = [column for column in _RESULT_COLUMNS if any(row.get(column[0]) is not None for row in results)]
     rows = [[fmt(row.get(key)) for key, _, fmt in columns] for row in results]

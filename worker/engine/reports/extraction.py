@@ -3,14 +3,35 @@ defenses' costs, transfer and detection."""
 
 from typing import Any
 
-from worker.engine.reports.parts import Series, esc, figure, key_values, line_chart, num, pct, section, table
+from worker.engine.reports.chart import Reference, Series, line_chart
+from worker.engine.reports.parts import (
+    esc,
+    figure,
+    finite,
+    human,
+    key_values,
+    num,
+    pct,
+    section,
+    table,
+)
+from worker.engine.reports.recipe import applicable
 
 
 def _params(params: Any) -> str:
-    """Parameters as escaped `key=value` text."""
-    if not isinstance(params, dict) or not params:
-        return ""
-    return esc(", ".join(f"{key}={value}" for key, value in params.items()))
+    """Parameters for people (`k 1; strategy random`), escaped; nothing for unset ones."""
+    return esc(human(applicable(params))) if isinstance(params, dict) else ""
+
+
+def _output(output: dict[str, Any]) -> str:
+    """What the victim returns, for people: `probabilities, top 3, rounded to 2 decimals`."""
+    parts = [str(output.get("kind", "?"))]
+    if output.get("top_k") is not None:
+        parts.append(f"top {output['top_k']}")
+    if output.get("decimals") is not None:
+        parts.append(f"rounded to {output['decimals']} decimals")
+    rest = {k: v for k, v in output.items() if k not in ("kind", "top_k", "decimals")}
+    return ", ".join(parts + ([human(rest)] if human(rest) else []))
 
 
 def _overview(report: dict[str, Any]) -> str:
@@ -25,27 +46,39 @@ def _overview(report: dict[str, Any]) -> str:
                 ("evaluation samples", report.get("n_samples")),
                 ("victim accuracy", pct(report.get("victim_accuracy"))),
                 ("constant-guess fidelity", pct(report.get("chance_fidelity"))),
-                ("victim output", _params(output)),
+                ("victim output", _output(output) if output else None),
                 ("query pool samples", pool.get("n_samples")),
-                ("budgets", ", ".join(str(b) for b in report.get("budgets") or [])),
+                ("budgets", report.get("budgets") or None),
                 ("surrogate", _params(surrogate)),
             ]
         ),
     )
 
 
-def _curve(attack: dict[str, Any]) -> str:
-    """Fidelity against queries, one line per defense row (label-only rows dashed)."""
-    series = [
+def fidelity_series(attack: dict[str, Any]) -> list[Series]:
+    """Fidelity against queries, one series per defense row (one budget is one point)."""
+    return [
         Series(
             f"{row.get('defense', '?')} ({row.get('sees', '?')})",
-            [(float(r.get("queries", 0)), float(r.get("fidelity", 0.0))) for r in row.get("results") or []],
-            dashed=row.get("sees") == "label",
+            [
+                (float(r["queries"]), float(r["fidelity"]))
+                for r in row.get("results") or []
+                if finite(r.get("queries")) and finite(r.get("fidelity"))
+            ],
         )
         for row in attack.get("rows") or []
     ]
-    chart = line_chart(series, x_label="queries", y_label="fidelity")
-    return figure(chart, f"{attack.get('label', '?')}: fidelity against queries, per defense")
+
+
+def _curve(attack: dict[str, Any], chance: Any) -> str:
+    """Fidelity against queries per defense, beside a constant guess."""
+    guess = [Reference("constant guess", float(chance))] if finite(chance) else []
+    chart = line_chart(fidelity_series(attack), x_label="queries", y_label="fidelity", references=guess)
+    return figure(
+        chart,
+        f"{attack.get('label', '?')}: fidelity against queries, per defense; the dotted line is a constant "
+        "guess of the victim's commonest label.",
+    )
 
 
 def _attack_table(attack: dict[str, Any]) -> str:
@@ -56,7 +89,7 @@ def _attack_table(attack: dict[str, Any]) -> str:
         for index, result in enumerate(results):
             transfer = result.get("transfer") if index == len(results) - 1 else None
             rates = ", ".join(
-                f"eps {t.get('eps')}: {pct(t.get('transfer_success_rate'))}" for t in transfer or []
+                f"eps {num(t.get('eps'))}: {pct(t.get('transfer_success_rate'))}" for t in transfer or []
             )
             rows.append(
                 [
@@ -169,7 +202,7 @@ def _detection(report: dict[str, Any]) -> str:
 def render_extraction_sections(report: dict[str, Any]) -> str:
     """The extraction report's own sections, from the JSON alone."""
     attacks = [a for a in report.get("attacks") or [] if isinstance(a, dict)]
-    curves = "".join(_curve(a) for a in attacks)
+    curves = "".join(_curve(a, report.get("chance_fidelity")) for a in attacks)
     tables = "".join(_attack_table(a) for a in attacks)
     return "".join(
         [

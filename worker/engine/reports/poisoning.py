@@ -3,19 +3,21 @@ attack's results, detection, the trigger and poisoned samples beside their origi
 
 from typing import Any
 
+from app.schemas.reports.poisoning_verdict import flip_drop
+from worker.engine.reports.chart import COLORS, Reference, Series, line_chart
 from worker.engine.reports.parts import (
-    Series,
+    Markup,
     esc,
     figure,
     finite,
     key_values,
-    line_chart,
     num,
     pct,
     png_img,
     section,
     table,
 )
+from worker.engine.reports.recipe import applicable
 
 _SAMPLE_SCALE = 6
 
@@ -25,23 +27,48 @@ def _classes(values: Any) -> str:
     return esc(", ".join(str(v) for v in values)) if values else "none"
 
 
-def _rate_chart(report: dict[str, Any]) -> str:
-    """Success rate (solid) and clean accuracy (dashed) of every attack against the poison rate."""
+def drops_accuracy(attack: dict[str, Any]) -> bool:
+    """Whether the attack's effect is a clean-accuracy drop (untargeted label flips), not a success rate."""
+    rows = attack.get("results") or []
+    return bool(rows) and all(flip_drop(row) for row in rows)
+
+
+def rate_series(report: dict[str, Any]) -> list[Series]:
+    """Per attack, success rate (solid) and clean accuracy (dashed) against the poison rate; an attack
+    whose effect is an accuracy drop has no success series, its drop shows on its clean accuracy."""
     series = []
     for index, attack in enumerate(report.get("attacks", [])):
         rows = attack.get("results", [])
-        label = f"{index}: {attack.get('name')}"
-        success = [
-            (r["rate"], r["attack_success_rate"]) for r in rows if finite(r.get("attack_success_rate"))
+        label, color = f"{index}: {attack.get('name')}", COLORS[index % len(COLORS)]
+        if not drops_accuracy(attack):
+            success = [
+                (float(r["rate"]), float(r["attack_success_rate"]))
+                for r in rows
+                if finite(r.get("rate")) and finite(r.get("attack_success_rate"))
+            ]
+            series.append(Series(f"{label} success rate", sorted(success), color=color))
+        clean = [
+            (float(r["rate"]), float(r["clean_accuracy"]))
+            for r in rows
+            if finite(r.get("rate")) and finite(r.get("clean_accuracy"))
         ]
-        clean = [(r["rate"], r["clean_accuracy"]) for r in rows if finite(r.get("clean_accuracy"))]
-        series.append(Series(f"{label} success", sorted(success)))
-        series.append(Series(f"{label} clean acc.", sorted(clean), dashed=True))
-    chart = line_chart(series, x_label="poison rate", y_label="share")
+        series.append(Series(f"{label} clean accuracy", sorted(clean), dashed=True, color=color))
+    return series
+
+
+def _rate_chart(report: dict[str, Any]) -> str:
+    """Success rate and clean accuracy of every attack against the poison rate, beside the baseline."""
+    baseline = (report.get("baseline") or {}).get("clean_accuracy")
+    references = [Reference("clean baseline accuracy", float(baseline))] if finite(baseline) else []
+    chart = line_chart(
+        rate_series(report), x_label="poison rate", y_label="share of held-out inputs", references=references
+    )
     return figure(
         chart,
-        "Attack success rate (solid) and the victim's clean accuracy (dashed, black) against the poison "
-        "rate; for label flips success is the clean-accuracy drop (or the source-to-target rate).",
+        "Per attack (one colour each), the success rate and the poisoned victim's clean accuracy (dashed) "
+        "against the poison rate; the "
+        "dotted line is the clean baseline. Untargeted label flips have no success rate: their effect is the "
+        "accuracy drop, the distance of their clean accuracy below the baseline.",
     )
 
 
@@ -100,34 +127,39 @@ def _pictures(attack: dict[str, Any]) -> str:
     return f'<div class="images">{"".join(parts)}</div>' if parts else ""
 
 
+def _results(attack: dict[str, Any]) -> str:
+    """Per rate: poisons, clean accuracy, and the success rate (or, for label flips, the accuracy drop)."""
+    rows = attack.get("results", [])
+    drop = drops_accuracy(attack)
+    effect: list[tuple[str, Any]] = (
+        [("accuracy drop", lambda r: _points(r.get("accuracy_drop")))]
+        if drop
+        else [
+            ("success rate", lambda r: pct(r.get("attack_success_rate"))),
+            ("baseline success", lambda r: pct(r.get("baseline_attack_success_rate"))),
+        ]
+    )
+    columns: list[tuple[str, Any]] = [
+        ("rate", lambda r: num(r.get("rate"))),
+        ("poisoned", lambda r: num(r.get("n_poisoned"))),
+        ("clean acc.", lambda r: pct(r.get("clean_accuracy"))),
+        ("baseline clean acc.", lambda r: pct(r.get("baseline_clean_accuracy"))),
+        *effect,
+        ("max pert. (linf)", lambda r: num(r.get("max_perturbation"))),
+        ("labels changed", lambda r: num(r.get("labels_changed"))),
+        ("seconds", lambda r: num(r.get("seconds"), 3)),
+    ]
+    return table([name for name, _ in columns], [[fmt(r) for _, fmt in columns] for r in rows])
+
+
+def _points(value: Any) -> Markup:
+    """A drop in accuracy as percentage points."""
+    return esc(f"{100 * value:.1f} points") if finite(value) else Markup("n/a")
+
+
 def _attack(index: int, attack: dict[str, Any]) -> str:
     """One attack: threat model, parameters, results per rate, trials, detection, pictures."""
     rows = attack.get("results", [])
-    results = [
-        [
-            num(r.get("rate")),
-            num(r.get("n_poisoned")),
-            pct(r.get("clean_accuracy")),
-            pct(r.get("baseline_clean_accuracy")),
-            pct(r.get("attack_success_rate")),
-            pct(r.get("baseline_attack_success_rate")),
-            num(r.get("max_perturbation")),
-            num(r.get("labels_changed")),
-            num(r.get("seconds"), 3),
-        ]
-        for r in rows
-    ]
-    headers = [
-        "rate",
-        "poisoned",
-        "clean acc.",
-        "baseline clean acc.",
-        "success rate",
-        "baseline success",
-        "max pert. (linf)",
-        "labels changed",
-        "seconds",
-    ]
     trials = [
         [
             num(r.get("rate")),
@@ -152,16 +184,21 @@ def _attack(index: int, attack: dict[str, Any]) -> str:
         f"<h3>{esc(index)}: {esc(attack.get('name'))} <small>({esc(attack.get('paper', ''))})</small></h3>"
     )
     share = "of the target class" if attack.get("rate_of") == "target_class" else "of the training set"
+    params = applicable(attack.get("params") or {})
+    trigger = applicable(params.pop("trigger", None) or {})
+    effect = (
+        "<p>The effect of untargeted label flips is the drop in clean accuracy against the clean baseline, "
+        "not a success rate.</p>"
+        if drops_accuracy(attack)
+        else ""
+    )
     return (
         title
         + f"<p>{esc(attack.get('threat_model', ''))}; rate is the poisoned share {esc(share)}.</p>"
-        + key_values(
-            (key, value) for key, value in (attack.get("params") or {}).items() if not isinstance(value, dict)
-        )
-        + key_values(
-            ((f"trigger {k}", v) for k, v in (attack.get("params") or {}).get("trigger", {}).items())
-        )
-        + table(headers, results)
+        + key_values(params.items())
+        + key_values((f"trigger {k}", v) for k, v in trigger.items())
+        + effect
+        + _results(attack)
         + trial_table
         + _detection_table(rows)
         + _pictures(attack)
@@ -171,12 +208,14 @@ def _attack(index: int, attack: dict[str, Any]) -> str:
 def _baseline(report: dict[str, Any]) -> str:
     """The clean baseline and what each detector says about it."""
     baseline = report.get("baseline", {})
-    pairs = [
-        ("training samples", report.get("n_train")),
-        ("held-out samples", report.get("n_eval")),
-        ("clean baseline accuracy", pct(baseline.get("clean_accuracy"))),
-    ]
-    rows = [[f"<th>{esc(k)}</th>", v if isinstance(v, str) else num(v)] for k, v in pairs if v is not None]
+    facts = key_values(
+        [
+            ("training samples", report.get("n_train")),
+            ("held-out samples", report.get("n_eval")),
+            ("clean baseline accuracy", pct(baseline.get("clean_accuracy"))),
+            ("training recipe", applicable(report.get("training") or {}) or None),
+        ]
+    )
     detectors = [
         [esc(d.get("name")), esc(d.get("layer", "")), _classes(d.get("flagged_classes"))]
         for d in report.get("detectors", [])
@@ -187,7 +226,7 @@ def _baseline(report: dict[str, Any]) -> str:
         if detectors
         else ""
     )
-    return section("Clean baseline", table(None, rows), clean)
+    return section("Clean baseline", facts, clean)
 
 
 def _audit(report: dict[str, Any]) -> str:

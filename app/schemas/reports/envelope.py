@@ -42,6 +42,9 @@ class ReportEnvelope(Closed):
 
     job_id: str
     model_id: str
+    model_name: str | None = Field(
+        default=None, description="The model's name when the job ran (reports written before it lack it)."
+    )
     dataset_id: str
     seed: int
     versions: dict[str, str] = Field(

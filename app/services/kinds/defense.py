@@ -9,6 +9,7 @@ from app.schemas.defense import (
     AdversarialTrainingParams,
     DefenseJobSpec,
     DefenseParams,
+    DefenseSpec,
     DistillationParams,
     GaussianNoiseParams,
     MedianParams,
@@ -50,15 +51,23 @@ def _check_model(model: ModelRecord, params: DefenseParams) -> None:
             f"base model {model.derived_from or ''} instead",
             code="already_defended",
         )
-    needs_weights = (
-        not type(defense).trains
-        or init == "pretrained"
-        or (isinstance(defense, DistillationParams) and defense.teacher == "upload")
-    )
-    if model.blob_sha256 is None and needs_weights:
+    if model.blob_sha256 is None:
+        _check_weightless(model, defense)
+
+
+def _check_weightless(model: ModelRecord, defense: DefenseSpec) -> None:
+    """An architecture without weights: only a defense trained from fresh weights (init random, a trained
+    teacher) runs; its undefended side is then a baseline the job trains with the same recipe."""
+    what = None
+    if isinstance(defense, PreprocessingParams):
+        what = "preprocessing wraps a trained model and this one has no weights to wrap; train it first"
+    elif defense.init == "pretrained":
+        what = "init 'pretrained' starts from its weights; use init 'random' to train it from scratch"
+    elif isinstance(defense, DistillationParams) and defense.teacher == "upload":
+        what = "teacher 'upload' distils from its weights; use teacher 'train'"
+    if what is not None:
         raise InvalidInput(
-            f"model {model.id} is an architecture without weights: this defense starts from (or evaluates) "
-            "its weights; use init 'random' or upload weights",
+            f"model {model.id} is an architecture without weights: {what} (or upload weights)",
             code="model_untrained",
         )
 

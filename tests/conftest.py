@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.services import REDIS_URL, WorkerProcess, create_database, drop_database, require_service
+from tests.session_processes import install, uninstall
 
 FAST_RELIABILITY = {
     "GAUNTLET_PROGRESS_INTERVAL_S": "0.1",
@@ -18,6 +19,16 @@ FAST_RELIABILITY = {
     "GAUNTLET_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
     "GAUNTLET_REMOTE_HOST_ALLOWLIST": '["127.0.0.1"]',
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tie every process a fixture starts to this session: its groups die on exit, SIGTERM and SIGINT."""
+    install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Kill whatever the session's fixtures started and left running."""
+    uninstall()
 
 
 @pytest.fixture(scope="session")

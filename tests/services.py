@@ -3,6 +3,7 @@
 Outside CI a missing service skips the tests that need it; with CI=true it fails them.
 """
 
+import contextlib
 import os
 import secrets
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from tests.session_processes import kill_group, release, spawn
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "GAUNTLET_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -74,13 +77,12 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
+        self.process = spawn(  # its own process group, tied to this pytest session
             [sys.executable, "-m", "app.cli", "worker", "--log-level", "INFO", *extra_args],
             env=env,
             cwd=REPO_ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 90.0) -> None:
@@ -96,16 +98,13 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole process group, as a crashed machine would."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        release(self.process)
 
     def stop(self) -> None:
-        """Stop gracefully, then forcefully."""
+        """Stop gracefully, then forcefully (what is left of the group too)."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
+            kill_group(self.process, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        release(self.process)
         self._log.close()

@@ -143,10 +143,9 @@ def _defense_label(defense: dict[str, Any]) -> str:
     return f"{name} ({defense['method']})" if defense.get("method") else name
 
 
-def defense(report: Report) -> tuple[list[Figure], str]:
-    """The defended model beside the undefended one at every eps, and certificates for smoothing."""
-    head, evaluation = report.get("headline") or {}, report.get("evaluation") or {}
-    n, figures = count(evaluation.get("n_samples")), []
+def _defense_figures(report: Report, n: int | None) -> list[Figure]:
+    """Clean accuracies, robust accuracy of both sides at every eps, certified accuracy per radius."""
+    head, figures = report.get("headline") or {}, []
     for key, label in (
         ("clean_accuracy", "defended clean accuracy"),
         ("undefended_clean_accuracy", "undefended clean accuracy"),
@@ -155,7 +154,7 @@ def defense(report: Report) -> tuple[list[Figure], str]:
             figures.append(proportion(key, label, head[key], n))
     for row in report.get("robust_accuracy_vs_eps") or []:
         where = f"{row.get('norm')} eps {_eps(row.get('eps'))}"
-        for key, metric, label in (
+        for column, metric, label in (
             (
                 "defended_worst_case",
                 "robust_accuracy",
@@ -163,9 +162,9 @@ def defense(report: Report) -> tuple[list[Figure], str]:
             ),
             ("undefended", "undefended_robust_accuracy", f"undefended robust accuracy at {where}"),
         ):
-            if number(row.get(key)) is not None:
+            if number(row.get(column)) is not None:
                 figures.append(
-                    proportion(metric, label, row[key], n, norm=row.get("norm"), eps=row.get("eps"))
+                    proportion(metric, label, row[column], n, norm=row.get("norm"), eps=row.get("eps"))
                 )
     cert = report.get("certification") or {}
     for row in cert.get("certified_accuracy") or []:
@@ -180,6 +179,14 @@ def defense(report: Report) -> tuple[list[Figure], str]:
                 eps=row.get("radius"),
             )
         )
+    return figures
+
+
+def defense(report: Report) -> tuple[list[Figure], str]:
+    """The defended model beside the undefended one at every eps, and certificates for smoothing."""
+    head, evaluation = report.get("headline") or {}, report.get("evaluation") or {}
+    n = count(evaluation.get("n_samples"))
+    figures = _defense_figures(report, n)
     name = _defense_label(report.get("defense") or {})
     robust, undefended = number(head.get("robust_accuracy")), number(head.get("undefended_robust_accuracy"))
     certified = [f for f in figures if f.metric == "certified_accuracy" and (f.eps or 0) > 0]
@@ -188,7 +195,7 @@ def defense(report: Report) -> tuple[list[Figure], str]:
     )
     if robust is None or undefended is None:
         return figures, f"{name[0].upper()}{name[1:]} has no robust-accuracy headline{cert_text}"
-    key = proportion("robust_accuracy", "", robust, n)
+    defended = proportion("robust_accuracy", "", robust, n)
     baseline = (
         " (a trained baseline)"
         if (evaluation.get("undefended") or {}).get("source") == "trained_baseline"
@@ -197,8 +204,8 @@ def defense(report: Report) -> tuple[list[Figure], str]:
     clean_before = share(head.get("undefended_clean_accuracy") or 0.0)
     text = (
         f"{name[0].upper()}{name[1:]} moves worst-case robust accuracy at {head.get('norm')} eps "
-        f"{_eps(head.get('eps'))} from {share(undefended)} undefended{baseline} to {in_words(key)}, with "
-        f"clean accuracy {clean_before} → {share(head.get('clean_accuracy') or 0.0)}{cert_text}"
+        f"{_eps(head.get('eps'))} from {share(undefended)} undefended{baseline} to {in_words(defended)}, "
+        f"with clean accuracy {clean_before} → {share(head.get('clean_accuracy') or 0.0)}{cert_text}"
     )
     naive = number(head.get("naive_robust_accuracy"))
     masked = any(
@@ -208,7 +215,7 @@ def defense(report: Report) -> tuple[list[Figure], str]:
         text += (
             f"; a naive attack reports {share(naive)}: gradients are masked, trust only the adaptive figure"
         )
-    if key.low is not None and key.low > undefended:
+    if defended.low is not None and defended.low > undefended:
         action = "a real gain at this budget; deploy the defended model if its clean accuracy is acceptable"
         return figures, f"{text}: {action}"
     if robust > undefended:

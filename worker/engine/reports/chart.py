@@ -237,11 +237,11 @@ def line_chart(
         *_axes(frame, x_label, y_label),
     ]
     legend: list[tuple[str, str, str]] = []
+    dotted = 'stroke="#777" stroke-width="1.5" stroke-dasharray="1 3"'
     for ref in references:
-        look = 'stroke="#777" stroke-width="1.5" stroke-dasharray="1 3"'
         y = frame.sy(ref.y)
-        parts.append(f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{_LEFT + frame.width}" y2="{y:.1f}" {look}/>')
-        legend.append((look, "", f"{ref.label} ({_value(ref.y, share)})"))
+        parts.append(f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{_LEFT + frame.width}" y2="{y:.1f}" {dotted}/>')
+        legend.append((dotted, "", f"{ref.label} ({_value(ref.y, share)})"))
     for index, line in enumerate(series):
         look = style(index, line.dashed, line.color)
         parts.append(_series(frame, line, look, x_label, y_label))

@@ -9,7 +9,7 @@ import base64
 import html
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 
 class Markup(str):
@@ -23,7 +23,7 @@ def esc(value: Any) -> Markup:
     return Markup(html.escape(str(value), quote=True))
 
 
-def finite(value: Any) -> bool:
+def finite(value: Any) -> TypeGuard[int | float]:
     """A real, finite number."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 

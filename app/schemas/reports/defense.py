@@ -43,7 +43,7 @@ class OverfittingGuard(Closed):
     kept_epoch: int | None
 
 
-class DefenseTraining(Closed):
+class TrainingRecord(Closed):
     """How the defended model was trained (None for a preprocessing defense, which trains nothing)."""
 
     method: str | None = Field(default=None, description="Adversarial training: pgd, trades or fast.")
@@ -98,7 +98,7 @@ class DefendedEvaluation(Closed):
     worst_case: DefendedWorstCase
 
 
-class DefenseEvaluation(Closed):
+class EvaluationSection(Closed):
     """Every figure measured on the deployed model (the exported ONNX through onnxruntime)."""
 
     n_samples: int
@@ -167,8 +167,8 @@ class DefenseReport(ReportEnvelope):
 
     kind: Literal["defense"]
     defense: DefenseSettings
-    training: DefenseTraining | None
-    evaluation: DefenseEvaluation
+    training: TrainingRecord | None
+    evaluation: EvaluationSection
     robust_accuracy_vs_eps: list[RobustAccuracyRow]
     headline: Headline
     preprocessing: list[MethodParams] | None = Field(

@@ -44,9 +44,10 @@ UPLOAD_ERRORS = errors(
     response_model=ModelView,
     description=UPLOAD_DESCRIPTION,
     responses=UPLOAD_ERRORS,
+    # Not marked `required`: openapi-python-client 0.29 emits a module that does not import for a required
+    # body with two media types (openapi-generators/openapi-python-client#1451). A missing body is a 415.
     openapi_extra={
         "requestBody": {
-            "required": True,
             "content": {
                 "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ModelUploadForm"}},
                 "application/json": {

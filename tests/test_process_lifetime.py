@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import REDIS_URL, REPO_ROOT, drop_database, require_service
+from tests.services import REPO_ROOT
 from tests.session_processes import release, spawn
 
 SLEEP = "import time; time.sleep(600)"
@@ -42,14 +42,26 @@ def test_start_a_child_and_wait():
     if os.environ.get("INNER_MODE") != "return":
         time.sleep(600)
 '''
+# A real `gauntlet worker` on the embedded default (SQLite and the filesystem broker under tmp_path):
+# nothing shared with the service tests' Postgres or Redis.
 INNER_WORKER = """
 import os, time
 from pathlib import Path
 
+from tests.conftest import FAST_RELIABILITY
+from tests.services import WorkerProcess
 
-def test_start_a_worker_and_wait(start_worker, service_environment):
-    worker = start_worker()
-    Path(os.environ["INNER_PIDFILE"]).write_text(f"{worker.process.pid} 0 {service_environment.database_url}")
+
+def test_start_a_worker_and_wait(tmp_path):
+    from app.migrate import upgrade
+    from app.settings import Settings
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GAUNTLET_")}
+    env |= {**FAST_RELIABILITY, "GAUNTLET_DATA_DIR": str(tmp_path / "data")}
+    upgrade(Settings(data_dir=tmp_path / "data").resolved_database_url)
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.wait_ready()
+    Path(os.environ["INNER_PIDFILE"]).write_text(f"{worker.process.pid} 0")
     time.sleep(600)
 """
 STARTUP_S, DEATH_S = 120.0, 20.0
@@ -100,7 +112,13 @@ class InnerRun:
         self.pidfile = tmp_path / "pids.txt"
         self.log = tmp_path / "inner.log"
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest"]
-        command += ["--rootdir", str(test_file.parent), str(test_file)]
+        command += [
+            "--rootdir",
+            str(test_file.parent),
+            "--basetemp",
+            str(tmp_path / "basetemp"),
+            str(test_file),
+        ]
         with open(self.log, "wb") as log:
             self.process = spawn(
                 command,
@@ -185,18 +203,11 @@ def test_the_parent_death_signal_alone_stops_the_child(inner) -> None:  # noqa: 
     assert _wait_until(lambda: not _alive(child), DEATH_S)
 
 
-@pytest.mark.service
 @pytest.mark.slow
 def test_a_sigkilled_session_takes_its_celery_worker_and_pool_along(inner) -> None:  # noqa: ANN001
-    """A real `gauntlet worker` from the start_worker fixture: main process and pool die with pytest."""
-    require_service("Postgres", "postgresql://127.0.0.1:5432", 5432)
-    require_service("Redis", REDIS_URL, 6379)
+    """A real `gauntlet worker` started through WorkerProcess: main process and pool die with pytest."""
     run, worker = inner(INNER_WORKER)
-    database = run.pids()[2]
-    try:
-        assert _wait_until(lambda: len(group_members(worker)) >= 2, DEATH_S)  # the main process and its pool
-        os.kill(run.process.pid, signal.SIGKILL)
-        assert run.exit_code() == -signal.SIGKILL
-        assert _wait_until(lambda: not group_members(worker), DEATH_S), group_members(worker)
-    finally:
-        drop_database(database)  # the inner session never reached its teardown
+    assert _wait_until(lambda: len(group_members(worker)) >= 2, DEATH_S)  # the main process and its pool
+    os.kill(run.process.pid, signal.SIGKILL)
+    assert run.exit_code() == -signal.SIGKILL
+    assert _wait_until(lambda: not group_members(worker), DEATH_S), group_members(worker)

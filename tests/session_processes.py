@@ -80,7 +80,11 @@ def _tell_reaper(line: str) -> None:
 
 
 def spawn(args: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
-    """subprocess.Popen in a new process group tied to this session (see the module docstring)."""
+    """subprocess.Popen in a new process group tied to this session (see the module docstring).
+
+    Linux sends the parent-death signal when the thread that started the child exits: spawn from a
+    thread that lives as long as the session (fixtures run in the main thread).
+    """
     with _lock:
         shim = [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid())]
         process = subprocess.Popen([*shim, *args], start_new_session=True, **popen_kwargs)  # noqa: S603

@@ -14,9 +14,8 @@ from app.schemas.resources import NextCursor
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 # One spec class per kind; each kind's module adds its own here.
-JobSpec = Annotated[
-    EvasionJobSpec | ExtractionJobSpec | PoisoningJobSpec | DefenseJobSpec, Field(discriminator="kind")
-]
+AnyJobSpec = EvasionJobSpec | ExtractionJobSpec | PoisoningJobSpec | DefenseJobSpec
+JobSpec = Annotated[AnyJobSpec, Field(discriminator="kind")]
 JobKind = Literal["evasion", "extraction", "poisoning", "defense"]
 # One example per kind for the OpenAPI page.
 JOB_EXAMPLES: dict[str, dict[str, Any]] = {

@@ -302,24 +302,20 @@ def test_validate_remote_rejects_with_a_code(endpoint, path, allowlist, code):
     assert caught.value.code == code and caught.value.message
 
 
-def test_a_job_snapshot_closes_the_remote_clients_it_opened(endpoint):
-    from worker.services.context import ModelSnapshot
+def test_a_remote_target_closes_the_clients_it_opened(endpoint):
+    from worker.services.targets import RemoteTarget, Signature
 
-    snapshot = ModelSnapshot(
+    target = RemoteTarget(
         id="m",
-        tenant_id="t",
         name="remote",
-        format="remote",
-        input_shape=SHAPE,
-        num_classes=CLASSES,
-        input_range=(0.0, 1.0),
-        white_box=False,
-        endpoint_url=endpoint.url("/predict"),
-        remote_allowlist=tuple(ALLOW),
+        signature=Signature(input_shape=tuple(SHAPE), num_classes=CLASSES, input_range=(0.0, 1.0)),
+        url=endpoint.url("/predict"),
+        allowlist=tuple(ALLOW),
     )
-    classify = snapshot.classifier()
+    assert not target.white_box and target.differentiable() is None
+    classify = target.classifier()
     assert classify is not None
     np.testing.assert_allclose(classify(_inputs(2)), endpoint.logits(_inputs(2)), rtol=1e-5, atol=1e-5)
-    (client,) = snapshot._opened
-    snapshot.close()
-    assert client._client.is_closed and snapshot._opened == []
+    (client,) = target._opened
+    target.close()
+    assert client._client.is_closed and target._opened == []

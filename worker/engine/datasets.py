@@ -4,9 +4,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from worker.engine.errors import EngineError
 
-class DatasetError(ValueError):
+
+class DatasetError(EngineError, ValueError):
     """A dataset that cannot be used; the message says why."""
+
+    default_code = "dataset_invalid"
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,58 @@
-"""Load a job's model and datasets out of the database into a JobContext, then close the session."""
+"""Load a job's typed spec, target and datasets out of the database, then close the session."""
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
 from app.orm import DatasetRecord, Job, ModelRecord
+from app.schemas.jobs import AnyJobSpec, JobSpec
 from app.services.dataset_arrays import BUILTIN_PREFIX, load_npz
-from app.settings import Settings
 from app.storage import get_blob
 from worker.engine.datasets import ArrayDataset, DatasetError, load_builtin
 from worker.engine.device import pick_device
 from worker.engine.progress import ProgressCallback
 from worker.runtime import WorkerRuntime
-from worker.services.context import JobContext, ModelSnapshot
+from worker.services.context import JobData, RunEnv
 from worker.services.job_state import JobFailure, JobLost
-from worker.services.model_validation import intake_limits
+from worker.services.targets import Target, build_target
 
 # Dataset ids an executor makes itself (a synthetic query pool), not loaded from storage.
 SYNTHETIC_PREFIX = "synthetic:"
+_SPEC: TypeAdapter[AnyJobSpec] = TypeAdapter(JobSpec)
 
 
-def _model_snapshot(session: Session, job: Job, settings: Settings) -> ModelSnapshot:
-    """The job's model, scoped to the job's tenant, with its bytes."""
+@dataclass
+class LoadedJob:
+    """A job ready to run: its typed spec, the model under test, its data and its environment."""
+
+    spec: AnyJobSpec
+    target: Target
+    data: JobData
+    env: RunEnv
+
+
+def typed_spec(job: Job) -> AnyJobSpec:
+    """The stored job read back into the same typed spec the API validated."""
+    stored = {
+        "kind": job.kind,
+        "model_id": job.model_id,
+        "dataset_id": job.dataset_id,
+        "seed": job.seed,
+        "params": job.params,
+    }
+    try:
+        return _SPEC.validate_python(stored)
+    except ValidationError as exc:
+        raise JobFailure("spec_invalid", f"the stored spec no longer validates: {exc.errors()[:3]}") from exc
+
+
+def _target(session: Session, job: Job, rt: WorkerRuntime) -> Target:
+    """The job's model, scoped to the job's tenant, as a target."""
     record = session.scalar(
         select(ModelRecord).where(ModelRecord.id == job.model_id, ModelRecord.tenant_id == job.tenant_id)
     )
@@ -32,23 +60,8 @@ def _model_snapshot(session: Session, job: Job, settings: Settings) -> ModelSnap
         raise JobFailure("model_not_found", f"model {job.model_id} no longer exists")
     if record.status != "ready":
         raise JobFailure("model_invalid", f"model {job.model_id} is {record.status}")
-    return ModelSnapshot(
-        id=record.id,
-        tenant_id=record.tenant_id,
-        name=record.name,
-        format=record.format,
-        input_shape=tuple(int(d) for d in record.input_shape),
-        num_classes=int(record.num_classes),
-        input_range=(float(record.input_range[0]), float(record.input_range[1])),
-        white_box=bool(record.white_box),
-        blob=get_blob(session, record.blob_sha256) if record.blob_sha256 else None,
-        architecture=record.architecture,
-        endpoint_url=record.endpoint_url,
-        normalization=record.normalization,
-        preprocessing=record.preprocessing,
-        remote_allowlist=tuple(settings.remote_host_allowlist),
-        intake_limits=intake_limits(settings),
-    )
+    blob = get_blob(session, record.blob_sha256) if record.blob_sha256 else None
+    return build_target(record, blob, rt.settings)
 
 
 def load_dataset(
@@ -83,31 +96,25 @@ def extra_dataset_ids(params: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def load_context(rt: WorkerRuntime, job_id: str, progress: ProgressCallback) -> JobContext:
-    """Everything the job's executor needs, read in one short session."""
+def load_job(rt: WorkerRuntime, job_id: str, progress: ProgressCallback) -> LoadedJob:
+    """Everything the job's runner needs, read in one short session."""
     with rt.session_factory() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise JobLost(job_id)
-        model = _model_snapshot(session, job, rt.settings)
-        data = load_dataset(session, job.tenant_id, job.dataset_id, model.input_range)
-        datasets = {
-            key: load_dataset(session, job.tenant_id, value, model.input_range)
+        spec = typed_spec(job)
+        target = _target(session, job, rt)
+        input_range = target.signature.input_range
+        held_out = load_dataset(session, job.tenant_id, job.dataset_id, input_range)
+        named = {
+            key: load_dataset(session, job.tenant_id, value, input_range)
             for key, value in extra_dataset_ids(job.params).items()
         }
-        return JobContext(
+        env = RunEnv(
             job_id=job.id,
-            tenant_id=job.tenant_id,
-            kind=job.kind,
-            model_id=job.model_id,
-            dataset_id=job.dataset_id,
-            params=dict(job.params),
-            seed=int(job.seed),
-            created_at=job.created_at.isoformat(),
-            model=model,
-            data=data,
-            datasets=datasets,
-            settings=rt.settings,
             device=pick_device(rt.settings.device),
+            seed=int(job.seed),
             progress=progress,
+            settings=rt.settings,
         )
+        return LoadedJob(spec=spec, target=target, data=JobData(held_out, named), env=env)

@@ -7,13 +7,14 @@ from sqlalchemy.orm import Session
 
 from app.orm import Artifact, Job, ModelRecord, utcnow
 from app.storage import put_blob
+from worker.engine.errors import EngineError
 from worker.runtime import WorkerRuntime
 from worker.services.callbacks import send_callback
-from worker.services.inputs import load_context
+from worker.services.inputs import load_job
 from worker.services.job_limits import is_out_of_memory
 from worker.services.job_state import Claim, JobCancelled, JobFailure, JobLost, claim_job, finish
-from worker.services.kinds import executor_for
-from worker.services.outputs import DerivedModel, JobOutput
+from worker.services.kinds import run_kind
+from worker.services.outputs import DerivedModel, JobOutput, finish_output
 from worker.services.progress import Heartbeat, ProgressReporter
 
 log = logging.getLogger("gauntlet.jobs")
@@ -36,10 +37,13 @@ def run_job(rt: WorkerRuntime, job_id: str) -> None:
         _store_end(rt, claim, "cancelled", stage="cancelled")
     except JobLost:
         log.warning("job %s: attempt %d lost ownership; stopping quietly", job_id, claim.attempt)
-    except JobFailure as failure:
+    except (JobFailure, EngineError) as failure:
         _store_end(
             rt, claim, "failed", error_code=failure.code, error_message=failure.message, stage="failed"
         )
+    except ValueError as error:
+        log.warning("job %s: the engine refused its input: %s", job_id, error)
+        _store_end(rt, claim, "failed", error_code="invalid_input", error_message=str(error), stage="failed")
     except SoftTimeLimitExceeded:
         _store_end(
             rt,
@@ -73,15 +77,13 @@ def run_job(rt: WorkerRuntime, job_id: str) -> None:
 
 
 def _execute(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> JobOutput:
-    """Load the job's inputs in a short session, close it, then run its kind's executor."""
-    context = load_context(rt, claim.job_id, reporter)
-    executor = executor_for(context.kind)
-    if executor is None:
-        raise JobFailure("unsupported_kind", f"this worker cannot run jobs of kind {context.kind!r}")
+    """Load the job's inputs in a short session, close it, then run its kind and wrap the outcome."""
+    job = load_job(rt, claim.job_id, reporter)
     try:
-        return executor(context)
+        outcome = run_kind(job.spec, job.target, job.data, job.env)
     finally:
-        context.model.close()
+        job.target.close()
+    return finish_output(job.spec, job.env, outcome, model_name=job.target.name)
 
 
 def _register_derived(session: Session, job: Job, model: DerivedModel, digest: str) -> ModelRecord:

@@ -11,8 +11,9 @@ import numpy as np
 
 from app import __version__
 from app.orm import new_id
+from app.schemas.jobs import AnyJobSpec
 from worker.engine.reports.html import render_report_html
-from worker.services.context import JobContext
+from worker.services.context import RunEnv
 
 
 @dataclass
@@ -48,8 +49,24 @@ class DerivedModel:
 
 
 @dataclass
+class Outcome:
+    """What every kind's runner returns: its report sections, checks, summary, artifacts and derived models.
+
+    The job runner wraps `report` in the shared envelope (DESIGN section 10) with `checks` and the derived
+    models' ids, renders the HTML page, and stores everything in one transaction.
+    """
+
+    report: dict[str, Any]
+    checks: list[dict[str, Any]]
+    summary: dict[str, Any]
+    threat_model: str | dict[str, Any]
+    artifacts: list["ArtifactPayload"] = field(default_factory=list)
+    derived_models: list["DerivedModel"] = field(default_factory=list)
+
+
+@dataclass
 class JobOutput:
-    """The finished report, a short summary, artifacts and derived models."""
+    """The finished report, a short summary, artifacts and derived models, as stored."""
 
     report: dict[str, Any]
     summary: dict[str, Any]
@@ -86,47 +103,38 @@ def png_artifact(kind: str, name: str, png: bytes) -> ArtifactPayload:
 
 
 def envelope(
-    ctx: JobContext, *, threat_model: str | dict[str, Any], checks: list[dict[str, Any]]
+    spec: AnyJobSpec, env: RunEnv, threat_model: str | dict[str, Any], *, model_name: str
 ) -> dict[str, Any]:
     """The fields every kind's report shares (DESIGN section 10), before the kind's own sections."""
     return {
-        "kind": ctx.kind,
-        "job_id": ctx.job_id,
-        "model_id": ctx.model_id,
-        "model_name": ctx.model.name,
-        "dataset_id": ctx.dataset_id,
-        "seed": ctx.seed,
+        "kind": spec.kind,
+        "job_id": env.job_id,
+        "model_id": spec.model_id,
+        "model_name": model_name,
+        "dataset_id": spec.dataset_id,
+        "seed": env.seed,
         "versions": software_versions(),
-        "device": ctx.device.type,
+        "device": env.device.type,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "threat_model": threat_model,
-        "checks": checks,
+        "checks": [],
         "derived_model_ids": [],
     }
 
 
-def finish_output(
-    ctx: JobContext,
-    report_body: dict[str, Any],
-    summary: dict[str, Any],
-    *,
-    threat_model: str | dict[str, Any],
-    checks: list[dict[str, Any]],
-    artifacts: list[ArtifactPayload] | None = None,
-    derived_models: list[DerivedModel] | None = None,
-) -> JobOutput:
-    """Wrap a kind's report body in the envelope, name the derived models, render the HTML page."""
-    derived = list(derived_models or [])
+def finish_output(spec: AnyJobSpec, env: RunEnv, outcome: Outcome, *, model_name: str) -> JobOutput:
+    """Wrap a kind's report in the envelope, name the derived models, render the HTML page."""
+    derived = list(outcome.derived_models)
     for model in derived:
         model.id = new_id("mdl")
-    report = envelope(ctx, threat_model=threat_model, checks=checks) | report_body
-    report["checks"] = checks
+    report = envelope(spec, env, outcome.threat_model, model_name=model_name) | outcome.report
+    report["checks"] = outcome.checks
     report["derived_model_ids"] = [model.id for model in derived]
-    files = list(artifacts or [])
+    files = list(outcome.artifacts)
     files += [
         ArtifactPayload("model_onnx", f"{m.role}_{m.id}.onnx", "application/onnx", m.onnx) for m in derived
     ]
     html = render_report_html(report).encode("utf-8")
     files.append(ArtifactPayload("report_html", "report.html", "text/html; charset=utf-8", html))
-    summary = {**summary, "derived_model_ids": report["derived_model_ids"]}
+    summary = {**outcome.summary, "derived_model_ids": report["derived_model_ids"]}
     return JobOutput(report=report, summary=summary, artifacts=files, derived_models=derived)

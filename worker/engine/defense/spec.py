@@ -4,9 +4,13 @@ from collections.abc import Mapping
 from dataclasses import MISSING, fields
 from typing import Any, Self
 
+from worker.engine.errors import EngineError
 
-class SpecError(ValueError):
+
+class SpecError(EngineError, ValueError):
     """A spec entry that cannot be built; the message names the offending keys or values."""
+
+    default_code = "spec_invalid"
 
 
 class WeightsMissing(SpecError):

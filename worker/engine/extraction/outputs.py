@@ -6,19 +6,19 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
+from worker.engine.errors import EngineError
+
 OutputKind = Literal["probabilities", "top_k", "label"]
 OUTPUT_KINDS: tuple[OutputKind, ...] = ("probabilities", "top_k", "label")
 MAX_DECIMALS = 8
 
 
-class ExtractionError(ValueError):
+class ExtractionError(EngineError, ValueError):
     """Input an extraction cannot run on; `code` is stable and machine-readable."""
 
     def __init__(self, code: str, message: str) -> None:
         """Keep the code and the message."""
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
+from worker.engine.errors import EngineError
 from worker.engine.models.intake import IntakeReport, ModelRejected, validate_onnx
 from worker.engine.models.intake.onnx_intake import PARITY_RTOL
 from worker.engine.models.intake.onnx_parse import make_session
@@ -30,8 +31,10 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 _CHECK_SAMPLES = 16
 
 
-class ExportError(Exception):
+class ExportError(EngineError):
     """An export that failed or does not reproduce the module; `max_abs_diff` when outputs disagree."""
+
+    default_code = "export_failed"
 
     def __init__(self, message: str, max_abs_diff: float | None = None) -> None:
         """Keep the message and the measured disagreement."""

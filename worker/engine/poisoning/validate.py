@@ -2,14 +2,15 @@
 
 import numpy as np
 
+from worker.engine.errors import EngineError
 
-class PoisoningInputError(ValueError):
+
+class PoisoningInputError(EngineError, ValueError):
     """Input a poisoning job cannot use; `code` is stable and machine-readable."""
 
     def __init__(self, code: str, message: str) -> None:
         """Keep the code and the message."""
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 def check_dataset(

@@ -1,29 +1,28 @@
-"""One executor per job kind: `execute(ctx: JobContext) -> JobOutput`, imported lazily (they load torch)."""
+"""The table of kinds: each job spec type and the runner of its kind, `run(spec, target, data, env)`."""
 
 from collections.abc import Callable
+from typing import Any
 
-from worker.services.context import JobContext
-from worker.services.outputs import JobOutput
+from app.schemas.defense import DefenseJobSpec
+from app.schemas.evasion import EvasionJobSpec
+from app.schemas.extraction import ExtractionJobSpec
+from app.schemas.jobs import AnyJobSpec
+from app.schemas.poisoning import PoisoningJobSpec
+from worker.services.context import JobData, RunEnv
+from worker.services.kinds import defense, evasion, extraction, poisoning
+from worker.services.outputs import Outcome
+from worker.services.targets import Target
 
-Executor = Callable[[JobContext], JobOutput]
+Runner = Callable[[Any, Target, JobData, RunEnv], Outcome]
+
+RUNNERS: dict[type[AnyJobSpec], Runner] = {
+    EvasionJobSpec: evasion.run,
+    ExtractionJobSpec: extraction.run,
+    PoisoningJobSpec: poisoning.run,
+    DefenseJobSpec: defense.run,
+}
 
 
-def executor_for(kind: str) -> Executor | None:
-    """The executor of a job kind, or None for a kind this worker does not run."""
-    if kind == "evasion":
-        from worker.services.kinds.evasion import execute
-
-        return execute
-    if kind == "extraction":
-        from worker.services.kinds.extraction import execute as execute_extraction
-
-        return execute_extraction
-    if kind == "poisoning":
-        from worker.services.kinds.poisoning import execute as execute_poisoning
-
-        return execute_poisoning
-    if kind == "defense":
-        from worker.services.kinds.defense import execute as execute_defense
-
-        return execute_defense
-    return None
+def run_kind(spec: AnyJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
+    """Run a typed job spec with the runner of its kind."""
+    return RUNNERS[type(spec)](spec, target, data, env)

@@ -6,15 +6,17 @@ from typing import Any
 
 from torch import nn
 
+from app.schemas.defense import DefenseJobSpec
 from worker.engine.defense.evaluation import Classify
 from worker.engine.defense.runner import DefenseOutcome, run_defense
 from worker.engine.defense.spec import SpecError, WeightsMissing
 from worker.engine.models.export import ExportError, verified_export
 from worker.engine.models.intake import IntakeReport, OnnxRuntimeClassifier, load_onnx_module, validate_onnx
 from worker.engine.models.normalization import Normalized, normalized_classifier
-from worker.services.context import JobContext, ModelSnapshot
+from worker.services.context import JobData, RunEnv
 from worker.services.job_state import JobFailure
-from worker.services.outputs import DerivedModel, JobOutput, finish_output, npz_artifact
+from worker.services.outputs import DerivedModel, Outcome, npz_artifact
+from worker.services.targets import Target
 
 THREAT_MODEL = {
     "attacker": "knows the defense and perturbs test inputs within each attack's eps: gradients through the "
@@ -30,31 +32,30 @@ class _Graph:
     Every export (the hardened model, a trained baseline) keeps its intake report by the bytes' digest.
     """
 
-    def __init__(self, model: ModelSnapshot, seed: int) -> None:
-        self.model, self.seed = model, seed
+    def __init__(self, target: Target, seed: int) -> None:
+        self.target, self.signature, self.seed = target, target.signature, seed
         self.intakes: dict[str, IntakeReport] = {}
 
     def wrap(self, module: nn.Module) -> nn.Module:
         """A raw graph as a module on inputs in the input range."""
-        norm = self.model.normalization
+        norm = self.signature.normalization
         if not norm:
             return module
-        return Normalized(module, norm["mean"], norm["std"], len(self.model.input_shape))
+        return Normalized(module, norm["mean"], norm["std"], len(self.signature.input_shape))
 
     def trainable(self, init: str) -> nn.Module:
         """A trainable copy of the graph (init pretrained or random)."""
-        return self.wrap(self.model.trainable(init, self.seed))
+        return self.wrap(self.target.trainable(init, self.seed))
 
     def export(self, module: nn.Module) -> bytes:
         """Trained weights back into the user's graph (or a catalog export), through the intake."""
         inner = module.inner if isinstance(module, Normalized) else module
-        source = self.model.blob if self.model.format == "onnx" else None
         onnx, intake = verified_export(
             inner,
-            input_shape=self.model.input_shape,
-            num_classes=self.model.num_classes,
-            input_range=self.model.input_range,
-            source_onnx=source,
+            input_shape=self.signature.input_shape,
+            num_classes=self.signature.num_classes,
+            input_range=self.signature.input_range,
+            source_onnx=self.target.onnx_bytes(),
             seed=self.seed,
         )
         self.intakes[hashlib.sha256(onnx).hexdigest()] = intake
@@ -67,46 +68,49 @@ class _Graph:
     def load(self, onnx: bytes) -> tuple[nn.Module, Classify]:
         """Exported bytes as the white-box module and the onnxruntime classifier, on range inputs."""
         classify: Classify = OnnxRuntimeClassifier(onnx)
-        norm = self.model.normalization
+        norm = self.signature.normalization
         if norm:
-            classify = normalized_classifier(classify, norm["mean"], norm["std"], len(self.model.input_shape))
+            classify = normalized_classifier(
+                classify, norm["mean"], norm["std"], len(self.signature.input_shape)
+            )
         return self.wrap(load_onnx_module(onnx)), classify
 
     def base_graph(self) -> tuple[bytes, IntakeReport]:
         """The uploaded graph as ONNX (a safetensors model exported), with its intake report."""
-        model = self.model
-        if model.format == "onnx" and model.blob is not None:
-            return model.blob, validate_onnx(
-                model.blob, model.input_shape, model.num_classes, model.input_range
+        signature, uploaded = self.signature, self.target.onnx_bytes()
+        if uploaded is not None:
+            return uploaded, validate_onnx(
+                uploaded, signature.input_shape, signature.num_classes, signature.input_range
             )
         return verified_export(
-            model.graph_module(),
-            input_shape=model.input_shape,
-            num_classes=model.num_classes,
-            input_range=model.input_range,
+            self.target.graph_module(),
+            input_shape=signature.input_shape,
+            num_classes=signature.num_classes,
+            input_range=signature.input_range,
             seed=self.seed,
         )
 
 
-def _derived(ctx: JobContext, graph: _Graph, outcome: DefenseOutcome) -> DerivedModel:
+def _derived(spec: DefenseJobSpec, graph: _Graph, outcome: DefenseOutcome) -> DerivedModel:
     """The hardened (or defended) model to register."""
-    model, name = ctx.model, ctx.params["defense"]["name"]
+    target, name = graph.target, spec.params.defense.name
+    signature = target.signature
     if outcome.model.onnx is not None:
         onnx, intake = outcome.model.onnx, graph.intake(outcome.model.onnx)
     else:
         onnx, intake = graph.base_graph()
     preprocessing = outcome.model.preprocessing
     return DerivedModel(
-        name=f"{name} of {model.name}",
+        name=f"{name} of {target.name}",
         onnx=onnx,
         intake=asdict(intake),
         white_box=bool(intake.white_box),
-        input_shape=model.input_shape,
-        num_classes=model.num_classes,
-        input_range=model.input_range,
-        derived_from=model.id,
+        input_shape=signature.input_shape,
+        num_classes=signature.num_classes,
+        input_range=signature.input_range,
+        derived_from=target.id,
         role="defended_model" if preprocessing else "hardened_model",
-        normalization=model.normalization,
+        normalization=signature.normalization,
         preprocessing=preprocessing,
     )
 
@@ -116,38 +120,35 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return {"headline": report["headline"], "checks_passed": all(c["passed"] for c in report["checks"])}
 
 
-def execute(ctx: JobContext) -> JobOutput:
+def run(spec: DefenseJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
     """Run the defense on the held-out set (and the training set), register the hardened model."""
-    model, params = ctx.model, ctx.params
-    if model.preprocessing:
-        raise JobFailure("already_defended", f"model {model.id} is already a defended model")
-    train = ctx.datasets.get("train_dataset_id")
-    if params.get("train_dataset_id") and train is None:
-        raise JobFailure(
-            "dataset_not_found", f"training set {params['train_dataset_id']} could not be loaded"
-        )
-    graph = _Graph(model, ctx.seed)
+    params = spec.params
+    if target.preprocessing:
+        raise JobFailure("already_defended", f"model {target.id} is already a defended model")
+    train_id = params.train_dataset_id
+    train = data.require("train_dataset_id", train_id, "training set") if train_id else None
+    graph = _Graph(target, env.seed)
     # An architecture without weights has no undefended model: the defense trains its baseline.
-    weights = model.has_weights
+    weights = target.has_weights
     try:
         outcome = run_defense(
-            params["defense"],
-            params.get("evaluation"),
-            undefended=model.white_box_module() if weights else None,
-            x=ctx.data.x,
-            y=ctx.data.y,
-            num_classes=model.num_classes,
+            params.defense.model_dump(mode="json"),
+            params.evaluation.model_dump(mode="json"),
+            undefended=target.module() if weights else None,
+            x=data.held_out.x,
+            y=data.held_out.y,
+            num_classes=target.signature.num_classes,
             trainable=graph.trainable,
             train=(train.x, train.y) if train is not None else None,
-            undefended_classify=model.classifier() if weights else None,
+            undefended_classify=target.classifier() if weights else None,
             export=graph.export,
             load_exported=graph.load,
-            input_range=model.input_range,
-            seed=ctx.seed,
-            device=ctx.device,
-            progress=ctx.progress,
+            input_range=target.signature.input_range,
+            seed=env.seed,
+            device=env.device,
+            progress=env.progress,
         )
-        derived = _derived(ctx, graph, outcome)
+        derived = _derived(spec, graph, outcome)
     except ExportError as exc:
         raise JobFailure("export_failed", f"the hardened model could not be exported: {exc}") from exc
     except WeightsMissing as exc:
@@ -160,12 +161,4 @@ def execute(ctx: JobContext) -> JobOutput:
         npz_artifact("certificates" if name == "certificates" else "adversarial_examples", name, arrays)
         for name, arrays in outcome.arrays.items()
     ]
-    return finish_output(
-        ctx,
-        body,
-        _summary({**body, "checks": checks}),
-        threat_model=THREAT_MODEL,
-        checks=checks,
-        artifacts=artifacts,
-        derived_models=[derived],
-    )
+    return Outcome(body, checks, _summary({**body, "checks": checks}), THREAT_MODEL, artifacts, [derived])

@@ -1,8 +1,10 @@
-"""The evasion executor: attack the model on the held-out set and build the report and artifacts."""
+"""The evasion runner: attack the model on the held-out set and build the report and artifacts."""
 
+from app.schemas.evasion import EvasionJobSpec
 from worker.engine.evasion.runner import run_evasion
-from worker.services.context import JobContext
-from worker.services.outputs import JobOutput, finish_output, npz_artifact, png_artifact
+from worker.services.context import JobData, RunEnv
+from worker.services.outputs import Outcome, npz_artifact, png_artifact
+from worker.services.targets import Target
 
 THREAT_MODEL = "evasion: the attacker perturbs inputs at test time within each attack's budget"
 
@@ -12,22 +14,22 @@ def _artifact_kind(name: str) -> str:
     return "adversarial_patch" if name.startswith("patch_") else "adversarial_examples"
 
 
-def execute(ctx: JobContext) -> JobOutput:
+def run(spec: EvasionJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
     """Run every attack of the spec over the first max_samples samples."""
-    params = ctx.params
-    model = ctx.model.white_box_module() if ctx.model.white_box else None
-    limit = params["max_samples"]
+    params = spec.params
+    model = target.module().to(env.device) if target.white_box else None
+    limit = params.max_samples
     outcome = run_evasion(
-        model.to(ctx.device) if model is not None else None,
-        ctx.data.x[:limit],
-        ctx.data.y[:limit],
-        params["attacks"],
-        input_range=ctx.model.input_range,
-        batch_size=params["batch_size"],
-        seed=ctx.seed,
-        device=ctx.device,
-        progress=ctx.progress,
-        black_box=ctx.model.black_box_model(),
+        model,
+        data.held_out.x[:limit],
+        data.held_out.y[:limit],
+        [attack.model_dump(mode="json") for attack in params.attacks],
+        input_range=target.signature.input_range,
+        batch_size=params.batch_size,
+        seed=env.seed,
+        device=env.device,
+        progress=env.progress,
+        black_box=target.black_box_model(),
     )
     body = dict(outcome.report)
     checks = body.pop("checks")
@@ -41,4 +43,4 @@ def execute(ctx: JobContext) -> JobOutput:
         "worst_case": body["worst_case"],
         "checks_passed": all(check["passed"] for check in checks),
     }
-    return finish_output(ctx, body, summary, threat_model=THREAT_MODEL, checks=checks, artifacts=artifacts)
+    return Outcome(body, checks, summary, THREAT_MODEL, artifacts)

@@ -5,14 +5,16 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from app.schemas.extraction import ExtractionJobSpec
 from worker.engine.extraction import ExtractionError, run_extraction
 from worker.engine.extraction.pools import SYNTHETIC_UNIFORM, synthetic_uniform
 from worker.engine.extraction.surrogate import SurrogateFactory
 from worker.engine.models.export import ExportError
 from worker.engine.training.trainable import build_trainable
-from worker.services.context import JobContext
+from worker.services.context import JobData, RunEnv
 from worker.services.job_state import JobFailure
-from worker.services.outputs import DerivedModel, JobOutput, finish_output, npz_artifact
+from worker.services.outputs import DerivedModel, Outcome, npz_artifact
+from worker.services.targets import Target
 
 THREAT_MODEL = {
     "attacker": "queries the victim's prediction interface only, within each budget",
@@ -21,32 +23,31 @@ THREAT_MODEL = {
 }
 
 
-def _pool(ctx: JobContext) -> np.ndarray:
+def _pool(spec: ExtractionJobSpec, target: Target, data: JobData, seed: int) -> np.ndarray:
     """The attacker's pool: the loaded dataset, or a seeded uniform one as large as the largest budget."""
-    pool_id = ctx.params["query_dataset_id"]
+    pool_id = spec.params.query_dataset_id
     if pool_id == SYNTHETIC_UNIFORM:
-        n = int(ctx.params["budgets"][-1])
-        return synthetic_uniform(ctx.model.input_shape, n, ctx.model.input_range, ctx.seed)
-    if "query_dataset_id" not in ctx.datasets:
-        raise JobFailure("dataset_not_found", f"query pool {pool_id} could not be loaded")
-    return ctx.datasets["query_dataset_id"].x
+        n = int(spec.params.budgets[-1])
+        return synthetic_uniform(target.signature.input_shape, n, target.signature.input_range, seed)
+    return data.require("query_dataset_id", pool_id, "query pool").x
 
 
-def _factory(ctx: JobContext) -> SurrogateFactory:
+def _factory(spec: ExtractionJobSpec, target: Target) -> SurrogateFactory:
     """Fresh surrogates: the victim's ONNX graph re-initialised, or a catalog architecture."""
-    model = ctx.model
-    architecture = ctx.params.get("surrogate", {}).get("architecture", "victim")
-    if architecture == "victim" and (model.format != "onnx" or model.blob is None):
+    architecture = spec.params.surrogate.architecture
+    victim_graph = target.onnx_bytes()
+    if architecture == "victim" and victim_graph is None:
         raise JobFailure("surrogate_needs_onnx_victim", "architecture 'victim' needs an uploaded ONNX victim")
+    signature = target.signature
 
     def make(seed: int) -> nn.Module:
         try:
             return build_trainable(
                 architecture=None if architecture == "victim" else architecture,
-                onnx_bytes=model.blob if architecture == "victim" else None,
+                onnx_bytes=victim_graph if architecture == "victim" else None,
                 safetensors_bytes=None,
-                input_shape=model.input_shape,
-                num_classes=model.num_classes,
+                input_shape=signature.input_shape,
+                num_classes=signature.num_classes,
                 init="random",
                 seed=seed,
             )
@@ -70,29 +71,28 @@ def _summary(report: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, 
     }
 
 
-def execute(ctx: JobContext) -> JobOutput:
+def run(spec: ExtractionJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
     """Run every attack against every defense row and register each attack's largest-budget surrogate."""
-    model = ctx.model
-    victim = model.classifier()
+    victim = target.classifier()
     if victim is None:
-        raise JobFailure("victim_not_queryable", f"model {model.id} has no prediction interface to query")
-    pool, make_surrogate = _pool(ctx), _factory(ctx)
-    white_box = model.white_box_module() if model.white_box and model.blob is not None else None
+        raise JobFailure("victim_not_queryable", f"model {target.id} has no prediction interface to query")
+    pool, make_surrogate = _pool(spec, target, data, env.seed), _factory(spec, target)
+    signature = target.signature
     try:
         outcome = run_extraction(
             victim,
-            ctx.data.x,
-            ctx.data.y,
+            data.held_out.x,
+            data.held_out.y,
             pool,
-            ctx.params,
-            input_shape=model.input_shape,
-            num_classes=model.num_classes,
-            input_range=model.input_range,
+            spec.params.model_dump(mode="json"),
+            input_shape=signature.input_shape,
+            num_classes=signature.num_classes,
+            input_range=signature.input_range,
             make_surrogate=make_surrogate,
-            victim_white_box=white_box,
-            seed=ctx.seed,
-            device=ctx.device,
-            progress=ctx.progress,
+            victim_white_box=target.differentiable(),
+            seed=env.seed,
+            device=env.device,
+            progress=env.progress,
         )
     except ExtractionError as exc:
         raise JobFailure(exc.code, exc.message) from exc
@@ -103,24 +103,16 @@ def execute(ctx: JobContext) -> JobOutput:
     artifacts = [npz_artifact("query_log", name, arrays) for name, arrays in outcome.query_logs.items()]
     derived = [
         DerivedModel(
-            name=f"surrogate of {model.name}: {surrogate.label}, {surrogate.queries} queries",
+            name=f"surrogate of {target.name}: {surrogate.label}, {surrogate.queries} queries",
             onnx=surrogate.onnx,
             intake=surrogate.intake,
             white_box=bool(surrogate.intake.get("white_box", True)),
-            input_shape=model.input_shape,
-            num_classes=model.num_classes,
-            input_range=model.input_range,
-            derived_from=model.id,
+            input_shape=signature.input_shape,
+            num_classes=signature.num_classes,
+            input_range=signature.input_range,
+            derived_from=target.id,
             role="surrogate",
         )
         for surrogate in outcome.surrogates
     ]
-    return finish_output(
-        ctx,
-        body,
-        _summary(body, checks),
-        threat_model=THREAT_MODEL,
-        checks=checks,
-        artifacts=artifacts,
-        derived_models=derived,
-    )
+    return Outcome(body, checks, _summary(body, checks), THREAT_MODEL, artifacts, derived)

@@ -5,14 +5,17 @@ from typing import Any
 
 import numpy as np
 
+from app.schemas.poisoning import PoisoningJobSpec
+from worker.engine.datasets import ArrayDataset
 from worker.engine.models.export import ExportError, export_onnx
 from worker.engine.poisoning.audit import run_poisoning_audit
 from worker.engine.poisoning.runner import PoisoningOutcome, run_poisoning
 from worker.engine.poisoning.validate import PoisoningInputError
 from worker.engine.training.recipe import TrainingRecipe
-from worker.services.context import JobContext
+from worker.services.context import JobData, RunEnv
 from worker.services.job_state import JobFailure
-from worker.services.outputs import DerivedModel, JobOutput, finish_output, npz_artifact, png_artifact
+from worker.services.outputs import ArtifactPayload, DerivedModel, Outcome, npz_artifact, png_artifact
+from worker.services.targets import Target
 
 THREAT_MODEL = {
     "attacker": "controls a share of the training set: adds triggers, perturbs inputs within eps, and for "
@@ -25,26 +28,22 @@ AUDIT_THREAT_MODEL = {
 }
 
 
-def _training_set(ctx: JobContext) -> Any:
+def _training_set(spec: PoisoningJobSpec, data: JobData) -> ArrayDataset:
     """The loaded training set."""
-    if "train_dataset_id" not in ctx.datasets:
-        raise JobFailure(
-            "dataset_not_found", f"training set {ctx.params['train_dataset_id']} could not be loaded"
-        )
-    return ctx.datasets["train_dataset_id"]
+    return data.require("train_dataset_id", spec.params.train_dataset_id, "training set")
 
 
-def _pattern(ctx: JobContext) -> np.ndarray | None:
+def _pattern(spec: PoisoningJobSpec, data: JobData) -> np.ndarray | None:
     """x[0] of the uploaded pattern dataset, when the spec names one."""
-    if ctx.params.get("pattern_dataset_id") is None:
+    if spec.params.pattern_dataset_id is None:
         return None
-    data = ctx.datasets.get("pattern_dataset_id")
-    if data is None or len(data.x) == 0:
+    pattern = data.get("pattern_dataset_id")
+    if pattern is None or len(pattern.x) == 0:
         raise JobFailure("pattern_invalid", "the uploaded pattern could not be loaded")
-    return data.x[0]
+    return pattern.x[0]
 
 
-def _artifacts(outcome: PoisoningOutcome) -> list[Any]:
+def _artifacts(outcome: PoisoningOutcome) -> list[ArtifactPayload]:
     """Poisoned training sets and suspect indices (.npz), triggers (PNG)."""
     files = []
     for name, arrays in outcome.arrays.items():
@@ -71,92 +70,85 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _audit(ctx: JobContext) -> JobOutput:
+def _own_graph(target: Target) -> bytes:
+    """The tenant's trained model as ONNX: the uploaded graph, or a catalog module exported."""
+    uploaded = target.onnx_bytes()
+    if uploaded is not None:
+        return uploaded
+    if not (target.white_box and target.has_weights):
+        raise JobFailure("audit_needs_activations", f"model {target.id} exposes no activations to audit")
+    return export_onnx(target.graph_module(), input_shape=target.signature.input_shape)
+
+
+def _audit(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
     """Detection only, on the tenant's own trained model (its ONNX graph, or a catalog module exported)."""
-    model = ctx.model
-    if model.format == "remote" or model.blob is None:
-        raise JobFailure("audit_needs_activations", f"model {model.id} exposes no activations to audit")
-    onnx = (
-        model.blob
-        if model.format == "onnx"
-        else export_onnx(model.graph_module(), input_shape=model.input_shape)
-    )
+    signature = target.signature
     outcome, summary = run_poisoning_audit(
-        onnx,
-        _training_set(ctx),
-        ctx.data,
-        ctx.params["detection"],
-        input_shape=model.input_shape,
-        num_classes=model.num_classes,
-        input_range=model.input_range,
-        normalization=model.normalization,
-        seed=ctx.seed,
-        progress=ctx.progress,
+        _own_graph(target),
+        _training_set(spec, data),
+        data.held_out,
+        [detector.model_dump(mode="json") for detector in spec.params.detection],
+        input_shape=signature.input_shape,
+        num_classes=signature.num_classes,
+        input_range=signature.input_range,
+        normalization=signature.normalization,
+        seed=env.seed,
+        progress=env.progress,
     )
     body = dict(outcome.report)
     checks = body.pop("checks")
-    return finish_output(
-        ctx, body, summary, threat_model=AUDIT_THREAT_MODEL, checks=checks, artifacts=_artifacts(outcome)
-    )
+    return Outcome(body, checks, summary, AUDIT_THREAT_MODEL, _artifacts(outcome))
 
 
-def _attack(ctx: JobContext) -> JobOutput:
+def _attack(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
     """Baseline, every attack at every rate, detection; each attack's largest-rate victim registered."""
-    model, params = ctx.model, ctx.params
-    training = dict(params["training"])
+    params, signature = spec.params, target.signature
+    training = params.training.model_dump(mode="json")
     init = training.pop("init")
-    if init == "pretrained" and not model.has_weights:
-        raise JobFailure("model_untrained", f"model {model.id} has no weights to start from")
+    if init == "pretrained" and not target.has_weights:
+        raise JobFailure("model_untrained", f"model {target.id} has no weights to start from")
     outcome = run_poisoning(
-        lambda seed: model.trainable(init, seed),
-        _training_set(ctx),
-        ctx.data,
-        params["attacks"],
+        lambda seed: target.trainable(init, seed),
+        _training_set(spec, data),
+        data.held_out,
+        [attack.model_dump(mode="json") for attack in params.attacks],
         recipe=TrainingRecipe.from_spec(training),
-        input_shape=model.input_shape,
-        num_classes=model.num_classes,
-        input_range=model.input_range,
-        detection=params["detection"],
-        retrain_after_removal=bool(params["retrain_after_removal"]),
-        normalization=model.normalization,
-        pattern=_pattern(ctx),
-        seed=ctx.seed,
-        device=ctx.device,
-        progress=ctx.progress,
+        input_shape=signature.input_shape,
+        num_classes=signature.num_classes,
+        input_range=signature.input_range,
+        detection=[detector.model_dump(mode="json") for detector in params.detection],
+        retrain_after_removal=params.retrain_after_removal,
+        normalization=signature.normalization,
+        pattern=_pattern(spec, data),
+        seed=env.seed,
+        device=env.device,
+        progress=env.progress,
     )
     body = dict(outcome.report)
     checks = body.pop("checks")
     derived = [
         DerivedModel(
-            name=f"poisoned victim of {model.name}: {victim.attack} at rate {victim.rate:g}",
+            name=f"poisoned victim of {target.name}: {victim.attack} at rate {victim.rate:g}",
             onnx=victim.onnx,
             intake=asdict(victim.intake),
             white_box=bool(victim.intake.white_box),
-            input_shape=model.input_shape,
-            num_classes=model.num_classes,
-            input_range=model.input_range,
-            derived_from=model.id,
+            input_shape=signature.input_shape,
+            num_classes=signature.num_classes,
+            input_range=signature.input_range,
+            derived_from=target.id,
             role="poisoned_victim",
-            normalization=model.normalization,
+            normalization=signature.normalization,
         )
         for victim in outcome.victims
     ]
-    summary = _summary(outcome.report)
-    return finish_output(
-        ctx,
-        body,
-        summary,
-        threat_model=THREAT_MODEL,
-        checks=checks,
-        artifacts=_artifacts(outcome),
-        derived_models=derived,
-    )
+    return Outcome(body, checks, _summary(outcome.report), THREAT_MODEL, _artifacts(outcome), derived)
 
 
-def execute(ctx: JobContext) -> JobOutput:
+def run(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
     """Attack mode with attacks, audit mode without; bad input found at run time fails with its code."""
+    mode = _attack if spec.params.attacks else _audit
     try:
-        return _attack(ctx) if ctx.params.get("attacks") else _audit(ctx)
+        return mode(spec, target, data, env)
     except PoisoningInputError as exc:
         raise JobFailure(exc.code, str(exc)) from exc
     except ExportError as exc:

@@ -2,8 +2,10 @@
 
 from dataclasses import dataclass, field
 
+from worker.engine.errors import EngineError
 
-class ModelRejected(Exception):
+
+class ModelRejected(EngineError):
     """An upload was refused; `code` is stable and machine-readable, `message` is for people.
 
     Codes: refused_format, onnx_invalid, external_data, unsupported_ops, unsupported_opset,
@@ -13,9 +15,7 @@ class ModelRejected(Exception):
 
     def __init__(self, code: str, message: str) -> None:
         """Store the code and the human-readable message."""
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
 
 @dataclass

@@ -2,9 +2,13 @@
 
 from collections.abc import Iterable
 
+from worker.engine.errors import EngineError
 
-class GraphBuildError(ValueError):
+
+class GraphBuildError(EngineError, ValueError):
     """The ONNX graph cannot be turned into a differentiable PyTorch module."""
+
+    default_code = "graph_unsupported"
 
 
 class UnsupportedOpsError(GraphBuildError):

@@ -35,6 +35,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pgd.py
 	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_autoattack.py
 
 # The three kinds against adversarial-robustness-toolbox: about two hours on two CPU cores
 # (poisoning's comparison is most of it, ART's feature collision above all).

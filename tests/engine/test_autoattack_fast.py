@@ -1,0 +1,141 @@
+"""AutoAttack's accelerated standard path and its fast version, against the unaccelerated reference."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.engine.attack_helpers import clean_correct, predict, seeded
+from worker.engine.evasion.attacks.apgd import apgd_search
+from worker.engine.evasion.attacks.autoattack import AutoAttack
+from worker.engine.evasion.attacks.autoattack_check import allowed_misses
+from worker.engine.evasion.attacks.dlr import ce_objective, misclassified
+from worker.engine.evasion.attacks.norms import perturbation_norm
+from worker.engine.evasion.attacks.target_ranking import linear_distances, rank_by_linear_distance
+
+EPS = {"linf": 0.1, "l2": 1.0}
+TOL = 1e-5
+# A budget small enough for a test, large enough that every component breaks or tries something.
+SMALL = {"steps": 30, "square_queries": 300}
+
+
+@pytest.fixture(scope="module")
+def samples(
+    small_cnn: nn.Module, held_out: tuple[np.ndarray, np.ndarray]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """About 100 held-out digits the CNN classifies correctly."""
+    return clean_correct(small_cnn, held_out, 110)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_standard_breaks_every_sample_the_unaccelerated_path_breaks(small_cnn, samples, norm):
+    x, y = samples
+    eps = EPS[norm] if norm == "linf" else 0.5
+    runs = {}
+    for accelerated in (False, True):
+        attack = AutoAttack(norm=norm, accelerated=accelerated, **SMALL)  # type: ignore[arg-type]
+        runs[accelerated] = (attack, attack.run(small_cnn, x, y, eps=eps, generator=seeded(3)))
+    (slow, reference), (fast, accelerated) = runs[False], runs[True]
+    assert reference.success.any() and not reference.success.all()
+    assert not (reference.success & ~accelerated.success).any()
+    assert slow.breakdown(eps)["broken"] == fast.breakdown(eps)["broken"]
+    # The work saved is real: never more model passes than the reference.
+    assert sum(fast.breakdown(eps)["passes"].values()) <= sum(slow.breakdown(eps)["passes"].values())
+    assert perturbation_norm(accelerated.x_adv - x, norm).max() <= eps + TOL
+
+
+def _clamped_linear(seed: int) -> nn.Module:
+    """A linear classifier on inputs clamped to [0.3, 0.7]: zero gradients outside, fixed points of APGD."""
+    torch.manual_seed(seed)
+    linear = nn.Linear(64, 10)
+    return nn.Sequential(nn.Flatten(), nn.Hardtanh(0.3, 0.7), linear)
+
+
+def test_fixed_point_exit_drops_no_sample_a_later_iteration_breaks(small_cnn, samples):
+    """Planted: a model where many APGD runs get stuck (zero or outward gradients everywhere); the exit
+    fires there, and on it and on the trained CNN the outputs equal those of the full run exactly."""
+    x, y = samples
+    planted = _clamped_linear(0)
+    y_planted = predict(planted, x)
+    cases = [(planted, y_planted, 0.25), (small_cnn, y, 0.1)]
+    fired = 0
+    for model, labels, eps in cases:
+        outputs = []
+        for stop in (False, True):
+            stats: dict[str, int] = {}
+            outputs.append(
+                apgd_search(
+                    model,
+                    x,
+                    ce_objective(labels),
+                    misclassified(labels),
+                    eps=eps,
+                    norm="linf",
+                    steps=60,
+                    rho=0.75,
+                    eot_iter=1,
+                    input_range=(0.0, 1.0),
+                    generator=seeded(1),
+                    stop_when_stuck=stop,
+                    stats=stats,
+                )  # fmt: skip
+            )
+            fired += stats.get("stuck", 0)
+        for full, early in zip(outputs[0], outputs[1], strict=True):
+            assert torch.equal(full, early)
+        assert outputs[0][1].any()  # some samples do break, some late: none of them was dropped
+    assert fired > 0
+
+
+def test_malt_ranking_matches_a_linear_model_and_picks_the_closest_boundary():
+    """On a linear model the first-order distance is exact: the top-ranked target has the nearest boundary."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
+    x = torch.rand(8, 1, 4, 4)
+    y = predict(model, x)
+    distances = linear_distances(model, x, y, "linf")
+    weight, bias = model[1].weight.detach(), model[1].bias.detach()
+    for i in range(len(x)):
+        z = weight @ x[i].reshape(-1) + bias
+        for k in range(5):
+            if k == int(y[i]):
+                assert torch.isinf(distances[i, k])
+                continue
+            exact = (z[y[i]] - z[k]) / (weight[y[i]] - weight[k]).abs().sum()
+            assert torch.isclose(distances[i, k], exact, rtol=1e-4)
+    ranked = rank_by_linear_distance(model, x, y, "linf", 2)
+    assert torch.equal(ranked[:, 0], distances.argmin(dim=1))
+    assert not (ranked == y[:, None]).any()
+
+
+@pytest.mark.slow
+def test_fast_is_within_tolerance_of_standard_and_reports_what_it_ran(small_cnn, samples):
+    x, y = samples
+    eps = EPS["linf"]
+    standard = AutoAttack(square_queries=1000).run(small_cnn, x, y, eps=eps, generator=seeded())
+    attack = AutoAttack(version="fast")
+    fast = attack.run(small_cnn, x, y, eps=eps, generator=seeded())
+    missed = int((standard.success & ~fast.success).sum())
+    assert missed <= allowed_misses(len(x))
+    assert (~fast.success).float().mean() <= (~standard.success).float().mean() + allowed_misses(
+        len(x)
+    ) / len(x)
+    assert torch.equal(fast.success, predict(small_cnn, fast.x_adv) != y)
+    assert perturbation_norm(fast.x_adv - x, "linf").max() <= eps + TOL
+    row = attack.breakdown(eps)
+    assert list(row["broken"]) == ["apgd-ce", "apgd-t"] and row["robust"] == int((~fast.success).sum())
+    assert row["targets"] == {"ranking": "malt", "per_sample": 3}
+    assert row["passes"]["apgd-t"] > 0 and 0 < row["passes_per_sample"] <= attack.work_units
+    params = attack.params()
+    assert params["components"] == ["apgd-ce", "apgd-t"] and params["n_target_classes"] == 3
+
+
+def test_fast_version_validation():
+    assert (
+        AutoAttack.from_spec({"eps": [0.1], "version": "fast", "fast_vs_standard": 20}).fast_vs_standard == 20
+    )
+    with pytest.raises(ValueError):
+        AutoAttack(version="fast", fast_vs_standard=-1)
+    with pytest.raises(ValueError, match="unknown AutoAttack version"):
+        AutoAttack(version="faster")  # type: ignore[arg-type]

@@ -27,25 +27,18 @@ from worker.services.kinds import defense as defense_kind
 from worker.services.kinds import evasion as evasion_kind
 from worker.services.kinds import extraction as extraction_kind
 from worker.services.kinds import poisoning as poisoning_kind
-from worker.services.outputs import finish_output
+from worker.services.outputs import Outcome, finish_output
 
 MODEL_NAME = "digits <cnn>"
 
 
 def _finish(kind: str, body: dict, threat_model) -> tuple[dict, str]:
     """The report and its page as the worker writes them (envelope, HTML) for a job of `kind`."""
-    ctx = SimpleNamespace(
-        kind=kind,
-        job_id="job_pages",
-        model_id="mdl_pages",
-        model=SimpleNamespace(name=MODEL_NAME),
-        dataset_id="builtin:digits-test",
-        seed=0,
-        device=torch.device("cpu"),
-    )
+    spec = SimpleNamespace(kind=kind, model_id="mdl_pages", dataset_id="builtin:digits-test")
+    env = SimpleNamespace(job_id="job_pages", seed=0, device=torch.device("cpu"))
     body = json.loads(json.dumps(body))
-    checks = body.pop("checks")
-    output = finish_output(ctx, body, {}, threat_model=threat_model, checks=checks)
+    outcome = Outcome(report=body, checks=body.pop("checks"), summary={}, threat_model=threat_model)
+    output = finish_output(spec, env, outcome, model_name=MODEL_NAME)
     page = next(a for a in output.artifacts if a.kind == "report_html").data.decode("utf-8")
     return json.loads(json.dumps(output.report)), page
 
@@ -268,3 +261,27 @@ def test_the_demo_says_what_the_page_says(kind, show, request):
     head = headline(report)
     assert lines[: len(head.lines())] == head.lines() and lines[0] == f"verdict: {head.verdict}"
     assert esc(head.verdict) in page
+
+
+@pytest.mark.slow
+def test_a_smoothing_page_heads_with_certified_accuracy_per_radius(small_cnn):
+    recipe = {
+        "name": "randomized_smoothing",
+        "sigma": 0.25,
+        "epochs": 1,
+        "n0": 20,
+        "n": 100,
+        "alpha": 0.01,
+        "radii": [0.0, 0.25, 0.5],
+    }
+    outcome = run(recipe, {**pgd([0.5], norm="l2", steps=5), "max_samples": 30}, small_cnn)
+    report, page = _finish("defense", outcome.report, defense_kind.THREAT_MODEL)
+    html5lib.HTMLParser(strict=True).parse(page)
+    rows = report["certification"]["certified_accuracy"]
+    figures = [f for f in headline(report).figures if f.metric == "certified_accuracy"]
+    assert [(f.eps, f.value, f.n) for f in figures] == [
+        (r["radius"], r["certified_accuracy"], 30) for r in rows
+    ]
+    assert metric(report, "certified_accuracy", eps=0.25) == rows[1]["certified_accuracy"]
+    assert metric(report, "certified_accuracy") == min(r["certified_accuracy"] for r in rows)
+    assert "it certifies" in headline(report).verdict and ">beta<" not in page

@@ -157,7 +157,11 @@ def _certification(report: dict[str, Any]) -> str:
         x_label="l2 radius",
         y_label="certified accuracy",
     )
-    facts = key_values([(k, v) for k, v in cert.items() if k != "certified_accuracy"])
+    facts = key_values(
+        (k, pct(v) if k.endswith(("_rate", "_accuracy")) else v)
+        for k, v in cert.items()
+        if k != "certified_accuracy"
+    )
     return section(
         "Certification (randomized smoothing)",
         facts,

@@ -101,7 +101,7 @@ def _attack_table(attack: dict[str, Any]) -> str:
                     pct(result.get("fidelity")),
                     pct(result.get("surrogate_accuracy")),
                     pct(result.get("victim_accuracy")),
-                    rates,
+                    rates or "—",
                 ]
             )
     headers = [
@@ -123,7 +123,7 @@ def _defenses(report: dict[str, Any]) -> str:
     rows = [
         [
             esc(d.get("name")) + (" <em>(always reported)</em>" if d.get("implicit") else ""),
-            _params(d.get("params")),
+            _params(d.get("params")) or "none",
             esc("yes" if d.get("keeps_top_label") else "not promised"),
             pct(d.get("label_change_rate")),
             pct(d.get("accuracy")),

@@ -12,6 +12,7 @@ import pytest
 from app.errors import InvalidInput
 from app.orm import ModelRecord
 from app.schemas.defense import DefenseJobSpec
+from app.schemas.reports import REPORT_ADAPTER
 from app.services.context import ServiceContext
 from app.services.dataset_arrays import BUILTIN_DATASETS
 from app.services.kinds import defense as defense_kind
@@ -104,6 +105,7 @@ def test_adversarial_training_from_a_weightless_architecture_reports_a_trained_b
     job = run(api, tenant, defense_spec(weightless["id"], AT))
     assert job["status"] == "succeeded", job
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     evaluation = report["evaluation"]
     undefended, defended = evaluation["undefended"], evaluation["defended"]
     assert undefended["source"] == "trained_baseline" and "without the defense" in undefended["description"]
@@ -137,6 +139,7 @@ def test_distillation_from_a_weightless_architecture_trains_its_teacher_first(ap
     job = run(api, tenant, defense_spec(weightless["id"], distillation))
     assert job["status"] == "succeeded", job
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     assert report["evaluation"]["undefended"]["source"] == "trained_baseline"
     assert len(report["training"]["teacher_curve"]) == 2 and len(report["training"]["curve"]) == 2
     assert report["headline"]["undefended_clean_accuracy"] >= 0.8

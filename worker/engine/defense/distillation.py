@@ -151,6 +151,7 @@ class Distillation(TrainingFields, Defense):
         )
         training["curve"] = curve(history, monitor.rows)
         training["epochs_run"] = len(history.epochs)
+        training["monitor"] = f"clean accuracy on {len(context.monitor[0])} held-out inputs after each epoch"
         return Hardened(model=student.eval(), trained=True, training=training, baseline=baseline)
 
     def inspect(self, final: nn.Module, x: np.ndarray, y: np.ndarray, context: DefenseContext) -> Inspection:

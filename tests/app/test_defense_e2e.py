@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
+from app.schemas.reports import REPORT_ADAPTER
 from tests.app.helpers import TERMINAL, evasion_spec, npz_bytes, ready_model, wait_for
 from tests.app.test_poisoning_e2e import _Endpoint, artifacts_of, derived_of, download, run, wait_for_progress
 from worker.engine.datasets import load_builtin
@@ -56,6 +57,7 @@ def test_adversarial_training_job_then_an_evasion_job_on_the_hardened_model(
     job = run(api, tenant, defense_spec(uploaded["id"], AT))
     assert job["status"] == "succeeded", job
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     headline = report["headline"]
     assert headline["robust_accuracy"] > headline["undefended_robust_accuracy"]
     assert check_names(report) >= {"exported_model_matches_trained", "robust_below_clean"}
@@ -98,6 +100,7 @@ def test_a_preprocessing_defense_is_a_defended_model_that_evasion_jobs_attack_wi
     job = run(api, tenant, defense_spec(uploaded["id"], JPEG, train=None))
     assert job["status"] == "succeeded", job
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     runs = report["evaluation"]["defended"]["runs"]
     naive, adaptive = (r["worst_case"][0]["robust_accuracy"] for r in runs)
     undefended = report["headline"]["undefended_robust_accuracy"]
@@ -111,6 +114,7 @@ def test_a_preprocessing_defense_is_a_defended_model_that_evasion_jobs_attack_wi
     attack = run(api, tenant, evasion_spec(defended_id, [{**PGD, "steps": 20}], max_samples=100))
     assert attack["status"] == "succeeded", attack
     attacked = api.get(f"/v1/jobs/{attack['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(attacked)  # the typed public contract
     assert attacked["worst_case"][0]["robust_accuracy"] <= undefended + 0.1 < naive
 
 

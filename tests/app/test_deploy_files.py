@@ -4,9 +4,9 @@ from pathlib import Path
 
 import yaml
 
-from app.cli import build_parser
 from app.queue import ALL_QUEUES
 from app.settings import Settings
+from gauntlet_cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def test_dockerfile_has_an_api_target_without_torch_and_a_worker_target_with_it(
     stages = _stages()
     assert {"base", "api", "worker"} <= set(stages)
     base, api, worker = ("\n".join(stages[name]) for name in ("base", "api", "worker"))
-    for folder in ("app", "worker", "migrations"):
+    for folder in ("app", "worker", "migrations", "gauntlet_cli", "gauntlet_client"):
         assert f"COPY {folder} ./{folder}" in stages["base"]
     assert "torch" not in api and "pip install ." in api
     assert api.index("pip install .") < api.index("USER gauntlet")

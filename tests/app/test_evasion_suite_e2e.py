@@ -5,6 +5,7 @@ import io
 import pytest
 import torch
 
+from app.schemas.reports import REPORT_ADAPTER
 from tests.app.helpers import TERMINAL, evasion_spec, ready_model, upload_onnx, wait_for
 
 pytestmark = pytest.mark.service
@@ -50,6 +51,7 @@ def test_black_box_minimum_norm_and_patch_attacks_run_end_to_end(api, tenant, mo
     final = wait_for(api, f"/v1/jobs/{job['id']}", tenant, TERMINAL, timeout=600)
     assert final["status"] == "succeeded", final
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     by_name = {attack["name"]: attack for attack in report["attacks"]}
     assert by_name["square"]["threat_model"] == "black-box"
     square_row = by_name["square"]["results"][0]

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from app.schemas.reports import REPORT_ADAPTER
 from tests.app.helpers import TERMINAL, evasion_spec, npz_bytes, ready_model, wait_for
 from worker.engine.datasets import load_builtin
 
@@ -149,6 +150,7 @@ def test_extraction_job_end_to_end_and_its_surrogate_attacked_by_id(api, tenant,
     job = run(api, tenant, extraction_spec(victim["id"]))
     assert job["status"] == "succeeded", job
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     rows = report["attacks"][0]["rows"]
     assert [row["defense"] for row in rows] == ["none", "reverse_sigmoid", "label_only"]
     assert all(row["queries"] <= 200 for row in rows) and rows[-1]["sees"] == "label"
@@ -200,6 +202,7 @@ def test_remote_victim_every_query_counted_and_synthetic_pool(api, tenant, remot
     job = run(api, tenant, spec)
     assert job["status"] == "succeeded", job
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     queries = sum(row["queries"] for row in report["attacks"][0]["rows"])
     transfer = sum(row["results"][-1]["transfer"][0]["n_attacked"] for row in report["attacks"][0]["rows"])
     assert report["transfer"]["white_box"] is None and queries == 300

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from app.schemas.reports import REPORT_ADAPTER
 from tests.app.helpers import TERMINAL, evasion_spec, ready_model, upload_onnx, wait_for
 from worker.engine.datasets import load_builtin
 
@@ -56,6 +57,7 @@ def test_evasion_job_runs_to_a_report_with_progress_and_artifacts(api, tenant, m
     assert any(0 < p < 1 for p in seen_progress), f"progress never moved: {seen_progress}"
 
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     assert report["kind"] == "evasion" and report["n_samples"] == 150 and report["seed"] == 0
     assert report["clean_accuracy"] > 0.85
     pgd = next(a for a in report["attacks"] if a["name"] == "pgd")

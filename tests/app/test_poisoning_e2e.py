@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from app.schemas.reports import REPORT_ADAPTER
 from tests.app.helpers import TERMINAL, evasion_spec, npz_bytes, ready_model, wait_for
 from worker.engine.datasets import load_builtin
 
@@ -118,6 +119,7 @@ def test_poisoning_job_end_to_end_and_its_victim_attacked_by_id(api, tenant, arc
     job = run(api, tenant, poisoning_spec(architecture["id"], attacks=[BADNETS, FLIP]))
     assert job["status"] == "succeeded", job
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     assert all(check["passed"] for check in report["checks"]), report["checks"]
     badnets, flip = report["attacks"]
     row = badnets["results"][0]
@@ -188,6 +190,7 @@ def test_audit_of_an_uploaded_model_names_the_poisoned_class(api, tenant):
     assert job["status"] == "succeeded", job
     assert job["summary"]["suspected_classes"] == [0] and job["summary"]["derived_model_ids"] == []
     report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+    REPORT_ADAPTER.validate_python(report)  # the typed public contract
     assert report["mode"] == "audit" and report["detectors"][0]["top_suspects"]
     (suspects,) = [a for a in artifacts_of(api, tenant, job["id"]) if a["kind"] == "suspected_indices"]
     found = np.load(io.BytesIO(download(api, tenant, suspects)), allow_pickle=False)

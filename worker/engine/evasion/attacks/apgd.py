@@ -17,6 +17,7 @@ from worker.engine.evasion.attacks.dlr import (
     targeted_ce_objective,
     targeted_dlr_objective,
 )
+from worker.engine.evasion.attacks.early_stop import at_fixed_point
 from worker.engine.evasion.attacks.norms import Norm, perturbation_norm, project, steepest_ascent
 
 ApgdLoss = Literal["ce", "dlr"]
@@ -91,25 +92,6 @@ def _objective_and_grad(
     return value.detach(), logits.detach(), grad / eot_iter
 
 
-def _stuck(s: _State, eps: float, input_range: tuple[float, float]) -> Tensor:
-    """linf samples at an exact fixed point: no later step can move them, so none can succeed.
-
-    The iterate equals the previous one (no momentum left) and the best point (a checkpoint's reset
-    changes nothing), with the same gradient, and the signed step from it projects back onto it:
-    every coordinate either has a zero gradient or is pinned at the eps ball or the input range in
-    the direction it is pushed. Smaller step sizes (the only change a checkpoint makes) leave such a
-    point fixed too, so the rest of the run would repeat it (the cycle of length one of cycle
-    detection, arXiv 2503.19347).
-    """
-    same = (s.x_adv == s.x_prev) & (s.x_adv == s.x_best) & (s.grad == s.grad_best)
-    candidate = same.flatten(1).all(dim=1) & ~s.success
-    if not bool(candidate.any()):
-        return candidate
-    view = (-1,) + (1,) * (s.x.dim() - 1)
-    stepped = project(s.x, s.x_adv + s.step.reshape(view) * s.grad.sign(), eps, "linf", input_range)
-    return candidate & (stepped == s.x_adv).flatten(1).all(dim=1)
-
-
 def _emit(out: Tensor, out_success: Tensor, out_loss: Tensor, s: _State) -> None:
     """Write finished samples: their adversarial where they succeeded, else their best point."""
     view = (-1,) + (1,) * (out.dim() - 1)
@@ -139,7 +121,7 @@ def apgd_search(
     iterate elsewhere. With eot_iter 1 (a deterministic model) a sample stops being attacked at its
     first success; with EOT it keeps going, as in the reference, so its adversarial is reinforced.
     With stop_when_stuck (linf, eot_iter 1) a sample also leaves at an exact fixed point of the
-    iteration (see `_stuck`): every later iterate would be the same point, so nothing is lost.
+    iteration (see `early_stop.at_fixed_point`): every later iterate would be the same point.
     stats, when given, counts the samples that left early that way under "stuck".
     """
     n, view = len(x), (-1,) + (1,) * (x.dim() - 1)
@@ -195,7 +177,12 @@ def apgd_search(
                 s.grad = torch.where(reduce.reshape(view), s.grad_best, s.grad)
                 since_check, window = 0, max(window - decay, min_window)
             if drop_stuck:
-                stuck = _stuck(s, eps, input_range)
+                stuck = (
+                    at_fixed_point(
+                        s.x, s.x_adv, s.x_prev, s.x_best, s.grad, s.grad_best, s.step, eps, input_range
+                    )
+                    & ~s.success
+                )
                 if bool(stuck.any()):
                     _emit(out, out_success, out_loss, s.select(stuck))
                     s = s.select(~stuck)

@@ -14,6 +14,8 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY worker ./worker
 COPY migrations ./migrations
+COPY gauntlet_cli ./gauntlet_cli
+COPY gauntlet_client ./gauntlet_client
 RUN useradd --system --create-home --home-dir /var/lib/gauntlet gauntlet
 
 FROM base AS api

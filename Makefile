@@ -13,17 +13,18 @@ $(STAMP): pyproject.toml
 	# local disk (elsewhere PyPI's default build, which on Linux x86_64 bundles CUDA). The worker extra's
 	# torch>=2.2 is then already satisfied, so the next line installs no other torch.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[worker,dev,bench]"
+	$(BIN)/pip install --quiet -e ".[worker,dev,bench,mlflow]"
 	# Reference libraries for strength-parity tests and benchmarks. Both list torchvision (which would
 	# pull a CUDA build of torch) but do not need it for the attacks we compare: install without deps.
 	$(BIN)/pip install --quiet --no-deps "adversarial-robustness-toolbox==1.20.1" "torchattacks==3.5.1"
 	touch $(STAMP)
 
+# `make serve PORT=8080` picks the API's port; `make serve NO_DEMO=1` skips the four demo jobs.
 demo: $(STAMP)
-	$(BIN)/gauntlet demo
+	$(BIN)/gauntlet demo $(if $(PORT),--port $(PORT))
 
 serve: $(STAMP)
-	$(BIN)/gauntlet serve
+	$(BIN)/gauntlet serve $(if $(PORT),--port $(PORT)) $(if $(NO_DEMO),--no-demo)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -46,10 +47,10 @@ bench-kinds: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check app worker migrations
+	$(BIN)/ruff format --check app worker migrations gauntlet_client gauntlet_cli
 
 format: $(STAMP)
-	$(BIN)/ruff format app worker migrations tests benchmarks
+	$(BIN)/ruff format app worker migrations gauntlet_client gauntlet_cli tests benchmarks
 
 clean:
 	rm -rf $(VENV) .gauntlet .pytest_cache

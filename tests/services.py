@@ -78,7 +78,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115
         self.process = spawn(  # its own process group, tied to this pytest session
-            [sys.executable, "-m", "app.cli", "worker", "--log-level", "INFO", *extra_args],
+            [sys.executable, "-m", "gauntlet_cli", "worker", "--log-level", "INFO", *extra_args],
             env=env,
             cwd=REPO_ROOT,
             stdout=self._log,

@@ -1,5 +1,6 @@
 """`gauntlet demo` and `gauntlet serve`: the whole system on one machine, driven over HTTP."""
 
+import ctypes
 import io
 import json
 import os
@@ -8,18 +9,43 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from pathlib import Path
+from types import FrameType
 
 import httpx
-import torch
 
 from app.auth import create_key
 from app.db import make_engine, make_session_factory, session_scope
 from app.migrate import upgrade
 from app.settings import get_settings
 from worker.demo_jobs import DEMO_JOBS, DemoJob
-from worker.engine.training.classifier import train_digits_model
+
+PR_SET_PDEATHSIG = 1
+
+
+class Stopped(BaseException):
+    """SIGTERM or Ctrl-C reached `gauntlet serve` or `gauntlet demo`."""
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    """Signal handler: ignore further signals (the children are being stopped) and unwind."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Stopped(signal.Signals(signum).name)
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when its parent dies, even by SIGKILL (Linux)."""
+
+    def preexec() -> None:
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def _free_port() -> int:
@@ -33,7 +59,11 @@ def _spawn(stack: ExitStack, log_path: Path | None, *args: str) -> subprocess.Po
     """Start `gauntlet <args>` (output to log_path, or the terminal) and stop it when the stack closes."""
     output = stack.enter_context(open(log_path, "ab")) if log_path else None  # noqa: SIM115
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "app.cli", *args], start_new_session=True, stdout=output, stderr=output
+        [sys.executable, "-m", "gauntlet_cli", *args],
+        start_new_session=True,
+        stdout=output,
+        stderr=output,
+        preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509
     )
 
     def stop() -> None:
@@ -43,6 +73,9 @@ def _spawn(stack: ExitStack, log_path: Path | None, *args: str) -> subprocess.Po
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        with suppress(ProcessLookupError):  # what is left of its group (a worker's pool processes)
+            os.killpg(process.pid, signal.SIGKILL)
 
     stack.callback(stop)
     return process
@@ -61,8 +94,13 @@ def _wait_ready(client: httpx.Client, timeout: float = 60.0) -> None:
     raise RuntimeError("the API did not become ready in time")
 
 
-def _onnx_bytes(model: torch.nn.Module) -> bytes:
-    """Export a digits model to ONNX with a dynamic batch dimension."""
+def _onnx_bytes() -> bytes:
+    """Train the demo's digits model and export it to ONNX with a dynamic batch dimension."""
+    import torch
+
+    from worker.engine.training.classifier import train_digits_model
+
+    model = train_digits_model("small-cnn", epochs=15, seed=0)
     buffer = io.BytesIO()
     torch.onnx.export(
         model.eval(),
@@ -119,8 +157,41 @@ def _run_demo_job(client: httpx.Client, demo: DemoJob, model_id: str, folder: Pa
     return True
 
 
-def run_demo(*, keep_running: bool, port: int | None = None) -> int:
-    """Start API and worker, create a key, upload a digits model, run one job of every kind, print each."""
+def _upload_model(client: httpx.Client) -> dict | None:
+    """Train, export and upload the demo's digits model; None (after saying why) when it is invalid."""
+    print("training a small CNN on builtin:digits-train and exporting it to ONNX ...", flush=True)
+    model = client.post(
+        "/v1/models",
+        files={"file": ("digits-cnn.onnx", _onnx_bytes())},
+        data={"name": "digits-cnn", "format": "onnx", "input_shape": "[1, 8, 8]", "num_classes": "10"},
+    ).json()
+    model = _poll(client, f"/v1/models/{model['id']}", {"ready", "invalid"}, timeout=120)
+    print(f"model {model['id']}: {model['status']} (white-box: {model['white_box']})", flush=True)
+    if model["status"] != "ready":
+        print(f"model invalid: {model['invalid_reason']}", file=sys.stderr)
+        return None
+    return model
+
+
+def run_demo(*, keep_running: bool, port: int | None = None, run_jobs: bool = True) -> int:
+    """Start API and worker, create a key, and (unless run_jobs is off) run one job of every kind.
+
+    SIGTERM or Ctrl-C stops the API and the worker it started; they also get SIGTERM if this
+    process dies without cleaning up.
+    """
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _run(keep_running=keep_running, port=port, run_jobs=run_jobs)
+    except Stopped:
+        print("stopping the API and the worker", flush=True)
+        return 0 if keep_running else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(*, keep_running: bool, port: int | None, run_jobs: bool) -> int:
+    """The body of run_demo."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
@@ -139,28 +210,20 @@ def run_demo(*, keep_running: bool, port: int | None = None) -> int:
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         )
         _wait_ready(client)
-        print(f"API at {base} (docs at {base}/docs); API key: {key}", flush=True)
-        print("training a small CNN on builtin:digits-train and exporting it to ONNX ...", flush=True)
-        onnx_model = _onnx_bytes(train_digits_model("small-cnn", epochs=15, seed=0))
-        model = client.post(
-            "/v1/models",
-            files={"file": ("digits-cnn.onnx", onnx_model)},
-            data={"name": "digits-cnn", "format": "onnx", "input_shape": "[1, 8, 8]", "num_classes": "10"},
-        ).json()
-        model = _poll(client, f"/v1/models/{model['id']}", {"ready", "invalid"}, timeout=120)
-        print(f"model {model['id']}: {model['status']} (white-box: {model['white_box']})", flush=True)
-        if model["status"] != "ready":
-            print(f"model invalid: {model['invalid_reason']}", file=sys.stderr)
-            return 1
-        for number, demo in enumerate(DEMO_JOBS, start=1):
-            print(f"\n[{number}/{len(DEMO_JOBS)}] {demo.title}", flush=True)
-            if not _run_demo_job(client, demo, model["id"], settings.data_dir / "demo" / str(number), base):
+        print(f"API at {base} (docs at {base}/docs); the API key is on the next line", flush=True)
+        print(key, flush=True)
+        print(f"client: export GAUNTLET_URL={base} GAUNTLET_API_KEY=<the key>; gauntlet --help", flush=True)
+        if run_jobs:
+            model = _upload_model(client)
+            if model is None:
                 return 1
+            for number, demo in enumerate(DEMO_JOBS, start=1):
+                print(f"\n[{number}/{len(DEMO_JOBS)}] {demo.title}", flush=True)
+                folder = settings.data_dir / "demo" / str(number)
+                if not _run_demo_job(client, demo, model["id"], folder, base):
+                    return 1
         if keep_running:
-            print(f"\nAPI and worker keep running at {base}; press Ctrl-C to stop.", flush=True)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                print("stopping")
+            print(f"\nAPI and worker keep running at {base}; Ctrl-C or SIGTERM stops them.", flush=True)
+            while True:
+                time.sleep(3600)
     return 0

@@ -1,10 +1,9 @@
-"""The `gauntlet` command: api, worker, keys, db, demo and serve."""
+"""Server commands: `api`, `worker`, `db upgrade`, `demo` and `serve`."""
 
 import argparse
-import sys
-from collections.abc import Callable
 
 from app.settings import get_settings
+from gauntlet_client.cli.common import Commands
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -48,18 +47,6 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_create(args: argparse.Namespace) -> int:
-    """Create a tenant (if new) and print a new API key for it."""
-    from app.auth import create_key
-    from app.db import make_engine, make_session_factory, session_scope
-
-    factory = make_session_factory(make_engine(get_settings()))
-    with session_scope(factory) as session:
-        key = create_key(session, args.tenant)
-    print(key)
-    return 0
-
-
 def _db_upgrade(args: argparse.Namespace) -> int:
     """Apply Alembic migrations."""
     from app.migrate import upgrade
@@ -69,25 +56,22 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Run the whole system on the embedded default and one attack job end to end."""
+    """Run the whole system on the embedded default and one job of every kind end to end."""
     from worker.demo import run_demo
 
     return run_demo(keep_running=False, port=args.port)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Set everything up and keep the API and a worker running."""
+    """Set everything up and keep the API and a worker running until SIGTERM or Ctrl-C."""
     from worker.demo import run_demo
 
-    return run_demo(keep_running=True, port=args.port)
+    return run_demo(keep_running=True, port=args.port, run_jobs=not args.no_demo)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `gauntlet` command."""
+def register(commands: Commands) -> None:
+    """Add the server commands."""
     from app.queue import ALL_QUEUES
-
-    parser = argparse.ArgumentParser(prog="gauntlet", description="Attack-and-defend as a service.")
-    commands = parser.add_subparsers(dest="command", required=True)
 
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default=None, help="bind address (GAUNTLET_API_HOST, default 127.0.0.1)")
@@ -106,34 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-level", default="INFO")
     worker.set_defaults(handler=_worker)
 
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="keys_command", required=True
-    )
-    create = keys.add_parser("create", help="create a key for a tenant and print it")
-    create.add_argument("--tenant", required=True, help="tenant name (created if new)")
-    create.set_defaults(handler=_keys_create)
-
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="apply migrations")
     upgrade.add_argument("--revision", default="head")
     upgrade.set_defaults(handler=_db_upgrade)
 
-    for name, handler, text in (
-        ("demo", _demo, "run one attack job end to end on the embedded default"),
-        ("serve", _serve, "run the API and a worker until interrupted"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("--port", type=int, default=None, help="API port (default 8000)")
-        sub.set_defaults(handler=handler)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `gauntlet` command."""
-    args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    demo = commands.add_parser("demo", help="run one job of every kind end to end on the embedded default")
+    demo.add_argument("--port", type=int, default=None, help="API port (default: a free one)")
+    demo.set_defaults(handler=_demo)
+    serve = commands.add_parser("serve", help="run the API and a worker until SIGTERM or Ctrl-C")
+    serve.add_argument("--port", type=int, default=None, help="API port (GAUNTLET_API_PORT, default 8000)")
+    serve.add_argument("--no-demo", action="store_true", help="start without running the four demo jobs")
+    serve.set_defaults(handler=_serve)

@@ -1,9 +1,14 @@
-"""Evaluate one configured attack at each of its eps over the batched data set."""
+"""Evaluate one configured attack at each of its eps over the batched data set.
+
+`attack_slice` runs the attack on a slice (whole batches) and keeps per-sample outcomes only;
+`attack_entry` turns the joined slices into the report entry. Every random stream is keyed by the run
+seed, the attack, the eps and the batch's first sample position, so a split evaluation draws the
+same numbers as one over all samples.
+"""
 
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +20,7 @@ from worker.engine.evasion.attacks.norms import clamp_range, perturbation_norm, 
 from worker.engine.evasion.attacks.targets import attackable, select_targets
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.evasion.metrics import WorstCase, eps_result, query_stats
+from worker.engine.evasion.slices import AttackSlice
 from worker.engine.progress import ProgressTracker
 from worker.engine.seeding import seeded_generator
 
@@ -24,29 +30,36 @@ TARGETS_KEY = 1 << 20
 UNBOUNDED_KEY = 1 << 21
 
 
-@dataclass
-class _EpsState:
-    """Per-sample outcomes at one eps while batches stream through."""
-
-    predictions: Tensor
-    perturbation: Tensor
-    queries: Tensor
-    seconds: float = 0.0
-
-
 def _targets(
-    attack: Attack, spec: Mapping[str, Any], data: EvaluationData, seed: int, index: int
+    attack: Attack,
+    spec: Mapping[str, Any],
+    data: EvaluationData,
+    seed: int,
+    index: int,
+    span: tuple[int, int],
 ) -> Tensor | None:
-    """Per-sample targets for a targeted attack, None otherwise."""
+    """Per-sample targets for a targeted attack, None otherwise.
+
+    Random targets are drawn for every position of the evaluated set (offset, total) and sliced, so a
+    sample's target does not depend on the slice it is evaluated in.
+    """
     if not attack.targeted:
         return None
+    mode = spec.get("target_mode") or "least_likely"
+    offset, total = span
+    generator = seeded_generator(torch.device("cpu"), seed, index, TARGETS_KEY)
+    if mode == "random":
+        y_all = torch.zeros(total, dtype=torch.long)
+        y_all[offset : offset + len(data.y)] = data.y
+        drawn = select_targets(mode, y_all, num_classes=data.logits.shape[1], generator=generator)
+        return drawn[offset : offset + len(data.y)]
     return select_targets(
-        spec.get("target_mode") or "least_likely",
+        mode,
         data.y,
         num_classes=data.logits.shape[1],
         clean_logits=data.logits,
         target_class=spec.get("target_class"),
-        generator=seeded_generator(torch.device("cpu"), seed, index, TARGETS_KEY),
+        generator=generator,
     )
 
 
@@ -79,22 +92,140 @@ def verify(
 
 
 def _store(
-    state: _EpsState,
-    arrays: dict[str, np.ndarray],
-    eps_index: int,
-    chosen: Tensor,
-    x_clean: Tensor,
-    outcome: AttackResult,
-    norm: str,
+    part: AttackSlice, position: int, chosen: Tensor, x_clean: Tensor, outcome: AttackResult, norm: str
 ) -> None:
-    """Copy one batch's outcome at one eps into the per-sample state and the artifact arrays."""
+    """Copy one batch's outcome at one eps into the slice's per-sample arrays."""
     rows = chosen.numpy()
-    arrays["x_adv"][eps_index, rows] = outcome.x_adv.cpu().numpy()
-    arrays["success"][eps_index, rows] = outcome.success.cpu().numpy()
-    state.predictions[chosen] = outcome.predictions.cpu()
-    state.perturbation[chosen] = perturbation_norm(outcome.x_adv - x_clean, norm).float().cpu()
+    part.arrays["x_adv"][position, rows] = outcome.x_adv.cpu().numpy()
+    part.arrays["success"][position, rows] = outcome.success.cpu().numpy()
+    part.predictions[position, rows] = outcome.predictions.cpu().numpy()
+    part.perturbation[position, rows] = perturbation_norm(outcome.x_adv - x_clean, norm).float().cpu().numpy()
     if outcome.queries is not None:
-        state.queries[chosen] = outcome.queries.cpu().to(state.queries.dtype)
+        part.queries[position, rows] = outcome.queries.cpu().numpy()
+
+
+def attack_slice(
+    model: nn.Module,
+    attack: Attack,
+    spec: Mapping[str, Any],
+    data: EvaluationData,
+    *,
+    index: int,
+    seed: int,
+    device: torch.device,
+    progress: ProgressTracker,
+    span: tuple[int, int] | None = None,
+) -> AttackSlice:
+    """Run one attack spec at every eps over the slice; per-sample outcomes, no metrics.
+
+    `span` is (position of the slice's first sample, size of the whole evaluated set); default: the
+    slice is the whole set. Bounded attacks run once per eps and batch. Minimum-norm attacks run once
+    per batch with eps=inf and each eps keeps only the successes within it, so their cost does not
+    grow with the eps list.
+    """
+    offset, total = span or (0, len(data.x))
+    targets = _targets(attack, spec, data, seed, index, (offset, total))
+    attacked = data.clean_correct.clone()
+    if targets is not None:
+        attacked &= attackable(data.y, targets)
+    eps_values = [float(eps) for eps in spec["eps"]]
+    n, n_eps = len(data.x), len(eps_values)
+    arrays: dict[str, np.ndarray] = {
+        "x_adv": np.repeat(data.x.numpy()[None], n_eps, axis=0),
+        "eps": np.asarray(eps_values, dtype=np.float64),
+        "y": data.y.numpy().copy(),
+        "success": np.zeros((n_eps, n), dtype=bool),
+        "attacked": attacked.numpy().copy(),
+    }
+    if targets is not None:
+        arrays["targets"] = targets.numpy().copy()
+    part = AttackSlice(
+        arrays=arrays,
+        predictions=np.repeat(data.logits.argmax(dim=1).numpy()[None], n_eps, axis=0),
+        perturbation=np.zeros((n_eps, n), dtype=np.float32),
+        queries=np.zeros((n_eps, n), dtype=np.int64),
+        seconds=[0.0] * n_eps,
+    )
+    breakdown = getattr(attack, "_breakdown", None)
+    if isinstance(breakdown, dict):
+        breakdown.clear()
+    runs: list[tuple[float, int | None]] = (
+        [(math.inf, None)] if attack.minimum_norm else [(eps, i) for i, eps in enumerate(eps_values)]
+    )
+    for run_eps, eps_index in runs:
+        positions = range(n_eps) if eps_index is None else [eps_index]
+        key = UNBOUNDED_KEY if eps_index is None else eps_index
+        for number, (start, stop) in enumerate(data.batches):
+            chosen = start + attacked[start:stop].nonzero()[:, 0]
+            started = time.perf_counter()
+            if chosen.numel():
+                x_clean, y_clean = data.x[chosen].to(device), data.y[chosen].to(device)
+                chosen_targets = None if targets is None else targets[chosen].to(device)
+                generator = seeded_generator(device, seed, index, key, offset + start)
+                claimed = attack.run(
+                    model, x_clean, y_clean, eps=run_eps, targets=chosen_targets, generator=generator
+                )
+                outcome = verify(model, attack, x_clean, y_clean, chosen_targets, claimed, run_eps)
+                for position in positions:
+                    seen = outcome
+                    if attack.minimum_norm:
+                        seen = restrict_to_budget(
+                            outcome, x_clean, y_clean, eps_values[position], attack.norm
+                        )
+                    _store(part, position, chosen, x_clean, seen, attack.norm)
+            elapsed = time.perf_counter() - started
+            for position in positions:
+                part.seconds[position] += elapsed
+            label = "all eps" if eps_index is None else f"eps={run_eps:g}"
+            stage = f"{attack.name} {attack.norm} {label} batch {number + 1}/{len(data.batches)}"
+            progress.advance(attack.work_units * (stop - start), stage)
+    if isinstance(breakdown, dict):
+        part.details = {float(eps): row for eps, row in breakdown.items()}
+    return part
+
+
+def attack_entry(
+    attack: Attack, spec: Mapping[str, Any], part: AttackSlice, worst: WorstCase
+) -> dict[str, Any]:
+    """The report entry of one attack from its per-sample outcomes over every evaluated sample."""
+    breakdown = getattr(attack, "_breakdown", None)
+    if isinstance(breakdown, dict):
+        breakdown.clear()
+        breakdown.update(part.details)
+    arrays, attacked = part.arrays, part.arrays["attacked"]
+    results = []
+    for position, eps in enumerate(float(value) for value in arrays["eps"]):
+        robust = part.predictions[position] == arrays["y"]
+        worst.add(attack.norm, eps, robust)
+        row = eps_result(
+            eps,
+            robust=robust,
+            success=arrays["success"][position],
+            perturbation=part.perturbation[position],
+            attacked=attacked,
+            seconds=part.seconds[position],
+            measured=arrays["success"][position] if attack.minimum_norm else None,
+        )
+        if not attack.requires_gradients:
+            row |= query_stats(part.queries[position], attacked)
+        results.append({**row, **attack.params_at(eps), **attack.details_at(eps)})
+    params = attack.params()
+    if attack.targeted:
+        params["target_class"] = spec.get("target_class") if spec.get("target_mode") == "fixed" else None
+    return {
+        "name": attack.name,
+        "norm": attack.norm,
+        "targeted": attack.targeted,
+        "target_mode": (spec.get("target_mode") or "least_likely") if attack.targeted else None,
+        "threat_model": "white-box" if attack.requires_gradients else "black-box",
+        "iterative": attack.iterative,
+        "ensemble": attack.ensemble,
+        "minimum_norm": attack.minimum_norm,
+        "n_samples": len(arrays["y"]),
+        "n_attacked": int(attacked.sum()),
+        "params": params,
+        "results": results,
+    }
 
 
 def evaluate_attack(
@@ -109,91 +240,6 @@ def evaluate_attack(
     progress: ProgressTracker,
     worst: WorstCase,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Run one attack spec at every eps; returns its report entry and artifact arrays.
-
-    Bounded attacks run once per eps and batch. Minimum-norm attacks run once per batch with eps=inf
-    and each eps keeps only the successes within it, so their cost does not grow with the eps list.
-    """
-    targets = _targets(attack, spec, data, seed, index)
-    attacked = data.clean_correct.clone()
-    if targets is not None:
-        attacked &= attackable(data.y, targets)
-    eps_values = [float(eps) for eps in spec["eps"]]
-    n = len(data.x)
-    arrays: dict[str, np.ndarray] = {
-        "x_adv": np.repeat(data.x.numpy()[None], len(eps_values), axis=0),
-        "eps": np.asarray(eps_values, dtype=np.float64),
-        "y": data.y.numpy().copy(),
-        "success": np.zeros((len(eps_values), n), dtype=bool),
-        "attacked": attacked.numpy().copy(),
-    }
-    if targets is not None:
-        arrays["targets"] = targets.numpy().copy()
-    states = [
-        _EpsState(data.logits.argmax(dim=1), torch.zeros(n), torch.zeros(n, dtype=torch.long))
-        for _ in eps_values
-    ]
-    runs: list[tuple[float, int | None]] = (
-        [(math.inf, None)] if attack.minimum_norm else [(eps, i) for i, eps in enumerate(eps_values)]
-    )
-    for run_eps, eps_index in runs:
-        positions = range(len(eps_values)) if eps_index is None else [eps_index]
-        generator = seeded_generator(device, seed, index, UNBOUNDED_KEY if eps_index is None else eps_index)
-        for number, (start, stop) in enumerate(data.batches):
-            chosen = start + attacked[start:stop].nonzero()[:, 0]
-            started = time.perf_counter()
-            if chosen.numel():
-                x_clean, y_clean = data.x[chosen].to(device), data.y[chosen].to(device)
-                chosen_targets = None if targets is None else targets[chosen].to(device)
-                claimed = attack.run(
-                    model, x_clean, y_clean, eps=run_eps, targets=chosen_targets, generator=generator
-                )
-                outcome = verify(model, attack, x_clean, y_clean, chosen_targets, claimed, run_eps)
-                for position in positions:
-                    seen = outcome
-                    if attack.minimum_norm:
-                        seen = restrict_to_budget(
-                            outcome, x_clean, y_clean, eps_values[position], attack.norm
-                        )
-                    _store(states[position], arrays, position, chosen, x_clean, seen, attack.norm)
-            elapsed = time.perf_counter() - started
-            for position in positions:
-                states[position].seconds += elapsed
-            label = "all eps" if eps_index is None else f"eps={run_eps:g}"
-            stage = f"{attack.name} {attack.norm} {label} batch {number + 1}/{len(data.batches)}"
-            progress.advance(attack.work_units * (stop - start), stage)
-    results = []
-    for position, eps in enumerate(eps_values):
-        state = states[position]
-        robust = (state.predictions == data.y).numpy()
-        worst.add(attack.norm, eps, robust)
-        row = eps_result(
-            eps,
-            robust=robust,
-            success=arrays["success"][position],
-            perturbation=state.perturbation.numpy(),
-            attacked=attacked.numpy(),
-            seconds=state.seconds,
-            measured=arrays["success"][position] if attack.minimum_norm else None,
-        )
-        if not attack.requires_gradients:
-            row |= query_stats(state.queries.numpy(), attacked.numpy())
-        results.append({**row, **attack.params_at(eps), **attack.details_at(eps)})
-    params = attack.params()
-    if attack.targeted:
-        params["target_class"] = spec.get("target_class") if spec.get("target_mode") == "fixed" else None
-    entry = {
-        "name": attack.name,
-        "norm": attack.norm,
-        "targeted": attack.targeted,
-        "target_mode": (spec.get("target_mode") or "least_likely") if attack.targeted else None,
-        "threat_model": "white-box" if attack.requires_gradients else "black-box",
-        "iterative": attack.iterative,
-        "ensemble": attack.ensemble,
-        "minimum_norm": attack.minimum_norm,
-        "n_samples": n,
-        "n_attacked": int(attacked.sum()),
-        "params": params,
-        "results": results,
-    }
-    return entry, arrays
+    """Run one attack spec at every eps over all of data; returns its report entry and artifact arrays."""
+    part = attack_slice(model, attack, spec, data, index=index, seed=seed, device=device, progress=progress)
+    return attack_entry(attack, spec, part, worst), part.arrays

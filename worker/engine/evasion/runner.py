@@ -1,7 +1,11 @@
-"""Evasion evaluation: run configured attacks over a dataset in batches and build the report."""
+"""Evasion evaluation: run configured attacks over a dataset in batches and build the report.
+
+The work splits along whole batches: `evaluate_slice` attacks a slice (per-sample outcomes only) and
+`merge_evasion` joins the slices and computes metrics, the worst case and every check once; one call
+of `run_evasion` is both over all samples. The report does not depend on the split.
+"""
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -9,33 +13,18 @@ import torch
 from torch import Tensor, nn
 
 from worker.engine.batching import batch_bounds
-from worker.engine.evasion.attack_eval import evaluate_attack
-from worker.engine.evasion.attacks.registry import attack_class
+from worker.engine.evasion.attack_eval import attack_slice
+from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.data import EvaluationData
-from worker.engine.evasion.metrics import WorstCase
+from worker.engine.evasion.merge import build_attacks, merge_evasion
+from worker.engine.evasion.outcome import EvasionOutcome
 from worker.engine.evasion.patch_eval import PHYSICAL_ATTACKS, patch_units
-from worker.engine.evasion.sanity_checks import run_checks
-from worker.engine.evasion.sanity_runs import sanity_run_checks, sanity_run_units
+from worker.engine.evasion.sanity_runs import sanity_run_units
+from worker.engine.evasion.slices import EvasionSlice
 from worker.engine.interrupt import Interruptible, progress_check
 from worker.engine.progress import ProgressCallback, ProgressTracker
 
-__all__ = ["EvasionOutcome", "ProgressCallback", "run_evasion"]
-
-
-@dataclass
-class EvasionOutcome:
-    """The report (without kind, ids, versions and seed, which the caller adds) and adversarial arrays.
-
-    `adversarial` maps an artifact name ("adversarial_<attack>_<norm>_<index>") to arrays for one
-    .npz: x_adv [n_eps, N, ...] float32, eps [n_eps] float64, y [N] int64, success [n_eps, N]
-    bool, attacked [N] bool, and targets [N] int64 for targeted attacks; a patch attack's entry
-    ("patch_<index>") holds its patches and split indices. `images` maps a file name to PNG bytes (the
-    patches, for people).
-    """
-
-    report: dict[str, Any]
-    adversarial: dict[str, dict[str, np.ndarray]]
-    images: dict[str, bytes] = field(default_factory=dict)
+__all__ = ["EvasionOutcome", "ProgressCallback", "evaluate_slice", "finish_evasion", "run_evasion"]
 
 
 @torch.no_grad()
@@ -74,6 +63,120 @@ def _validate(x: np.ndarray, y: np.ndarray, input_range: tuple[float, float], ba
         raise ValueError(f"x must be finite and inside the input range [{low}, {high}]")
 
 
+def slice_units(n: int, attacks: Sequence[Mapping[str, Any]], built: Mapping[int, Attack]) -> int:
+    """Work units of the clean pass and the eps-bounded attacks on n samples, for progress weighting."""
+    return n + sum(
+        attack.work_units * n * (1 if attack.minimum_norm else len(attacks[index]["eps"]))
+        for index, attack in built.items()
+    )
+
+
+def _prepared(
+    model: nn.Module | None,
+    black_box: nn.Module | None,
+    built: Mapping[int, Attack],
+    attacks: Sequence[Mapping[str, Any]],
+    tracker: ProgressTracker,
+) -> tuple[nn.Module | None, nn.Module | None, nn.Module]:
+    """The models wrapped so cancellation reaches inside a batch, and the one used for clean logits."""
+    needs_gradients = [a.name for a in built.values() if a.requires_gradients] + [
+        spec["name"] for spec in attacks if spec["name"] in PHYSICAL_ATTACKS
+    ]
+    if needs_gradients and model is None:
+        raise ValueError(f"{needs_gradients[0]} needs gradients, but only a black-box model was given")
+    check = progress_check(tracker)
+    model = Interruptible(model, check) if model is not None else None
+    black_box = Interruptible(black_box, check) if black_box is not None else None
+    reference = model if model is not None else black_box
+    if reference is None:
+        raise ValueError("the evaluation needs a model or a black-box model")
+    return model, black_box, reference
+
+
+def _slice(
+    model: nn.Module | None,
+    black_box: nn.Module | None,
+    reference: nn.Module,
+    x_all: Tensor,
+    y_all: Tensor,
+    attacks: Sequence[Mapping[str, Any]],
+    built: Mapping[int, Attack],
+    *,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    tracker: ProgressTracker,
+    span: tuple[int, int],
+) -> EvasionSlice:
+    """Clean logits and each eps-bounded attack's per-sample outcomes on the slice (models prepared)."""
+    batches = batch_bounds(len(x_all), batch_size)
+    logits = _clean_logits(reference, x_all, batches, device, tracker)
+    if int(y_all.max()) >= logits.shape[1]:
+        raise ValueError(f"labels go up to {int(y_all.max())} but the model has {logits.shape[1]} outputs")
+    data = EvaluationData(x_all, y_all, logits, logits.argmax(dim=1) == y_all, batches)
+    parts = {}
+    for index, attack in built.items():
+        target = model if attack.requires_gradients or black_box is None else black_box
+        assert target is not None
+        parts[index] = attack_slice(
+            target, attack, attacks[index], data, index=index, seed=seed, device=device, progress=tracker,
+            span=span,
+        )  # fmt: skip
+    return EvasionSlice(start=span[0], logits=logits.numpy(), attacks=parts)
+
+
+def _resolve_device(
+    model: nn.Module | None, black_box: nn.Module | None, device: torch.device | None
+) -> torch.device:
+    """Move the reference model to device if given, else use its own device."""
+    reference = model if model is not None else black_box
+    if reference is None:
+        raise ValueError("the evaluation needs a model or a black-box model")
+    if device is not None:
+        reference.to(device)
+    return device or _model_device(reference)
+
+
+def evaluate_slice(
+    model: nn.Module | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    attacks: Sequence[Mapping[str, Any]],
+    *,
+    start: int,
+    total: int,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: ProgressCallback | None = None,
+    black_box: nn.Module | None = None,
+) -> EvasionSlice:
+    """Attack samples [start, start + len(x)) of an evaluated set of `total` samples (whole batches).
+
+    Runs the clean pass and every eps-bounded attack; physical-world attacks are not sliced (a job with
+    one runs in one piece). Same seed, same slice bounds: the same per-sample outcomes as that part
+    of an evaluation over all samples.
+    """
+    _validate(x, y, input_range, batch_size)
+    if start % batch_size or start + len(x) > total:
+        raise ValueError("a slice starts at a whole batch and lies inside the evaluated set")
+    device = _resolve_device(model, black_box, device)
+    built = build_attacks(attacks, input_range)
+    tracker = ProgressTracker(slice_units(len(x), attacks, built), progress)
+    model, black_box, reference = _prepared(model, black_box, built, attacks, tracker)
+    was_training = reference.training
+    reference.eval()
+    try:
+        return _slice(
+            model, black_box, reference, torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)),
+            torch.as_tensor(y, dtype=torch.long), attacks, built, batch_size=batch_size, seed=seed,
+            device=device, tracker=tracker, span=(start, total),
+        )  # fmt: skip
+    finally:
+        reference.train(was_training)
+
+
 def run_evasion(
     model: nn.Module | None,
     x: np.ndarray,
@@ -95,110 +198,62 @@ def run_evasion(
     outputs run on it. The model is put in eval mode for the run (its previous mode is restored
     afterwards); with `device` given it is moved there, else the model's own device is used. Samples
     misclassified clean are not attacked (x_adv = x). Same seed, same inputs: same numbers (except
-    seconds). With `sanity_runs`, the checks that need extra attack runs (an unbounded attack, a doubled
-    iteration budget) run too.
+    seconds), however the samples are split into slices. With `sanity_runs`, the checks that need extra
+    attack runs (an unbounded attack, a doubled iteration budget) run too.
     """
     _validate(x, y, input_range, batch_size)
-    reference = model if model is not None else black_box
-    if reference is None:
-        raise ValueError("run_evasion needs a model or a black-box model")
-    if device is not None:
-        reference.to(device)
-    device = device or _model_device(reference)
+    device = _resolve_device(model, black_box, device)
+    built = build_attacks(attacks, input_range)
+    patch_total = sum(patch_units(spec) for spec in attacks if spec["name"] in PHYSICAL_ATTACKS)
+    extra = sanity_run_units(len(x), attacks) if sanity_runs else 0
+    tracker = ProgressTracker(slice_units(len(x), attacks, built) + patch_total + extra, progress)
+    model, black_box, reference = _prepared(model, black_box, built, attacks, tracker)
     x_all = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
     y_all = torch.as_tensor(y, dtype=torch.long)
-    batches = batch_bounds(len(x_all), batch_size)
-    built = {
-        index: attack_class(spec["name"]).from_spec(spec, input_range=input_range)
-        for index, spec in enumerate(attacks)
-        if spec["name"] not in PHYSICAL_ATTACKS
-    }
-    units = [
-        patch_units(spec)
-        if index not in built
-        else built[index].work_units * len(x_all) * (1 if built[index].minimum_norm else len(spec["eps"]))
-        for index, spec in enumerate(attacks)
-    ]
-    total = len(x_all) + sum(units) + (sanity_run_units(len(x_all), attacks) if sanity_runs else 0)
-    tracker = ProgressTracker(total, progress)
-    needs_gradients = [a.name for a in built.values() if a.requires_gradients] + [
-        spec["name"] for spec in attacks if spec["name"] in PHYSICAL_ATTACKS
-    ]
-    if needs_gradients and model is None:
-        raise ValueError(f"{needs_gradients[0]} needs gradients, but only a black-box model was given")
-    # Cancellation reaches inside a batch: every forward pass of any attack may check in.
-    check = progress_check(tracker)
-    model = Interruptible(model, check) if model is not None else None
-    black_box = Interruptible(black_box, check) if black_box is not None else None
-    reference = model if model is not None else black_box
-    assert reference is not None
     was_training = reference.training
     reference.eval()
     try:
-        logits = _clean_logits(reference, x_all, batches, device, tracker)
-        if int(y_all.max()) >= logits.shape[1]:
-            raise ValueError(
-                f"labels go up to {int(y_all.max())} but the model has {logits.shape[1]} outputs"
-            )
-        clean_correct = logits.argmax(dim=1) == y_all
-        data = EvaluationData(x_all, y_all, logits, clean_correct, batches)
-        worst = WorstCase(len(x_all))
-        entries, adversarial, per_attack, images = [], {}, [], {}
-        for index, spec in enumerate(attacks):
-            if index not in built:
-                assert model is not None
-                patch = PHYSICAL_ATTACKS[spec["name"]](
-                    model,
-                    x,
-                    y,
-                    spec,
-                    index=index,
-                    input_range=input_range,
-                    seed=seed,
-                    device=device,
-                    progress=tracker,
-                )
-                entries.append(patch.entry)
-                per_attack.append(patch.arrays)
-                adversarial[f"patch_{index}"] = patch.arrays
-                images |= {f"patch_{index}_{name}": png for name, png in patch.images.items()}
-                continue
-            attack = built[index]
-            target = model if attack.requires_gradients or black_box is None else black_box
-            entry, arrays = evaluate_attack(
-                target,
-                attack,
-                spec,
-                data,
-                index=index,
-                seed=seed,
-                device=device,
-                progress=tracker,
-                worst=worst,
-            )
-            entries.append(entry)
-            per_attack.append(arrays)
-            adversarial[f"adversarial_{attack.name}_{attack.norm}_{index}"] = arrays
-        extra_checks = []
-        if sanity_runs:
-            extra_checks = sanity_run_checks(
-                model,
-                data,
-                attacks,
-                per_attack,
-                input_range=input_range,
-                seed=seed,
-                device=device,
-                progress=tracker,
-            )
+        part = _slice(
+            model, black_box, reference, x_all, y_all, attacks, built, batch_size=batch_size, seed=seed,
+            device=device, tracker=tracker, span=(0, len(x_all)),
+        )  # fmt: skip
+        return merge_evasion(
+            model, x, y, attacks, [part], input_range=input_range, batch_size=batch_size, seed=seed,
+            device=device, tracker=tracker, sanity_runs=sanity_runs,
+        )  # fmt: skip
     finally:
         reference.train(was_training)
-    report: dict[str, Any] = {
-        "n_samples": len(x_all),
-        "clean_accuracy": float(clean_correct.double().mean()),
-        "input_range": [float(input_range[0]), float(input_range[1])],
-        "attacks": entries,
-        "worst_case": worst.rows(),
-    }
-    report["checks"] = run_checks(report) + extra_checks
-    return EvasionOutcome(report=report, adversarial=adversarial, images=images)
+
+
+def finish_evasion(
+    model: nn.Module | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    attacks: Sequence[Mapping[str, Any]],
+    parts: Sequence[EvasionSlice],
+    *,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: ProgressCallback | None = None,
+    black_box: nn.Module | None = None,
+    sanity_runs: bool = True,
+) -> EvasionOutcome:
+    """The report of an evaluation from the slices evaluate_slice returned (any split, any order)."""
+    _validate(x, y, input_range, batch_size)
+    device = _resolve_device(model, black_box, device)
+    built = build_attacks(attacks, input_range)
+    extra = sanity_run_units(len(x), attacks) if sanity_runs else 0
+    patch_total = sum(patch_units(spec) for spec in attacks if spec["name"] in PHYSICAL_ATTACKS)
+    tracker = ProgressTracker(patch_total + extra, progress)
+    model, black_box, reference = _prepared(model, black_box, built, attacks, tracker)
+    was_training = reference.training
+    reference.eval()
+    try:
+        return merge_evasion(
+            model, x, y, attacks, parts, input_range=input_range, batch_size=batch_size, seed=seed,
+            device=device, tracker=tracker, sanity_runs=sanity_runs,
+        )  # fmt: skip
+    finally:
+        reference.train(was_training)

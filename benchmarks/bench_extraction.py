@@ -1,12 +1,21 @@
 """Benchmark Gauntlet's model extraction against ART's KnockoffNets and CopycatCNN at equal budgets.
 
 Usage: python benchmarks/bench_extraction.py [--seeds 3 --epochs 30 --quick --threads 1 --out FILE]
+       [--only natural|random]
 
 Victim: the digits small-cnn (trained on digits-train, seed 0), exported to ONNX and queried through
 onnxruntime only, on both sides. Pool: digits-train (1500 samples, so a pool attack's largest budget
 is 1500). Fidelity: label agreement with the victim on digits-test (297 samples). Surrogate: the
 victim's ONNX graph re-initialised from the seed (`architecture: victim`), Adam at 1e-3, batch 64,
---epochs epochs, on both sides. Each figure is a mean over --seeds seeds (0, 1, ...).
+--epochs epochs, on both sides. Gauntlet's surrogates otherwise train with the default recipe, so for at
+least `min_steps` (2000) optimizer steps; the comparisons with ART (and the time ratio) use min_steps 0:
+the same 30 epochs as ART. Each figure is a mean over --seeds seeds (0, 1, ...).
+
+Out-of-distribution pool (`builtin:natural-patches`, 5000 patches) at 1000 queries, knockoff random:
+against the small-cnn victim (surrogate: its graph), and against a BatchNorm CNN victim (the catalog's
+bn-cnn trained on digits-train like the small-cnn, exported to ONNX and queried through onnxruntime;
+surrogate: the catalog small-cnn, as a user who does not know the victim's graph would pick), each with
+the default recipe and the old one (30 epochs, min_steps 0); the BN victim also at 5000 queries.
 
 Compared at equal budgets (250, 1000, 1500 queries):
   knockoff random, probabilities  vs ART KnockoffNets(random, use_probability=True), soft labels
@@ -25,6 +34,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +50,11 @@ from worker.engine.extraction.outputs import softmax  # noqa: E402
 from worker.engine.models.export import verified_export  # noqa: E402
 from worker.engine.models.intake import OnnxRuntimeClassifier  # noqa: E402
 from worker.engine.training.classifier import train_digits_model  # noqa: E402
-from worker.engine.training.trainable import trainable_from_onnx  # noqa: E402
+from worker.engine.training.trainable import build_trainable, trainable_from_onnx  # noqa: E402
 
 SHAPE, CLASSES, RANGE = (1, 8, 8), 10, (0.0, 1.0)
 TRANSFER = {"name": "pgd", "norm": "linf", "eps": [0.2], "steps": 40}
+SECTIONS = ("random", "art", "adaptive", "jacobian", "natural")
 DEFENSES = [
     {"name": "top_k", "k": 1},
     {"name": "rounding", "decimals": 1},
@@ -55,8 +66,8 @@ DEFENSES = [
 class Setup:
     """The victim, the data and the surrogate recipe shared by every run."""
 
-    def __init__(self, epochs: int) -> None:
-        self.victim_module = train_digits_model("small-cnn", epochs=15, seed=0)
+    def __init__(self, epochs: int, architecture: str = "small-cnn") -> None:
+        self.victim_module = train_digits_model(architecture, epochs=15, seed=0)
         self.onnx, _ = verified_export(
             self.victim_module, input_shape=SHAPE, num_classes=CLASSES, input_range=RANGE
         )
@@ -65,18 +76,44 @@ class Setup:
         self.victim_labels = self.victim(self.test.x).argmax(1)
         self.epochs = epochs
 
+    def accuracy(self) -> float:
+        """The victim's accuracy on digits-test."""
+        return float((self.victim_labels == self.test.y).mean())
+
     def surrogate(self, seed: int) -> nn.Module:
         return trainable_from_onnx(self.onnx, init="random", seed=seed)
 
-    def ours(self, seed: int, budgets: list[int], attacks: list[dict], *, pool=None, **extra: Any) -> dict:
+    def ours(
+        self,
+        seed: int,
+        budgets: list[int],
+        attacks: list[dict],
+        *,
+        pool=None,
+        architecture: str = "victim",
+        min_steps: int | None = None,
+        **extra: Any,
+    ) -> dict:
+        def catalog(seed: int) -> nn.Module:
+            return build_trainable(
+                architecture=architecture,
+                onnx_bytes=None,
+                safetensors_bytes=None,
+                input_shape=SHAPE,
+                num_classes=CLASSES,
+                init="random",
+                seed=seed,
+            )
+
         params = {
             "budgets": budgets,
             "attacks": attacks,
             "surrogate": {
-                "architecture": "victim",
+                "architecture": architecture,
                 "epochs": self.epochs,
                 "batch_size": 64,
                 "learning_rate": 1e-3,
+                "min_steps": min_steps,
             },
             "detection": [{"name": "prada", "delta": 0.9}],
         } | extra
@@ -89,7 +126,7 @@ class Setup:
             input_shape=SHAPE,
             num_classes=CLASSES,
             input_range=RANGE,
-            make_surrogate=self.surrogate,
+            make_surrogate=self.surrogate if architecture == "victim" else catalog,
             victim_white_box=self.victim_module,
             seed=seed,
         )
@@ -145,6 +182,29 @@ def curve(report: dict, attack: int = 0, row: str = "none") -> dict[int, float]:
     return {r["budget"]: r["fidelity"] for r in entry["results"]}
 
 
+def out_of_distribution(setup: Setup, bn: Setup | None, seed: int, add: Callable[[str, float], None]) -> dict:
+    """Knockoff random from natural-patches: the small-cnn and BN victims, default and old recipe."""
+    pool, attack = load_builtin("natural-patches").x, [{"name": "knockoff", "strategy": "random"}]
+    natural = setup.ours(seed, [1000], attack, pool=pool)
+    runs = {
+        "natural-patches": natural,
+        "natural-patches, old recipe": setup.ours(seed, [1000], attack, pool=pool, min_steps=0, detection=[]),
+    }
+    if bn is not None:
+        runs["natural-patches, BN victim"] = bn.ours(
+            seed, [1000, 5000], attack, pool=pool, architecture="small-cnn", detection=[]
+        )
+        runs["natural-patches, BN victim, old recipe"] = bn.ours(
+            seed, [1000], attack, pool=pool, architecture="small-cnn", min_steps=0, detection=[]
+        )
+    for name, report in runs.items():
+        for budget, value in curve(report).items():
+            add(f"{name} probabilities @{budget}", value)
+        for budget, value in curve(report, row="label_only").items():
+            add(f"{name} labels @{budget}", value)
+    return natural
+
+
 def mean(values: list[float]) -> str:
     return f"{np.mean(values):.3f} (min {np.min(values):.3f})" if values else "n/a"
 
@@ -153,7 +213,9 @@ def compare_with_art(setup: Setup, seeds: list[int], budgets: list[int]) -> None
     """Knockoff random (probabilities and labels) against ART at equal budgets, seed by seed."""
     pairs: dict[str, list[tuple[float, float]]] = {}
     for seed in seeds:
-        report = setup.ours(seed, budgets, [{"name": "knockoff", "strategy": "random"}], detection=[])
+        report = setup.ours(
+            seed, budgets, [{"name": "knockoff", "strategy": "random"}], detection=[], min_steps=0
+        )
         for budget in budgets:
             ours_p, ours_l = curve(report)[budget], curve(report, row="label_only")[budget]
             art_p = setup.art(seed, budget, labels_only=False)[0]
@@ -178,11 +240,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 seed, 5 epochs, smaller budgets")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     parser.add_argument("--compare-only", action="store_true", help="only knockoff random against ART")
+    parser.add_argument("--only", choices=SECTIONS, default=None, help="one section, figures only")
     args = parser.parse_args()
+
+    def want(section: str) -> bool:
+        return args.only in (None, section)
+
     torch.set_num_threads(args.threads)
     seeds = list(range(1 if args.quick else args.seeds))
     epochs = 5 if args.quick else args.epochs
     setup = Setup(epochs)
+    bn_setup = Setup(epochs, "bn-cnn") if args.only in (None, "natural") else None
     compare = [250, 1000] if args.quick else [250, 1000, 1500]
     if args.compare_only:
         compare_with_art(setup, seeds, compare)
@@ -192,6 +260,7 @@ def main() -> None:
         "epochs": epochs,
         "seeds": len(seeds),
         "victim_accuracy": float((setup.victim_labels == setup.test.y).mean()),
+        "bn_victim_accuracy": None if bn_setup is None else bn_setup.accuracy(),
     }
     rows: dict[str, list[float]] = {}
 
@@ -202,57 +271,57 @@ def main() -> None:
     alarms: dict[str, list[Any]] = {}
     for seed in seeds:
         started = time.perf_counter()
-        random = setup.ours(
-            seed,
-            sorted(set(compare + small)),
-            [{"name": "knockoff", "strategy": "random"}],
-            transfer=TRANSFER,
-        )
-        for budget, value in curve(random).items():
-            add(f"random probabilities @{budget}", value)
-        for budget, value in curve(random, row="label_only").items():
-            add(f"random labels @{budget}", value)
-        for row in random["attacks"][0]["rows"]:
-            add(
-                f"transfer eps 0.2 from {row['sees']} surrogate @{compare[-1]}",
-                row["results"][-1]["transfer"][0]["transfer_success_rate"],
+        reports: dict[str, dict] = {}
+        if want("random"):
+            reports["random"] = random = setup.ours(
+                seed,
+                sorted(set(compare + small)),
+                [{"name": "knockoff", "strategy": "random"}],
+                transfer=TRANSFER,
             )
-        add("white-box PGD eps 0.2 on the victim", random["transfer"]["white_box"][0]["attack_success_rate"])
-        for budget in compare:
-            add(f"ART KnockoffNets probabilities @{budget}", setup.art(seed, budget, labels_only=False)[0])
-            add(f"ART CopycatCNN labels @{budget}", setup.art(seed, budget, labels_only=True)[0])
-        adaptive = setup.ours(
-            seed,
-            small,
-            [
-                {"name": "knockoff", "strategy": "adaptive", "reward": "all"},
-                {"name": "knockoff", "strategy": "adaptive", "reward": "cert"},
-            ],
-        )
-        for index, reward in enumerate(("all", "cert")):
-            for budget, value in curve(adaptive, attack=index).items():
-                add(f"adaptive {reward} probabilities @{budget}", value)
-            for budget, value in curve(adaptive, attack=index, row="label_only").items():
-                add(f"adaptive {reward} labels @{budget}", value)
-        jacobian_budgets = [400, 800] if args.quick else [400, 800, 1600, 3200]
-        jacobian = setup.ours(
-            seed, jacobian_budgets, [{"name": "jacobian", "seed_size": 100, "rounds": 5, "lambda": 0.1}]
-        )
-        for budget, value in curve(jacobian).items():
-            add(f"jacobian probabilities @{budget}", value)
-        for budget, value in curve(jacobian, row="label_only").items():
-            add(f"jacobian labels @{budget}", value)
-        natural = setup.ours(
-            seed, [1000], [{"name": "knockoff", "strategy": "random"}], pool=load_builtin("natural-patches").x
-        )
-        add("natural-patches probabilities @1000", curve(natural)[1000])
-        add("natural-patches labels @1000", curve(natural, row="label_only")[1000])
-        for name, report in (
-            ("random", random),
-            ("adaptive", adaptive),
-            ("jacobian", jacobian),
-            ("natural-patches", natural),
-        ):
+            for budget, value in curve(random).items():
+                add(f"random probabilities @{budget}", value)
+            for budget, value in curve(random, row="label_only").items():
+                add(f"random labels @{budget}", value)
+            for row in random["attacks"][0]["rows"]:
+                add(
+                    f"transfer eps 0.2 from {row['sees']} surrogate @{compare[-1]}",
+                    row["results"][-1]["transfer"][0]["transfer_success_rate"],
+                )
+            white_box = random["transfer"]["white_box"][0]["attack_success_rate"]
+            add("white-box PGD eps 0.2 on the victim", white_box)
+        if want("art"):
+            for budget in compare:
+                add(
+                    f"ART KnockoffNets probabilities @{budget}", setup.art(seed, budget, labels_only=False)[0]
+                )
+                add(f"ART CopycatCNN labels @{budget}", setup.art(seed, budget, labels_only=True)[0])
+        if want("adaptive"):
+            reports["adaptive"] = adaptive = setup.ours(
+                seed,
+                small,
+                [
+                    {"name": "knockoff", "strategy": "adaptive", "reward": "all"},
+                    {"name": "knockoff", "strategy": "adaptive", "reward": "cert"},
+                ],
+            )
+            for index, reward in enumerate(("all", "cert")):
+                for budget, value in curve(adaptive, attack=index).items():
+                    add(f"adaptive {reward} probabilities @{budget}", value)
+                for budget, value in curve(adaptive, attack=index, row="label_only").items():
+                    add(f"adaptive {reward} labels @{budget}", value)
+        if want("jacobian"):
+            jacobian_budgets = [400, 800] if args.quick else [400, 800, 1600, 3200]
+            reports["jacobian"] = jacobian = setup.ours(
+                seed, jacobian_budgets, [{"name": "jacobian", "seed_size": 100, "rounds": 5, "lambda": 0.1}]
+            )
+            for budget, value in curve(jacobian).items():
+                add(f"jacobian probabilities @{budget}", value)
+            for budget, value in curve(jacobian, row="label_only").items():
+                add(f"jacobian labels @{budget}", value)
+        if want("natural"):
+            reports["natural-patches"] = out_of_distribution(setup, bn_setup, seed, add)
+        for name, report in reports.items():
             for stream in report["detection"][0]["streams"]:
                 alarms.setdefault(f"{name}: {stream['attack']}", []).append(stream["alarm_at_query"])
             alarms.setdefault("benign (digits-test)", []).append(
@@ -260,21 +329,26 @@ def main() -> None:
             )
         print(f"seed {seed} done in {time.perf_counter() - started:.0f} s", flush=True)
 
+    if args.only:
+        print(f"\nfidelity (mean over {len(seeds)} seeds, min in brackets; {args.only} only)")
+        for key, values in rows.items():
+            print(f"  {key:70s} {mean(values)}")
+        return
     defended = setup.ours(
         0, [1000], [{"name": "knockoff", "strategy": "random"}], defenses=DEFENSES, transfer=TRANSFER
     )
-    timing = setup.ours(0, [1000], [{"name": "knockoff", "strategy": "random"}], detection=[])
+    timing = setup.ours(0, [1000], [{"name": "knockoff", "strategy": "random"}], detection=[], min_steps=0)
     ours_seconds = {row["sees"]: row["seconds"] for row in timing["attacks"][0]["rows"]}
     art_prob_seconds = setup.art(0, 1000, labels_only=False)[1]
     art_label_seconds = setup.art(0, 1000, labels_only=True)[1]
 
     print(
-        f"\nvictim accuracy on digits-test {figures['victim_accuracy']:.3f}; surrogate epochs {epochs}; "
-        f"seeds {len(seeds)}"
+        f"\nvictim accuracy on digits-test {figures['victim_accuracy']:.3f} (BN victim "
+        f"{figures['bn_victim_accuracy']:.3f}); surrogate epochs {epochs}; seeds {len(seeds)}"
     )
     print("\nfidelity (mean over seeds, min in brackets)")
     for key, values in rows.items():
-        print(f"  {key:55s} {mean(values)}")
+        print(f"  {key:70s} {mean(values)}")
     figures["fidelity"] = {key: float(np.mean(v)) for key, v in rows.items()}
     print("\ndefenses (seed 0, knockoff random at 1000 queries)")
     print(

@@ -1,6 +1,6 @@
 """The extraction kind: the victim's interface, attacks, surrogate, defenses, detection and transfer."""
 
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -143,7 +143,8 @@ class TransferParams(_Closed):
 
 class SurrogateParams(_Closed):
     """The attacker's model: the victim's own graph re-initialised (`victim`, ONNX victims only) or a
-    catalog architecture, trained with the shared fit loop (soft labels where scores come back)."""
+    catalog architecture, trained with the shared fit loop (soft labels where scores come back); the
+    surrogate measured at each budget trains for `epochs` and at least `min_steps` optimizer steps."""
 
     architecture: Literal["victim", *ARCHITECTURE_NAMES] = "victim"  # type: ignore[valid-type]
     epochs: Annotated[int, Field(ge=1, le=500)] = 30
@@ -151,9 +152,14 @@ class SurrogateParams(_Closed):
     learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.001
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    min_steps: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=2000,
+        description="Fewest optimizer steps of each measured surrogate (more epochs at small budgets); "
+        "0: the epochs alone.",
+    )
 
 
-EXTRACTION_EXAMPLE = {
+EXTRACTION_EXAMPLE: dict[str, Any] = {
     "kind": "extraction",
     "model_id": "mdl_0123456789abcdef01234567",
     "dataset_id": "builtin:digits-test",

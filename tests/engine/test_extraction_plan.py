@@ -12,7 +12,7 @@ from worker.engine.extraction.pools import synthetic_uniform
 BASE = {
     "budgets": [100, 200],
     "attacks": [{"name": "knockoff", "strategy": "random"}],
-    "surrogate": {"architecture": "victim", "epochs": 1},
+    "surrogate": {"architecture": "victim", "epochs": 1, "min_steps": 0},
 }
 
 

@@ -50,9 +50,11 @@ def test_defense_and_detector_names_keys_and_defaults_agree():
 
 
 def test_surrogate_defaults_agree_with_the_engine_recipe():
-    from worker.engine.extraction.surrogate import surrogate_recipe
+    from worker.engine.extraction.surrogate import SPEC_KEYS, surrogate_min_steps, surrogate_recipe
 
     recipe = surrogate_recipe({})
     published = schemas.SurrogateParams()
     for key in ("epochs", "batch_size", "learning_rate", "optimizer", "weight_decay"):
         assert getattr(recipe, key) == getattr(published, key), key
+    assert surrogate_min_steps({}) == published.min_steps
+    assert set(SPEC_KEYS) == set(schemas.SurrogateParams.model_fields)

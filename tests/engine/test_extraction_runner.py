@@ -16,7 +16,7 @@ PARAMS = {
         {"name": "knockoff", "strategy": "random"},
         {"name": "jacobian", "seed_size": 60, "rounds": 3, "lambda": 0.1},
     ],
-    "surrogate": {"architecture": "victim", "epochs": 10, "batch_size": 64},
+    "surrogate": {"architecture": "victim", "epochs": 10, "batch_size": 64, "min_steps": 0},
     "defenses": [{"name": "top_k", "k": 1}, {"name": "reverse_sigmoid", "beta": 0.7, "gamma": 0.4}],
     "detection": [{"name": "prada", "delta": 0.9}],
     "transfer": {"name": "pgd", "norm": "linf", "eps": [0.2], "steps": 10},

@@ -97,7 +97,11 @@ class AttackRunner:
             part = log.prefix(min(budget, len(log.x)))
             stage = f"{strategy.label} vs {row.name}: surrogate at {budget} queries"
             module = self.trainer.train(
-                part.x, part.outputs, seed=derive_seed(self.seed, index, budget), stage=stage
+                part.x,
+                part.outputs,
+                seed=derive_seed(self.seed, index, budget),
+                stage=stage,
+                measured=True,
             )
             measured = measure_surrogate(
                 module,

@@ -10,7 +10,7 @@ from worker.engine.extraction.defenses import Defense, LabelOnly, defense_class
 from worker.engine.extraction.detection import Detector, detector_class
 from worker.engine.extraction.outputs import ExtractionError, VictimOutput
 from worker.engine.extraction.strategies import build_strategy
-from worker.engine.extraction.surrogate import surrogate_recipe
+from worker.engine.extraction.surrogate import surrogate_min_steps, surrogate_recipe
 from worker.engine.extraction.transfer import transfer_spec
 from worker.engine.training.recipe import TrainingRecipe
 
@@ -60,6 +60,7 @@ class Plan:
     detectors: list[Detector] = field(default_factory=list)
     transfer: dict[str, Any] | None = None
     max_samples: int | None = None
+    min_steps: int = 0
 
     @property
     def max_budget(self) -> int:
@@ -115,6 +116,7 @@ def build_plan(params: Mapping[str, Any]) -> Plan:
         detectors=[detector_class(s["name"]).from_spec(s) for s in params.get("detection") or []],
         transfer=transfer_spec(transfer) if transfer else None,
         max_samples=None if max_samples is None else int(max_samples),
+        min_steps=surrogate_min_steps(surrogate),
     )
 
 

@@ -15,7 +15,7 @@ from worker.engine.extraction.outputs import ExtractionError, softmax
 from worker.engine.extraction.plan import Plan, build_plan, check_pool
 from worker.engine.extraction.query import QueryLog, victim_logits
 from worker.engine.extraction.strategies import build_strategy
-from worker.engine.extraction.surrogate import SurrogateFactory, SurrogateTrainer
+from worker.engine.extraction.surrogate import SurrogateFactory, SurrogateTrainer, epochs_for
 from worker.engine.progress import ProgressCallback, ProgressTracker
 
 Classifier = Callable[[np.ndarray], np.ndarray]
@@ -63,10 +63,11 @@ def _check_eval(
 def _units(plan: Plan, n_eval: int) -> float:
     """Work units of the whole run, for progress."""
     epochs = plan.recipe.epochs
+    measured = sum(b * epochs_for(b, plan.recipe, plan.min_steps) for b in plan.budgets)
     per_row = 0.0
     for spec in plan.attack_specs:
         strategy = build_strategy(spec)
-        per_row += plan.max_budget + strategy.work_units(plan.max_budget, epochs) + sum(plan.budgets) * epochs
+        per_row += plan.max_budget + strategy.work_units(plan.max_budget, epochs) + measured
         if plan.transfer:
             per_row += n_eval * plan.transfer.get("steps", 40) * len(plan.transfer["eps"])
     detection = len(plan.detectors) * (len(plan.attack_specs) * plan.max_budget + n_eval)
@@ -115,7 +116,7 @@ def run_extraction(
         shape,
         int(num_classes),
         (low, high),
-        SurrogateTrainer(make_surrogate, plan.recipe, device, tracker),
+        SurrogateTrainer(make_surrogate, plan.recipe, device, tracker, plan.min_steps),
         tracker,
         seed,
         device,
@@ -170,6 +171,7 @@ def run_extraction(
         "surrogate": {
             **plan.surrogate_spec,
             **{k: getattr(plan.recipe, k) for k in ("epochs", "batch_size", "learning_rate", "optimizer")},
+            "min_steps": plan.min_steps,
         },
         "defenses": _defenses(plan, data, attacks, seed),
         "attacks": attacks,

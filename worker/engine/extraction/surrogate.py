@@ -1,5 +1,12 @@
-"""Training surrogates through the shared fit loop on what the victim's interface returned."""
+"""Training surrogates through the shared fit loop on what the victim's interface returned.
 
+A surrogate measured at a budget trains for `epochs` passes and at least `min_steps` optimizer steps:
+at small budgets a fixed epoch count leaves it far from converged (1000 queries at 30 epochs and batch
+64 are 480 steps), most of all from an out-of-distribution pool, where the victim's scores are hard to
+fit. More passes over the same logged answers cost no query.
+"""
+
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,17 +23,53 @@ from worker.engine.training.recipe import TrainingRecipe
 # seed -> a freshly initialised surrogate (eval mode): the victim's graph re-initialised, or a catalog one.
 SurrogateFactory = Callable[[int], nn.Module]
 RECIPE_KEYS = ("epochs", "batch_size", "learning_rate", "optimizer", "weight_decay")
+SPEC_KEYS = ("architecture", *RECIPE_KEYS, "min_steps")
+# The one place of the engine's surrogate defaults (the API's SurrogateParams publishes the same; a test
+# keeps them equal).
+DEFAULTS: dict[str, Any] = {
+    "epochs": 30,
+    "batch_size": 64,
+    "learning_rate": 1e-3,
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "min_steps": 2000,
+}
 PREDICT_BATCH = 512
 
 
 def surrogate_recipe(spec: Mapping[str, Any]) -> TrainingRecipe:
     """The recipe of a surrogate spec (`architecture` is the caller's business; other keys are refused)."""
-    unknown = sorted(set(spec) - {"architecture", *RECIPE_KEYS})
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
     if unknown:
         raise ValueError(f"surrogate: unknown keys {', '.join(unknown)}")
-    defaults = {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3}
-    values = defaults | {key: spec[key] for key in RECIPE_KEYS if spec.get(key) is not None}
-    return TrainingRecipe(**values)
+    return TrainingRecipe(**{key: _value(spec, key) for key in RECIPE_KEYS})
+
+
+def surrogate_min_steps(spec: Mapping[str, Any]) -> int:
+    """The fewest optimizer steps a measured surrogate trains for (0: the epoch count alone)."""
+    steps = int(_value(spec, "min_steps"))
+    if steps < 0:
+        raise ValueError("surrogate: min_steps must be >= 0")
+    return steps
+
+
+def _value(spec: Mapping[str, Any], key: str) -> Any:
+    """The spec's value, or the default where it is missing or None."""
+    value = spec.get(key)
+    return DEFAULTS[key] if value is None else value
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps of one pass over n samples (the fit loop joins a last batch of one to the previous)."""
+    steps = math.ceil(n / batch_size)
+    return steps - 1 if steps > 1 and n - (steps - 1) * batch_size == 1 else steps
+
+
+def epochs_for(n: int, recipe: TrainingRecipe, min_steps: int) -> int:
+    """Epochs over n samples: the recipe's, or more to reach min_steps optimizer steps."""
+    if n <= 0:
+        return recipe.epochs
+    return max(recipe.epochs, math.ceil(min_steps / steps_per_epoch(n, recipe.batch_size)))
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -54,23 +97,28 @@ def predict_probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
 class SurrogateTrainer:
     """Builds fresh surrogates and trains them with the fit loop on logged interface outputs.
 
-    `progress`, when given, advances by one unit per trained sample per epoch (so cancellation reaches
-    inside training).
+    `min_steps` is the floor of optimizer steps of `train(..., measured=True)` (the surrogate measured
+    at a budget); a strategy's intermediate surrogates train for the recipe's epochs. `progress`, when
+    given, advances by one unit per trained sample per epoch (so cancellation reaches inside training).
     """
 
     factory: SurrogateFactory
     recipe: TrainingRecipe
     device: torch.device
     progress: ProgressTracker | None = None
+    min_steps: int = 0
 
     def fresh(self, seed: int) -> nn.Module:
         """A new surrogate on the device, initialised from `seed`."""
         return self.factory(seed).to(self.device).eval()
 
-    def train(self, x: np.ndarray, outputs: np.ndarray, *, seed: int, stage: str) -> nn.Module:
-        """A fresh surrogate trained from scratch on (x, interface outputs)."""
+    def train(
+        self, x: np.ndarray, outputs: np.ndarray, *, seed: int, stage: str, measured: bool = False
+    ) -> nn.Module:
+        """A fresh surrogate trained from scratch on (x, outputs); `measured`: for at least min_steps."""
         model = self.fresh(seed)
-        self.update(model, x, outputs, seed=seed, stage=stage)
+        epochs = epochs_for(len(x), self.recipe, self.min_steps) if measured else None
+        self.update(model, x, outputs, seed=seed, stage=stage, epochs=epochs)
         return model
 
     def update(

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -70,15 +71,15 @@ class InvalidInput(DomainError):
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-def error_body(code: str, message: str, details: list | None = None) -> dict:
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The JSON body of every error answer."""
-    body: dict = {"error": {"code": code, "message": message}}
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if details:
         body["error"]["details"] = details
     return body
 
 
-def _validation_details(exc: RequestValidationError) -> list[dict]:
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     """Validation errors without echoing uploaded bytes back."""
     details = []
     for error in exc.errors():

@@ -40,7 +40,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware timestamp on every database: SQLite's naive values come back as UTC."""
 
     impl = DateTime(timezone=True)
@@ -170,7 +170,10 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Deferred: a status read never loads the report.
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
+    # How the job may be split (samples_per_shard, max_shards), as submitted; None for the settings.
+    sharding: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(200))
@@ -179,6 +182,36 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobShard(Base):
+    """One piece of a job split across workers: its plan, state, attempt and partial result.
+
+    A shard is claimed and finished under a guard on its state and attempt, like a job; its partial
+    result is a blob (per-sample arrays) and a small JSON, kept in Postgres so a broker flush or a lost
+    worker never loses finished work.
+    """
+
+    __tablename__ = "job_shards"
+    __table_args__ = (UniqueConstraint("job_id", "index"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("shd"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"), index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Artifact(Base):

@@ -4,6 +4,8 @@ Both the API (to enqueue) and the worker (to consume) build the app here, so the
 serialisation and routing. Messages carry only ids; the database is the source of truth.
 """
 
+from typing import Any
+
 from celery import Celery
 
 from app.settings import Settings
@@ -18,7 +20,7 @@ ALL_QUEUES = (CPU_QUEUE, GPU_QUEUE)
 def make_celery(settings: Settings) -> Celery:
     """A Celery app: JSON only, late acks, prefetch 1, and the cpu and gpu queues."""
     celery = Celery("gauntlet", broker=settings.resolved_broker_url)
-    transport_options: dict = {"visibility_timeout": max(3600, settings.longest_time_limit_s + 600)}
+    transport_options: dict[str, Any] = {"visibility_timeout": max(3600, settings.longest_time_limit_s + 600)}
     if settings.resolved_broker_url.startswith("filesystem"):
         folder = settings.broker_folder
         for sub in ("queue", "processed", "control"):

@@ -7,19 +7,22 @@ truth, so every API process reports the same figures and no worker needs an HTTP
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import ColumnElement, case, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from app.orm import Job, ModelRecord, WebhookDelivery, WorkerHeartbeat, utcnow
 
+# A column or mapped attribute usable in a query expression.
+SQLColumn = ColumnElement[Any] | InstrumentedAttribute[Any]
 JOB_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 VALIDATION_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300)
 
 
-def _seconds(session: Session, end: ColumnElement, start: ColumnElement) -> ColumnElement:
+def _seconds(session: Session, end: SQLColumn, start: SQLColumn) -> ColumnElement[Any]:
     """`end - start` in seconds, on Postgres and SQLite."""
     if session.get_bind().dialect.name == "sqlite":
         return (func.julianday(end) - func.julianday(start)) * 86400.0
@@ -27,7 +30,7 @@ def _seconds(session: Session, end: ColumnElement, start: ColumnElement) -> Colu
 
 
 def _histogram(
-    session: Session, name: str, doc: str, label: ColumnElement, end: ColumnElement, start: ColumnElement,
+    session: Session, name: str, doc: str, label: SQLColumn, end: SQLColumn, start: SQLColumn,
     buckets: tuple[float, ...], label_name: str = "kind",
 ) -> HistogramMetricFamily:  # fmt: skip
     """A histogram of durations, one series per label value, bucket counts computed in SQL."""

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=15.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     device: str | None = None
+    # Sharding: evaluation samples per shard (evasion, defense evaluation), most shards of one job, and
+    # most shards of one tenant running at once (the rest wait in Postgres, not in the broker).
+    evasion_samples_per_shard: int = Field(default=1000, ge=1)
+    max_shards_per_job: int = Field(default=16, ge=1, le=256)
+    tenant_max_running_shards: int = Field(default=8, ge=1)
 
     # Hardening: dataset size, the validation sandbox, webhooks, metrics and blob collection.
     max_dataset_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)

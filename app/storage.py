@@ -2,13 +2,15 @@
 
 import hashlib
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound, PayloadTooLarge
-from app.orm import Artifact, Blob, DatasetRecord, ModelRecord, utcnow
+from app.orm import Artifact, Blob, DatasetRecord, JobShard, ModelRecord, utcnow
 
 COLLECT_BATCH = 100
 
@@ -22,9 +24,9 @@ def put_blob(session: Session, data: bytes, *, max_bytes: int) -> str:
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"{len(data)} bytes is over the limit of {max_bytes} bytes")
     digest = hashlib.sha256(data).hexdigest()
-    touched = session.execute(
-        update(Blob).where(Blob.sha256 == digest).values(last_used_at=utcnow())
-    ).rowcount
+    touched = rowcount(
+        session.execute(update(Blob).where(Blob.sha256 == digest).values(last_used_at=utcnow()))
+    )
     if not touched:
         try:
             with session.begin_nested():
@@ -42,7 +44,13 @@ def get_blob(session: Session, digest: str) -> bytes:
     return blob.data
 
 
-def _unreferenced(grace_s: float) -> list:
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched (its result is a CursorResult)."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def _unreferenced(grace_s: float) -> list[ColumnElement[bool]]:
     """Conditions of a blob that no model, dataset or artifact references and nobody used lately."""
     cutoff = utcnow() - timedelta(seconds=grace_s)
     return [
@@ -50,6 +58,7 @@ def _unreferenced(grace_s: float) -> list:
         ~exists().where(ModelRecord.blob_sha256 == Blob.sha256),
         ~exists().where(DatasetRecord.blob_sha256 == Blob.sha256),
         ~exists().where(Artifact.blob_sha256 == Blob.sha256),
+        ~exists().where(JobShard.result_sha256 == Blob.sha256),
     ]
 
 
@@ -60,9 +69,9 @@ def collect_unreferenced_blobs(session: Session, grace_s: float, limit: int = CO
     for digest in digests:
         try:
             with session.begin_nested():
-                gone = session.execute(
-                    delete(Blob).where(Blob.sha256 == digest, *_unreferenced(grace_s))
-                ).rowcount
+                gone = rowcount(
+                    session.execute(delete(Blob).where(Blob.sha256 == digest, *_unreferenced(grace_s)))
+                )
         except IntegrityError:
             continue  # referenced by a row committed meanwhile: keep it
         if gone:

@@ -131,7 +131,7 @@ async def job_events(job_id: JobId, request: Request, ctx: Context) -> Streaming
     ctx.session.close()
 
     async def stream() -> AsyncIterator[str]:
-        last: tuple | None = None
+        last: tuple[object, ...] | None = None
         while not await request.is_disconnected():
             with factory() as session:
                 job = service.get_job(ServiceContext(session, tenant_id, ctx.settings, ctx.queue), job_id)

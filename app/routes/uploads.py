@@ -3,7 +3,7 @@
 import json
 from typing import NoReturn
 
-from fastapi import UploadFile
+from starlette.datastructures import UploadFile
 
 from app.errors import PayloadTooLarge, UnsupportedMediaType
 

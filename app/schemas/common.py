@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from app.schemas.sharding import ShardingParams
+
 Norm = Literal["linf", "l2"]
 # Learning-rate schedules of a training recipe (the engine's ScheduleName; a test keeps them equal).
 Schedule = Literal["constant", "cosine", "step", "cyclic"]
@@ -29,6 +31,7 @@ class JobSpecBase(BaseModel):
     dataset_id: ResourceId = Field(description="The held-out evaluation set.")
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     callback_url: AnyHttpUrl | None = None
+    sharding: ShardingParams | None = None
 
 
 class TrainingParams(BaseModel):

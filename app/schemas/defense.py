@@ -1,6 +1,6 @@
 """The defense kind: harden or wrap a model (the engine's registry names), then evaluate it adaptively."""
 
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -177,7 +177,7 @@ class DefenseEvaluation(_Closed):
             if not isinstance(attack, AttackParamsBase):
                 raise ValueError(
                     f"{attack.name} is not an eps-bounded attack; a defense is evaluated within eps"
-                )  # type: ignore[attr-defined]
+                )
         return self
 
 
@@ -199,7 +199,7 @@ class DefenseParams(_Closed):
         return self
 
 
-DEFENSE_EXAMPLE = {
+DEFENSE_EXAMPLE: dict[str, Any] = {
     "kind": "defense",
     "model_id": "mdl_0123456789abcdef01234567",
     "dataset_id": "builtin:digits-test",

@@ -1,6 +1,6 @@
 """The evasion kind: typed, closed parameter schemas per attack (the registry's names) and the job spec."""
 
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -288,7 +288,7 @@ ATTACK_SCHEMAS: dict[str, type[BaseModel]] = _schemas_by_name()
 ATTACK_NAMES: tuple[str, ...] = tuple(n for n, m in ATTACK_SCHEMAS.items() if issubclass(m, AttackParamsBase))
 PHYSICAL_ATTACKS: tuple[str, ...] = tuple(n for n in ATTACK_SCHEMAS if n not in ATTACK_NAMES)
 
-EVASION_EXAMPLE = {
+EVASION_EXAMPLE: dict[str, Any] = {
     "kind": "evasion",
     "model_id": "mdl_0123456789abcdef01234567",
     "dataset_id": "builtin:digits-test",

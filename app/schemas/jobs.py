@@ -42,6 +42,17 @@ class JobError(BaseModel):
     message: str
 
 
+class ShardView(BaseModel):
+    """One shard of a job split across workers."""
+
+    index: int
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    worker: str | None = Field(description="The worker process (host:pid) that ran it last.")
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
 class JobView(BaseModel):
     """A job as the API shows it."""
 
@@ -60,6 +71,9 @@ class JobView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     summary: dict[str, Any] | None
+    shards: list[ShardView] = Field(
+        default_factory=list, description="The shards of a job split across workers; empty for one piece."
+    )
 
 
 class JobPage(BaseModel):

@@ -1,6 +1,6 @@
 """The poisoning kind: attacks at rates (the engine's registry names), detectors, the recipe, audit mode."""
 
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -252,7 +252,7 @@ class PoisoningParams(_Closed):
         return not self.attacks
 
 
-POISONING_EXAMPLE = {
+POISONING_EXAMPLE: dict[str, Any] = {
     "kind": "poisoning",
     "model_id": "mdl_0123456789abcdef01234567",
     "dataset_id": "builtin:digits-test",

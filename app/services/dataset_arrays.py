@@ -1,6 +1,7 @@
 """Checking and loading uploaded `.npz` datasets (streamed, capped, never unpickled), and built-in facts."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -117,6 +118,8 @@ def _scan(
         y_scan = _Scan(y_header, keep, finite=False)
         archive.chunks("x", x_scan)
         archive.chunks("y", y_scan)
+    if y_scan.low is None or y_scan.high is None or x_scan.low is None or x_scan.high is None:
+        raise invalid("x and y must hold at least one value")
     if y_scan.low < 0:
         raise invalid("y must hold non-negative integer labels")
     if y_scan.high >= MAX_CLASSES:
@@ -131,7 +134,8 @@ def _scan(
     )
     if not keep:
         return facts, None, None
-    order = "F" if x_header.fortran_order else "C"
+    assert x_scan.buffer is not None and y_scan.buffer is not None
+    order: Literal["F", "C"] = "F" if x_header.fortran_order else "C"
     return facts, x_scan.buffer.reshape(x_header.shape, order=order), y_scan.buffer
 
 
@@ -145,6 +149,7 @@ def load_npz(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Arrays ready for the engine: float32 inputs in the input range (uint8 is scaled) and int64 labels."""
     facts, x, y = _scan(data, max_bytes or _default_max_bytes(), keep=True)
+    assert x is not None and y is not None
     low, high = input_range
     if facts.dtype == "uint8":
         scaled = x.astype(np.float32)

@@ -3,13 +3,16 @@
 import hashlib
 import json
 import logging
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import object_session
 
-from app.errors import Conflict, NotFound
-from app.orm import TERMINAL_JOB_STATES, Artifact, Job, Tenant, utcnow
-from app.schemas.jobs import JobError, JobSpec, JobView
+from app.errors import Conflict, InvalidInput, NotFound
+from app.orm import TERMINAL_JOB_STATES, Artifact, Job, JobShard, Tenant, utcnow
+from app.schemas.jobs import JobError, JobSpec, JobStatus, JobView, ShardView
+from app.schemas.sharding import ShardingParams
 from app.services import compatibility
 from app.services.context import ServiceContext
 from app.services.datasets import dataset_facts
@@ -17,6 +20,7 @@ from app.services.eps_units import check_pixel_units
 from app.services.kinds import KIND_RULES
 from app.services.models import get_model
 from app.services.pagination import fetch_page
+from app.settings import Settings
 
 log = logging.getLogger("gauntlet.jobs")
 
@@ -24,6 +28,17 @@ log = logging.getLogger("gauntlet.jobs")
 def _request_hash(spec: JobSpec) -> str:
     """A stable hash of a spec, to tell a retried request from a different one."""
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def check_sharding(settings: Settings, sharding: ShardingParams | None) -> dict | None:
+    """The job's split limits as stored; a shard count over the service's limit is refused (422)."""
+    if sharding is None:
+        return None
+    if sharding.max_shards is not None and sharding.max_shards > settings.max_shards_per_job:
+        raise InvalidInput(
+            f"max_shards is {sharding.max_shards}; this service allows at most {settings.max_shards_per_job}"
+        )
+    return sharding.model_dump(exclude_none=True)
 
 
 def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None = None) -> Job:
@@ -51,6 +66,7 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
     compatibility.check_job_cost(ctx.settings, tenant.name if tenant else "", spec.kind, cost)
     callback = str(spec.callback_url) if spec.callback_url else None
     compatibility.check_callback_url(callback, ctx.settings.remote_host_allowlist)
+    sharding = check_sharding(ctx.settings, spec.sharding)
     job = Job(
         tenant_id=ctx.tenant_id,
         kind=spec.kind,
@@ -59,6 +75,7 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
         params=spec.params.model_dump(mode="json"),
         seed=spec.seed,
         callback_url=callback,
+        sharding=sharding,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         stage="queued",
@@ -117,7 +134,7 @@ def cancel_job(ctx: ServiceContext, job_id: str) -> Job:
     return job
 
 
-def get_report(ctx: ServiceContext, job_id: str) -> dict:
+def get_report(ctx: ServiceContext, job_id: str) -> dict[str, Any]:
     """The JSON report of a succeeded job; 409 until then."""
     job = get_job(ctx, job_id)
     if job.status != "succeeded" or job.report is None:
@@ -159,14 +176,45 @@ def get_artifact(ctx: ServiceContext, artifact_id: str) -> Artifact:
     return artifact
 
 
+def _shards(job: Job) -> tuple[list[ShardView], float | None]:
+    """The job's shards (one small indexed query) and, while it runs, progress summed over them."""
+    session = object_session(job)
+    if session is None:
+        return [], None
+    rows = session.execute(
+        select(
+            JobShard.index, JobShard.state, JobShard.worker_id, JobShard.attempts, JobShard.started_at,
+            JobShard.finished_at, JobShard.progress,
+        ).where(JobShard.job_id == job.id).order_by(JobShard.index)
+    ).all()  # fmt: skip
+    views = [
+        ShardView(
+            index=row.index,
+            state=row.state,
+            worker=row.worker_id,
+            attempts=row.attempts,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )  # fmt: skip
+        for row in rows
+    ]
+    done = sum(1.0 if row.state == "succeeded" else row.progress for row in rows)
+    # The merge after the last shard takes the last few percent.
+    return views, 0.95 * done / len(rows) if rows else None
+
+
 def job_view(job: Job) -> JobView:
     """The API view of a job."""
+    shards, shard_progress = _shards(job)
+    progress = job.progress
+    if shard_progress is not None and job.status == "running" and job.stage != "merging":
+        progress = shard_progress
     error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
     return JobView(
         id=job.id,
         kind=job.kind,
-        status=job.status,
-        progress=job.progress,
+        status=cast(JobStatus, job.status),
+        progress=progress,
         stage=job.stage,
         error=error,
         model_id=job.model_id,
@@ -178,4 +226,5 @@ def job_view(job: Job) -> JobView:
         started_at=job.started_at,
         finished_at=job.finished_at,
         summary=job.summary,
+        shards=shards,
     )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from math import prod
+from typing import IO
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -126,7 +127,7 @@ class NpzArchive:
             return header
 
     @contextmanager
-    def open(self, name: str) -> Iterator[tuple[ArrayHeader, io.BufferedIOBase]]:
+    def open(self, name: str) -> Iterator[tuple[ArrayHeader, IO[bytes]]]:
         """The member's parsed header and a stream positioned at its data."""
         info = self._info(name)
         with self._zip.open(info) as stream:
@@ -161,7 +162,7 @@ class NpzArchive:
         return header
 
 
-def _read_header(name: str, stream: io.BufferedIOBase) -> ArrayHeader:
+def _read_header(name: str, stream: IO[bytes]) -> ArrayHeader:
     """Parse a `.npy` header (versions 1 and 2) and refuse what a dataset cannot hold."""
     version = npy_format.read_magic(stream)
     if version == (1, 0):

@@ -54,7 +54,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def fetch_page(
     session: Session,
-    query: Select[tuple[Row]],
+    query: Select[Row],
     entity: Any,
     *,
     cursor: str | None,
@@ -73,7 +73,7 @@ def fetch_page(
         else:
             query = query.where(or_(created > after, and_(created == after, ident > after_id)))
     order = (created.desc(), ident.desc()) if newest_first else (created.asc(), ident.asc())
-    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+    rows: list[Row] = list(session.scalars(query.order_by(*order).limit(limit + 1)))
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

@@ -88,7 +88,7 @@ def software_versions() -> dict[str, str]:
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """Arrays as a compressed `.npz` file."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, allow_pickle=False, **arrays)
     return buffer.getvalue()
 
 

@@ -152,9 +152,9 @@ def estimate_cost(
         if attack.name == "jacobian":
             per_row += 2 * largest * epochs
         elif attack.name == "active":
-            per_row += attack.rounds * largest * epochs / 2  # type: ignore[union-attr]
+            per_row += attack.rounds * largest * epochs / 2
         elif getattr(attack, "strategy", "random") == "adaptive":
-            per_row += largest * attack.online_epochs  # type: ignore[union-attr]
+            per_row += largest * attack.online_epochs
         if params.transfer is not None:
             per_row += n_eval * params.transfer.steps * params.transfer.restarts * len(params.transfer.eps)
     return float(n_eval + per_row * defense_rows(params))

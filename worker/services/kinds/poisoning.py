@@ -40,7 +40,8 @@ def _pattern(spec: PoisoningJobSpec, data: JobData) -> np.ndarray | None:
     pattern = data.get("pattern_dataset_id")
     if pattern is None or len(pattern.x) == 0:
         raise JobFailure("pattern_invalid", "the uploaded pattern could not be loaded")
-    return pattern.x[0]
+    first: np.ndarray = pattern.x[0]
+    return first
 
 
 def _artifacts(outcome: PoisoningOutcome) -> list[ArtifactPayload]:

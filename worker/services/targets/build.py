@@ -22,19 +22,32 @@ def signature_of(record: ModelRecord) -> Signature:
 
 def build_target(record: ModelRecord, blob: bytes | None, settings: Settings) -> Target:
     """The target for a ready model row and its stored bytes."""
-    common = {"id": record.id, "name": record.name, "signature": signature_of(record)}
+    ident, name, signature = record.id, record.name, signature_of(record)
     target: Target
     if record.format == "onnx" and blob is not None:
         target = OnnxTarget(
-            **common, blob=blob, white_box=bool(record.white_box), limits=intake_limits(settings)
+            id=ident,
+            name=name,
+            signature=signature,
+            blob=blob,
+            white_box=bool(record.white_box),
+            limits=intake_limits(settings),
         )
     elif record.format == "safetensors" and blob is not None and record.architecture:
-        target = SafetensorsTarget(**common, blob=blob, architecture=record.architecture)
+        target = SafetensorsTarget(
+            id=ident, name=name, signature=signature, blob=blob, architecture=record.architecture
+        )
     elif record.format == "architecture" and record.architecture:
-        target = ArchitectureTarget(**common, architecture=record.architecture)
+        target = ArchitectureTarget(
+            id=ident, name=name, signature=signature, architecture=record.architecture
+        )
     elif record.format == "remote" and record.endpoint_url:
         target = RemoteTarget(
-            **common, url=record.endpoint_url, allowlist=tuple(settings.remote_host_allowlist)
+            id=ident,
+            name=name,
+            signature=signature,
+            url=record.endpoint_url,
+            allowlist=tuple(settings.remote_host_allowlist),
         )
     else:
         raise JobFailure("model_invalid", f"model {record.id} has no usable {record.format} source")

@@ -1,6 +1,7 @@
 """Run one job attempt: claim it, execute its kind, store report and artifacts, finish it."""
 
 import logging
+from collections.abc import Callable
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
@@ -16,6 +17,8 @@ from worker.services.job_state import Claim, JobCancelled, JobFailure, JobLost, 
 from worker.services.kinds import run_kind
 from worker.services.outputs import DerivedModel, JobOutput, finish_output
 from worker.services.progress import Heartbeat, ProgressReporter
+from worker.services.shards.kinds import SHARDED
+from worker.services.shards.runner import pieces_of, split_job, take_merge
 
 log = logging.getLogger("gauntlet.jobs")
 
@@ -28,10 +31,27 @@ def run_job(rt: WorkerRuntime, job_id: str) -> None:
         log.info("job %s is not queued; nothing to do", job_id)
         return
     log.info("job %s: attempt %d started", job_id, claim.attempt)
+    _attempt(rt, claim, lambda reporter: _execute(rt, claim, reporter))
+
+
+def merge_job(rt: WorkerRuntime, job_id: str) -> None:
+    """Merge a split job whose shards all succeeded, if this worker wins the merge; else a no-op."""
+    claim = take_merge(rt, job_id)
+    if claim is None:
+        return
+    log.info("job %s: merging its shards", job_id)
+    _attempt(rt, claim, lambda reporter: _merge(rt, claim, reporter))
+
+
+def _attempt(rt: WorkerRuntime, claim: Claim, work: Callable[[ProgressReporter], JobOutput | None]) -> None:
+    """Do the attempt's work and store its output, or end the job with a stable error code."""
+    job_id = claim.job_id
     reporter = ProgressReporter(rt.session_factory, claim, rt.settings.progress_interval_s)
     try:
         with Heartbeat(rt.session_factory, claim, rt.settings.heartbeat_interval_s):
-            output = _execute(rt, claim, reporter)
+            output = work(reporter)
+        if output is None:
+            return  # split into shards: the worker of the last one merges and stores
         _store_success(rt, claim, output)
     except JobCancelled:
         _store_end(rt, claim, "cancelled", stage="cancelled")
@@ -76,11 +96,25 @@ def run_job(rt: WorkerRuntime, job_id: str) -> None:
         )
 
 
-def _execute(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> JobOutput:
-    """Load the job's inputs in a short session, close it, then run its kind and wrap the outcome."""
+def _execute(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> JobOutput | None:
+    """Load the job's inputs, then split it into shards (None) or run its kind and wrap the outcome."""
     job = load_job(rt, claim.job_id, reporter)
     try:
+        if split_job(rt, claim, job):
+            return None
         outcome = run_kind(job.spec, job.target, job.data, job.env)
+    finally:
+        job.target.close()
+    return finish_output(job.spec, job.env, outcome, model_name=job.target.name)
+
+
+def _merge(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> JobOutput:
+    """Load the job's inputs and merge its shards' partial results into the job's output."""
+    job = load_job(rt, claim.job_id, reporter)
+    try:
+        outcome = SHARDED[type(job.spec)].merge(
+            job.spec, job.target, job.data, job.env, pieces_of(rt, claim.job_id)
+        )
     finally:
         job.target.close()
     return finish_output(job.spec, job.env, outcome, model_name=job.target.name)

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.orm import Job, ModelRecord, WorkerHeartbeat, utcnow
+from app.orm import Job, JobShard, ModelRecord, WorkerHeartbeat, utcnow
 from worker.runtime import WorkerRuntime
 from worker.services.blob_collection import collect_blobs
 from worker.services.job_state import worker_identity
+from worker.services.shards.recovery import recover_shards
 from worker.services.validation_state import interrupted_values
 from worker.services.webhook_delivery import deliver_due
 
@@ -37,6 +38,7 @@ class ReconcileResult:
     failed: list[str] = field(default_factory=list)
     resent_jobs: list[str] = field(default_factory=list)
     resent_models: list[str] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     interrupted_models: list[str] = field(default_factory=list)
     deliveries: list[str] = field(default_factory=list)
@@ -49,7 +51,9 @@ def _recover_stale_running(rt: WorkerRuntime, result: ReconcileResult) -> None:
     with rt.session_factory() as session:
         stale = session.execute(
             select(Job.id, Job.attempts, Job.cancel_requested).where(
-                Job.status == "running", Job.heartbeat_at < cutoff
+                Job.status == "running",
+                Job.heartbeat_at < cutoff,
+                ~exists().where(JobShard.job_id == Job.id),  # split jobs: recover_shards
             )
         ).all()
         for job_id, attempts, cancel_requested in stale:
@@ -159,6 +163,7 @@ def reconcile_once(rt: WorkerRuntime, queues: str = "") -> ReconcileResult:
         ("heartbeat", lambda: _beat_worker(rt, queues)),
         ("recovery", lambda: _recover_stale_running(rt, result)),
         ("jobs", lambda: _resend_queued_jobs(rt, result)),
+        ("shards", lambda: result.shards.extend(recover_shards(rt))),
         ("validations", lambda: _resend_validations(rt, result)),
         ("webhooks", lambda: result.deliveries.extend(deliver_due(rt))),
         ("blobs", lambda: result.collected_blobs.extend(collect_blobs(rt))),

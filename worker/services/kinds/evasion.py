@@ -1,7 +1,7 @@
 """The evasion runner: attack the model on the held-out set and build the report and artifacts."""
 
 from app.schemas.evasion import EvasionJobSpec
-from worker.engine.evasion.runner import run_evasion
+from worker.engine.evasion.runner import EvasionOutcome, run_evasion
 from worker.services.context import JobData, RunEnv
 from worker.services.outputs import Outcome, npz_artifact, png_artifact
 from worker.services.targets import Target
@@ -31,6 +31,11 @@ def run(spec: EvasionJobSpec, target: Target, data: JobData, env: RunEnv) -> Out
         progress=env.progress,
         black_box=target.black_box_model(),
     )
+    return outcome_of(outcome)
+
+
+def outcome_of(outcome: EvasionOutcome) -> Outcome:
+    """The job outcome of an evaluation: report body, checks, summary and artifacts."""
     body = dict(outcome.report)
     checks = body.pop("checks")
     artifacts = [

@@ -92,15 +92,18 @@ async def _create_from_form(request: Request, ctx: ServiceContext) -> ModelRecor
     name, fmt, shape = _form_text(form, "name"), _form_text(form, "format"), _form_text(form, "input_shape")
     num_classes = _form_text(form, "num_classes")
     check_form_shape(shape, ctx.settings.max_input_elements)
-    if name is None or fmt is None or shape is None or num_classes is None:
-        raise InvalidInput("the form needs fields name, format, input_shape and num_classes")
-    if not num_classes.strip().isdigit():
+    if name is None or fmt is None:
+        raise InvalidInput(
+            "the form needs fields name and format (and input_shape and num_classes, which "
+            "only an ONNX graph that states them may leave out)"
+        )
+    if num_classes is not None and not num_classes.strip().isdigit():
         raise InvalidInput("num_classes must be an integer")
     fields = service.parse_upload_fields(
         name,
         fmt,
         shape,
-        int(num_classes),
+        int(num_classes) if num_classes is not None else None,
         _form_text(form, "input_range"),
         _form_text(form, "architecture"),
         _form_text(form, "input_mean"),

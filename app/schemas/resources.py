@@ -20,8 +20,10 @@ class ModelView(BaseModel):
     invalid_code: str | None
     invalid_reason: str | None
     white_box: bool | None
-    input_shape: list[int]
-    num_classes: int
+    input_shape: list[int] = Field(
+        description="Without the batch dimension; [] while an ONNX upload that left it out is validating."
+    )
+    num_classes: int = Field(description="0 while an ONNX upload that left it out is validating.")
     input_range: list[float]
     normalization: dict[str, list[float]] | None
     architecture: str | None
@@ -129,7 +131,7 @@ class ArtifactPage(BaseModel):
 MODEL_UPLOAD_FORM: dict[str, Any] = {
     "title": "ModelUploadForm",
     "type": "object",
-    "required": ["file", "name", "format", "input_shape", "num_classes"],
+    "required": ["file", "name", "format"],
     "properties": {
         "file": {
             "type": "string",
@@ -140,9 +142,17 @@ MODEL_UPLOAD_FORM: dict[str, Any] = {
         "format": {"type": "string", "enum": ["onnx", "safetensors"]},
         "input_shape": {
             "type": "string",
-            "description": "The shape of one sample without the batch dimension, as JSON: `[1, 8, 8]`.",
+            "description": "The shape of one sample without the batch dimension, as JSON: `[1, 8, 8]`. "
+            "Required for safetensors; an ONNX graph that states a fixed input shape may leave it out "
+            "(validation reads it from the graph).",
         },
-        "num_classes": {"type": "integer", "minimum": 2, "maximum": 100000},
+        "num_classes": {
+            "type": "integer",
+            "minimum": 2,
+            "maximum": 100000,
+            "description": "Required for safetensors; an ONNX graph with a fixed [batch, classes] output "
+            "may leave it out.",
+        },
         "input_range": {
             "type": "string",
             "description": "The inputs' value range as JSON `[low, high]`; default `[0, 1]`.",

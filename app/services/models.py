@@ -33,8 +33,9 @@ class UploadFields(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     format: str
-    input_shape: list[int] = Field(min_length=1, max_length=6)
-    num_classes: int = Field(ge=2, le=100_000)
+    # Left out (None) only for an ONNX graph that states them; validation reads them from the graph.
+    input_shape: list[int] | None = Field(default=None, min_length=1, max_length=6)
+    num_classes: int | None = Field(default=None, ge=2, le=100_000)
     input_range: list[float] = Field(default=[0.0, 1.0], min_length=2, max_length=2)
     architecture: str | None = None
     input_mean: list[float] | None = Field(default=None, min_length=1, max_length=4096)
@@ -52,13 +53,15 @@ def _json_field(raw: str | None, field: str) -> object:
 
 
 def normalization_of(
-    input_shape: list[int], mean: list[float] | None, std: list[float] | None
+    input_shape: list[int] | None, mean: list[float] | None, std: list[float] | None
 ) -> dict[str, list[float]] | None:
     """The declared per-channel normalization, checked against the input shape; None when not declared."""
     if mean is None and std is None:
         return None
     if mean is None or std is None:
         raise InvalidInput("declare both input_mean and input_std, or neither")
+    if input_shape is None:
+        raise InvalidInput("input_mean and input_std need input_shape (their length is its channel count)")
     channels = input_shape[0]
     if len(mean) != channels or len(std) != channels:
         raise InvalidInput(
@@ -73,8 +76,8 @@ def normalization_of(
 def parse_upload_fields(
     name: str,
     fmt: str,
-    input_shape: str,
-    num_classes: int,
+    input_shape: str | None,
+    num_classes: int | None,
     input_range: str | None,
     architecture: str | None,
     input_mean: str | None = None,
@@ -104,8 +107,10 @@ def parse_upload_fields(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
-    if any(d < 1 for d in fields.input_shape):
+    if fields.input_shape is not None and any(d < 1 for d in fields.input_shape):
         raise InvalidInput("input_shape dimensions must be positive")
+    if fields.format != "onnx" and (fields.input_shape is None or fields.num_classes is None):
+        raise InvalidInput(f"{fields.format} uploads need input_shape and num_classes")
     low, high = fields.input_range
     if not low < high:
         raise InvalidInput("input_range must be [low, high] with low < high")
@@ -147,8 +152,8 @@ def create_uploaded_model(ctx: ServiceContext, fields: UploadFields, data: bytes
         blob_sha256=digest,
         architecture=fields.architecture,
         normalization=normalization_of(fields.input_shape, fields.input_mean, fields.input_std),
-        input_shape=fields.input_shape,
-        num_classes=fields.num_classes,
+        input_shape=fields.input_shape or [],
+        num_classes=fields.num_classes or 0,
         input_range=fields.input_range,
         size_bytes=len(data),
     )

@@ -21,6 +21,7 @@ from worker.engine.models.intake import (
     validate_onnx,
     validate_safetensors,
 )
+from worker.engine.models.intake.declared_interface import declared_interface
 from worker.remote_model import validate_remote
 from worker.runtime import WorkerRuntime
 from worker.services.sandbox import ChildResult, run_limited
@@ -43,6 +44,16 @@ def intake_limits(settings: Settings) -> IntakeLimits:
         allow_control_flow=settings.allow_control_flow,
         intra_op_threads=settings.onnxruntime_threads,
     )
+
+
+def interface_of(record: ModelRecord, blob: bytes | None) -> tuple[list[int], int]:
+    """The model's input shape and class count: as uploaded, or read from an ONNX graph that states them."""
+    if record.input_shape and record.num_classes:
+        return [int(d) for d in record.input_shape], int(record.num_classes)
+    if record.format != "onnx" or not blob:
+        raise ModelRejected("shape_unknown", "input_shape and num_classes are required for this format")
+    declared = declared_interface(blob)
+    return declared.input_shape, declared.num_classes
 
 
 def run_intake(settings: Settings, record: ModelRecord, blob: bytes | None) -> IntakeReport:

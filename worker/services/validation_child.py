@@ -58,7 +58,7 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
         from app.settings import Settings
         from app.storage import get_blob
         from worker.engine.models.intake import ModelRejected
-        from worker.services.model_validation import run_intake
+        from worker.services.model_validation import interface_of, run_intake
 
         settings = Settings(**request["settings"])
         engine = make_engine(settings)
@@ -70,12 +70,19 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
             session.expunge(record)
         engine.dispose()
         try:
+            record.input_shape, record.num_classes = interface_of(record, blob)
             report = run_intake(settings, record, blob)
         except ModelRejected as rejection:
             if rejection.code != "resource_limit" and is_memory_failure(rejection):
                 return _memory_result(limit)
             return {"status": "invalid", "code": rejection.code, "message": rejection.message}
-        return {"status": "ready", "white_box": report.white_box, "intake": asdict(report)}
+        return {
+            "status": "ready",
+            "white_box": report.white_box,
+            "intake": asdict(report),
+            "input_shape": record.input_shape,
+            "num_classes": record.num_classes,
+        }
     except Exception as exc:
         if is_memory_failure(exc):
             return _memory_result(limit)

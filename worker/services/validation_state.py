@@ -109,7 +109,8 @@ def outcome_values(result: ChildResult, time_limit_s: float, memory_bytes: int) 
         }
     payload = result.result or {}
     if payload.get("status") == "ready":
-        return {"status": "ready", "white_box": payload["white_box"], "intake": payload["intake"]}
+        interface = {key: payload[key] for key in ("input_shape", "num_classes") if key in payload}
+        return {"status": "ready", "white_box": payload["white_box"], "intake": payload["intake"]} | interface
     if payload.get("status") == "invalid":
         return {"status": "invalid", "invalid_code": payload["code"], "invalid_reason": payload["message"]}
     if payload.get("status") == "gone":

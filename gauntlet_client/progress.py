@@ -9,6 +9,9 @@ from app.schemas.jobs import JobView
 BAR_WIDTH = 24
 # Plain output prints a line when the status or stage changes, or progress moved this much.
 LINE_STEP = 0.1
+# No ETA before this much progress and time: the first batches say little about the rest.
+MIN_PROGRESS = 0.01
+MIN_ELAPSED = 1.0
 
 
 def format_eta(seconds: float | None) -> str:
@@ -34,9 +37,10 @@ class ProgressDisplay:
     def eta(self, progress: float, now: float | None = None) -> float | None:
         """Seconds left, extrapolated from the time since the job was first seen running."""
         now = time.monotonic() if now is None else now
-        if self._started is None or progress <= 0.0 or progress >= 1.0:
+        if self._started is None or progress < MIN_PROGRESS or progress >= 1.0:
             return None
-        return (now - self._started) * (1.0 - progress) / progress
+        elapsed = now - self._started
+        return elapsed * (1.0 - progress) / progress if elapsed >= MIN_ELAPSED else None
 
     def update(self, view: JobView) -> None:
         """Show one state."""

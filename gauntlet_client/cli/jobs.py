@@ -22,7 +22,7 @@ def list_jobs(args: argparse.Namespace) -> int:
             job.status,
             f"{job.view.progress:.0%}",
             job.view.model_id,
-            job.view.created_at,
+            f"{job.view.created_at:%Y-%m-%d %H:%M:%S}",
         )
         for job in jobs
     ]

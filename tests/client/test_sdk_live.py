@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-import gauntlet_client
 from app.schemas.reports import EvasionReport
 from gauntlet_client import Client, ModelInvalid, NotFound, Unauthorized
 from tests.client.live import LiveApi
@@ -110,7 +109,7 @@ def test_lists_iterate_over_every_page(client, model):
     assert model.id in models and len(models) == len(set(models))
 
 
-def test_errors_are_typed_with_the_services_code(client, live, tmp_path):
+def test_errors_are_typed_with_the_services_code(client, live, tmp_path, digits_onnx):
     with pytest.raises(NotFound) as missing:
         client.jobs.get("job_doesnotexist")
     assert missing.value.code == "not_found" and missing.value.status == 404
@@ -118,14 +117,14 @@ def test_errors_are_typed_with_the_services_code(client, live, tmp_path):
         list(stranger.models.list())
     assert refused.value.code == "unauthorized"
 
-    garbage = tmp_path / "garbage.onnx"
-    garbage.write_bytes(b"this is not an ONNX graph" * 10)
-    try:
-        client.models.upload(garbage, name="garbage", input_shape=[1, 8, 8], num_classes=10, timeout=120)
-    except ModelInvalid as exc:
-        assert exc.code not in ("invalid", "") and exc.reason
-        assert client.models.get(exc.model_id).invalid_code == exc.code
-    except gauntlet_client.InvalidInput as exc:  # refused before validation: still typed, with its code
-        assert exc.code and exc.status == 422
-    else:
-        pytest.fail("a garbage model was accepted")
+    wrong_shape = tmp_path / "digits.onnx"
+    wrong_shape.write_bytes(digits_onnx)
+    with pytest.raises(ModelInvalid) as invalid:
+        client.models.upload(wrong_shape, name="wrong", input_shape=[1, 9, 9], num_classes=10, timeout=120)
+    assert invalid.value.code not in ("invalid", "") and invalid.value.reason
+    stored = client.models.get(invalid.value.model_id)
+    assert (stored.status, stored.invalid_code, stored.invalid_reason) == (
+        "invalid",
+        invalid.value.code,
+        invalid.value.reason,
+    )

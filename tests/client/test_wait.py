@@ -54,7 +54,7 @@ def test_wait_follows_the_event_stream_to_the_end_and_prints_plain_lines_off_a_t
     # The 0.08 state changes neither stage nor progress by 10 points: no line of its own.
     assert len(lines) == 4, lines
     assert "running" in lines[1] and "fgsm eps=0.1" in lines[1]
-    assert "pgd eps=0.1" in lines[2] and "ETA" in lines[2]
+    assert "pgd eps=0.1" in lines[2] and "50.0%" in lines[2]
     assert lines[3].startswith("job_1 succeeded") and "100.0%" in lines[3]
 
 
@@ -94,4 +94,6 @@ def test_eta_extrapolates_the_time_since_running_began():
     display._started = 100.0
     assert display.eta(0.25, now=110.0) == 30.0
     assert display.eta(0.0, now=110.0) is None
+    assert display.eta(0.005, now=110.0) is None  # too early to extrapolate
+    assert display.eta(0.5, now=100.5) is None
     assert format_eta(30.0) == "00:30" and format_eta(3725) == "1:02:05" and format_eta(None) == "--:--"

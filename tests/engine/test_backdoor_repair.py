@@ -1,0 +1,118 @@
+"""Backdoor repair: the planted success falls below 0.1 on the exported ONNX, in the user's own graph."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tests.engine.onnx_fixtures import export_onnx
+from tests.engine.poisoning_helpers import digits_split, make_model, setup, stamp_badnets
+from worker.engine.defense.repair.base import RepairContext
+from worker.engine.defense.repair.registry import REPAIRS, build_repair
+from worker.engine.defense.repair.runner import RealTrigger, run_repair
+from worker.engine.defense.repair.units import find_units, last_conv, prune
+from worker.engine.models.export import verified_export
+from worker.engine.models.intake import OnnxRuntimeClassifier, load_onnx_module
+from worker.engine.models.intake.onnx_parse import make_session
+from worker.engine.poisoning.attacks.triggers import PatchTrigger
+from worker.engine.poisoning.scan.neural_cleanse import NeuralCleanse
+from worker.engine.training.trainable import trainable_from_onnx
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return digits_split()
+
+
+@pytest.fixture(scope="module")
+def planted(split):
+    """small-cnn with BadNets at 5% (2x2 white bottom-right patch, all to class 0), as ONNX."""
+    train, _ = split
+    x, y, _ = stamp_badnets(train, 0.05)
+    return setup("small-cnn", epochs=8, seed=1).train_and_export(x, y, stage="test").onnx
+
+
+def _repair(name: str, onnx_bytes: bytes, split, **params):
+    train, test = split
+    picks = np.random.default_rng(0).choice(len(train.x), 150, replace=False)
+    context = RepairContext(
+        trainable_from_onnx(onnx_bytes, init="pretrained"), train.x[picks], train.y[picks], 10, (0.0, 1.0)
+    )
+    real = RealTrigger(PatchTrigger(size=2).build(SHAPE, (0.0, 1.0)), 0)
+    return run_repair(
+        build_repair(name, params),
+        context,
+        held_out=(test.x, test.y),
+        original=OnnxRuntimeClassifier(onnx_bytes),
+        export=lambda m: verified_export(m, input_shape=SHAPE, num_classes=10, input_range=(0.0, 1.0))[0],
+        load=lambda b: (load_onnx_module(b), OnnxRuntimeClassifier(b)),
+        scanner=NeuralCleanse(steps=200),
+        real=real,
+    )
+
+
+def _success(onnx_bytes: bytes, split) -> float:
+    """The planted trigger's success on the held-out digits of other classes, through onnxruntime."""
+    _, test = split
+    triggered = test.x[test.y != 0].copy()
+    triggered[:, :, -2:, -2:] = 1.0
+    return float((OnnxRuntimeClassifier(onnx_bytes)(triggered).argmax(1) == 0).mean())
+
+
+@pytest.mark.slow
+def test_neural_cleanse_unlearning_removes_the_backdoor(planted, split):
+    assert _success(planted, split) >= 0.5
+    outcome = _repair("neural_cleanse", planted, split)
+    report = outcome.report
+    assert _success(outcome.onnx, split) < 0.1
+    assert report["after"]["real_trigger_success"] == pytest.approx(_success(outcome.onnx, split))
+    assert report["before"]["real_trigger_success"] >= 0.5
+    assert report["after"]["clean_accuracy"] >= report["before"]["clean_accuracy"] - 0.03
+    assert report["scan_before"]["flagged"] == [0]
+    assert report["after"]["reversed_trigger_success"]["0"] < 0.2
+    # The repaired model is the user's own graph with new weights: same nodes, same names.
+    before, after = onnx.load_model_from_string(planted), onnx.load_model_from_string(outcome.onnx)
+    assert [n.name for n in before.graph.node] == [n.name for n in after.graph.node]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fine_pruning", "anp", "fine_tuning"])
+def test_other_repairs_run_and_report(planted, split, name):
+    outcome = _repair(name, planted, split)
+    report = outcome.report
+    assert report["method"]["name"] == name
+    assert 0 <= report["after"]["real_trigger_success"] <= 1
+    assert report["after"]["clean_accuracy"] >= 0.5
+    assert report["after"]["real_trigger_success"] == pytest.approx(_success(outcome.onnx, split))
+
+
+@pytest.mark.parametrize("architecture", ["small-cnn", "bn-cnn"])
+def test_units_and_pruning_zero_a_channel_in_the_export(architecture):
+    module = make_model(architecture)(0)
+    graph = trainable_from_onnx(export_onnx(module, SHAPE), init="pretrained")
+    units = find_units(graph)
+    assert [u.kind for u in units] == ["conv", "conv", "linear"]
+    unit = last_conv(units)
+    assert unit.channels == 64
+    prune(graph, unit, [3, 5])
+    exported = verified_export(graph, input_shape=SHAPE, num_classes=10, input_range=(0.0, 1.0))[0]
+    model = onnx.load_model_from_string(exported)
+    model.graph.output.append(onnx.helper.make_tensor_value_info(unit.value, onnx.TensorProto.FLOAT, None))
+    session = make_session(model.SerializeToString())
+    x = np.random.default_rng(0).random((4, *SHAPE), dtype=np.float32)
+    activation = session.run(None, {session.get_inputs()[0].name: x})[1]
+    assert np.abs(activation[:, [3, 5]]).max() == 0
+    assert np.abs(activation[:, 4]).max() > 0
+    assert torch.is_tensor(graph.onnx_tensors()[unit.zero[0][0]])
+
+
+def test_repair_registry_and_bad_params():
+    assert set(REPAIRS) == {"neural_cleanse", "fine_pruning", "anp", "fine_tuning"}
+    with pytest.raises(ValueError):
+        build_repair("nope")
+    with pytest.raises(ValueError):
+        build_repair("anp", {"eps": 2.0})
+    with pytest.raises(ValueError):
+        build_repair("fine_tuning", {"unknown": 1})

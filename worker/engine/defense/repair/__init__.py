@@ -1,0 +1,1 @@
+"""Backdoor repair: remove a trojan from a trained model with a small clean set, no poisoned data."""

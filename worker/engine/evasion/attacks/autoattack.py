@@ -286,7 +286,7 @@ class AutoAttack(Attack):
         generator: torch.Generator,
     ) -> Tensor:
         """One component's candidate inputs for the samples it is given."""
-        apgd = {
+        apgd: dict[str, Any] = {
             "eps": eps, "norm": self.norm, "steps": self.steps, "rho": RHO,
             "eot_iter": self.eot_iter if self.version == "rand" else 1,
             "input_range": self.input_range, "generator": generator,

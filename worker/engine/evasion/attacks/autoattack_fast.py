@@ -11,6 +11,8 @@ rarely add a sample on models without gradient masking (FAB-T and Square: fra31/
        iterations the same way: only on samples still standing, split over their likely targets).
 """
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -29,7 +31,7 @@ def fast_targets(n_target_classes: int, classes: int) -> int:
 
 
 def ranked_targeted_apgd(
-    model: nn.Module, x: Tensor, y: Tensor, *, count: int, norm: Norm, apgd: dict[str, object]
+    model: nn.Module, x: Tensor, y: Tensor, *, count: int, norm: Norm, apgd: dict[str, Any]
 ) -> tuple[Tensor, Tensor]:
     """Targeted APGD (DLR) on the `count` closest targets at once; returns (candidates, targets run).
 
@@ -45,7 +47,7 @@ def ranked_targeted_apgd(
         rows_x,
         targeted_dlr_objective(rows_y, rows_t),
         misclassified(rows_y),
-        **apgd,  # type: ignore[arg-type]
+        **apgd,
     )
     success = success.reshape(n, count)
     first = success.to(torch.uint8).argmax(dim=1)

@@ -207,6 +207,38 @@ PoisoningDetector = Annotated[
 ]
 
 
+class NeuralCleanseScanParams(_Closed):
+    """Neural Cleanse (Wang et al., S&P 2019), white-box: per class the smallest mask and pattern sending the
+    clean set to it, the paper's cost schedule, the MAD anomaly index of the masks' l1 norms. Defaults:
+    300 steps of batch 16, 5 steps per schedule epoch, lr 0.1, init cost 1e-3, threshold 2."""
+
+    white_box: ClassVar[bool] = True
+    name: Literal["neural_cleanse"]
+    steps: Annotated[int, Field(ge=1, le=20_000)] = 300
+    epoch_steps: Annotated[int, Field(ge=1, le=1000)] = 5
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.1
+    init_cost: Annotated[float, Field(gt=0, le=100)] = 1e-3
+    anomaly_threshold: Annotated[float, Field(gt=0, le=100)] = 2.0
+
+
+class B3DScanParams(_Closed):
+    """B3D (Dong et al., ICCV 2021), black-box: Neural Cleanse's objective minimised with gradients estimated
+    from queries (natural evolution strategies), the same MAD anomaly index. Defaults: 200 steps of batch
+    16, 20 antithetic probe pairs of scale 0.1, threshold 2."""
+
+    white_box: ClassVar[bool] = False
+    name: Literal["b3d"]
+    steps: Annotated[int, Field(ge=1, le=20_000)] = 200
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
+    samples: Annotated[int, Field(ge=1, le=1000)] = 20
+    sigma: Annotated[float, Field(gt=0, le=10)] = 0.1
+    anomaly_threshold: Annotated[float, Field(gt=0, le=100)] = 2.0
+
+
+PoisoningScanner = Annotated[NeuralCleanseScanParams | B3DScanParams, Field(discriminator="name")]
+
+
 class PoisoningTrainingParams(TrainingParams):
     """The victim's recipe: the shared fit loop's parameters and where the weights start."""
 
@@ -217,10 +249,13 @@ class PoisoningTrainingParams(TrainingParams):
 
 
 class PoisoningParams(_Closed):
-    """What a poisoning job runs. With attacks: train the architecture on each poisoned set; without:
-    audit the training set with the model's own weights (detection only)."""
+    """What a poisoning job runs. With attacks: train the architecture on each poisoned set; with detection
+    only: audit the training set with the model's own weights; with scan only: scan the model under test
+    for a backdoor on the clean held-out set (no training set)."""
 
-    train_dataset_id: ResourceId
+    train_dataset_id: ResourceId | None = Field(
+        default=None, description="The training set; required except in scan mode (params.scan alone)."
+    )
     pattern_dataset_id: ResourceId | None = Field(
         default=None, description="An uploaded .npz whose x[0] is the blended pattern (pattern 'uploaded')."
     )
@@ -228,12 +263,29 @@ class PoisoningParams(_Closed):
     attacks: Annotated[list[PoisoningAttack], Field(max_length=16)] = Field(default_factory=list)
     detection: Annotated[list[PoisoningDetector], Field(max_length=8)] = Field(default_factory=list)
     retrain_after_removal: bool = False
+    scan: Annotated[list[PoisoningScanner], Field(max_length=4)] = Field(
+        default_factory=list,
+        description="Scan mode: scanners run on the model under test with the held-out set as the clean set; "
+        "no attacks, detection or training set.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        """Audit needs a detector; removal needs detection and attacks; an uploaded pattern is used."""
+        """Scan stands alone; audit needs a detector; removal needs attacks and detection."""
+        if self.scan:
+            if self.attacks or self.detection or self.retrain_after_removal:
+                raise ValueError("scan mode runs alone: no attacks, detection or retrain_after_removal")
+            if self.train_dataset_id is not None or self.pattern_dataset_id is not None:
+                raise ValueError(
+                    "scan mode reads no training set or pattern: use dataset_id for the clean set"
+                )
+            if len({s.name for s in self.scan}) != len(self.scan):
+                raise ValueError("each scanner may appear once")
+            return self
+        if self.train_dataset_id is None:
+            raise ValueError("train_dataset_id is required unless the job is a scan (params.scan)")
         if not self.attacks and not self.detection:
-            raise ValueError("give attacks, or detection for an audit of the training set (or both)")
+            raise ValueError("give attacks, or detection for an audit of the training set (or both), or scan")
         if self.retrain_after_removal and not (self.attacks and self.detection):
             raise ValueError("retrain_after_removal needs attacks and detection")
         names = [d.name for d in self.detection]
@@ -249,7 +301,12 @@ class PoisoningParams(_Closed):
     @property
     def audit(self) -> bool:
         """Audit mode: no attacks, detection on the tenant's own model and training set."""
-        return not self.attacks
+        return not self.attacks and not self.scan
+
+    @property
+    def scan_mode(self) -> bool:
+        """Scan mode: the model under test scanned for a backdoor on the clean held-out set."""
+        return bool(self.scan)
 
 
 POISONING_EXAMPLE: dict[str, Any] = {

@@ -148,10 +148,36 @@ class Baseline(Closed):
 
 
 class ModelAccuracy(Closed):
-    """An audited model's accuracy on held-out data and on the training set under suspicion."""
+    """A model's accuracy on held-out data and on the training set under suspicion (none in a scan)."""
 
     held_out: Share
-    training_set: Share
+    training_set: Share | None = None
+
+
+class ScanClass(Closed):
+    """A class in a scan: reversed trigger's mask l1 norm, anomaly index, flag, success on clean inputs."""
+
+    label: int
+    mask_l1: float
+    anomaly_index: float
+    flagged: bool
+    trigger_success: Share
+
+
+class ScannerSection(Closed):
+    """One scanner's finding on the model: the statistic and threshold, each class, and what to do."""
+
+    name: str
+    paper: str
+    params: MethodParams
+    white_box: bool
+    statistic: str
+    threshold: float
+    flagged_classes: list[int]
+    triggers_shown: list[int]
+    classes: list[ScanClass]
+    advice: str
+    details: dict[str, Any]
 
 
 class PoisoningReport(ReportEnvelope):
@@ -160,11 +186,12 @@ class PoisoningReport(ReportEnvelope):
     `mode` attack: a clean baseline, each attack at each rate, detection on every poisoned victim
     (`training`, `surrogate_seed`, `baseline`, `retrain_after_removal`, `attacks`). `mode` audit: the
     tenant's own model and training set, detection only (`model_accuracy`, `suspected_classes`,
-    `n_suspected`).
+    `n_suspected`). `mode` scan: the model under test scanned on the clean held-out set (`scanners`,
+    `suspected_classes`, `verdict`).
     """
 
     kind: Literal["poisoning"]
-    mode: Literal["attack", "audit"]
+    mode: Literal["attack", "audit", "scan"]
     n_train: int
     n_eval: int
     num_classes: int
@@ -179,11 +206,20 @@ class PoisoningReport(ReportEnvelope):
     model_accuracy: ModelAccuracy | None = None
     suspected_classes: list[int] | None = None
     n_suspected: int | None = None
+    scanners: list[ScannerSection] | None = Field(
+        default=None, description="Scan mode: each scanner's finding."
+    )
+    verdict: str | None = Field(default=None, description="Scan mode: backdoor suspected or not.")
 
     @model_validator(mode="after")
     def _sections_of_the_mode(self) -> Self:
         """Each mode carries its own sections."""
-        needed = ("baseline", "attacks", "training") if self.mode == "attack" else ("model_accuracy",)
+        needs = {
+            "attack": ("baseline", "attacks", "training"),
+            "audit": ("model_accuracy",),
+            "scan": ("scanners",),
+        }
+        needed = needs[self.mode]
         missing = [name for name in needed if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a poisoning report in {self.mode} mode needs {', '.join(missing)}")

@@ -100,6 +100,8 @@ def poisoning(report: Report) -> tuple[list[Figure], str]:
     """The strongest attack, what it costs the victim and whether a detector finds it; or the audit."""
     if report.get("mode") == "audit":
         return audit(report)
+    if report.get("mode") == "scan":
+        return scan(report)
     figures, effects = _effects(report)
     figures += [f for effect in effects for f in (effect.figure, *effect.detection)]
     successes = [e for e in effects if e.figure.metric == "attack_success_rate"]
@@ -174,3 +176,25 @@ def audit(report: Report) -> tuple[list[Figure], str]:
         f"({suspected} suspected of {n_train} training samples): inspect those samples (the "
         "suspected_indices artifact) and remove confirmed poisons before training on this set"
     )
+
+
+def scan(report: Report) -> tuple[list[Figure], str]:
+    """A model scan: per scanner the most anomalous class's reversed-trigger success, and the advice."""
+    n_eval = count(report.get("n_eval"))
+    figures = []
+    for section in report.get("scanners") or []:
+        rows = section.get("classes") or []
+        shown = set(section.get("triggers_shown") or [])
+        for row in rows:
+            if row.get("label") in shown:
+                value = number(row.get("trigger_success"))
+                if value is not None:
+                    label = f"{section.get('name')}: class {row.get('label')} reversed-trigger success"
+                    figures.append(proportion("attack_success_rate", label, value, n_eval))
+    flagged = report.get("suspected_classes") or []
+    advice = next((s.get("advice") for s in report.get("scanners") or [] if s.get("flagged_classes")), None)
+    if flagged:
+        return figures, str(
+            advice or f"A backdoor towards class {flagged} is suspected: repair or replace the model"
+        )
+    return figures, "No scanner flags a class: no sign of an all-to-one backdoor with a small trigger"

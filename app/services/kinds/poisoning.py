@@ -148,9 +148,44 @@ def _check_pattern(ctx: ServiceContext, model: ModelRecord, params: PoisoningPar
         )
 
 
+def _check_scan(model: ModelRecord, params: PoisoningParams, held_out: DatasetFacts) -> None:
+    """A scan needs 3 classes, image inputs, a clean set of at least 2 samples, and gradients for white-box
+    scanners (the held-out set's fit to the model is checked for every job)."""
+    if model.num_classes < 3:
+        raise InvalidInput(
+            f"model {model.id} has {model.num_classes} classes: a backdoor scan compares the reversed "
+            "triggers of the classes by their median, which needs at least 3",
+            code="too_few_classes",
+        )
+    if len(model.input_shape) != 3:
+        raise InvalidInput(
+            f"a backdoor scan reverses a mask over image pixels; the model takes {list(model.input_shape)}",
+            code="needs_images",
+        )
+    if held_out.n_samples < 2:
+        raise InvalidInput(
+            "a backdoor scan needs at least 2 clean held-out samples", code="dataset_too_small"
+        )
+    white_box = [s.name for s in params.scan if type(s).white_box]
+    if white_box and (model.format == "remote" or model.white_box is False):
+        raise InvalidInput(
+            f"model {model.id} can only be queried: {', '.join(white_box)} needs the model's gradients; use "
+            "the black-box scanner b3d or upload the model as ONNX or safetensors",
+            code="needs_white_box",
+        )
+    if white_box and model.blob_sha256 is None and model.format != "remote":
+        raise InvalidInput(
+            f"model {model.id} is an architecture without weights: there is nothing to scan",
+            code="model_untrained",
+        )
+
+
 def check(ctx: ServiceContext, model: ModelRecord, spec: PoisoningJobSpec, held_out: DatasetFacts) -> None:
     """The model can be trained (or read, for an audit); the training set, pattern and attacks fit it."""
     params = spec.params
+    if params.scan_mode or params.train_dataset_id is None:
+        _check_scan(model, params, held_out)
+        return
     _check_model(model, params)
     facts = dataset_facts(ctx, params.train_dataset_id)
     check_dataset_fits(model, facts, what="params.train_dataset_id", codes=TRAINING_SET_CODES)
@@ -204,7 +239,13 @@ def poisoning_cost(params: PoisoningParams, n_train: int, n_eval: int) -> float:
 def estimate_cost(
     ctx: ServiceContext, model: ModelRecord, spec: PoisoningJobSpec, held_out: DatasetFacts
 ) -> float:
-    """Training sample-epochs plus crafting passes (see poisoning_cost)."""
+    """Training sample-epochs plus crafting passes (see poisoning_cost); a scan's stamped passes."""
+    if spec.params.train_dataset_id is None:
+        passes = sum(
+            s.steps * s.batch_size * model.num_classes * (1 + 2 * getattr(s, "samples", 1))
+            for s in spec.params.scan
+        )
+        return float(passes) / 20
     n_train = dataset_facts(ctx, spec.params.train_dataset_id).n_samples
     n_eval = held_out.n_samples
     return poisoning_cost(spec.params, n_train, n_eval)

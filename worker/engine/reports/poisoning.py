@@ -269,10 +269,32 @@ def _audit(report: dict[str, Any]) -> str:
     return section("Audit of the training set", overview, *parts)
 
 
+def _scan(report: dict[str, Any]) -> str:
+    """Scan mode: per scanner, each class's anomaly index, flag and reversed-trigger success, and advice."""
+    parts = []
+    for scanner in report.get("scanners", []):
+        rows = "".join(
+            f"<tr><td>{esc(row['label'])}</td><td>{row['mask_l1']:.2f}</td><td>{row['anomaly_index']:.2f}</td>"
+            f"<td>{'flagged' if row['flagged'] else 'no'}</td>"
+            f"<td>{100 * row['trigger_success']:.1f}%</td></tr>"
+            for row in scanner.get("classes", [])
+        )
+        parts.append(
+            f"<h3>{esc(scanner['name'])} ({esc(scanner['paper'])})</h3>"
+            f"<p>{esc(scanner['statistic'])}; threshold {scanner['threshold']:g}.</p>"
+            "<table><thead><tr><th>class</th><th>mask l1</th><th>anomaly index</th><th>flagged</th>"
+            f"<th>reversed-trigger success</th></tr></thead><tbody>{rows}</tbody></table>"
+            f"<p>{esc(scanner['advice'])}</p>"
+        )
+    return section("Backdoor scan of the model", *parts)
+
+
 def render_poisoning_sections(report: dict[str, Any]) -> str:
     """Every poisoning section, in reading order."""
     if report.get("mode") == "audit":
         return _audit(report)
+    if report.get("mode") == "scan":
+        return _scan(report)
     attacks = "".join(_attack(i, a) for i, a in enumerate(report.get("attacks", [])))
     return (
         _baseline(report)

@@ -10,6 +10,7 @@ from worker.engine.datasets import ArrayDataset
 from worker.engine.models.export import ExportError, export_onnx
 from worker.engine.poisoning.audit import run_poisoning_audit
 from worker.engine.poisoning.runner import PoisoningOutcome, run_poisoning
+from worker.engine.poisoning.scan.run import run_scan
 from worker.engine.poisoning.validate import PoisoningInputError
 from worker.engine.training.recipe import TrainingRecipe
 from worker.services.context import JobData, RunEnv
@@ -23,6 +24,12 @@ THREAT_MODEL = {
     "victim": "trains the model's architecture on the poisoned set with the job's recipe",
     "defender": "holds the training set and the trained model (activations, outputs) and clean held-out data",
 }
+SCAN_THREAT_MODEL = {
+    "attacker": "may have planted a backdoor (a trigger sending inputs to one class) before the model was "
+    "handed over",
+    "defender": "holds the trained model (white-box scanners: its gradients; black-box: its scores) and a "
+    "small clean held-out set, never the training data",
+}
 AUDIT_THREAT_MODEL = {
     "defender": "holds its own trained model and training set and clean held-out data; looks for poison",
 }
@@ -30,7 +37,35 @@ AUDIT_THREAT_MODEL = {
 
 def _training_set(spec: PoisoningJobSpec, data: JobData) -> ArrayDataset:
     """The loaded training set."""
-    return data.require("train_dataset_id", spec.params.train_dataset_id, "training set")
+    train_id = spec.params.train_dataset_id
+    if train_id is None:
+        raise JobFailure("poisoning_invalid", "this mode needs params.train_dataset_id")
+    return data.require("train_dataset_id", train_id, "training set")
+
+
+def _scan(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
+    """Scan the model under test for a backdoor on the clean held-out set; triggers as .npz and PNG."""
+    signature = target.signature
+    classify = target.classifier()
+    if classify is None:
+        raise JobFailure("needs_white_box", f"model {target.id} gives no predictions to scan")
+    outcome = run_scan(
+        [scanner.model_dump(mode="json") for scanner in spec.params.scan],
+        module=target.differentiable() if target.has_weights else None,
+        classify=classify,
+        x=data.held_out.x,
+        y=data.held_out.y,
+        num_classes=signature.num_classes,
+        input_range=signature.input_range,
+        seed=env.seed,
+        progress=env.progress,
+    )
+    body = dict(outcome.report)
+    checks = body.pop("checks")
+    files = [npz_artifact("reversed_trigger", name, arrays) for name, arrays in outcome.arrays.items()]
+    files += [png_artifact("trigger_image", name, png) for name, png in outcome.images.items()]
+    summary = {"suspected_classes": body["suspected_classes"], "verdict": body["verdict"]}
+    return Outcome(body, checks, summary, SCAN_THREAT_MODEL, files)
 
 
 def _pattern(spec: PoisoningJobSpec, data: JobData) -> np.ndarray | None:
@@ -147,7 +182,7 @@ def _attack(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) 
 
 def run(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
     """Attack mode with attacks, audit mode without; bad input found at run time fails with its code."""
-    mode = _attack if spec.params.attacks else _audit
+    mode = _scan if spec.params.scan else _attack if spec.params.attacks else _audit
     try:
         return mode(spec, target, data, env)
     except PoisoningInputError as exc:

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     evasion_samples_per_shard: int = Field(default=1000, ge=1)
     max_shards_per_job: int = Field(default=16, ge=1, le=256)
     tenant_max_running_shards: int = Field(default=8, ge=1)
+    # Devices and threads of a worker's pool processes: torch intra-op threads of each (None: the cores
+    # shared out, cores // pool processes, at least 1) and the GPUs (indices or UUIDs, "0,1"), one
+    # pool process each.
+    torch_threads: int | None = Field(default=None, ge=1)
+    worker_gpus: str | None = Field(default=None, pattern=r"^\s*[\w-]+(\s*,\s*[\w-]+)*\s*$")
 
     # Hardening: dataset size, the validation sandbox, webhooks, metrics and blob collection.
     max_dataset_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)

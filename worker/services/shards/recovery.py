@@ -3,16 +3,19 @@
 A running shard whose heartbeat is older than `stale_after_s` goes back to queued (finished shards are
 kept), or fails the job with `worker_lost` after `max_attempts`; queued shards whose message may be
 lost are sent again within the tenant's cap; a job whose shards all succeeded but whose merge is not
-running (its worker died, or the message was lost) gets a shard message again, whose worker merges.
+running (its worker died, or the message was lost) gets a shard message again, whose worker merges;
+a merge sent that way is sent again only after `requeue_after_s` without a worker taking it.
 """
 
 from datetime import timedelta
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 
 from app.orm import Job, JobShard, utcnow
 from worker.runtime import WorkerRuntime
 from worker.services.shards.state import dispatch, send_shard
+
+MERGE_PENDING = "merge pending"
 
 
 def recover_shards(rt: WorkerRuntime) -> list[str]:
@@ -68,20 +71,23 @@ def recover_shards(rt: WorkerRuntime) -> list[str]:
         unfinished = exists().where(JobShard.job_id == Job.id, JobShard.state != "succeeded")
         resend = utcnow() - timedelta(seconds=rt.settings.requeue_after_s)
         recent = exists().where(JobShard.job_id == Job.id, JobShard.finished_at >= resend)
+        # A merge that runs beats the job's heartbeat; one sent and not yet taken waits requeue_after_s.
+        lost_merge = or_(
+            Job.stage.is_(None),
+            Job.stage.not_in(("merging", MERGE_PENDING)),
+            and_(Job.stage == "merging", Job.heartbeat_at < stale),
+            and_(Job.stage == MERGE_PENDING, Job.heartbeat_at < resend),
+        )
         waiting = session.execute(
             select(Job.id, Job.kind)
             .where(Job.status == "running", Job.cancel_requested.is_(False), split, ~unfinished, ~recent)
-            .where(or_(Job.stage != "merging", Job.heartbeat_at < stale))
+            .where(lost_merge)
         ).all()
         for job_id, kind in waiting:
             reset = session.execute(
                 update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.status == "running",
-                    or_(Job.stage != "merging", Job.heartbeat_at < stale),
-                )
-                .values(stage="merge pending", heartbeat_at=utcnow())
+                .where(Job.id == job_id, Job.status == "running", lost_merge)
+                .values(stage=MERGE_PENDING, heartbeat_at=utcnow())
             ).rowcount
             session.commit()
             shard_id = session.scalar(select(JobShard.id).where(JobShard.job_id == job_id).limit(1))

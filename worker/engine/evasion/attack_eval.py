@@ -8,13 +8,15 @@ same numbers as one over all samples.
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from worker.engine.batching import BatchFit
 from worker.engine.evasion.attacks.base import Attack, AttackResult, restrict_to_budget
 from worker.engine.evasion.attacks.norms import clamp_range, perturbation_norm, project
 from worker.engine.evasion.attacks.targets import attackable, select_targets
@@ -104,6 +106,42 @@ def _store(
         part.queries[position, rows] = outcome.queries.cpu().numpy()
 
 
+def _attack_batch(
+    start: int,
+    stop: int,
+    *,
+    model: nn.Module,
+    attack: Attack,
+    data: EvaluationData,
+    part: AttackSlice,
+    attacked: Tensor,
+    targets: Tensor | None,
+    eps: tuple[float, Sequence[int], list[float]],
+    keys: tuple[int, int, int, int],
+    device: torch.device,
+) -> None:
+    """Attack the samples of [start, stop) still attacked at one run eps; store what the evaluator sees.
+
+    `eps` is (the run's eps, the eps positions it fills, every eps); `keys` is (seed, attack index,
+    eps key, the slice's first sample position): the random stream is keyed by start's position.
+    """
+    run_eps, positions, eps_values = eps
+    seed, index, key, offset = keys
+    chosen = start + attacked[start:stop].nonzero()[:, 0]
+    if not chosen.numel():
+        return
+    x_clean, y_clean = data.x[chosen].to(device), data.y[chosen].to(device)
+    chosen_targets = None if targets is None else targets[chosen].to(device)
+    generator = seeded_generator(device, seed, index, key, offset + start)
+    claimed = attack.run(model, x_clean, y_clean, eps=run_eps, targets=chosen_targets, generator=generator)
+    outcome = verify(model, attack, x_clean, y_clean, chosen_targets, claimed, run_eps)
+    for position in positions:
+        seen = outcome
+        if attack.minimum_norm:
+            seen = restrict_to_budget(outcome, x_clean, y_clean, eps_values[position], attack.norm)
+        _store(part, position, chosen, x_clean, seen, attack.norm)
+
+
 def attack_slice(
     model: nn.Module,
     attack: Attack,
@@ -152,27 +190,17 @@ def attack_slice(
     runs: list[tuple[float, int | None]] = (
         [(math.inf, None)] if attack.minimum_norm else [(eps, i) for i, eps in enumerate(eps_values)]
     )
+    fit = BatchFit(max((stop - start for start, stop in data.batches), default=1))
     for run_eps, eps_index in runs:
         positions = range(n_eps) if eps_index is None else [eps_index]
         key = UNBOUNDED_KEY if eps_index is None else eps_index
         for number, (start, stop) in enumerate(data.batches):
-            chosen = start + attacked[start:stop].nonzero()[:, 0]
             started = time.perf_counter()
-            if chosen.numel():
-                x_clean, y_clean = data.x[chosen].to(device), data.y[chosen].to(device)
-                chosen_targets = None if targets is None else targets[chosen].to(device)
-                generator = seeded_generator(device, seed, index, key, offset + start)
-                claimed = attack.run(
-                    model, x_clean, y_clean, eps=run_eps, targets=chosen_targets, generator=generator
-                )
-                outcome = verify(model, attack, x_clean, y_clean, chosen_targets, claimed, run_eps)
-                for position in positions:
-                    seen = outcome
-                    if attack.minimum_norm:
-                        seen = restrict_to_budget(
-                            outcome, x_clean, y_clean, eps_values[position], attack.norm
-                        )
-                    _store(part, position, chosen, x_clean, seen, attack.norm)
+            fit.run(start, stop, partial(
+                _attack_batch, model=model, attack=attack, data=data, part=part, attacked=attacked,
+                targets=targets, eps=(run_eps, positions, eps_values), keys=(seed, index, key, offset),
+                device=device,
+            ))  # fmt: skip
             elapsed = time.perf_counter() - started
             for position in positions:
                 part.seconds[position] += elapsed

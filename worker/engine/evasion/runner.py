@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from worker.engine.batching import batch_bounds
+from worker.engine.batching import BatchFit, batch_bounds
 from worker.engine.evasion.attack_eval import attack_slice
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.data import EvaluationData
@@ -35,10 +35,11 @@ def _clean_logits(
     device: torch.device,
     progress: ProgressTracker,
 ) -> Tensor:
-    """Clean logits of every sample, on the CPU."""
-    chunks = []
+    """Clean logits of every sample, on the CPU (a device out-of-memory halves the batch)."""
+    chunks: list[Tensor] = []
+    fit = BatchFit(max((stop - start for start, stop in batches), default=1))
     for index, (start, stop) in enumerate(batches):
-        chunks.append(model(x[start:stop].to(device)).float().cpu())
+        fit.run(start, stop, lambda a, b: chunks.append(model(x[a:b].to(device)).float().cpu()))
         progress.advance(stop - start, f"clean batch {index + 1}/{len(batches)}")
     return torch.cat(chunks)
 

@@ -7,14 +7,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.schemas.common import Eps, JobSpecBase, Norm, TargetMode
 
 
-class AttackParamsBase(BaseModel):
-    """Parameters every evasion attack shares."""
+class EvasionAttackSpec(BaseModel):
+    """What every evasion attack's spec has: its enumerated name and the facts the submission checks read."""
 
     model_config = ConfigDict(extra="forbid")
     # Facts the submission checks read (the engine's classes carry the same; a test keeps them equal).
     white_box: ClassVar[bool] = True
     needs_images: ClassVar[bool] = False
     minimum_norm: ClassVar[bool] = False
+
+    name: str
+
+
+class AttackParamsBase(EvasionAttackSpec):
+    """Parameters every eps-bounded evasion attack shares."""
 
     norm: Norm = "linf"
     eps: Annotated[list[Eps], Field(min_length=1, max_length=32)]
@@ -214,7 +220,7 @@ class AutoAttackParams(AttackParamsBase):
         return self
 
 
-class PatchParams(BaseModel):
+class PatchParams(EvasionAttackSpec):
     """Universal adversarial patch (Brown et al., 2017) trained with expectation over transformation.
 
     A physical-world attack: one square patch per scale (side = scale x the image's shorter side) is
@@ -222,10 +228,7 @@ class PatchParams(BaseModel):
     and evaluated on the held-out rest under fresh transformations. No eps: the patch replaces pixels.
     """
 
-    model_config = ConfigDict(extra="forbid")
-    white_box: ClassVar[bool] = True
     needs_images: ClassVar[bool] = True
-    minimum_norm: ClassVar[bool] = False
 
     name: Literal["patch"]
     patch_scales: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1, max_length=8)]

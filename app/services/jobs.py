@@ -30,7 +30,7 @@ def _request_hash(spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-def check_sharding(settings: Settings, sharding: ShardingParams | None) -> dict | None:
+def check_sharding(settings: Settings, sharding: ShardingParams | None) -> dict[str, int] | None:
     """The job's split limits as stored; a shard count over the service's limit is refused (422)."""
     if sharding is None:
         return None
@@ -187,16 +187,17 @@ def _shards(job: Job) -> tuple[list[ShardView], float | None]:
             JobShard.finished_at, JobShard.progress,
         ).where(JobShard.job_id == job.id).order_by(JobShard.index)
     ).all()  # fmt: skip
+    # Unpacked by position: a Row's `index` attribute is the tuple method, not the column.
     views = [
         ShardView(
-            index=row.index,
-            state=row.state,
-            worker=row.worker_id,
-            attempts=row.attempts,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-        )  # fmt: skip
-        for row in rows
+            index=index,
+            state=cast(JobStatus, state),
+            worker=worker,
+            attempts=attempts,
+            started_at=started,
+            finished_at=finished,
+        )
+        for index, state, worker, attempts, started, finished, _ in rows
     ]
     done = sum(1.0 if row.state == "succeeded" else row.progress for row in rows)
     # The merge after the last shard takes the last few percent.

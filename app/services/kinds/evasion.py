@@ -3,11 +3,9 @@
 import math
 from collections.abc import Sequence
 
-from pydantic import BaseModel
-
 from app.errors import InvalidInput
 from app.orm import ModelRecord
-from app.schemas.evasion import AttackParamsBase, AutoAttackParams, EvasionJobSpec
+from app.schemas.evasion import AttackParamsBase, AutoAttackParams, EvasionAttackSpec, EvasionJobSpec
 from app.services.context import ServiceContext
 from app.services.dataset_arrays import DatasetFacts
 
@@ -19,13 +17,15 @@ def is_image(shape: Sequence[int]) -> bool:
     return len(shape) == 3 and shape[1] >= 2 and shape[2] >= 2
 
 
-def check_attacks(model: ModelRecord, attacks: Sequence[BaseModel], where: str = "params.attacks") -> None:
+def check_attacks(
+    model: ModelRecord, attacks: Sequence[EvasionAttackSpec], where: str = "params.attacks"
+) -> None:
     """Eps within the input range, targets within the classes, gradients and images where needed."""
     low, high = model.input_range
     width = high - low
     dimension = math.prod(model.input_shape)
     for index, attack in enumerate(attacks):
-        label = f"{where}[{index}] ({attack.name})"  # type: ignore[attr-defined]
+        label = f"{where}[{index}] ({attack.name})"
         if isinstance(attack, AttackParamsBase):
             limit = width if attack.norm == "linf" else width * math.sqrt(dimension)
             too_big = [eps for eps in attack.eps if eps > limit]
@@ -45,18 +45,18 @@ def check_attacks(model: ModelRecord, attacks: Sequence[BaseModel], where: str =
         needs_images = type(attack).needs_images or runs_square
         if needs_images and not is_image(model.input_shape):
             raise InvalidInput(
-                f"{label}: {attack.name} works on images [channels, height, width] with height "  # type: ignore[attr-defined]
+                f"{label}: {attack.name} works on images [channels, height, width] with height "
                 f"and width of at least 2; the model takes {list(model.input_shape)}",
                 code="needs_images",
             )
         if type(attack).white_box and not model.white_box:
             raise InvalidInput(
-                f"{label}: {attack.name} needs gradients, but model {model.id} is usable black-box only",  # type: ignore[attr-defined]
+                f"{label}: {attack.name} needs gradients, but model {model.id} is usable black-box only",
                 code="needs_white_box",
             )
 
 
-def attack_passes(attack: BaseModel) -> float:
+def attack_passes(attack: EvasionAttackSpec) -> float:
     """Forward-and-backward passes per sample of one attack at one eps (an upper bound)."""
     if isinstance(attack, AttackParamsBase):
         return attack.passes_per_sample()
@@ -64,7 +64,7 @@ def attack_passes(attack: BaseModel) -> float:
     return float(len(values["patch_scales"]) * values["steps"] * values["eot_samples"] * values["batch_size"])
 
 
-def evasion_cost(attacks: Sequence[BaseModel], n_samples: int) -> float:
+def evasion_cost(attacks: Sequence[EvasionAttackSpec], n_samples: int) -> float:
     """Estimated sample passes of a list of attacks over n samples."""
     total = 0.0
     for attack in attacks:
@@ -75,7 +75,7 @@ def evasion_cost(attacks: Sequence[BaseModel], n_samples: int) -> float:
     return total
 
 
-def check_subsets(attacks: Sequence[BaseModel], n_samples: int) -> None:
+def check_subsets(attacks: Sequence[EvasionAttackSpec], n_samples: int) -> None:
     """A fast AutoAttack's fast_vs_standard subset must fit in the samples evaluated."""
     for index, attack in enumerate(attacks):
         subset = getattr(attack, "fast_vs_standard", None)
@@ -87,7 +87,9 @@ def check_subsets(attacks: Sequence[BaseModel], n_samples: int) -> None:
             )
 
 
-def check_artifact_size(model: ModelRecord, attacks: Sequence[BaseModel], n_samples: int, limit: int) -> None:
+def check_artifact_size(
+    model: ModelRecord, attacks: Sequence[EvasionAttackSpec], n_samples: int, limit: int
+) -> None:
     """Refuse a job whose adversarial-example artifact would exceed the per-artifact limit."""
     sample_bytes = math.prod(model.input_shape) * FLOAT32_BYTES
     for index, attack in enumerate(attacks):
@@ -95,7 +97,7 @@ def check_artifact_size(model: ModelRecord, attacks: Sequence[BaseModel], n_samp
         estimate = n_eps * n_samples * sample_bytes
         if estimate > limit:
             raise InvalidInput(
-                f"params.attacks[{index}] ({attack.name}): its adversarial examples would take about "  # type: ignore[attr-defined]
+                f"params.attacks[{index}] ({attack.name}): its adversarial examples would take about "
                 f"{estimate / 2**20:.1f} MiB ({n_samples} samples x {n_eps} eps x {sample_bytes} bytes), "
                 f"over the artifact limit of {limit / 2**20:.1f} MiB; lower max_samples or the number of eps",
                 code="artifact_too_large",

@@ -5,7 +5,7 @@ import sys
 from collections.abc import Callable
 
 from gauntlet_client.cli import jobs, reports, resources
-from gauntlet_client.cli.common import EXIT_ERROR, Commands
+from gauntlet_client.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, Commands
 from gauntlet_client.errors import GauntletError
 
 
@@ -24,4 +24,9 @@ def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(
+            "interrupted; a submitted job keeps running (gauntlet jobs wait|cancel JOB_ID)", file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
     return EXIT_ERROR

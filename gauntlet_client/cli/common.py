@@ -16,6 +16,7 @@ EXIT_OK = 0
 EXIT_THRESHOLD_MISSED = 1
 EXIT_JOB_FAILED = 2
 EXIT_ERROR = 3
+EXIT_INTERRUPTED = 130
 
 
 def connection_options() -> argparse.ArgumentParser:

@@ -5,7 +5,6 @@ import pytest
 
 from app.schemas.reports import EvasionReport
 from gauntlet_client import Client, ModelInvalid, NotFound, Unauthorized
-from tests.client.live import LiveApi
 from worker.engine.datasets import load_builtin
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -16,12 +15,8 @@ ATTACKS = [
 
 
 @pytest.fixture(scope="module")
-def live(service_env, start_worker, make_key, tmp_path_factory):
-    start_worker()
-    api = LiveApi(service_env, tmp_path_factory.mktemp("client-api") / "api.log")
-    key = make_key("client-sdk")["Authorization"].removeprefix("Bearer ")
-    yield api.url, key
-    api.stop()
+def live(live_service):
+    return live_service[:2]
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +26,8 @@ def client(live):
 
 
 @pytest.fixture(scope="module")
-def model(client, digits_onnx, tmp_path_factory):
-    path = tmp_path_factory.mktemp("models") / "digits.onnx"
-    path.write_bytes(digits_onnx)
-    return client.models.upload(path, name="digits-sdk", input_shape=[1, 8, 8], num_classes=10)
+def model(client, client_model_path):
+    return client.models.upload(client_model_path, name="digits-sdk", input_shape=[1, 8, 8], num_classes=10)
 
 
 def test_upload_submit_wait_report_and_download(client, model, tmp_path, capsys):
@@ -109,7 +102,7 @@ def test_lists_iterate_over_every_page(client, model):
     assert model.id in models and len(models) == len(set(models))
 
 
-def test_errors_are_typed_with_the_services_code(client, live, tmp_path, digits_onnx):
+def test_errors_are_typed_with_the_services_code(client, live, client_model_path):
     with pytest.raises(NotFound) as missing:
         client.jobs.get("job_doesnotexist")
     assert missing.value.code == "not_found" and missing.value.status == 404
@@ -117,10 +110,10 @@ def test_errors_are_typed_with_the_services_code(client, live, tmp_path, digits_
         list(stranger.models.list())
     assert refused.value.code == "unauthorized"
 
-    wrong_shape = tmp_path / "digits.onnx"
-    wrong_shape.write_bytes(digits_onnx)
     with pytest.raises(ModelInvalid) as invalid:
-        client.models.upload(wrong_shape, name="wrong", input_shape=[1, 9, 9], num_classes=10, timeout=120)
+        client.models.upload(
+            client_model_path, name="wrong", input_shape=[1, 9, 9], num_classes=10, timeout=120
+        )
     assert invalid.value.code not in ("invalid", "") and invalid.value.reason
     stored = client.models.get(invalid.value.model_id)
     assert (stored.status, stored.invalid_code, stored.invalid_reason) == (

@@ -23,7 +23,7 @@ def extraction_spec(model_id: str, **params: object) -> dict:
         "query_dataset_id": "builtin:digits-train",
         "budgets": [100, 200],
         "attacks": [{"name": "knockoff", "strategy": "random"}],
-        "surrogate": {"architecture": "victim", "epochs": 5},
+        "surrogate": {"architecture": "victim", "epochs": 5, "min_steps": 0},
         "defenses": [{"name": "reverse_sigmoid"}],
         "detection": [{"name": "prada"}],
         "transfer": SMALL,

@@ -34,7 +34,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "query_dataset_id": "builtin:digits-train",
         "budgets": [100],
         "attacks": [{"name": "knockoff", "strategy": "random"}],
-        "surrogate": {"architecture": "victim", "epochs": 2},
+        "surrogate": {"architecture": "victim", "epochs": 2, "min_steps": 0},
         "detection": [{"name": "prada"}],
         "max_samples": 50,
     },

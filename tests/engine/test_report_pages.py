@@ -63,7 +63,7 @@ def extraction(cnn_onnx, small_cnn):
         "victim_output": {"kind": "probabilities"},
         "budgets": [100, 250],
         "attacks": [{"name": "knockoff", "strategy": "random"}],
-        "surrogate": {"architecture": "victim", "epochs": 5, "batch_size": 64},
+        "surrogate": {"architecture": "victim", "epochs": 5, "batch_size": 64, "min_steps": 0},
         "defenses": [{"name": "top_k", "k": 1}],
         "detection": [{"name": "prada"}],
         "transfer": {"name": "pgd", "norm": "linf", "eps": [0.1], "steps": 5},

@@ -20,12 +20,38 @@ def _api(args: argparse.Namespace) -> int:
         port=args.port or settings.api_port,
         log_level=args.log_level,
         proxy_headers=True,
+        workers=args.workers,
     )
     return 0
 
 
+def _pool(args: argparse.Namespace) -> tuple[int, str, str | None]:
+    """Concurrency, pool and GPU list of a worker: with GPUs, one prefork process per GPU."""
+    from worker.runtime import parse_gpus
+
+    gpus = args.gpus if args.gpus is not None else get_settings().worker_gpus
+    if not gpus:
+        return args.concurrency or 1, args.pool, None
+    count = len(parse_gpus(gpus))
+    if count == 0 or args.pool != "prefork" or args.concurrency not in (None, count):
+        raise SystemExit(
+            f"gauntlet worker: --gpus {gpus!r} runs one prefork pool process per GPU "
+            "(leave --concurrency and --pool out)"
+        )
+    return count, "prefork", gpus
+
+
 def _worker(args: argparse.Namespace) -> int:
     """Run a Celery worker on the given queues (all of them by default)."""
+    import os
+
+    concurrency, pool, gpus = _pool(args)
+    # Pool processes read these at start (worker/celery_app.py); set before the Celery app reads settings.
+    if gpus:
+        os.environ["GAUNTLET_WORKER_GPUS"] = gpus
+    if args.threads:
+        os.environ["GAUNTLET_TORCH_THREADS"] = str(args.threads)
+    get_settings.cache_clear()
     from worker.celery_app import celery_app
 
     argv = [
@@ -33,9 +59,9 @@ def _worker(args: argparse.Namespace) -> int:
         "--queues",
         args.queues,
         "--concurrency",
-        str(args.concurrency),
+        str(concurrency),
         "--pool",
-        args.pool,
+        pool,
         "--loglevel",
         args.log_level,
         "--without-gossip",
@@ -78,13 +104,27 @@ def register(commands: Commands) -> None:
     api.add_argument("--port", type=int, default=None, help="port (GAUNTLET_API_PORT, default 8000)")
     api.add_argument("--migrate", action="store_true", help="apply database migrations first")
     api.add_argument("--log-level", default="info")
+    api.add_argument(
+        "--workers", type=int, default=1, help="API processes on the one port (default 1; one per core)"
+    )
     api.set_defaults(handler=_api)
 
     worker = commands.add_parser("worker", help="run a worker")
     worker.add_argument(
         "--queues", default=",".join(ALL_QUEUES), help="comma-separated queues (default: all)"
     )
-    worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1)")
+    worker.add_argument("--concurrency", type=int, default=None, help="jobs run at once (default 1)")
+    worker.add_argument(
+        "--gpus",
+        default=None,
+        help="comma-separated GPUs (0,1,...): one pool process per GPU, each sees one (GAUNTLET_WORKER_GPUS)",
+    )
+    worker.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per pool process (GAUNTLET_TORCH_THREADS; default: cores // pool processes)",
+    )
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--hostname", default=None, help="Celery node name")
     worker.add_argument("--log-level", default="INFO")

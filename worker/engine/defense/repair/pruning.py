@@ -162,7 +162,7 @@ class ANP(Repair):
                         loss = loss + (1 - float(self.alpha)) * functional.cross_entropy(model(xb), yb)
                         perturb[0] = False
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
                     optimizer.step()
                     with torch.no_grad():
                         for mask in masks.values():

@@ -8,9 +8,10 @@ shift, Gemm weight row or column and bias), so the exported graph computes a zer
 """
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import onnx
 import torch
@@ -101,8 +102,8 @@ def hooked(module: OnnxGraphModule, values: list[str], hook: Hook) -> Iterator[N
     steps = list(module._steps)
     wanted = set(values)
 
-    def wrap(fn: Callable[..., tuple[Tensor, ...]], name: str) -> Callable[..., tuple[Tensor, ...]]:
-        def run(inputs: list[Tensor | None]) -> tuple[Tensor, ...]:
+    def wrap(fn: Any, name: str) -> Callable[[Sequence[Tensor | None]], Sequence[Tensor]]:
+        def run(inputs: Sequence[Tensor | None]) -> Sequence[Tensor]:
             out = tuple(fn(inputs))
             return (hook(name, out[0]), *out[1:])
 
@@ -151,7 +152,7 @@ def frozen_zeros(module: OnnxGraphModule, pruned: dict[Unit, list[int]]) -> Iter
                 continue
             keep = torch.ones_like(tensor)
             keep.index_fill_(axis, torch.as_tensor(channels, device=tensor.device), 0.0)
-            handles.append(tensor.register_hook(lambda grad, keep=keep: grad * keep))
+            handles.append(tensor.register_hook(lambda grad, keep=keep: grad * keep))  # type: ignore[no-untyped-call]
     try:
         yield
     finally:

@@ -24,7 +24,7 @@ _TANH_EDGE = 1 - 1e-6
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
 
 
 @dataclass

@@ -178,7 +178,7 @@ class NeuralCleanse(Scanner):
                 norm = mask.sum(dim=(1, 2, 3))
                 cost = torch.as_tensor(schedule.cost[active], dtype=torch.float32, device=device)
                 optimizer.zero_grad(set_to_none=True)
-                (ce + cost * norm).sum().backward()
+                (ce + cost * norm).sum().backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 hit = (
                     (logits.argmax(1) == target)
@@ -209,10 +209,10 @@ class NeuralCleanse(Scanner):
         final_mask = (torch.tanh(mask_raw) / 2 + 0.5).detach().cpu().numpy()[:, 0]
         final_pattern = (low + (high - low) * (torch.tanh(pattern_raw) / 2 + 0.5)).detach().cpu().numpy()
         masks, patterns = {}, {}
-        for i, k in enumerate(targets):
-            found = np.isfinite(schedule.best_norm[i])
-            masks[k] = best_mask[i] if found else final_mask[i].astype(np.float32)
-            patterns[k] = best_pattern[i] if found else final_pattern[i].astype(np.float32)
+        for row, k in enumerate(targets):
+            found = np.isfinite(schedule.best_norm[row])
+            masks[k] = best_mask[row] if found else final_mask[row].astype(np.float32)
+            patterns[k] = best_pattern[row] if found else final_pattern[row].astype(np.float32)
         norms_out = np.array([float(masks[k].sum()) for k in targets])
         return masks, patterns, norms_out, {int(k): int(epochs[i]) for i, k in enumerate(targets)}
 

@@ -19,6 +19,7 @@ from worker.services.outputs import DerivedModel, JobOutput, finish_output
 from worker.services.progress import Heartbeat, ProgressReporter
 from worker.services.shards.kinds import SHARDED
 from worker.services.shards.runner import pieces_of, split_job, take_merge
+from worker.services.shards.state import MERGING
 
 log = logging.getLogger("gauntlet.jobs")
 
@@ -110,7 +111,12 @@ def _execute(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> Job
 
 def _merge(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> JobOutput:
     """Load the job's inputs and merge its shards' partial results into the job's output."""
-    job = load_job(rt, claim.job_id, reporter)
+
+    def merging(fraction: float, stage: str) -> None:
+        """The merge's progress: the last 5 percent, under the stage that tells the reconciler it runs."""
+        reporter(0.95 + 0.05 * fraction, MERGING)
+
+    job = load_job(rt, claim.job_id, merging)
     try:
         outcome = SHARDED[type(job.spec)].merge(
             job.spec, job.target, job.data, job.env, pieces_of(rt, claim.job_id)

@@ -13,9 +13,7 @@ from sqlalchemy import and_, exists, or_, select, update
 
 from app.orm import Job, JobShard, utcnow
 from worker.runtime import WorkerRuntime
-from worker.services.shards.state import dispatch, send_shard
-
-MERGE_PENDING = "merge pending"
+from worker.services.shards.state import MERGE_PENDING, MERGING, dispatch, send_shard
 
 
 def recover_shards(rt: WorkerRuntime) -> list[str]:
@@ -74,8 +72,8 @@ def recover_shards(rt: WorkerRuntime) -> list[str]:
         # A merge that runs beats the job's heartbeat; one sent and not yet taken waits requeue_after_s.
         lost_merge = or_(
             Job.stage.is_(None),
-            Job.stage.not_in(("merging", MERGE_PENDING)),
-            and_(Job.stage == "merging", Job.heartbeat_at < stale),
+            Job.stage.not_in((MERGING, MERGE_PENDING)),
+            and_(Job.stage == MERGING, Job.heartbeat_at < stale),
             and_(Job.stage == MERGE_PENDING, Job.heartbeat_at < resend),
         )
         waiting = session.execute(

@@ -24,6 +24,7 @@ from worker.services.job_state import Claim, JobCancelled, JobLost
 from worker.services.shards.failures import failure_values
 from worker.services.shards.kinds import SHARDED
 from worker.services.shards.state import (
+    MERGING,
     ShardClaim,
     ShardLost,
     claim_shard,
@@ -173,9 +174,9 @@ def take_merge(rt: WorkerRuntime, job_id: str) -> Claim | None:
     with rt.session_factory() as session:
         won = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running", Job.stage != "merging", ~unfinished)
+            .where(Job.id == job_id, Job.status == "running", Job.stage != MERGING, ~unfinished)
             .where(Job.cancel_requested.is_(False))
-            .values(stage="merging", progress=0.95, heartbeat_at=utcnow())
+            .values(stage=MERGING, progress=0.95, heartbeat_at=utcnow())
         ).rowcount
         session.commit()
         attempts = session.scalar(select(Job.attempts).where(Job.id == job_id))

@@ -16,6 +16,8 @@ from worker.runtime import WorkerRuntime
 from worker.services.job_state import worker_identity
 
 RUN_SHARD_TASK = "gauntlet.run_shard"
+MERGING = "merging"  # the job's stage while a worker merges (its progress keeps it), beating its heartbeat
+MERGE_PENDING = "merge pending"  # the reconciler sent a merge that no worker has taken yet
 
 
 class ShardLost(Exception):

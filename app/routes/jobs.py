@@ -125,17 +125,24 @@ def list_artifacts(job_id: JobId, ctx: Context, cursor: Cursor = None, limit: Li
     responses={200: {"content": {"text/event-stream": {}}}, **errors(401, 404, 422, notes={422: PATH_422})},
 )
 async def job_events(job_id: JobId, request: Request, ctx: Context) -> StreamingResponse:
-    """Server-sent events: one `state` event per change of status, progress or stage, until the job ends."""
+    """Server-sent events until the job ends: a `shard` event per change of a shard's state (index,
+    state, worker, attempts) and a `state` event (the job view) per change of status, progress or stage."""
     service.get_job(ctx, job_id)
     factory, tenant_id = request.app.state.session_factory, ctx.tenant_id
     ctx.session.close()
 
     async def stream() -> AsyncIterator[str]:
         last: tuple[object, ...] | None = None
+        shards: dict[int, tuple[str, int]] = {}
         while not await request.is_disconnected():
             with factory() as session:
                 job = service.get_job(ServiceContext(session, tenant_id, ctx.settings, ctx.queue), job_id)
                 view = service.job_view(job)
+            for shard in view.shards:
+                if shards.get(shard.index) != (shard.state, shard.attempts):
+                    shards[shard.index] = (shard.state, shard.attempts)
+                    event = shard.model_dump(mode="json", include={"index", "state", "worker", "attempts"})
+                    yield f"event: shard\ndata: {json.dumps(event)}\n\n"
             state = (view.status, round(view.progress, 4), view.stage)
             if state != last:
                 last = state

@@ -1,6 +1,7 @@
 """One job split into shards over two live workers (real Postgres and Redis) gives the one-piece report."""
 
 import copy
+import json
 import time
 
 import pytest
@@ -94,3 +95,27 @@ def test_cancel_stops_every_shard(api, tenant, digits_onnx):
     final = wait_for(api, path, tenant, TERMINAL, timeout=30)
     assert final["status"] == "cancelled"
     assert {shard["state"] for shard in final["shards"]} == {"cancelled"}
+
+
+@pytest.mark.slow
+def test_events_report_every_shard_state_change(api, tenant, digits_onnx):
+    model = ready_model(api, tenant, digits_onnx)
+    spec = evasion_spec(model["id"], ATTACKS[:1], max_samples=297, sharding={"samples_per_shard": 64})
+    job = api.post("/v1/jobs", headers=tenant, json=spec).json()
+    events: list[tuple[str, dict]] = []
+    with api.stream("GET", f"/v1/jobs/{job['id']}/events", headers=tenant) as stream:
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+    assert events[-1][0] == "state" and events[-1][1]["status"] == "succeeded"
+    shard_events = [data for name, data in events if name == "shard"]
+    last = {event["index"]: event for event in shard_events}
+    assert sorted(last) == [0, 1, 2, 3, 4]
+    assert all(event["state"] == "succeeded" and event["attempts"] == 1 for event in last.values())
+    assert all(set(event) == {"index", "state", "worker", "attempts"} for event in shard_events)
+    for index in last:  # one event per change: never the same state twice in a row
+        states = [event["state"] for event in shard_events if event["index"] == index]
+        assert all(a != b for a, b in zip(states, states[1:], strict=False)), states

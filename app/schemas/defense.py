@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import JobSpecBase, Norm, ResourceId, Schedule
 from app.schemas.evasion import AttackParams, AttackParamsBase
+from app.schemas.repair import BackdoorRepairParams
 
 Budget = Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]
 
@@ -155,7 +156,11 @@ class RandomizedSmoothingParams(DefenseTraining):
 
 
 DefenseSpec = Annotated[
-    AdversarialTrainingParams | DistillationParams | PreprocessingParams | RandomizedSmoothingParams,
+    AdversarialTrainingParams
+    | DistillationParams
+    | PreprocessingParams
+    | RandomizedSmoothingParams
+    | BackdoorRepairParams,
     Field(discriminator="name"),
 ]
 
@@ -182,7 +187,9 @@ class DefenseEvaluation(_Closed):
 
 
 class DefenseParams(_Closed):
-    """What a defense job runs: the defense, its training set (defenses that train) and the evaluation."""
+    """What a defense job runs: the defense, its training set (defenses that train, the clean set of a
+    backdoor repair) and the evaluation (not for backdoor_repair, measured by clean accuracy and attack
+    success before and after)."""
 
     train_dataset_id: ResourceId | None = None
     defense: DefenseSpec
@@ -196,6 +203,11 @@ class DefenseParams(_Closed):
             raise ValueError(f"{self.defense.name} trains a model: give params.train_dataset_id")
         if not trains and self.train_dataset_id is not None:
             raise ValueError("preprocessing trains nothing: leave out train_dataset_id")
+        if isinstance(self.defense, BackdoorRepairParams) and "evaluation" in self.model_fields_set:
+            raise ValueError(
+                "backdoor_repair is measured by clean accuracy and attack success before and after, not "
+                "by evasion attacks: leave out params.evaluation"
+            )
         return self
 
 

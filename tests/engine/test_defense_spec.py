@@ -129,8 +129,11 @@ def test_api_schemas_name_the_engine_defenses_transforms_and_their_facts():
         return {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in members}
 
     defenses, transforms = by_name(DefenseSpec), by_name(TransformParams)
-    assert set(defenses) == set(DEFENSES) and set(transforms) == set(TRANSFORMS)
+    # backdoor_repair runs its own engine (worker.engine.defense.repair), checked in the test below.
+    assert set(defenses) == set(DEFENSES) | {"backdoor_repair"} and set(transforms) == set(TRANSFORMS)
     for name, schema in defenses.items():
+        if name == "backdoor_repair":
+            continue
         engine = {f.name for f in dataclasses.fields(DEFENSES[name])}  # type: ignore[arg-type]
         assert set(schema.model_fields) - {"name"} == engine, name
         assert schema.trains == DEFENSES[name].trains
@@ -140,3 +143,50 @@ def test_api_schemas_name_the_engine_defenses_transforms_and_their_facts():
         for fact in ("needs_image", "channels", "randomized", "differentiable"):
             assert getattr(schema, fact) == getattr(engine, fact), (name, fact)
     assert PreprocessingParams.trains is False
+
+
+def test_repair_schema_names_the_engine_repairs_and_their_parameters():
+    import dataclasses
+    import typing
+
+    from pydantic import ValidationError
+
+    from app.schemas.defense import DefenseParams
+    from app.schemas.repair import METHOD_PARAMS, BackdoorRepairParams
+    from worker.engine.defense.repair.registry import REPAIRS
+
+    methods = set(typing.get_args(BackdoorRepairParams.model_fields["method"].annotation))
+    assert methods == set(REPAIRS) == set(METHOD_PARAMS)
+    for name, cls in REPAIRS.items():
+        assert METHOD_PARAMS[name] == {f.name for f in dataclasses.fields(cls)}, name  # type: ignore[arg-type]
+    # Every method parameter is a field of the schema, and the schema has no other than its own.
+    own = {"name", "method", "trigger", "target_class", "scan_steps"}
+    assert set(BackdoorRepairParams.model_fields) == own | set().union(*METHOD_PARAMS.values())
+    assert BackdoorRepairParams.trains is True
+
+    def params(defense: dict[str, object], **more: object) -> DefenseParams:
+        return DefenseParams.model_validate(
+            {"train_dataset_id": "builtin:digits-train", "defense": defense, **more}
+        )
+
+    ok = params({"name": "backdoor_repair", "method": "anp", "eps": 0.2, "iterations": 50})
+    assert isinstance(ok.defense, BackdoorRepairParams)
+    assert ok.defense.method_params() == {"eps": 0.2, "iterations": 50}
+    trigger = {"name": "badnets", "size": 2, "location": "bottom_right"}
+    with_trigger = params(
+        {"name": "backdoor_repair", "method": "fine_tuning", "trigger": trigger, "target_class": 0}
+    )
+    assert with_trigger.defense.trigger is not None  # type: ignore[union-attr]
+    for bad, message in (
+        ({"name": "backdoor_repair", "method": "fine_tuning", "eps": 0.1}, "takes no eps"),
+        ({"name": "backdoor_repair", "method": "anp", "stamp_share": 0.2}, "takes no stamp_share"),
+        ({"name": "backdoor_repair", "method": "fine_tuning", "trigger": trigger}, "target_class together"),
+        ({"name": "backdoor_repair", "method": "prune_all"}, "method"),
+        ({"name": "backdoor_repair", "method": "anp", "unknown": 1}, "unknown"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            params(bad)
+    with pytest.raises(ValidationError, match="leave out params.evaluation"):
+        params({"name": "backdoor_repair", "method": "anp"}, evaluation={"max_samples": 10})
+    with pytest.raises(ValidationError, match="train_dataset_id"):
+        DefenseParams.model_validate({"defense": {"name": "backdoor_repair", "method": "anp"}})

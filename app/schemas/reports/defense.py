@@ -1,12 +1,13 @@
 """The defense report: the defense, its training, the exported model evaluated adaptively beside the
 undefended one, the headline, and method sections (certification, softmax saturation)."""
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from app.schemas.reports.envelope import Closed, MethodParams, Open, ReportEnvelope, Share, WorstCaseRow
 from app.schemas.reports.evasion import EvasionAttack
+from app.schemas.reports.repair import RepairSection
 
 
 class DefenseSettings(Open):
@@ -163,16 +164,34 @@ class SoftmaxSaturation(Closed):
 
 
 class DefenseReport(ReportEnvelope):
-    """A defense job's report: the hardened or defended model, evaluated adaptively."""
+    """A defense job's report: the hardened or defended model, evaluated adaptively; a backdoor repair
+    instead has the `repair` section (no evasion evaluation, robust accuracy or headline)."""
 
     kind: Literal["defense"]
     defense: DefenseSettings
     training: TrainingRecord | None
-    evaluation: EvaluationSection
-    robust_accuracy_vs_eps: list[RobustAccuracyRow]
-    headline: Headline
+    evaluation: EvaluationSection | None = None
+    robust_accuracy_vs_eps: list[RobustAccuracyRow] | None = None
+    headline: Headline | None = None
     preprocessing: list[MethodParams] | None = Field(
         description="A defended model's transforms, run in front of its graph (None for a trained defense)."
     )
     certification: Certification | None = None
     softmax_saturation: SoftmaxSaturation | None = None
+    repair: RepairSection | None = Field(
+        default=None,
+        description="backdoor_repair: the figures before and after the repair (its only section).",
+    )
+
+    @model_validator(mode="after")
+    def _sections(self) -> Self:
+        """A repair has its repair section and no evaluation; every other defense the reverse."""
+        repair = self.defense.name == "backdoor_repair"
+        evaluated = (self.evaluation, self.robust_accuracy_vs_eps, self.headline)
+        if repair and (self.repair is None or any(part is not None for part in evaluated)):
+            raise ValueError("a backdoor_repair report has a repair section and no evasion evaluation")
+        if not repair and (self.repair is not None or any(part is None for part in evaluated)):
+            raise ValueError(
+                f"a {self.defense.name} report has evaluation, robust_accuracy_vs_eps and headline, no repair"
+            )
+        return self

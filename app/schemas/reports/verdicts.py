@@ -12,6 +12,7 @@ from typing import Any
 
 from app.schemas.reports.figures import Figure, count, in_words, more_samples, number, proportion, share
 from app.schemas.reports.poisoning_verdict import poisoning
+from app.schemas.reports.repair_verdict import repair
 
 Report = dict[str, Any]
 Builder = Callable[[Report], tuple[list[Figure], str]]
@@ -183,7 +184,10 @@ def _defense_figures(report: Report, n: int | None) -> list[Figure]:
 
 
 def defense(report: Report) -> tuple[list[Figure], str]:
-    """The defended model beside the undefended one at every eps, and certificates for smoothing."""
+    """The defended model beside the undefended one at every eps, and certificates for smoothing; a
+    backdoor repair's attack success and clean accuracy before and after."""
+    if report.get("repair"):
+        return repair(report)
     head, evaluation = report.get("headline") or {}, report.get("evaluation") or {}
     n = count(evaluation.get("n_samples"))
     figures = _defense_figures(report, n)

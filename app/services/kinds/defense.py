@@ -17,11 +17,13 @@ from app.schemas.defense import (
     RandomizedSmoothingParams,
 )
 from app.schemas.evasion import AttackParamsBase, AutoAttackParams
+from app.schemas.repair import BackdoorRepairParams
 from app.services.compatibility import TRAINING_SET_CODES, check_dataset_fits
 from app.services.context import ServiceContext
 from app.services.dataset_arrays import DatasetFacts
 from app.services.datasets import dataset_facts
 from app.services.kinds.evasion import check_artifact_size, check_attacks, evasion_cost
+from app.services.kinds.repair import check_repair, repair_cost
 
 # Per-epoch monitoring (clean and PGD-10 accuracy on the monitor subset) and runs per evaluation.
 MONITOR_PASSES = 12
@@ -59,8 +61,8 @@ def _check_weightless(model: ModelRecord, defense: DefenseSpec) -> None:
     """An architecture without weights: only a defense trained from fresh weights (init random, a trained
     teacher) runs; its undefended side is then a baseline the job trains with the same recipe."""
     what = None
-    if isinstance(defense, PreprocessingParams):
-        what = "preprocessing wraps a trained model and this one has no weights to wrap; train it first"
+    if isinstance(defense, PreprocessingParams | BackdoorRepairParams):
+        what = f"{defense.name} needs a trained model and this one has no weights; train it first"
     elif defense.init == "pretrained":
         what = "init 'pretrained' starts from its weights; use init 'random' to train it from scratch"
     elif isinstance(defense, DistillationParams) and defense.teacher == "upload":
@@ -160,6 +162,9 @@ def evaluation_attacks(model: ModelRecord, params: DefenseParams) -> list[Attack
 def check(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec, held_out: DatasetFacts) -> None:
     """The model can be hardened, budgets and transforms fit it, the training set fits, the attacks fit."""
     params = spec.params
+    if isinstance(params.defense, BackdoorRepairParams):
+        check_repair(ctx, model, params)
+        return
     _check_model(model, params)
     _check_budgets(model, params)
     _check_training_set(ctx, model, params)
@@ -172,7 +177,7 @@ def check(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec, held_ou
 def _training_passes(params: DefenseParams, n_train: int) -> float:
     """Forward-backward sample passes of hardening (baseline and monitoring included)."""
     defense = params.defense
-    if isinstance(defense, PreprocessingParams):
+    if isinstance(defense, PreprocessingParams | BackdoorRepairParams):
         return 0.0
     epochs = defense.epochs
     monitor = epochs * params.evaluation.monitor_samples * MONITOR_PASSES
@@ -205,5 +210,7 @@ def estimate_cost(
     """Sample passes of training, evaluation and certification (see defense_cost)."""
     params = spec.params
     n_train = dataset_facts(ctx, params.train_dataset_id).n_samples if params.train_dataset_id else 0
+    if isinstance(params.defense, BackdoorRepairParams):
+        return repair_cost(params.defense, model.num_classes, n_train, held_out.n_samples)
     n_eval = min(params.evaluation.max_samples, held_out.n_samples)
     return defense_cost(model, params, n_train, n_eval)

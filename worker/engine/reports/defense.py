@@ -16,6 +16,7 @@ from worker.engine.reports.parts import (
     table,
 )
 from worker.engine.reports.recipe import applicable, transforms_text
+from worker.engine.reports.repair import render_repair_sections
 
 
 def _recipe(defense: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -207,7 +208,9 @@ def _extras(report: dict[str, Any]) -> str:
 
 
 def render_defense_sections(report: dict[str, Any]) -> str:
-    """Every defense section, from the JSON report alone."""
+    """Every defense section, from the JSON report alone (a backdoor repair has its own)."""
+    if report.get("repair"):
+        return render_repair_sections(report)
     return "".join(
         (
             _headline(report),

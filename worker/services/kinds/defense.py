@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from app.schemas.defense import DefenseJobSpec
+from app.schemas.repair import BackdoorRepairParams
 from worker.engine.defense.evaluation import Classify
 from worker.engine.defense.runner import DefenseOutcome, run_defense
 from worker.engine.defense.spec import SpecError, WeightsMissing
@@ -15,6 +16,7 @@ from worker.engine.models.intake import IntakeReport, OnnxRuntimeClassifier, loa
 from worker.engine.models.normalization import Normalized, normalized_classifier
 from worker.services.context import JobData, RunEnv
 from worker.services.job_state import JobFailure
+from worker.services.kinds.repair import run_backdoor_repair
 from worker.services.outputs import DerivedModel, Outcome, npz_artifact
 from worker.services.targets import Target
 
@@ -125,9 +127,11 @@ def run(spec: DefenseJobSpec, target: Target, data: JobData, env: RunEnv) -> Out
     params = spec.params
     if target.preprocessing:
         raise JobFailure("already_defended", f"model {target.id} is already a defended model")
+    graph = _Graph(target, env.seed)
+    if isinstance(params.defense, BackdoorRepairParams):
+        return run_backdoor_repair(spec, target, data, env, graph)
     train_id = params.train_dataset_id
     train = data.require("train_dataset_id", train_id, "training set") if train_id else None
-    graph = _Graph(target, env.seed)
     # An architecture without weights has no undefended model: the defense trains its baseline.
     weights = target.has_weights
     try:

@@ -1,0 +1,107 @@
+"""Backdoor repair, a defense (`name: backdoor_repair`): remove a trojan with a small clean set.
+
+The engine's methods live in worker.engine.defense.repair (REPAIRS); a test keeps the method names and
+their parameters equal to the engine's.
+"""
+
+from typing import Annotated, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.schemas.poisoning import ClassIndex, TriggerParams
+
+RepairMethod = Literal["neural_cleanse", "fine_pruning", "anp", "fine_tuning"]
+
+# The parameters each method takes (the engine dataclass's fields); any other method parameter is a 422.
+_TRAINING = frozenset({"epochs", "learning_rate", "batch_size"})
+METHOD_PARAMS: dict[str, frozenset[str]] = {
+    "neural_cleanse": _TRAINING | {"stamp_share"},
+    "fine_pruning": _TRAINING | {"max_accuracy_drop", "max_ratio"},
+    "anp": frozenset({"eps", "alpha", "mask_lr", "iterations", "batch_size", "threshold"}),
+    "fine_tuning": _TRAINING,
+}
+
+
+class _Closed(BaseModel):
+    """A closed schema: unknown fields are a 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PatchTriggerSpec(TriggerParams):
+    """The BadNets patch the user knows was planted (the poisoning kind's badnets trigger spec)."""
+
+    name: Literal["badnets"]
+
+
+class BlendedTriggerSpec(_Closed):
+    """The blended trigger the user knows was planted: (1 - alpha) x + alpha p, with the seeded noise
+    pattern of the poisoning kind's blended attack (pattern_seed)."""
+
+    name: Literal["blended"]
+    alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
+    pattern_seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+
+
+RepairTrigger = Annotated[PatchTriggerSpec | BlendedTriggerSpec, Field(discriminator="name")]
+
+
+class BackdoorRepairParams(_Closed):
+    """Backdoor repair from the model and a small clean set (params.train_dataset_id), without the poisoned
+    training data. Threat model: the defender holds the trained model (white-box: its graph and weights) and
+    a few hundred clean labelled samples; the trigger is unknown unless the user supplies it.
+
+    Methods: neural_cleanse (Wang et al., IEEE S&P 2019: unlearning, fine-tuning with Neural Cleanse's
+    reversed trigger stamped on clean samples that keep their labels; stamp_share 0.2), fine_pruning (Liu et
+    al., RAID 2018: the last convolution's channels dormant on clean data pruned while clean accuracy drops
+    at most max_accuracy_drop 0.04, up to max_ratio 0.9, then fine-tuned), anp (Wu and Wang, NeurIPS 2021:
+    a neuron mask learned under adversarial neuron perturbations of size eps, trade-off alpha, mask_lr,
+    iterations, batch_size; neurons below threshold pruned), fine_tuning (the baseline:
+    training on the clean set). Training methods: epochs 10, learning_rate 1e-3 (Adam), batch_size 32.
+    A method's parameters left out take the engine's defaults; another method's parameter is a 422.
+
+    trigger and target_class (both or neither): the planted trigger, measured before and after. scan_steps:
+    Neural Cleanse's budget per class for the scan before and after (its reversed triggers are measured
+    always and unlearned by neural_cleanse).
+    """
+
+    trains: ClassVar[bool] = True
+
+    name: Literal["backdoor_repair"]
+    method: RepairMethod
+    trigger: RepairTrigger | None = None
+    target_class: ClassIndex | None = None
+    scan_steps: Annotated[int, Field(ge=10, le=5000)] = 300
+    epochs: Annotated[int, Field(ge=1, le=200)] | None = None
+    learning_rate: Annotated[float, Field(gt=0, le=10)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=4096)] | None = None
+    stamp_share: Annotated[float, Field(gt=0, le=1)] | None = None
+    max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    eps: Annotated[float, Field(ge=0, lt=1)] | None = None
+    alpha: Annotated[float, Field(ge=0, le=1)] | None = None
+    mask_lr: Annotated[float, Field(gt=0, le=100)] | None = None
+    iterations: Annotated[int, Field(ge=1, le=20_000)] | None = None
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        """Trigger and target class together; only the chosen method's parameters."""
+        if (self.trigger is None) != (self.target_class is None):
+            raise ValueError("give the planted trigger and its target_class together, or neither")
+        given = {k for k in self.model_fields_set if getattr(self, k) is not None} & set().union(
+            *METHOD_PARAMS.values()
+        )
+        foreign = sorted(given - METHOD_PARAMS[self.method])
+        if foreign:
+            raise ValueError(
+                f"method {self.method} takes no {', '.join(foreign)}; its parameters: "
+                f"{', '.join(sorted(METHOD_PARAMS[self.method]))}"
+            )
+        return self
+
+    def method_params(self) -> dict[str, object]:
+        """The chosen method's parameters that were given (the engine supplies the rest)."""
+        return {
+            k: getattr(self, k) for k in sorted(METHOD_PARAMS[self.method]) if getattr(self, k) is not None
+        }

@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -145,7 +146,7 @@ class LiveService:
             engine.dispose()
 
     def close(self) -> None:
-        """Stop everything started here, drop the database and flush the Redis database."""
+        """Stop everything started here, drop the database, flush the Redis database, remove the logs."""
         import redis
         import sqlalchemy as sa
 
@@ -155,6 +156,7 @@ class LiveService:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
         admin.dispose()
         redis.Redis.from_url(self.redis_url).flushdb()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def wait_status(client: httpx.Client, path: str, done: set[str], timeout: float) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlalchemy import and_, exists, or_, select, update
 
 from app.orm import Job, JobShard, utcnow
+from app.storage import rowcount
 from worker.runtime import WorkerRuntime
 from worker.services.shards.state import MERGE_PENDING, MERGING, dispatch, send_shard
 
@@ -29,7 +30,7 @@ def recover_shards(rt: WorkerRuntime) -> list[str]:
         for shard_id, job_id, attempts, status, cancel_requested in rows:
             guard = (JobShard.id == shard_id, JobShard.state == "running", JobShard.attempts == attempts)
             if status != "running" or cancel_requested:
-                values: dict = {"state": "cancelled", "finished_at": utcnow()}
+                values: dict[str, object] = {"state": "cancelled", "finished_at": utcnow()}
             elif attempts >= rt.settings.max_attempts:
                 values = {"state": "failed", "error_code": "worker_lost", "finished_at": utcnow()}
                 session.execute(
@@ -45,7 +46,7 @@ def recover_shards(rt: WorkerRuntime) -> list[str]:
                 )
             else:
                 values = {"state": "queued", "enqueued_at": None, "worker_id": None}
-            if session.execute(update(JobShard).where(*guard).values(**values)).rowcount == 1:
+            if rowcount(session.execute(update(JobShard).where(*guard).values(**values))) == 1:
                 done.append(shard_id)
         # Cancelled jobs whose shards have all stopped end; their queued shards never run.
         split = exists().where(JobShard.job_id == Job.id)
@@ -82,14 +83,16 @@ def recover_shards(rt: WorkerRuntime) -> list[str]:
             .where(lost_merge)
         ).all()
         for job_id, kind in waiting:
-            reset = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "running", lost_merge)
-                .values(stage=MERGE_PENDING, heartbeat_at=utcnow())
-            ).rowcount
+            reset = rowcount(
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == "running", lost_merge)
+                    .values(stage=MERGE_PENDING, heartbeat_at=utcnow())
+                )
+            )
             session.commit()
-            shard_id = session.scalar(select(JobShard.id).where(JobShard.job_id == job_id).limit(1))
-            if reset == 1 and shard_id is not None:
-                send_shard(rt, shard_id, kind)
-                done.append(shard_id)
+            first = session.scalar(select(JobShard.id).where(JobShard.job_id == job_id).limit(1))
+            if reset == 1 and first is not None:
+                send_shard(rt, first, kind)
+                done.append(first)
     return done + dispatch(rt)

@@ -17,7 +17,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.orm import Blob, Job, JobShard, utcnow
-from app.storage import put_blob
+from app.storage import put_blob, rowcount
 from worker.runtime import WorkerRuntime
 from worker.services.inputs import LoadedJob, load_job
 from worker.services.job_state import Claim, JobCancelled, JobLost
@@ -48,11 +48,13 @@ def split_job(rt: WorkerRuntime, claim: Claim, job: LoadedJob) -> bool:
     if len(pieces) <= 1:
         return False
     with rt.session_factory() as session:
-        owned = session.execute(
-            update(Job)
-            .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
-            .values(stage=f"split into {len(pieces)} shards", heartbeat_at=utcnow())
-        ).rowcount
+        owned = rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == claim.job_id, Job.status == "running", Job.attempts == claim.attempt)
+                .values(stage=f"split into {len(pieces)} shards", heartbeat_at=utcnow())
+            )
+        )
         if owned != 1:
             raise JobLost(claim.job_id)
         tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == claim.job_id))
@@ -172,12 +174,14 @@ def take_merge(rt: WorkerRuntime, job_id: str) -> Claim | None:
     """The job's claim if every shard succeeded and this worker won the merge; None otherwise."""
     unfinished = exists().where(JobShard.job_id == job_id, JobShard.state != "succeeded")
     with rt.session_factory() as session:
-        won = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "running", Job.stage != MERGING, ~unfinished)
-            .where(Job.cancel_requested.is_(False))
-            .values(stage=MERGING, progress=0.95, heartbeat_at=utcnow())
-        ).rowcount
+        won = rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running", Job.stage != MERGING, ~unfinished)
+                .where(Job.cancel_requested.is_(False))
+                .values(stage=MERGING, progress=0.95, heartbeat_at=utcnow())
+            )
+        )
         session.commit()
         attempts = session.scalar(select(Job.attempts).where(Job.id == job_id))
     return Claim(job_id, int(attempts)) if won == 1 and attempts is not None else None

@@ -10,8 +10,10 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.orm import Job, JobShard, Tenant, utcnow
+from app.storage import rowcount
 from worker.runtime import WorkerRuntime
 from worker.services.job_state import worker_identity
 
@@ -36,7 +38,7 @@ class ShardClaim:
     plan: dict[str, Any]
 
 
-def _owned(claim: ShardClaim) -> tuple:
+def _owned(claim: ShardClaim) -> tuple[ColumnElement[bool], ...]:
     """The WHERE clause that says this attempt still owns the running shard."""
     return (JobShard.id == claim.shard_id, JobShard.state == "running", JobShard.attempts == claim.attempt)
 
@@ -65,22 +67,24 @@ def claim_shard(session: Session, shard_id: str, cap: int) -> ShardClaim | None:
         session.commit()
         return None
     now, attempt = utcnow(), shard.attempts + 1
-    claimed = session.execute(
-        update(JobShard)
-        .where(JobShard.id == shard_id, JobShard.state == "queued", JobShard.attempts == shard.attempts)
-        .where(_job_runs(shard.job_id))
-        .values(
-            state="running",
-            attempts=attempt,
-            worker_id=worker_identity(),
-            started_at=now,
-            heartbeat_at=now,
-            progress=0.0,
-            finished_at=None,
-            error_code=None,
-            error_message=None,
-        )  # fmt: skip
-    ).rowcount
+    claimed = rowcount(
+        session.execute(
+            update(JobShard)
+            .where(JobShard.id == shard_id, JobShard.state == "queued", JobShard.attempts == shard.attempts)
+            .where(_job_runs(shard.job_id))
+            .values(
+                state="running",
+                attempts=attempt,
+                worker_id=worker_identity(),
+                started_at=now,
+                heartbeat_at=now,
+                progress=0.0,
+                finished_at=None,
+                error_code=None,
+                error_message=None,
+            )  # fmt: skip
+        )
+    )
     session.commit()
     if claimed != 1:
         return None
@@ -92,9 +96,11 @@ def record_shard_progress(session: Session, claim: ShardClaim, progress: float |
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
         values["progress"] = min(max(progress, 0.0), 1.0)
-    written = session.execute(
-        update(JobShard).where(*_owned(claim)).where(_job_runs(claim.job_id)).values(**values)
-    ).rowcount
+    written = rowcount(
+        session.execute(
+            update(JobShard).where(*_owned(claim)).where(_job_runs(claim.job_id)).values(**values)
+        )
+    )
     session.commit()
     if written != 1:
         raise ShardLost(claim.shard_id)
@@ -108,7 +114,7 @@ def finish_shard(session: Session, claim: ShardClaim, state: str, **values: obje
         .where(*_owned(claim))
         .values(state=state, finished_at=now, heartbeat_at=now, **values)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def send_shard(rt: WorkerRuntime, shard_id: str, kind: str) -> None:
@@ -151,11 +157,13 @@ def dispatch(rt: WorkerRuntime, tenant_id: str | None = None) -> list[str]:
                 .limit(room)
             ).all()
             for shard_id, kind in rows:
-                stamped = session.execute(
-                    update(JobShard)
-                    .where(JobShard.id == shard_id, JobShard.state == "queued", due)
-                    .values(enqueued_at=utcnow())
-                ).rowcount
+                stamped = rowcount(
+                    session.execute(
+                        update(JobShard)
+                        .where(JobShard.id == shard_id, JobShard.state == "queued", due)
+                        .values(enqueued_at=utcnow())
+                    )
+                )
                 session.commit()
                 if stamped == 1:
                     send_shard(rt, shard_id, kind)

@@ -25,7 +25,7 @@ from worker.engine.models.intake import (
 )
 
 FEATURES = 6
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -301,7 +301,7 @@ def test_worker_passes_the_limits_from_its_settings() -> None:
 @pytest.mark.parametrize("manual", [False, True])
 def test_shape_arithmetic_of_a_real_export_is_resolved(manual: bool) -> None:
     """Every tensor of a ViT export (Shape/Gather/Mod/Concat/Reshape chains per block) gets a static size."""
-    from tests.engine.test_onnx_architectures import SHAPE, TinyViT, _seeded
+    from tests.engine.models.test_onnx_architectures import SHAPE, TinyViT, _seeded
     from worker.engine.models.intake.resource_check import check_resources
 
     model = onnx.load_from_string(export_onnx(_seeded(lambda: TinyViT(manual=manual)), SHAPE, opset=17))

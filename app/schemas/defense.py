@@ -203,7 +203,8 @@ class DefenseParams(_Closed):
             raise ValueError(f"{self.defense.name} trains a model: give params.train_dataset_id")
         if not trains and self.train_dataset_id is not None:
             raise ValueError("preprocessing trains nothing: leave out train_dataset_id")
-        if isinstance(self.defense, BackdoorRepairParams) and "evaluation" in self.model_fields_set:
+        # (The stored spec carries the default evaluation: only a changed one is refused.)
+        if isinstance(self.defense, BackdoorRepairParams) and self.evaluation != DefenseEvaluation():
             raise ValueError(
                 "backdoor_repair is measured by clean accuracy and attack success before and after, not "
                 "by evasion attacks: leave out params.evaluation"

@@ -116,3 +116,82 @@ def test_repair_registry_and_bad_params():
         build_repair("anp", {"eps": 2.0})
     with pytest.raises(ValueError):
         build_repair("fine_tuning", {"unknown": 1})
+
+
+def _repair_report(after_success: float, after_clean: float, flagged_after: list[int]) -> dict:
+    """A defense report of a backdoor repair, as the worker writes it (envelope included)."""
+    scan = {
+        "scanner": "neural_cleanse",
+        "paper": "Wang et al., IEEE S&P 2019 (Neural Cleanse)",
+        "statistic": "anomaly index",
+        "threshold": 2.0,
+        "classes": [
+            {"label": 0, "mask_l1": 3.0, "anomaly_index": 4.0, "flagged": True, "trigger_success": 0.98}
+        ],
+    }
+    return {
+        "kind": "defense",
+        "job_id": "job_x",
+        "model_id": "mdl_x",
+        "dataset_id": "builtin:digits-test",
+        "seed": 0,
+        "versions": {},
+        "device": "cpu",
+        "generated_at": "2026-01-01T00:00:00Z",
+        "threat_model": "t",
+        "checks": [],
+        "derived_model_ids": ["mdl_y"],
+        "defense": {"name": "backdoor_repair", "method": "anp"},
+        "training": None,
+        "preprocessing": None,
+        "repair": {
+            "method": {"name": "anp", "paper": "Wu and Wang, NeurIPS 2021 (ANP)", "params": {"eps": 0.4}},
+            "before": {
+                "clean_accuracy": 0.9,
+                "reversed_trigger_success": {"0": 0.95},
+                "real_trigger_success": 0.8,
+            },
+            "after": {
+                "clean_accuracy": after_clean,
+                "reversed_trigger_success": {"0": 0.1},
+                "real_trigger_success": after_success,
+            },
+            "repair": {"pruned": {"/3/Conv_output_0": {"pruned": 5, "of": 64}}, "fine_tuning_epochs": 0},
+            "training_curve": [],
+            "scan_before": {**scan, "flagged": [0]},
+            "scan_after": {**scan, "flagged": flagged_after},
+            "n_clean": 150,
+            "n_held_out": 297,
+            "real_trigger": {"target_class": 0},
+        },
+    }
+
+
+def test_repair_report_contract_verdict_and_page():
+    from pydantic import ValidationError
+
+    from app.schemas.reports import REPORT_ADAPTER
+    from app.schemas.reports.headline import headline, metric
+    from worker.engine.reports.defense import render_defense_sections
+
+    removed = _repair_report(0.02, 0.89, [])
+    REPORT_ADAPTER.validate_python(removed)
+    assert metric(removed, "attack_success_rate") == 0.02
+    assert metric(removed, "clean_accuracy") == 0.89
+    assert "the backdoor is removed" in headline(removed).verdict
+    survived = _repair_report(0.6, 0.89, [0])
+    assert (
+        "the backdoor survives" in headline(survived).verdict
+        and "still flags class 0" in headline(survived).verdict
+    )
+    assert "clean accuracy fell" in headline(_repair_report(0.02, 0.7, [])).verdict
+    page = render_defense_sections(removed)
+    assert (
+        "Backdoor repair" in page and "Neural Cleanse before and after" in page and "/3/Conv_output_0" in page
+    )
+    # A repair report carries no evasion evaluation; another defense's report needs one.
+    with pytest.raises(ValidationError, match="no evasion evaluation"):
+        REPORT_ADAPTER.validate_python({**removed, "robust_accuracy_vs_eps": []})
+    other = {**removed, "defense": {"name": "adversarial_training"}}
+    with pytest.raises(ValidationError, match="no repair"):
+        REPORT_ADAPTER.validate_python(other)

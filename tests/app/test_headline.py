@@ -1,6 +1,6 @@
 """The headline's arithmetic and wording: Wilson and Newcombe intervals against published values, how a
 figure reads, checks split into passed and failed (torch-free, fast). The per-kind figures, verdicts and
-`metric` are tested on real engine reports in tests/engine/test_report_pages.py."""
+`metric` are tested on real engine reports in tests/engine/reports/test_report_pages.py."""
 
 import subprocess
 import sys

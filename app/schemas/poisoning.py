@@ -5,6 +5,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import JobSpecBase, ResourceId, TrainingParams
+from app.schemas.repair_methods import RepairMethodSpec
 
 Rate = Annotated[float, Field(gt=0, lt=1, description="Poisoned share, strictly between 0 and 1.")]
 Rates = Annotated[list[Rate], Field(min_length=1, max_length=16)]
@@ -239,6 +240,10 @@ class B3DScanParams(_Closed):
 PoisoningScanner = Annotated[NeuralCleanseScanParams | B3DScanParams, Field(discriminator="name")]
 
 
+# The attacks with a trigger: params.repair runs on their victims.
+BACKDOOR_ATTACKS = frozenset({"badnets", "blended", "label_consistent"})
+
+
 class PoisoningTrainingParams(TrainingParams):
     """The victim's recipe: the shared fit loop's parameters and where the weights start."""
 
@@ -263,6 +268,11 @@ class PoisoningParams(_Closed):
     attacks: Annotated[list[PoisoningAttack], Field(max_length=16)] = Field(default_factory=list)
     detection: Annotated[list[PoisoningDetector], Field(max_length=8)] = Field(default_factory=list)
     retrain_after_removal: bool = False
+    repair: Annotated[list[RepairMethodSpec], Field(max_length=4)] = Field(
+        default_factory=list,
+        description="Repair methods run on each backdoor attack's largest-rate victim (badnets, blended, "
+        "label_consistent): the first half of the held-out set is the clean set, the second half measures.",
+    )
     scan: Annotated[list[PoisoningScanner], Field(max_length=4)] = Field(
         default_factory=list,
         description="Scan mode: scanners run on the model under test with the held-out set as the clean set; "
@@ -273,8 +283,10 @@ class PoisoningParams(_Closed):
     def _check(self) -> Self:
         """Scan stands alone; audit needs a detector; removal needs attacks and detection."""
         if self.scan:
-            if self.attacks or self.detection or self.retrain_after_removal:
-                raise ValueError("scan mode runs alone: no attacks, detection or retrain_after_removal")
+            if self.attacks or self.detection or self.retrain_after_removal or self.repair:
+                raise ValueError(
+                    "scan mode runs alone: no attacks, detection, retrain_after_removal or repair"
+                )
             if self.train_dataset_id is not None or self.pattern_dataset_id is not None:
                 raise ValueError(
                     "scan mode reads no training set or pattern: use dataset_id for the clean set"
@@ -288,6 +300,12 @@ class PoisoningParams(_Closed):
             raise ValueError("give attacks, or detection for an audit of the training set (or both), or scan")
         if self.retrain_after_removal and not (self.attacks and self.detection):
             raise ValueError("retrain_after_removal needs attacks and detection")
+        if self.repair and not any(a.name in BACKDOOR_ATTACKS for a in self.attacks):
+            raise ValueError(
+                f"repair needs a backdoor attack (one with a trigger: {', '.join(sorted(BACKDOOR_ATTACKS))})"
+            )
+        if len({r.name for r in self.repair}) != len(self.repair):
+            raise ValueError("each repair method may appear once")
         names = [d.name for d in self.detection]
         if len(set(names)) != len(names):
             raise ValueError("each detector may appear once")

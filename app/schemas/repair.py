@@ -9,17 +9,26 @@ from typing import Annotated, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.poisoning import ClassIndex, TriggerParams
+from app.schemas.repair_methods import (
+    METHOD_PARAMS,
+    Alpha,
+    BatchSize,
+    Epochs,
+    Eps,
+    Iterations,
+    LearningRate,
+    MaskLr,
+    MaxAccuracyDrop,
+    MaxRatio,
+    RepairMethod,
+    ScanSteps,
+    StampShare,
+    Threshold,
+    foreign_params,
+    given_params,
+)
 
-RepairMethod = Literal["neural_cleanse", "fine_pruning", "anp", "fine_tuning"]
-
-# The parameters each method takes (the engine dataclass's fields); any other method parameter is a 422.
-_TRAINING = frozenset({"epochs", "learning_rate", "batch_size"})
-METHOD_PARAMS: dict[str, frozenset[str]] = {
-    "neural_cleanse": _TRAINING | {"stamp_share"},
-    "fine_pruning": _TRAINING | {"max_accuracy_drop", "max_ratio"},
-    "anp": frozenset({"eps", "alpha", "mask_lr", "iterations", "batch_size", "threshold"}),
-    "fine_tuning": _TRAINING,
-}
+__all__ = ["METHOD_PARAMS", "BackdoorRepairParams", "RepairMethod"]
 
 
 class _Closed(BaseModel):
@@ -71,37 +80,29 @@ class BackdoorRepairParams(_Closed):
     method: RepairMethod
     trigger: RepairTrigger | None = None
     target_class: ClassIndex | None = None
-    scan_steps: Annotated[int, Field(ge=10, le=5000)] = 300
-    epochs: Annotated[int, Field(ge=1, le=200)] | None = None
-    learning_rate: Annotated[float, Field(gt=0, le=10)] | None = None
-    batch_size: Annotated[int, Field(ge=1, le=4096)] | None = None
-    stamp_share: Annotated[float, Field(gt=0, le=1)] | None = None
-    max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] | None = None
-    max_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
-    eps: Annotated[float, Field(ge=0, lt=1)] | None = None
-    alpha: Annotated[float, Field(ge=0, le=1)] | None = None
-    mask_lr: Annotated[float, Field(gt=0, le=100)] | None = None
-    iterations: Annotated[int, Field(ge=1, le=20_000)] | None = None
-    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+    scan_steps: ScanSteps = 300
+    epochs: Epochs = None
+    learning_rate: LearningRate = None
+    batch_size: BatchSize = None
+    stamp_share: StampShare = None
+    max_accuracy_drop: MaxAccuracyDrop = None
+    max_ratio: MaxRatio = None
+    eps: Eps = None
+    alpha: Alpha = None
+    mask_lr: MaskLr = None
+    iterations: Iterations = None
+    threshold: Threshold = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         """Trigger and target class together; only the chosen method's parameters."""
         if (self.trigger is None) != (self.target_class is None):
             raise ValueError("give the planted trigger and its target_class together, or neither")
-        given = {k for k in self.model_fields_set if getattr(self, k) is not None} & set().union(
-            *METHOD_PARAMS.values()
-        )
-        foreign = sorted(given - METHOD_PARAMS[self.method])
-        if foreign:
-            raise ValueError(
-                f"method {self.method} takes no {', '.join(foreign)}; its parameters: "
-                f"{', '.join(sorted(METHOD_PARAMS[self.method]))}"
-            )
+        message = foreign_params(self, self.method)
+        if message:
+            raise ValueError(message)
         return self
 
     def method_params(self) -> dict[str, object]:
         """The chosen method's parameters that were given (the engine supplies the rest)."""
-        return {
-            k: getattr(self, k) for k in sorted(METHOD_PARAMS[self.method]) if getattr(self, k) is not None
-        }
+        return given_params(self, self.method)

@@ -120,6 +120,28 @@ class SamplePicture(Closed):
     poisoned_png: str
 
 
+class RepairFigures(Closed):
+    """A model on the measurement half of the held-out set: clean accuracy and the real trigger's success."""
+
+    clean_accuracy: Share
+    attack_success_rate: Share | None
+
+
+class AttackRepair(Closed):
+    """A repair method on the attack's largest-rate victim: before and after, measured by onnxruntime on the
+    exported models, on the held-out samples the repair never saw."""
+
+    name: str
+    paper: str
+    params: MethodParams
+    scan_steps: int
+    n_clean: int = Field(description="Held-out samples given to the repair as its clean set.")
+    n_measured: int = Field(description="The other held-out samples, measuring before and after.")
+    before: RepairFigures
+    after: RepairFigures
+    repair: dict[str, Any] = Field(description="What the method did: pruned neurons, epochs, details.")
+
+
 class PoisoningAttack(Closed):
     """One poisoning attack: its facts and parameters, one row per rate, artifacts of the largest rate."""
 
@@ -137,6 +159,9 @@ class PoisoningAttack(Closed):
     trigger_png: str | None = None
     trigger_artifact: str | None = None
     samples: list[SamplePicture] | None = None
+    repair: list[AttackRepair] | None = Field(
+        default=None, description="params.repair on a backdoor's largest-rate victim, per method."
+    )
 
 
 class Baseline(Closed):
@@ -202,6 +227,10 @@ class PoisoningReport(ReportEnvelope):
     surrogate_seed: int | None = None
     baseline: Baseline | None = None
     retrain_after_removal: bool | None = None
+    repair_clean_share: Share | None = Field(
+        default=None,
+        description="With params.repair: the held-out share (its first samples) repairs train on.",
+    )
     attacks: list[PoisoningAttack] | None = None
     model_accuracy: ModelAccuracy | None = None
     suspected_classes: list[int] | None = None

@@ -6,11 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from worker.engine.poisoning.attacks.base import PoisoningAttack, TargetedPoisoning
+from worker.engine.poisoning.attacks.base import Backdoor, PoisoningAttack, TargetedPoisoning
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet, TargetSample
 from worker.engine.poisoning.detect_step import run_detectors
 from worker.engine.poisoning.job import PoisoningJob, RegisteredVictim
 from worker.engine.poisoning.metrics import accuracy, success, threat_model_facts
+from worker.engine.poisoning.repair_step import repair_victim
 from worker.engine.poisoning.samples import sample_pictures, trigger_png
 from worker.engine.poisoning.targets import select_targets
 
@@ -127,6 +128,8 @@ def run_attack(
                 suspects[f"{name}_rate{rate_index}" + (f"_target{trial}" if target else "")] = values
             if register and victim.intake is not None:
                 job.victims.append(RegisteredVictim(index, attack.name, rate, victim.onnx, victim.intake))
+            if last and trial == 0 and job.repairs and isinstance(attack, Backdoor):
+                entry["repair"] = repair_victim(job, attack, victim, job.repairs)
             rows.append(row)
             first_poisoned = first_poisoned or poisoned
         entry["results"].append(_rate_row(job, attack, rate, rows, targets, time.perf_counter() - started))

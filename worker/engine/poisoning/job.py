@@ -37,6 +37,8 @@ class PoisoningJob:
     images: dict[str, bytes] = field(default_factory=dict)
     victims: list[RegisteredVictim] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    # params.repair: worker.engine.poisoning.repair_step.RepairPlan per method, run on backdoor victims.
+    repairs: list[Any] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:

@@ -25,6 +25,7 @@ from worker.engine.poisoning.detect_step import baseline_detection
 from worker.engine.poisoning.detection.registry import build_detector
 from worker.engine.poisoning.job import PoisoningJob, RegisteredVictim
 from worker.engine.poisoning.metrics import accuracy, per_class_accuracy
+from worker.engine.poisoning.repair_step import CLEAN_SHARE, build_plans
 from worker.engine.poisoning.validate import PoisoningInputError, check_dataset
 from worker.engine.poisoning.victim import VictimSetup
 from worker.engine.progress import ProgressCallback, ProgressTracker
@@ -94,6 +95,7 @@ def run_poisoning(
     input_range: tuple[float, float] = (0.0, 1.0),
     detection: Sequence[Mapping[str, Any]] = (),
     retrain_after_removal: bool = False,
+    repair: Sequence[Mapping[str, Any]] = (),
     normalization: dict[str, list[float]] | None = None,
     pattern: np.ndarray | None = None,
     seed: int = 0,
@@ -117,9 +119,12 @@ def run_poisoning(
         raise PoisoningInputError("attack_invalid", "give at least one attack (or run an audit)")
     built = prepare_attacks(attacks, train, num_classes=num_classes, input_range=(low, high), pattern=pattern)
     detectors = [build_detector(spec) for spec in detection]
+    plans = build_plans([dict(spec) for spec in repair])
+    if plans and not any(attack.backdoor for attack, _ in built):
+        raise PoisoningInputError("attack_invalid", "repair needs a backdoor attack (one with a trigger)")
     device = device or torch.device("cpu")
     setup = VictimSetup(make_model, recipe, seed, shape, num_classes, (low, high), normalization, device)
-    job = PoisoningJob(setup, train, evaluation, detectors, retrain_after_removal, register)
+    job = PoisoningJob(setup, train, evaluation, detectors, retrain_after_removal, register, repairs=plans)
     needs_surrogate = any(attack.needs_surrogate for attack, _ in built)
     tracker = ProgressTracker(_total_units(job, built, needs_surrogate), progress)
     setup.progress = tracker
@@ -166,4 +171,6 @@ def run_poisoning(
         "attacks": entries,
         "checks": job.checks,
     }
+    if plans:
+        report["repair_clean_share"] = CLEAN_SHARE
     return PoisoningOutcome(report=report, arrays=job.arrays, images=job.images, victims=job.victims)

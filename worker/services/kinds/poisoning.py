@@ -154,6 +154,7 @@ def _attack(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) 
         input_range=signature.input_range,
         detection=[detector.model_dump(mode="json") for detector in params.detection],
         retrain_after_removal=params.retrain_after_removal,
+        repair=[method.model_dump(mode="json", exclude_none=True) for method in params.repair],
         normalization=signature.normalization,
         pattern=_pattern(spec, data),
         seed=env.seed,

@@ -314,3 +314,14 @@ def wait_for_progress(api, headers: dict, job_id: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("the job never made progress")
+
+
+def test_repair_needs_a_backdoor_attack(api, tenant, architecture):
+    flip = {**FLIP, "mode": "random", "rate": [0.1]}
+    spec = poisoning_spec(architecture["id"], attacks=[flip], repair=[{"name": "neural_cleanse"}])
+    response = api.post("/v1/jobs", headers=tenant, json=spec)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "backdoor" in response.text
+    foreign = poisoning_spec(architecture["id"], repair=[{"name": "fine_tuning", "eps": 0.1}])
+    assert api.post("/v1/jobs", headers=tenant, json=foreign).status_code == 422

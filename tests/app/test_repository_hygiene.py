@@ -34,3 +34,12 @@ def test_the_check_recognises_an_archive(tmp_path):
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("a", "b")
     assert archive.read_bytes()[:8].startswith(MAGIC)
+
+
+def test_the_design_document_in_the_repository_is_the_shared_one():
+    shared = ROOT.parent / "shared" / "DESIGN.md"
+    if not shared.exists():  # a clone without the shared folder beside it has only the copy
+        return
+    assert (ROOT / "docs" / "DESIGN.md").read_text() == shared.read_text(), (
+        "docs/DESIGN.md is a copy of ../shared/DESIGN.md: copy the shared one again"
+    )

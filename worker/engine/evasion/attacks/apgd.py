@@ -92,6 +92,11 @@ def _objective_and_grad(
     return value.detach(), logits.detach(), grad / eot_iter
 
 
+def _with_group(marked: Tensor, groups: Tensor) -> Tensor:
+    """Rows whose group has a marked row."""
+    return torch.isin(groups, groups[marked])
+
+
 def _emit(out: Tensor, out_success: Tensor, out_loss: Tensor, s: _State) -> None:
     """Write finished samples: their adversarial where they succeeded, else their best point."""
     view = (-1,) + (1,) * (out.dim() - 1)
@@ -114,6 +119,8 @@ def apgd_search(
     generator: torch.Generator,
     stop_when_stuck: bool = False,
     stats: dict[str, int] | None = None,
+    init: Tensor | None = None,
+    groups: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One APGD run from a random start; returns (x_out, success, best objective) per sample.
 
@@ -123,12 +130,17 @@ def apgd_search(
     With stop_when_stuck (linf, eot_iter 1) a sample also leaves at an exact fixed point of the
     iteration (see `early_stop.at_fixed_point`): every later iterate would be the same point.
     stats, when given, counts the samples that left early that way under "stuck".
+    init, when given, is the random start's perturbation per sample (drawn by the caller, see
+    `random_on_sphere`) instead of a draw from generator. groups, when given, ties rows together
+    (one id per row, e.g. the sample of a (sample, target) pair): once one row of a group succeeds,
+    every row of the group leaves (the others unsuccessful, at their best point).
     """
     n, view = len(x), (-1,) + (1,) * (x.dim() - 1)
     out, out_success, out_loss = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device), x.new_zeros(n)
     rows = torch.arange(n, device=x.device)
     with torch.no_grad():
-        start = project(x, x + random_on_sphere(x, eps, norm, generator), eps, norm, input_range)
+        offset = random_on_sphere(x, eps, norm, generator) if init is None else init
+        start = project(x, x + offset, eps, norm, input_range)
     loss, logits, grad = _objective_and_grad(model, start, objective, rows, eot_iter)
     history = x.new_zeros(n, steps + 1)
     history[:, 0] = loss
@@ -144,8 +156,9 @@ def apgd_search(
     decay, min_window = max(int(WINDOW_DECAY * steps), 1), max(int(MIN_WINDOW * steps), 1)
     for i in range(steps + 1):
         if drop_succeeded and bool(s.success.any()):
-            _emit(out, out_success, out_loss, s.select(s.success))
-            s = s.select(~s.success)
+            leaving = s.success if groups is None else _with_group(s.success, groups[s.rows])
+            _emit(out, out_success, out_loss, s.select(leaving))
+            s = s.select(~leaving)
         if i == steps or not len(s.rows):
             break
         with torch.no_grad():

@@ -12,6 +12,7 @@ from worker.engine.evasion.attacks.autoattack_fast import (
     fast_targets,
     ranked_targeted_apgd,
 )
+from worker.engine.evasion.attacks.autoattack_targets import ranked_targets, targeted_component
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.dlr import (
     MIN_CLASSES_DLR,
@@ -19,9 +20,7 @@ from worker.engine.evasion.attacks.dlr import (
     ce_objective,
     dlr_objective,
     misclassified,
-    targeted_dlr_objective,
 )
-from worker.engine.evasion.attacks.fab import Linearizer, fab_restarts
 from worker.engine.evasion.attacks.norms import Norm
 from worker.engine.evasion.attacks.square import SquareAttack
 
@@ -56,9 +55,12 @@ class AutoAttack(Attack):
             sample in one batched run. No FAB-T, no Square. An evasion job compares it with the
             standard version on a random subset (the `fast_vs_standard` check).
     Standard does no work that cannot change which samples break: a sample leaves every component's
-    batch once broken (FAB-T included), targeted runs go only to samples still standing, and APGD
-    (linf) drops a sample whose iterate reached an exact fixed point. `accelerated=False` (tests and
-    benchmarks only) turns the last two off: the unaccelerated reference path.
+    batch once broken (FAB-T included), targeted runs go only to samples still standing, APGD
+    (linf) drops a sample whose iterate reached an exact fixed point, and APGD-T and FAB-T run all
+    (sample, target) pairs in one batch instead of looping over the targets, a sample's pairs leaving
+    together once it is broken (see autoattack_targets: the same samples break, with the same random
+    start per pair). `accelerated=False` (tests and benchmarks only) turns the FAB-T shrinking, the
+    fixed-point exit and the batching off: the unaccelerated reference path (the targets looped).
     APGD uses rho 0.75 throughout. A component that cannot run is skipped and reported (APGD-DLR
     needs 3 classes, APGD-T 4; Square needs image inputs; use_square False drops it): see
     `breakdown` and `params`.
@@ -307,26 +309,9 @@ class AutoAttack(Attack):
             count = fast_targets(self.n_target_classes, clean_logits.shape[1])
             self._targets_per_sample = count
             return ranked_targeted_apgd(model, x, y, count=count, norm=self.norm, apgd=apgd)[0]
-        self._targets_per_sample = min(self.n_target_classes, clean_logits.shape[1] - 1)
-        ranked = clean_logits.argsort(dim=1, descending=True)
-        candidate, done = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        linearizer = Linearizer(model, self.norm)
-        for rank in range(1, min(self.n_target_classes, clean_logits.shape[1] - 1) + 1):
-            active = (~done).nonzero()[:, 0]
-            if not active.numel():
-                break
-            x_run, y_run, targets = x[active], y[active], ranked[active, rank]
-            if component == "apgd-t":
-                found, success, _ = apgd_search(
-                    model, x_run, targeted_dlr_objective(y_run, targets), misclassified(y_run), **apgd
-                )
-            else:
-                found, size = fab_restarts(
-                    model, x_run, linearizer.pair(targets, y_run), misclassified(y_run), eps=eps,
-                    restart_radius=eps, restarts=1, generator=generator, norm=self.norm,
-                    steps=self.steps, input_range=self.input_range, shrink=self.accelerated,
-                    **FAB_SETTINGS,
-                )  # fmt: skip
-                success = size <= eps
-            candidate[active[success]], done[active[success]] = found[success], True
-        return candidate
+        count = min(self.n_target_classes, clean_logits.shape[1] - 1)
+        self._targets_per_sample = count
+        return targeted_component(
+            component, model, x, y, ranked_targets(clean_logits, count), apgd=apgd,
+            fab=FAB_SETTINGS | {"shrink": self.accelerated}, batched=self.accelerated,
+        )  # fmt: skip

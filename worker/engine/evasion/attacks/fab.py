@@ -102,6 +102,7 @@ def fab_search(
     input_range: tuple[float, float],
     stop_below: float = -1.0,
     shrink: bool = False,
+    groups: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One FAB run from start; returns per sample the smallest adversarial found and its norm (inf: none).
 
@@ -109,6 +110,8 @@ def fab_search(
     sample leaves the batch as soon as it has one (each sample's iterates depend on it alone, so the
     others are unchanged; the one leaving keeps an adversarial within stop_below, perhaps not the
     smallest the full run would reach: AutoAttack's use, where only "within eps" counts).
+    groups (one id per row, e.g. the sample of a (sample, target) pair) makes rows count as done
+    together: a row is done once any row of its group has an adversarial within stop_below.
     """
     n, low, high = len(x), *input_range
     view = (-1,) + (1,) * (x.dim() - 1)
@@ -134,6 +137,8 @@ def fab_search(
             best[rows[better]], best_norm[rows[better]] = x1[better], size[better]
             x1 = torch.where(adversarial.reshape(view), x0 + (x1 - x0) * beta, x1)
             done = best_norm[rows] <= stop_below
+            if groups is not None and bool(done.any()):
+                done = torch.isin(groups[rows], groups[rows][done])
             if bool(done.all()):
                 break
             if shrink and bool(done.any()):
@@ -164,6 +169,7 @@ def fab_restarts(
     best = x.clone()
     best_norm = torch.where(at_start, 0.0, torch.inf).to(x.dtype)
     norm, input_range = search["norm"], search["input_range"]
+    groups: Tensor | None = search.pop("groups", None)
     for restart in range(restarts):
         todo = ~at_start & ((best_norm > eps) | math.isinf(eps))
         active = todo.nonzero()[:, 0]
@@ -178,7 +184,8 @@ def fab_restarts(
             model, x_run, start,
             lambda x1, rows, a=active: linearise(x1, a[rows]),
             lambda logits, rows, a=active: hit(logits, a[rows]),
-            stop_below=eps if math.isfinite(eps) else -1.0, **search,
+            stop_below=eps if math.isfinite(eps) else -1.0,
+            groups=None if groups is None else groups[active], **search,
         )  # fmt: skip
         better = size < best_norm[active]
         best[active[better]], best_norm[active[better]] = found[better], size[better]

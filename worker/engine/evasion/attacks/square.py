@@ -21,7 +21,7 @@ _UNCHANGED = 1e-7
 def p_schedule(p_init: float, iteration: int, budget: int) -> float:
     """Fraction of pixels a window covers at an iteration: p_init halved at each breakpoint passed."""
     scaled = int(iteration / budget * 10000)
-    return p_init / 2 ** sum(scaled > point for point in P_HALVINGS)
+    return float(p_init / 2 ** sum(scaled > point for point in P_HALVINGS))
 
 
 class SquareAttack(Attack):
@@ -147,14 +147,17 @@ class SquareAttack(Attack):
         x_best = self._init(x, eps, generator)
         loss, predictions = self._loss(model, x_best, labels)
         queries = torch.ones(len(x), dtype=torch.long, device=x.device)
+        # Fixed for the whole search (linf): the two values a window coordinate can take.
+        bounds = (clamp_range(x + eps, self.input_range), clamp_range(x - eps, self.input_range))
         for iteration in range(self.queries - 1):
             active = (~self._hit(predictions, labels)).nonzero()[:, 0]
             if active.numel() == 0:
                 break
             p = p_schedule(self.p_init, iteration, self.queries)
-            x_new = self._propose(x, x_best, active, eps, p, generator)
-            new_loss, new_predictions = self._loss(model, x_new, labels[active])
-            better = (new_loss < loss[active]) | self._hit(new_predictions, labels[active])
+            x_new = self._propose(x, x_best, active, eps, p, generator, bounds)
+            labels_active = labels[active]
+            new_loss, new_predictions = self._loss(model, x_new, labels_active)
+            better = (new_loss < loss[active]) | self._hit(new_predictions, labels_active)
             chosen = active[better]
             x_best[chosen] = x_new[better]
             loss[chosen] = new_loss[better]
@@ -171,9 +174,19 @@ class SquareAttack(Attack):
         return clamp_range(x + stripes, self.input_range)
 
     def _propose(
-        self, x: Tensor, x_best: Tensor, active: Tensor, eps: float, p: float, generator: torch.Generator
+        self,
+        x: Tensor,
+        x_best: Tensor,
+        active: Tensor,
+        eps: float,
+        p: float,
+        generator: torch.Generator,
+        bounds: tuple[Tensor, Tensor],
     ) -> Tensor:
-        """Candidates for the active samples (random draws are made for the whole batch, then indexed)."""
+        """Candidates for the active samples (random draws are made for the whole batch, then indexed).
+
+        bounds: x + eps and x - eps clamped into the input range, for every sample (linf).
+        """
         n, channels, height, width = x.shape
         if self.norm == "l2":
             signs = random_signs((n, channels, 1, 1), x, generator)[active]
@@ -188,9 +201,7 @@ class SquareAttack(Attack):
         in_rows = (grid_h >= rows) & (grid_h < rows + side)
         in_cols = (grid_w >= cols) & (grid_w < cols + side)
         window = in_rows[:, None, :, None] & in_cols[:, None, None, :]
-        x_active, best = x[active], x_best[active]
-        plus = clamp_range(x_active + eps, self.input_range)
-        minus = clamp_range(x_active - eps, self.input_range)
+        best, plus, minus = x_best[active], bounds[0][active], bounds[1][active]
         # The reference redraws a window's signs while they change no coordinate of x_best; drawing
         # _SIGN_DRAWS sign vectors at once and keeping the first that changes something samples
         # from the same distribution in one pass.

@@ -13,7 +13,7 @@ N, BATCH = 120, 20
 
 
 def _attacks() -> list[dict]:
-    """Every kind of randomness: random starts, random targets, black-box queries, an ensemble, minimum norm."""
+    """Every kind of randomness: random starts and targets, black-box queries, an ensemble, minimum norm."""
     params = EvasionParams.model_validate(
         {
             "attacks": [

@@ -11,19 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.schemas.poisoning import ClassIndex, TriggerParams
 from app.schemas.repair_methods import (
     METHOD_PARAMS,
-    Alpha,
-    BatchSize,
-    Epochs,
-    Eps,
-    Iterations,
-    LearningRate,
-    MaskLr,
-    MaxAccuracyDrop,
-    MaxRatio,
     RepairMethod,
-    ScanSteps,
-    StampShare,
-    Threshold,
+    RepairMethodParams,
     foreign_params,
     given_params,
 )
@@ -55,7 +44,7 @@ class BlendedTriggerSpec(_Closed):
 RepairTrigger = Annotated[PatchTriggerSpec | BlendedTriggerSpec, Field(discriminator="name")]
 
 
-class BackdoorRepairParams(_Closed):
+class BackdoorRepairParams(RepairMethodParams):
     """Backdoor repair from the model and a small clean set (params.train_dataset_id), without the poisoned
     training data. Threat model: the defender holds the trained model (white-box: its graph and weights) and
     a few hundred clean labelled samples; the trigger is unknown unless the user supplies it.
@@ -80,18 +69,6 @@ class BackdoorRepairParams(_Closed):
     method: RepairMethod
     trigger: RepairTrigger | None = None
     target_class: ClassIndex | None = None
-    scan_steps: ScanSteps = 300
-    epochs: Epochs = None
-    learning_rate: LearningRate = None
-    batch_size: BatchSize = None
-    stamp_share: StampShare = None
-    max_accuracy_drop: MaxAccuracyDrop = None
-    max_ratio: MaxRatio = None
-    eps: Eps = None
-    alpha: Alpha = None
-    mask_lr: MaskLr = None
-    iterations: Iterations = None
-    threshold: Threshold = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -49,15 +49,11 @@ def given_params(model: BaseModel, method: str) -> dict[str, object]:
     return {k: getattr(model, k) for k in sorted(METHOD_PARAMS[method]) if getattr(model, k) is not None}
 
 
-class RepairMethodSpec(BaseModel):
-    """One repair method of a poisoning attack-mode job (params.repair), run on each backdoor attack's
-    largest-rate victim: `name` and that method's parameters (as the backdoor_repair defense takes them);
-    scan_steps is Neural Cleanse's budget per class for the reversed triggers that neural_cleanse unlearns.
-    """
+class RepairMethodParams(BaseModel):
+    """Every repair method's parameters in one place; a method takes only its own (METHOD_PARAMS)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: RepairMethod
     scan_steps: ScanSteps = 300
     epochs: Epochs = None
     learning_rate: LearningRate = None
@@ -70,6 +66,15 @@ class RepairMethodSpec(BaseModel):
     mask_lr: MaskLr = None
     iterations: Iterations = None
     threshold: Threshold = None
+
+
+class RepairMethodSpec(RepairMethodParams):
+    """One repair method of a poisoning attack-mode job (params.repair), run on each backdoor attack's
+    largest-rate victim: `name` and that method's parameters (as the backdoor_repair defense takes them);
+    scan_steps is Neural Cleanse's budget per class for the reversed triggers that neural_cleanse unlearns.
+    """
+
+    name: RepairMethod
 
     @model_validator(mode="after")
     def _own_params(self) -> Self:

@@ -50,7 +50,8 @@ def test_a_split_job_gives_the_report_of_one_piece(api, tenant, digits_onnx):
     split, split_report = _run(api, tenant, split_spec)
     assert [shard["index"] for shard in split["shards"]] == [0, 1, 2, 3, 4]  # 297 samples, 64 per shard
     assert all(shard["state"] == "succeeded" and shard["attempts"] == 1 for shard in split["shards"])
-    assert len({shard["worker"] for shard in split["shards"]}) == 2  # both live workers took shards
+    # Both of this module's workers took shards (workers other modules started may take some too).
+    assert len({shard["worker"] for shard in split["shards"]}) >= 2
     assert split["progress"] == 1.0
     assert _figures(split_report) == _figures(whole_report)
     assert any(row["n_succeeded"] for attack in whole_report["attacks"] for row in attack["results"])
@@ -87,10 +88,10 @@ def test_cancel_stops_every_shard(api, tenant, digits_onnx):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         view = api.get(path, headers=tenant).json()
-        if sum(shard["state"] == "running" for shard in view["shards"]) == 2:
+        if sum(shard["state"] == "running" for shard in view["shards"]) >= 2:
             break
         time.sleep(0.2)
-    assert sum(shard["state"] == "running" for shard in view["shards"]) == 2, view
+    assert sum(shard["state"] == "running" for shard in view["shards"]) >= 2, view
     assert api.post(f"{path}/cancel", headers=tenant).status_code == 202
     final = wait_for(api, path, tenant, TERMINAL, timeout=30)
     assert final["status"] == "cancelled"

@@ -120,7 +120,7 @@ class SamplePicture(Closed):
     poisoned_png: str
 
 
-class RepairFigures(Closed):
+class VictimRepairFigures(Closed):
     """A model on the measurement half of the held-out set: clean accuracy and the real trigger's success."""
 
     clean_accuracy: Share
@@ -137,8 +137,8 @@ class AttackRepair(Closed):
     scan_steps: int
     n_clean: int = Field(description="Held-out samples given to the repair as its clean set.")
     n_measured: int = Field(description="The other held-out samples, measuring before and after.")
-    before: RepairFigures
-    after: RepairFigures
+    before: VictimRepairFigures
+    after: VictimRepairFigures
     repair: dict[str, Any] = Field(description="What the method did: pruned neurons, epochs, details.")
 
 

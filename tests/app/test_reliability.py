@@ -1,5 +1,6 @@
 """Reliability: a worker killed mid-job and a broker that lost its data cost time, never a job."""
 
+import os
 import time
 
 import pytest
@@ -11,7 +12,10 @@ from tests.conftest import ServiceEnvironment, require_services
 from tests.services import REDIS_URL, WorkerProcess
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
-ISOLATED_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/10"
+# Flushed by the tests: a database of its own (GAUNTLET_TEST_RELIABILITY_REDIS_URL, by default 10).
+ISOLATED_REDIS_URL = os.environ.get(
+    "GAUNTLET_TEST_RELIABILITY_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/10"
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,25 @@
-"""The poisoning kind: attacks at rates (the engine's registry names), detectors, the recipe, audit mode."""
+"""The poisoning kind: attacks at rates (the engine's registry names), detectors, the recipe, audit mode.
+
+The detectors live in app.schemas.poisoning_detection, the scan mode's scanners in
+app.schemas.poisoning_scan, params.repair in app.schemas.poisoning_repair."""
 
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import JobSpecBase, ResourceId, TrainingParams
-from app.schemas.repair_methods import RepairMethodSpec
+from app.schemas.poisoning_detection import PoisoningDetector
+from app.schemas.poisoning_repair import RepairList, repair_problem
+from app.schemas.poisoning_scan import (
+    ScanList,
+    scan_problem,
+)
 
 Rate = Annotated[float, Field(gt=0, lt=1, description="Poisoned share, strictly between 0 and 1.")]
 Rates = Annotated[list[Rate], Field(min_length=1, max_length=16)]
 ClassIndex = Annotated[int, Field(ge=0, le=1_000_000)]
 BudgetEps = Annotated[
     float, Field(gt=0, le=1_000, allow_inf_nan=False, description="linf budget per poison.")
-]
-Layer = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=200,
-        description="'auto' (the last convolutional block, else the penultimate layer), 'last_conv', "
-        "'penultimate', or the name of a value in the model's graph. Never the logits.",
-    ),
 ]
 
 
@@ -168,82 +167,6 @@ PoisoningAttack = Annotated[
 ]
 
 
-class ActivationClusteringParams(_Closed):
-    """Activation clustering (Chen et al. 2018) at a feature layer: 2-means per class on `dims` principal
-    components, gated by an exclusionary reclassification in feature space. Defaults: layer auto, 10 dims,
-    gate threshold 0.8."""
-
-    reads_features: ClassVar[bool] = True
-    name: Literal["activation_clustering"]
-    layer: Layer = "auto"
-    dims: Annotated[int, Field(ge=1, le=1000)] = 10
-    threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
-
-
-class SpectralSignaturesParams(_Closed):
-    """Spectral signatures (Tran et al. 2018) at a feature layer: the top singular direction per class, the
-    tail group of a two-component mixture, the same gate. Defaults: layer auto, threshold 0.8."""
-
-    reads_features: ClassVar[bool] = True
-    name: Literal["spectral_signatures"]
-    layer: Layer = "auto"
-    threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
-
-
-class StripParams(_Closed):
-    """STRIP (Gao et al. 2019): entropy under superimposed clean held-out images, at inference time and over
-    the training set. Defaults: 20 overlays, blend 1.0, frr 0.01, alpha 0.01, min_share 0.1."""
-
-    reads_features: ClassVar[bool] = False
-    name: Literal["strip"]
-    overlays: Annotated[int, Field(ge=1, le=1000)] = 20
-    blend: Annotated[float, Field(gt=0, le=1)] = 1.0
-    frr: Annotated[float, Field(gt=0, lt=1)] = 0.01
-    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01
-    min_share: Annotated[float, Field(ge=0, lt=1)] = 0.1
-
-
-PoisoningDetector = Annotated[
-    ActivationClusteringParams | SpectralSignaturesParams | StripParams, Field(discriminator="name")
-]
-
-
-class NeuralCleanseScanParams(_Closed):
-    """Neural Cleanse (Wang et al., S&P 2019), white-box: per class the smallest mask and pattern sending the
-    clean set to it, the paper's cost schedule, the MAD anomaly index of the masks' l1 norms. Defaults:
-    300 steps of batch 16, 5 steps per schedule epoch, lr 0.1, init cost 1e-3, threshold 2."""
-
-    white_box: ClassVar[bool] = True
-    name: Literal["neural_cleanse"]
-    steps: Annotated[int, Field(ge=1, le=20_000)] = 300
-    epoch_steps: Annotated[int, Field(ge=1, le=1000)] = 5
-    batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
-    learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.1
-    init_cost: Annotated[float, Field(gt=0, le=100)] = 1e-3
-    anomaly_threshold: Annotated[float, Field(gt=0, le=100)] = 2.0
-
-
-class B3DScanParams(_Closed):
-    """B3D (Dong et al., ICCV 2021), black-box: Neural Cleanse's objective minimised with gradients estimated
-    from queries (natural evolution strategies), the same MAD anomaly index. Defaults: 200 steps of batch
-    16, 20 antithetic probe pairs of scale 0.1, threshold 2."""
-
-    white_box: ClassVar[bool] = False
-    name: Literal["b3d"]
-    steps: Annotated[int, Field(ge=1, le=20_000)] = 200
-    batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
-    samples: Annotated[int, Field(ge=1, le=1000)] = 20
-    sigma: Annotated[float, Field(gt=0, le=10)] = 0.1
-    anomaly_threshold: Annotated[float, Field(gt=0, le=100)] = 2.0
-
-
-PoisoningScanner = Annotated[NeuralCleanseScanParams | B3DScanParams, Field(discriminator="name")]
-
-
-# The attacks with a trigger: params.repair runs on their victims.
-BACKDOOR_ATTACKS = frozenset({"badnets", "blended", "label_consistent"})
-
-
 class PoisoningTrainingParams(TrainingParams):
     """The victim's recipe: the shared fit loop's parameters and where the weights start."""
 
@@ -268,12 +191,12 @@ class PoisoningParams(_Closed):
     attacks: Annotated[list[PoisoningAttack], Field(max_length=16)] = Field(default_factory=list)
     detection: Annotated[list[PoisoningDetector], Field(max_length=8)] = Field(default_factory=list)
     retrain_after_removal: bool = False
-    repair: Annotated[list[RepairMethodSpec], Field(max_length=4)] = Field(
+    repair: RepairList = Field(
         default_factory=list,
         description="Repair methods run on each backdoor attack's largest-rate victim (badnets, blended, "
         "label_consistent): the first half of the held-out set is the clean set, the second half measures.",
     )
-    scan: Annotated[list[PoisoningScanner], Field(max_length=4)] = Field(
+    scan: ScanList = Field(
         default_factory=list,
         description="Scan mode: scanners run on the model under test with the held-out set as the clean set; "
         "no attacks, detection or training set.",
@@ -283,16 +206,11 @@ class PoisoningParams(_Closed):
     def _check(self) -> Self:
         """Scan stands alone; audit needs a detector; removal needs attacks and detection."""
         if self.scan:
-            if self.attacks or self.detection or self.retrain_after_removal or self.repair:
-                raise ValueError(
-                    "scan mode runs alone: no attacks, detection, retrain_after_removal or repair"
-                )
-            if self.train_dataset_id is not None or self.pattern_dataset_id is not None:
-                raise ValueError(
-                    "scan mode reads no training set or pattern: use dataset_id for the clean set"
-                )
-            if len({s.name for s in self.scan}) != len(self.scan):
-                raise ValueError("each scanner may appear once")
+            others = bool(self.attacks or self.detection or self.retrain_after_removal or self.repair)
+            datasets = self.train_dataset_id is not None or self.pattern_dataset_id is not None
+            problem = scan_problem(self.scan, others, datasets)
+            if problem:
+                raise ValueError(problem)
             return self
         if self.train_dataset_id is None:
             raise ValueError("train_dataset_id is required unless the job is a scan (params.scan)")
@@ -300,12 +218,9 @@ class PoisoningParams(_Closed):
             raise ValueError("give attacks, or detection for an audit of the training set (or both), or scan")
         if self.retrain_after_removal and not (self.attacks and self.detection):
             raise ValueError("retrain_after_removal needs attacks and detection")
-        if self.repair and not any(a.name in BACKDOOR_ATTACKS for a in self.attacks):
-            raise ValueError(
-                f"repair needs a backdoor attack (one with a trigger: {', '.join(sorted(BACKDOOR_ATTACKS))})"
-            )
-        if len({r.name for r in self.repair}) != len(self.repair):
-            raise ValueError("each repair method may appear once")
+        problem = repair_problem(self.repair, [a.name for a in self.attacks])
+        if problem:
+            raise ValueError(problem)
         names = [d.name for d in self.detection]
         if len(set(names)) != len(names):
             raise ValueError("each detector may appear once")

@@ -3,7 +3,8 @@
 from dataclasses import MISSING, fields
 from typing import get_args
 
-from app.schemas.poisoning import PoisoningAttack, PoisoningDetector, PoisoningTrainingParams, TriggerParams
+from app.schemas.poisoning import PoisoningAttack, PoisoningTrainingParams, TriggerParams
+from app.schemas.poisoning_detection import PoisoningDetector
 from worker.engine.poisoning.attacks.registry import POISONING_ATTACKS
 from worker.engine.poisoning.attacks.triggers import PatchTrigger
 from worker.engine.poisoning.detection.registry import DETECTORS

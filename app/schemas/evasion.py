@@ -1,22 +1,20 @@
-"""The evasion kind: typed, closed parameter schemas per attack (the registry's names) and the job spec."""
+"""The evasion kind: one typed spec class per attack (parameters, defaults, limits, facts, cost) and the job.
+
+The engine's attack classes are built from these specs (`spec_type`); the registry of spec classes and
+the open `AttackSpec` field live in `app.schemas.evasion_base`.
+"""
 
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import Eps, JobSpecBase, Norm, TargetMode
+from app.schemas.evasion_base import AttackSpec, EvasionAttackSpec, attack_specs
 
+__all__ = ["AttackParams", "AttackSpec", "EvasionAttackSpec", "attack_specs"]
 
-class EvasionAttackSpec(BaseModel):
-    """What every evasion attack's spec has: its enumerated name and the facts the submission checks read."""
-
-    model_config = ConfigDict(extra="forbid")
-    # Facts the submission checks read (the engine's classes carry the same; a test keeps them equal).
-    white_box: ClassVar[bool] = True
-    needs_images: ClassVar[bool] = False
-    minimum_norm: ClassVar[bool] = False
-
-    name: str
+# The attack field's type under its former name (the defense kind's evaluation attacks use it).
+AttackParams = AttackSpec
 
 
 class AttackParamsBase(EvasionAttackSpec):
@@ -58,11 +56,15 @@ class AttackParamsBase(EvasionAttackSpec):
 class FgsmParams(AttackParamsBase):
     """FGSM (Goodfellow et al., 2015): one signed (linf) or normalised (l2) gradient step of size eps."""
 
+    iterative: ClassVar[bool] = False
+
     name: Literal["fgsm"]
 
 
 class PgdParams(AttackParamsBase):
     """PGD (Madry et al., 2018). Defaults: 40 steps, step size 2.5 * eps / steps, random start, 1 restart."""
+
+    budget_keys: ClassVar[tuple[str, ...]] = ("steps", "restarts")
 
     name: Literal["pgd"]
     steps: Annotated[int, Field(ge=1, le=10_000)] = 40
@@ -79,6 +81,8 @@ class ApgdParams(AttackParamsBase):
     Targeted APGD uses the targeted DLR loss (set loss to "dlr"). eot_iter > 1 averages gradients over
     that many forward passes (expectation over transformation) for randomized models.
     """
+
+    budget_keys: ClassVar[tuple[str, ...]] = ("steps", "restarts")
 
     name: Literal["apgd"]
     loss: Literal["ce", "dlr"] = "ce"
@@ -181,6 +185,8 @@ class AutoAttackParams(AttackParamsBase):
     version "fast" runs APGD-CE and targeted APGD-DLR on the 3 target classes MALT ranks closest (no FAB-T,
     no Square) and checks itself against "standard" on `fast_vs_standard` random samples."""
 
+    ensemble: ClassVar[bool] = True
+
     name: Literal["autoattack"]
     version: Literal["standard", "rand", "fast"] = "standard"
     steps: Annotated[int, Field(ge=1, le=10_000)] = 100
@@ -202,7 +208,11 @@ class AutoAttackParams(AttackParamsBase):
         eot = self.eot_iter if self.version == "rand" else 1
         return float(4 * self.steps * self.n_target_classes * eot + self.square_queries)
 
-    def check_passes(self, n_samples: int) -> float:
+    def uses_images(self) -> bool:
+        """Square (versions standard and rand with use_square) needs image inputs."""
+        return self.use_square and self.version != "fast"
+
+    def extra_passes(self, n_samples: int) -> float:
         """Passes of the fast_vs_standard check: the standard version on its subset, at one eps."""
         if self.version != "fast" or self.fast_vs_standard == 0:
             return 0.0
@@ -249,6 +259,10 @@ class PatchParams(EvasionAttackSpec):
     holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
     eval_transforms: Annotated[int, Field(ge=1, le=256)] = 8
 
+    def passes_per_sample(self) -> float:
+        """Every scale trains for steps x EOT draws x a batch (the whole run, charged per sample)."""
+        return float(len(self.patch_scales) * self.steps * self.eot_samples * self.batch_size)
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         """A targeted patch names its class; scales are distinct and the scale jitter is ordered."""
@@ -262,34 +276,6 @@ class PatchParams(EvasionAttackSpec):
             raise ValueError("scale_range must be [low, high] with low <= high")
         return self
 
-
-AttackParams = Annotated[
-    FgsmParams
-    | PgdParams
-    | ApgdParams
-    | FabParams
-    | CarliniWagnerParams
-    | DeepFoolParams
-    | SquareParams
-    | HopSkipJumpParams
-    | AutoAttackParams
-    | PatchParams,
-    Field(discriminator="name"),
-]
-
-
-def _schemas_by_name() -> dict[str, type[BaseModel]]:
-    """Each attack schema of the union by its enumerated name."""
-    from typing import get_args
-
-    union = get_args(get_args(AttackParams)[0])
-    return {get_args(model.model_fields["name"].annotation)[0]: model for model in union}
-
-
-ATTACK_SCHEMAS: dict[str, type[BaseModel]] = _schemas_by_name()
-# Attacks that work inside an eps budget, and physical-world attacks (no eps).
-ATTACK_NAMES: tuple[str, ...] = tuple(n for n, m in ATTACK_SCHEMAS.items() if issubclass(m, AttackParamsBase))
-PHYSICAL_ATTACKS: tuple[str, ...] = tuple(n for n in ATTACK_SCHEMAS if n not in ATTACK_NAMES)
 
 EVASION_EXAMPLE: dict[str, Any] = {
     "kind": "evasion",
@@ -312,7 +298,7 @@ class EvasionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    attacks: Annotated[list[AttackParams], Field(min_length=1, max_length=16)]
+    attacks: Annotated[list[AttackSpec], Field(min_length=1, max_length=16)]
     max_samples: Annotated[int, Field(ge=1, le=100_000)] = 500
     batch_size: Annotated[int, Field(ge=1, le=8192)] = 256
 

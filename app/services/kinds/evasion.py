@@ -41,9 +41,7 @@ def check_attacks(
                 f"{label}: target_class {target_class} is not one of the model's {model.num_classes} classes",
                 code="invalid_target",
             )
-        runs_square = getattr(attack, "use_square", False) and getattr(attack, "version", None) != "fast"
-        needs_images = type(attack).needs_images or runs_square
-        if needs_images and not is_image(model.input_shape):
+        if attack.uses_images() and not is_image(model.input_shape):
             raise InvalidInput(
                 f"{label}: {attack.name} works on images [channels, height, width] with height "
                 f"and width of at least 2; the model takes {list(model.input_shape)}",
@@ -56,23 +54,9 @@ def check_attacks(
             )
 
 
-def attack_passes(attack: EvasionAttackSpec) -> float:
-    """Forward-and-backward passes per sample of one attack at one eps (an upper bound)."""
-    if isinstance(attack, AttackParamsBase):
-        return attack.passes_per_sample()
-    values = attack.model_dump()  # a physical patch: every scale trains for steps x EOT draws x a batch
-    return float(len(values["patch_scales"]) * values["steps"] * values["eot_samples"] * values["batch_size"])
-
-
 def evasion_cost(attacks: Sequence[EvasionAttackSpec], n_samples: int) -> float:
-    """Estimated sample passes of a list of attacks over n samples."""
-    total = 0.0
-    for attack in attacks:
-        runs = 1 if type(attack).minimum_norm else len(getattr(attack, "eps", [1]))
-        total += attack_passes(attack) * runs * n_samples
-        if isinstance(attack, AutoAttackParams):
-            total += attack.check_passes(n_samples)
-    return total
+    """Estimated sample passes of a list of attacks over n samples (each spec's own cost)."""
+    return sum(attack.cost(n_samples) for attack in attacks)
 
 
 def check_subsets(attacks: Sequence[EvasionAttackSpec], n_samples: int) -> None:

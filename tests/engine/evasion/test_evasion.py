@@ -196,13 +196,11 @@ def test_fixed_target_excludes_samples_of_that_class(small_cnn, held_out):
     assert outcome.report["attacks"][0]["params"]["target_class"] == 3
 
 
-def test_unknown_keys_are_refused_none_keeps_defaults_and_empty_attack_list(small_cnn, held_out):
+def test_unknown_keys_are_refused_omitted_ones_keep_defaults_and_empty_attack_list(small_cnn, held_out):
     x, y = held_out[0][:40], held_out[1][:40]
-    with pytest.raises(ValueError, match="future_option, restarts, steps"):
-        run_evasion(small_cnn, x, y, [_spec("fgsm", steps=None, restarts=None, future_option=None)])
-    report = run_evasion(
-        small_cnn, x, y, [_spec("pgd", steps=None, step_size=None)], sanity_runs=False
-    ).report
+    with pytest.raises(ValueError, match=r"fgsm\.future_option\n  Extra inputs are not permitted"):
+        run_evasion(small_cnn, x, y, [_spec("fgsm", future_option=1)])
+    report = run_evasion(small_cnn, x, y, [_spec("pgd", step_size=None)], sanity_runs=False).report
     assert report["attacks"][0]["params"]["steps"] == 40
     empty = run_evasion(small_cnn, x, y, []).report
     assert empty["attacks"] == [] and empty["worst_case"] == []

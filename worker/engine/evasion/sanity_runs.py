@@ -91,7 +91,7 @@ def _has_budgeted_attack(attacks: Sequence[Mapping[str, Any]]) -> bool:
 def _doubled_spec(attacks: Sequence[Mapping[str, Any]]) -> tuple[int, Mapping[str, Any]] | None:
     """The first iterative white-box attack of the job, with its index."""
     for index, spec in enumerate(attacks):
-        if spec["name"] in ATTACKS and ATTACKS[spec["name"]].BUDGET_KEYS:
+        if spec["name"] in ATTACKS and ATTACKS[spec["name"]].spec_type.budget_keys:
             return index, spec
     return None
 

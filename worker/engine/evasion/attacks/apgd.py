@@ -6,6 +6,7 @@ from typing import Any, Literal, Self, get_args
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import ApgdParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.dlr import (
     Objective,
@@ -245,9 +246,7 @@ class APGD(Attack):
     is 1.
     """
 
-    name = "apgd"
-    BUDGET_KEYS = ("steps", "restarts")
-    SPEC_KEYS = ("loss", "steps", "restarts", "rho", "eot_iter")
+    spec_type = ApgdParams
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import AutoAttackParams
 from worker.engine.evasion.attacks.apgd import apgd_search
 from worker.engine.evasion.attacks.autoattack_fast import (
     FAST_COMPONENTS,
@@ -87,12 +88,7 @@ class AutoAttack(Attack):
     "passes_per_sample" (all passes over the attacked samples) and "targets" (how targets were picked).
     """
 
-    name = "autoattack"
-    ensemble = True
-    SPEC_KEYS = (
-        "version", "steps", "n_target_classes", "square_queries", "eot_iter", "use_square",
-        "fast_vs_standard",
-    )  # fmt: skip
+    spec_type = AutoAttackParams
 
     def __init__(
         self,
@@ -304,7 +300,7 @@ class AutoAttack(Attack):
                 p_init=SQUARE_P_INIT,
                 input_range=self.input_range,
             )
-            return square.run(model, x, y, eps=eps, generator=generator).x_adv
+            return square.search(model, x, y, eps=eps, generator=generator).x_adv
         if self.version == "fast":
             count = fast_targets(self.n_target_classes, clean_logits.shape[1])
             self._targets_per_sample = count

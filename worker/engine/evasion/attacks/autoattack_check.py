@@ -3,8 +3,8 @@
 After an evasion job ran `{"name": "autoattack", "version": "fast"}`, the standard version runs on a
 seeded random subset of the samples the fast one attacked (the spec's `fast_vs_standard` samples,
 default min(100, attacked); 0 skips the check), at the middle eps of the spec's list, with the same
-norm and budgets. Both sides are verified the same way (the evaluator's `verify`: the output projected
-onto the ball and the range, a fresh forward pass). The check fails when the standard version broke
+norm and budgets. Both sides are verified the same way (an attack's `run`: the output projected onto
+the ball and the range, a fresh forward pass). The check fails when the standard version broke
 more than ceil(GAP_TOLERANCE x subset) samples that the fast one left standing: on 100 samples one
 such sample is tolerated (two random starts rarely agree on every borderline sample), on 500 three.
 The detail gives both robust accuracies on the subset, the gap, and the rows fast missed.
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.engine.evasion.attack_eval import verify
+from app.schemas.evasion import AutoAttackParams, EvasionAttackSpec
+from app.schemas.evasion_base import validate_attack
 from worker.engine.evasion.attacks.autoattack import AutoAttack
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.progress import ProgressTracker
@@ -32,20 +33,28 @@ _SUBSET_KEY, _RUN_KEY = 1 << 24, 1 << 25
 _SHOWN_ROWS = 10
 
 
-def _fast_specs(attacks: Sequence[Mapping[str, Any]]) -> list[tuple[int, Mapping[str, Any]]]:
-    """The fast AutoAttack entries of a job whose check is on, with their index."""
+AttackEntry = EvasionAttackSpec | Mapping[str, Any]
+
+
+def _fast_specs(attacks: Sequence[AttackEntry]) -> list[tuple[int, AutoAttackParams]]:
+    """The fast AutoAttack entries of a job whose check is on, with their index (plain mappings typed)."""
+    typed = [spec if isinstance(spec, EvasionAttackSpec) else validate_attack(dict(spec)) for spec in attacks]
     return [
         (index, spec)
-        for index, spec in enumerate(attacks)
-        if spec["name"] == "autoattack"
-        and spec.get("version") == "fast"
-        and spec.get("fast_vs_standard") != 0
+        for index, spec in enumerate(typed)
+        if isinstance(spec, AutoAttackParams) and spec.version == "fast" and spec.fast_vs_standard != 0
     ]
 
 
-def subset_size(spec: Mapping[str, Any], attacked: int) -> int:
+def _standard(spec: AutoAttackParams, input_range: tuple[float, float] = (0.0, 1.0)) -> AutoAttack:
+    """The standard version with the fast spec's norm and budgets."""
+    standard = spec.model_copy(update={"version": "standard", "fast_vs_standard": None})
+    return AutoAttack.from_spec(standard, input_range=input_range)
+
+
+def subset_size(spec: AutoAttackParams | Mapping[str, Any], attacked: int) -> int:
     """Samples the check runs on: the spec's number (capped at the attacked samples) or min(100, attacked)."""
-    wanted = spec.get("fast_vs_standard")
+    wanted = spec.fast_vs_standard if isinstance(spec, AutoAttackParams) else spec.get("fast_vs_standard")
     return min(DEFAULT_SUBSET if wanted is None else int(wanted), attacked)
 
 
@@ -54,19 +63,18 @@ def allowed_misses(subset: int) -> int:
     return math.ceil(GAP_TOLERANCE * subset)
 
 
-def fast_vs_standard_units(n_samples: int, attacks: Sequence[Mapping[str, Any]]) -> int:
+def fast_vs_standard_units(n_samples: int, attacks: Sequence[AttackEntry]) -> int:
     """Work units of the checks' standard runs (an upper bound), for progress weighting."""
     units = 0
     for _, spec in _fast_specs(attacks):
-        standard = AutoAttack.from_spec({**spec, "version": "standard"})
-        units += subset_size(spec, n_samples) * standard.work_units
+        units += subset_size(spec, n_samples) * _standard(spec).work_units
     return units
 
 
 def check_fast_vs_standard(
     model: nn.Module,
     data: EvaluationData,
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[AttackEntry],
     adversarial: Sequence[Mapping[str, np.ndarray]],
     *,
     input_range: tuple[float, float],
@@ -86,14 +94,14 @@ def check_fast_vs_standard(
             len(attacked), generator=seeded_generator(torch.device("cpu"), seed, index, _SUBSET_KEY)
         )
         rows = np.sort(attacked[draw[:size].numpy()])
-        position = len(spec["eps"]) // 2
-        eps = float(spec["eps"][position])
-        standard = AutoAttack.from_spec({**spec, "version": "standard"}, input_range=input_range)
+        position = len(spec.eps) // 2
+        eps = float(spec.eps[position])
+        standard = _standard(spec, input_range)
         x, y = data.x[rows].to(device), data.y[rows].to(device)
-        claimed = standard.run(
+        verified = standard.run(
             model, x, y, eps=eps, generator=seeded_generator(device, seed, index, _RUN_KEY)
         )
-        standard_broken = verify(model, standard, x, y, None, claimed, eps).success.cpu().numpy()
+        standard_broken = verified.success.cpu().numpy()
         progress.advance(size * standard.work_units, "sanity check: fast vs standard AutoAttack")
         fast_broken = arrays["success"][position, rows]
         checks.append(_verdict(spec, eps, rows, fast_broken, standard_broken))
@@ -101,7 +109,7 @@ def check_fast_vs_standard(
 
 
 def _verdict(
-    spec: Mapping[str, Any], eps: float, rows: np.ndarray, fast: np.ndarray, standard: np.ndarray
+    spec: AutoAttackParams, eps: float, rows: np.ndarray, fast: np.ndarray, standard: np.ndarray
 ) -> dict[str, Any]:
     """The check's entry from the per-sample outcomes of both versions on the subset."""
     size = len(rows)
@@ -110,7 +118,7 @@ def _verdict(
     passed = len(missed) <= allowed
     fast_robust, standard_robust = 1.0 - float(fast.mean()), 1.0 - float(standard.mean())
     detail = (
-        f"autoattack {spec.get('norm', 'linf')} at eps={eps:g} on {size} random attacked samples: robust "
+        f"autoattack {spec.norm} at eps={eps:g} on {size} random attacked samples: robust "
         f"accuracy {fast_robust:.3f} (fast) against {standard_robust:.3f} (standard), gap "
         f"{fast_robust - standard_robust:+.3f}; standard broke {len(missed)} sample(s) fast left "
         f"standing (at most {allowed} tolerated)"

@@ -1,24 +1,34 @@
-"""The attack interface: a white-box evasion attack on a differentiable classifier."""
+"""The attack interface: the base class whose call searches, then verifies what the search found.
 
+Every engine attack declares its spec type (`spec_type = PgdParams`, a class of `app.schemas.evasion`):
+the spec holds the parameters and the facts (threat model, minimum-norm, images, ...), the engine class
+only the search. Defining a subclass with a spec type registers it (see `registry.py`).
+"""
+
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, final
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from worker.engine.evasion.attacks.norms import Norm, check_norm, perturbation_norm
+from app.schemas.evasion import AttackParamsBase
+from worker.engine.evasion.attacks.norms import Norm, check_norm, clamp_range, perturbation_norm, project
+
+# Engine attack classes by their spec type, filled as subclasses are defined.
+REGISTERED: dict[type[AttackParamsBase], type["Attack"]] = {}
 
 
 @dataclass(frozen=True)
 class AttackResult:
-    """What one attack run produced, per sample.
+    """What one attack run produced, per sample, as the judge model saw it.
 
     `x_adv` lies inside the eps ball around the clean input and inside the input range;
-    `predictions` are the model's labels for `x_adv`; `success` is `predictions != y` for an
+    `predictions` are the judge's labels for `x_adv`; `success` is `predictions != y` for an
     untargeted attack and `predictions == targets` for a targeted one.
     """
 
@@ -28,12 +38,23 @@ class AttackResult:
     queries: Tensor | None = None  # per-sample model queries, for attacks that count them (black-box)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """What a search returned, unverified: candidate inputs and, for black-box searches, queries spent."""
+
+    x_adv: Tensor
+    queries: Tensor | None = None
+
+
 class Attack(ABC):
     """Base class for evasion attacks.
 
     An attack is configured once with typed keyword-only parameters (threat model and budget
-    parameters other than eps) and then run on batches with `run`, which takes eps per call so
-    one configured attack can sweep several budgets. Subclasses implement `_attack`.
+    parameters other than eps), usually from its spec with `from_spec`, and then run on batches with
+    `run`, which takes eps per call so one configured attack can sweep several budgets. `run` is final
+    and verifies (foolbox's rule): it runs the subclass's search (`_attack`), projects the result onto
+    the eps ball and the input range, and takes predictions and success from one forward pass of a
+    judge model (the attacked model unless the caller gives another). Subclasses write only the search.
 
     Common parameters:
         norm: "linf" (default) or "l2", the norm of the eps ball.
@@ -42,28 +63,44 @@ class Attack(ABC):
         input_range: (low, high) bounds of valid inputs, default (0.0, 1.0).
     """
 
+    # The spec class this attack is built from; its facts are the attack's facts.
+    spec_type: ClassVar[type[AttackParamsBase]]
+    # The spec's enumerated name (set from spec_type).
     name: ClassVar[str]
-    # False for attacks that only query the model's outputs (black-box): they run on a model with no
-    # gradient path at all (onnxruntime), and count their queries.
-    requires_gradients: ClassVar[bool] = True
-    # True for attacks that search for the smallest perturbation instead of working inside a given
-    # eps: the evaluation runs them once per batch with eps=inf and counts a sample as broken at eps
-    # only when its perturbation's norm is at most eps (see `restrict_to_budget`).
-    minimum_norm: ClassVar[bool] = False
-    # False for a single-step attack (FGSM): the sanity checks expect iterative attacks to beat it.
-    iterative: ClassVar[bool] = True
-    # True for an ensemble of several attacks (AutoAttack): left out of single-attack comparisons.
-    ensemble: ClassVar[bool] = False
-    # True for attacks defined on images [channels, height, width] only.
-    needs_images: ClassVar[bool] = False
-    # Budget keys the "more iterations change little" check doubles (empty: the check skips the attack).
-    BUDGET_KEYS: ClassVar[tuple[str, ...]] = ()
-    # Optional constructor keywords that `from_spec` reads from a job spec's attack entry.
-    SPEC_KEYS: ClassVar[tuple[str, ...]] = ()
-    # Keys every spec entry may carry besides SPEC_KEYS (read by the evaluation, not the constructor).
-    COMMON_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"name", "norm", "eps", "targeted", "target_mode", "target_class"}
-    )
+    # Read-only views of the spec type's facts, set from spec_type when the class is defined (declare
+    # facts on the spec, never here): white_box, minimum_norm, iterative, ensemble, needs_images.
+    requires_gradients: ClassVar[bool]
+    minimum_norm: ClassVar[bool]
+    iterative: ClassVar[bool]
+    ensemble: ClassVar[bool]
+    needs_images: ClassVar[bool]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register a subclass that declares its own spec type, and take the spec's name and facts."""
+        super().__init_subclass__(**kwargs)
+        spec_type = cls.__dict__.get("spec_type")
+        if spec_type is None:
+            return
+        cls.name = spec_type.model_fields["name"].annotation.__args__[0]
+        cls.requires_gradients, cls.minimum_norm = spec_type.white_box, spec_type.minimum_norm
+        cls.iterative, cls.ensemble, cls.needs_images = (
+            spec_type.iterative,
+            spec_type.ensemble,
+            spec_type.needs_images,
+        )
+        missing = set(spec_type.model_fields) - set(AttackParamsBase.model_fields) - cls._keywords()
+        if missing:
+            raise TypeError(f"{cls.__name__} takes no keyword for {', '.join(sorted(missing))} of its spec")
+        REGISTERED[spec_type] = cls
+
+    @classmethod
+    def _keywords(cls) -> set[str]:
+        """The constructor's keyword parameters."""
+        return {
+            name
+            for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if parameter.kind == parameter.KEYWORD_ONLY
+        }
 
     def __init__(
         self,
@@ -81,23 +118,26 @@ class Attack(ABC):
         self.input_range = (low, high)
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], *, input_range: tuple[float, float] = (0.0, 1.0)) -> Self:
-        """Build from a spec entry; unknown keys are an error, keys set to None keep their defaults."""
-        unknown = sorted(set(spec) - cls.COMMON_KEYS - set(cls.SPEC_KEYS))
-        if unknown:
-            raise ValueError(
-                f"{cls.name}: unknown parameters {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(cls.COMMON_KEYS | set(cls.SPEC_KEYS)))}"
+    def from_spec(
+        cls, spec: AttackParamsBase | Mapping[str, Any], *, input_range: tuple[float, float] = (0.0, 1.0)
+    ) -> Self:
+        """Build from the attack's typed spec: every spec field the constructor takes, unset (None) ones
+        keeping the constructor's default. A plain mapping (library use) is validated into the spec
+        type first, keys set to None dropped."""
+        if not isinstance(spec, AttackParamsBase):
+            given = {key: value for key, value in spec.items() if value is not None}
+            spec = cls.spec_type.model_validate({**given, "name": cls.name})
+        if not isinstance(spec, cls.spec_type):
+            raise TypeError(
+                f"{cls.__name__} is built from a {cls.spec_type.__name__}, not {type(spec).__name__}"
             )
-        if "eps" not in spec and not cls.minimum_norm:
-            raise ValueError(f"{cls.name}: missing parameter eps")
-        options = {key: spec[key] for key in cls.SPEC_KEYS if spec.get(key) is not None}
-        return cls(
-            norm=spec.get("norm") or "linf",
-            targeted=bool(spec.get("targeted", False)),
-            input_range=input_range,
-            **options,
-        )
+        keywords = cls._keywords() - {"input_range"}
+        options = {
+            key: getattr(spec, key)
+            for key in type(spec).model_fields
+            if key in keywords and getattr(spec, key) is not None
+        }
+        return cls(input_range=input_range, **options)
 
     @property
     def work_units(self) -> int:
@@ -116,6 +156,38 @@ class Attack(ABC):
         """What runs at eps found beyond per-sample outcomes (an ensemble's breakdown), for the report."""
         return {}
 
+    def search(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        eps: float,
+        targets: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Candidate:
+        """The subclass's search on a batch within budget eps, unverified (an ensemble's parts use it)."""
+        if math.isnan(eps) or eps < 0 or (math.isinf(eps) and not self.spec_type.minimum_norm):
+            raise ValueError(f"eps must be a finite non-negative number, got {eps}")
+        if self.targeted and targets is None:
+            raise ValueError("a targeted attack needs targets")
+        if len(x) != len(y) or (targets is not None and len(targets) != len(y)):
+            raise ValueError("x, y and targets must have the same number of samples")
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(0)
+        labels = targets if self.targeted else y
+        assert labels is not None
+        was_training = model.training
+        model.eval()
+        try:
+            x_adv, _claimed, *counted = self._attack(
+                model, x.detach(), labels.to(x.device), eps=float(eps), generator=generator
+            )
+        finally:
+            model.train(was_training)
+        return Candidate(x_adv=x_adv.detach(), queries=counted[0] if counted else None)
+
+    @final
     def run(
         self,
         model: nn.Module,
@@ -125,37 +197,38 @@ class Attack(ABC):
         eps: float,
         targets: Tensor | None = None,
         generator: torch.Generator | None = None,
+        judge: nn.Module | None = None,
     ) -> AttackResult:
-        """Attack a batch within budget eps; returns adversarial inputs, predictions and success."""
-        if math.isnan(eps) or eps < 0 or (math.isinf(eps) and not self.minimum_norm):
-            raise ValueError(f"eps must be a finite non-negative number, got {eps}")
-        if self.targeted and targets is None:
-            raise ValueError("a targeted attack needs targets")
-        if len(x) != len(y) or (targets is not None and len(targets) != len(y)):
-            raise ValueError("x, y and targets must have the same number of samples")
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(0)
-        x = x.detach()
-        labels = targets if self.targeted else y
-        assert labels is not None
-        was_training = model.training
-        model.eval()
-        try:
-            x_adv, predictions, *counted = self._attack(
-                model, x, labels.to(x.device), eps=float(eps), generator=generator
-            )
-        finally:
-            model.train(was_training)
-        success = self._succeeded(predictions, y.to(x.device), targets)
-        queries = counted[0] if counted else None
-        return AttackResult(x_adv=x_adv.detach(), predictions=predictions, success=success, queries=queries)
+        """Attack a batch within budget eps and verify: search, project, and judge with one forward pass.
 
-    def _succeeded(self, predictions: Tensor, y: Tensor, targets: Tensor | None) -> Tensor:
-        """Per-sample success: prediction changed (untargeted) or equals the target (targeted)."""
+        The judge is `model` unless given (a defense's deployed classifier, say); what the search
+        claimed is never read.
+        """
+        candidate = self.search(model, x, y, eps=eps, targets=targets, generator=generator)
+        return self.verify(judge if judge is not None else model, x.detach(), y, targets, candidate, eps)
+
+    @torch.no_grad()
+    def verify(
+        self, judge: nn.Module, x: Tensor, y: Tensor, targets: Tensor | None, candidate: Candidate, eps: float
+    ) -> AttackResult:
+        """The candidate projected onto the eps ball (a finite eps) and the input range, then judged."""
+        if math.isinf(eps):
+            x_adv = clamp_range(candidate.x_adv, self.input_range)
+        else:
+            x_adv = project(x, candidate.x_adv, eps, self.norm, self.input_range)
+        was_training = judge.training
+        judge.eval()
+        try:
+            predictions = judge(x_adv).argmax(dim=1)
+        finally:
+            judge.train(was_training)
+        y = y.to(predictions.device)
         if self.targeted:
             assert targets is not None
-            return predictions == targets.to(predictions.device)
-        return predictions != y
+            success = predictions == targets.to(predictions.device)
+        else:
+            success = predictions != y
+        return AttackResult(x_adv=x_adv, predictions=predictions, success=success, queries=candidate.queries)
 
     def _objective_and_grad(self, model: nn.Module, x_adv: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Per-sample objective to ascend and its gradient w.r.t. the input only (one forward+backward).
@@ -184,10 +257,11 @@ class Attack(ABC):
     def _attack(
         self, model: nn.Module, x: Tensor, labels: Tensor, *, eps: float, generator: torch.Generator
     ) -> tuple[Tensor, ...]:
-        """Return (x_adv, predictions on x_adv) or (x_adv, predictions, per-sample queries).
+        """The search: return (x_adv, predictions on x_adv) or (x_adv, predictions, per-sample queries).
 
         labels are true labels (untargeted) or targets (targeted). Minimum-norm attacks get
-        eps=inf and return their smallest adversarial found (x itself where they found none).
+        eps=inf and return their smallest adversarial found (x itself where they found none). The
+        predictions returned are the search's own word and are never read: `run` judges x_adv itself.
         """
 
 

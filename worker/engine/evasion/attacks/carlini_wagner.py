@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import CarliniWagnerParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.norms import Norm, clamp_range, perturbation_norm
 
@@ -65,16 +66,7 @@ class CarliniWagnerL2(Attack):
     passes.
     """
 
-    name = "cw"
-    minimum_norm = True
-    SPEC_KEYS = (
-        "binary_search_steps",
-        "steps",
-        "learning_rate",
-        "initial_const",
-        "confidence",
-        "abort_early",
-    )
+    spec_type = CarliniWagnerParams
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import DeepFoolParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.norms import Norm, clamp_range, perturbation_norm, steepest_ascent
 
@@ -49,9 +50,7 @@ class DeepFool(Attack):
     fooled, plus two forward passes per run.
     """
 
-    name = "deepfool"
-    minimum_norm = True
-    SPEC_KEYS = ("steps", "overshoot", "candidates")
+    spec_type = DeepFoolParams
 
     def __init__(
         self,

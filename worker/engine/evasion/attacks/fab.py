@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import FabParams
 from worker.engine.evasion.attacks.apgd import random_on_sphere
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.dlr import SuccessTest, classified_as, misclassified
@@ -231,9 +232,7 @@ class FAB(Attack):
     pass per class (untargeted), plus one forward pass.
     """
 
-    name = "fab"
-    minimum_norm = True
-    SPEC_KEYS = ("steps", "restarts", "alpha_max", "eta", "beta", "restart_eps")
+    spec_type = FabParams
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import FgsmParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.norms import project, steepest_ascent
 
@@ -27,8 +28,7 @@ class FGSM(Attack):
     eps is given per call to `run`.
     """
 
-    name = "fgsm"
-    iterative = False
+    spec_type = FgsmParams
 
     def _attack(
         self, model: nn.Module, x: Tensor, labels: Tensor, *, eps: float, generator: torch.Generator

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import HopSkipJumpParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.hop_skip_jump_search import BoundaryWalk
 from worker.engine.evasion.attacks.norms import Norm, perturbation_norm
@@ -53,10 +54,7 @@ class HopSkipJump(Attack):
     `run` reports the queries spent per sample.
     """
 
-    name = "hopskipjump"
-    requires_gradients = False
-    minimum_norm = True
-    SPEC_KEYS = ("max_queries", "iterations", "gamma", "init_evals", "max_evals", "init_size")
+    spec_type = HopSkipJumpParams
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import PgdParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.norms import Norm, project, random_in_ball, steepest_ascent
 
@@ -43,9 +44,7 @@ class PGD(Attack):
     restart.
     """
 
-    name = "pgd"
-    BUDGET_KEYS = ("steps", "restarts")
-    SPEC_KEYS = ("steps", "step_size", "random_start", "restarts")
+    spec_type = PgdParams
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from app.schemas.evasion import SquareParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.norms import Norm, clamp_range
 from worker.engine.evasion.attacks.square_l2 import l2_init, l2_proposal, random_signs
@@ -66,10 +67,7 @@ class SquareAttack(Attack):
     `run` reports the queries spent per sample.
     """
 
-    name = "square"
-    needs_images = True
-    requires_gradients = False
-    SPEC_KEYS = ("queries", "p_init", "restarts")
+    spec_type = SquareParams
 
     def __init__(
         self,

@@ -1,11 +1,17 @@
-"""The defense kind: harden or wrap a model (the engine's registry names), then evaluate it adaptively."""
+"""The defense kind: harden or wrap a model, then evaluate it adaptively.
 
+These typed specs are the only description of each defense's and transform's parameters and facts: the
+API validates with them, the worker reads the stored params back into them, and the engine's classes
+(worker.engine.defense, registries keyed by these types) are built from them.
+"""
+
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from app.schemas.common import JobSpecBase, Norm, ResourceId, Schedule
-from app.schemas.evasion import AttackParams, AttackParamsBase
+from app.schemas.evasion import AttackParams, AttackParamsBase, AutoAttackParams
 from app.schemas.repair import BackdoorRepairParams
 
 Budget = Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]
@@ -17,10 +23,34 @@ class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DefenseTraining(_Closed):
-    """The recipe of a defense that trains (the engine's TrainingFields): where weights start, the budget."""
+class DefenseFacts(_Closed):
+    """Facts of a defense that the submission checks and the engine read (defaults: a training defense)."""
 
     trains: ClassVar[bool] = True
+
+    name: str
+
+    @property
+    def needs_weights(self) -> bool:
+        """Whether the defense uses the uploaded model's weights (a wrapper does; a recipe may not)."""
+        return True
+
+    @property
+    def randomized(self) -> bool:
+        """Whether the deployed defense draws randomness per prediction (then attacks use EOT)."""
+        return False
+
+    def default_threat(self, input_range: Sequence[float]) -> tuple[Norm, list[float]]:
+        """The norm and eps list evaluated when the evaluation names no attacks: linf 0.1 of the width."""
+        return "linf", [0.1 * (input_range[1] - input_range[0])]
+
+    def headline_eps(self) -> float | None:
+        """The eps the headline is read at (a training eps), None for the evaluation's first."""
+        return None
+
+
+class DefenseTraining(DefenseFacts):
+    """The recipe of a defense that trains: where weights start, the budget, the optimizer and schedule."""
 
     init: Literal["pretrained", "random"] = Field(
         default="pretrained",
@@ -33,6 +63,11 @@ class DefenseTraining(_Closed):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     schedule: Schedule = "constant"
+
+    @property
+    def needs_weights(self) -> bool:
+        """Init "pretrained" starts from the uploaded weights."""
+        return self.init == "pretrained"
 
 
 class AdversarialTrainingParams(DefenseTraining):
@@ -52,6 +87,14 @@ class AdversarialTrainingParams(DefenseTraining):
     beta: Annotated[float, Field(ge=0, le=100)] = 6.0
     guard_samples: Annotated[int, Field(ge=16, le=4096)] = 256
 
+    def default_threat(self, input_range: Sequence[float]) -> tuple[Norm, list[float]]:
+        """Evaluated at the training budget."""
+        return self.norm, [self.eps]
+
+    def headline_eps(self) -> float | None:
+        """The training eps."""
+        return self.eps
+
 
 class DistillationParams(DefenseTraining):
     """Defensive distillation (Papernot et al. 2016): the teacher trained at temperature T (or the upload),
@@ -63,14 +106,31 @@ class DistillationParams(DefenseTraining):
     temperature: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 100.0
     teacher: Literal["train", "upload"] = "train"
 
+    @property
+    def needs_weights(self) -> bool:
+        """The uploaded weights start the student (init "pretrained") or are the teacher ("upload")."""
+        return self.init == "pretrained" or self.teacher == "upload"
+
+    def default_threat(self, input_range: Sequence[float]) -> tuple[Norm, list[float]]:
+        """linf 0.1 and 0.2 of the range's width."""
+        width = input_range[1] - input_range[0]
+        return "linf", [0.1 * width, 0.2 * width]
+
 
 class TransformBase(_Closed):
-    """Facts the submission checks read (the engine's transforms carry the same; a test keeps them equal)."""
+    """Facts of a transform: the submission checks and the engine's adaptive evaluation read them.
+
+    `differentiable` (autograd's own gradient is meaningful; False for quantizers, which BPDA replaces),
+    `randomized` (a fresh draw per call, which EOT averages over), `needs_image` ([C, H, W] inputs) and
+    `channels` (allowed channel counts of an image).
+    """
 
     needs_image: ClassVar[bool] = False
     channels: ClassVar[tuple[int, ...] | None] = None
     randomized: ClassVar[bool] = False
     differentiable: ClassVar[bool] = True
+
+    name: str
 
 
 class JpegParams(TransformBase):
@@ -128,15 +188,26 @@ TransformParams = Annotated[
     JpegParams | MedianParams | GaussianParams | BitDepthParams | RandomResizePadParams | GaussianNoiseParams,
     Field(discriminator="name"),
 ]
+_TRANSFORM_LIST: TypeAdapter[list[TransformParams]] = TypeAdapter(list[TransformParams])
 
 
-class PreprocessingParams(_Closed):
+def transform_specs(records: Sequence[Mapping[str, Any]]) -> list[TransformParams]:
+    """A defended model's stored preprocessing record read back into the typed transforms."""
+    return _TRANSFORM_LIST.validate_python(list(records))
+
+
+class PreprocessingParams(DefenseFacts):
     """Transforms in front of the model, in order; evaluated naively and with BPDA and EOT (eot_draws)."""
 
     trains: ClassVar[bool] = False
     name: Literal["preprocessing"]
     transforms: Annotated[list[TransformParams], Field(min_length=1, max_length=8)]
     eot_draws: Annotated[int, Field(ge=1, le=100)] = 10
+
+    @property
+    def randomized(self) -> bool:
+        """Random when any transform is."""
+        return any(type(t).randomized for t in self.transforms)
 
 
 class RandomizedSmoothingParams(DefenseTraining):
@@ -154,6 +225,27 @@ class RandomizedSmoothingParams(DefenseTraining):
     )
     eot_draws: Annotated[int, Field(ge=1, le=100)] = 10
 
+    @field_validator("radii")
+    @classmethod
+    def _sorted(cls, radii: list[float]) -> list[float]:
+        """The curve's radii in increasing order."""
+        return sorted(radii)
+
+    @property
+    def randomized(self) -> bool:
+        """The deployed classifier draws noise per prediction."""
+        return True
+
+    def default_threat(self, input_range: Sequence[float]) -> tuple[Norm, list[float]]:
+        """l2 at 0.25 and 0.5 of the range's width."""
+        width = input_range[1] - input_range[0]
+        return "l2", [0.25 * width, 0.5 * width]
+
+
+# The defenses the defense engine runs (backdoor_repair runs its own engine, worker.engine.defense.repair).
+EvaluatedDefenseSpec = (
+    AdversarialTrainingParams | DistillationParams | PreprocessingParams | RandomizedSmoothingParams
+)
 
 DefenseSpec = Annotated[
     AdversarialTrainingParams
@@ -184,6 +276,18 @@ class DefenseEvaluation(_Closed):
                     f"{attack.name} is not an eps-bounded attack; a defense is evaluated within eps"
                 )
         return self
+
+
+def evaluation_attacks(
+    defense: DefenseFacts, evaluation: DefenseEvaluation, input_range: Sequence[float]
+) -> list[AttackParamsBase]:
+    """The evaluation's attacks, or AutoAttack at the defense's default budget: version standard, or rand
+    (APGD with EOT) for a randomized defense."""
+    if evaluation.attacks:
+        return [attack for attack in evaluation.attacks if isinstance(attack, AttackParamsBase)]
+    norm, eps = defense.default_threat(input_range)
+    version: Literal["rand", "standard"] = "rand" if defense.randomized else "standard"
+    return [AutoAttackParams(name="autoattack", norm=norm, eps=eps, version=version)]
 
 
 class DefenseParams(_Closed):

@@ -20,8 +20,9 @@ from app.settings import Settings
 from tests.app.helpers import wait_for
 from tests.app.test_defense_e2e import defense_spec
 from tests.app.test_poisoning_e2e import ARCH, artifacts_of, download, run
+from tests.engine.defense_helpers import typed
 from worker.engine.datasets import load_builtin
-from worker.engine.defense.registry import DEFENSES, defense_class
+from worker.engine.defense.registry import DEFENSES
 
 RECIPE = {"epochs": 2, "batch_size": 32, "learning_rate": 0.005}
 AT = {"name": "adversarial_training", "method": "pgd", "eps": 0.1, "steps": 5, "init": "random", **RECIPE}
@@ -65,7 +66,7 @@ def test_submission_refuses_exactly_the_combinations_the_engine_cannot_run_witho
     train = None if defense["name"] == "preprocessing" else "builtin:digits-train"
     spec = DefenseJobSpec.model_validate(defense_spec("mdl_weightless", defense, train=train))
     ctx = ServiceContext(session=None, tenant_id="t", settings=Settings(), queue=None)  # type: ignore[arg-type]
-    engine_needs_weights = defense_class(defense["name"]).from_spec(defense).needs_weights
+    engine_needs_weights = typed(defense).needs_weights
     held_out = BUILTIN_DATASETS["digits-test"]
     if engine_needs_weights:
         with pytest.raises(InvalidInput) as refused:
@@ -147,7 +148,7 @@ def test_distillation_from_a_weightless_architecture_trains_its_teacher_first(ap
 
 @pytest.mark.service
 def test_every_combination_that_needs_the_weights_is_a_422_at_submission(api, tenant, weightless):
-    needs = [d for d in combinations() if defense_class(d["name"]).from_spec(d).needs_weights]
+    needs = [d for d in combinations() if typed(d).needs_weights]
     assert len(needs) == 8
     for defense in needs:
         train = None if defense["name"] == "preprocessing" else "builtin:digits-train"
@@ -168,4 +169,4 @@ def test_every_combination_that_needs_the_weights_is_a_422_at_submission(api, te
 
 
 def test_combinations_cover_every_registered_defense():
-    assert {d["name"] for d in combinations()} == set(DEFENSES)
+    assert {type(typed(d)) for d in combinations()} == set(DEFENSES)

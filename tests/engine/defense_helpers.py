@@ -4,8 +4,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter
 from torch import nn
 
+from app.schemas.defense import DefenseEvaluation, DefenseSpec, EvaluatedDefenseSpec
 from tests.engine.onnx_fixtures import export_onnx
 from worker.engine.datasets import load_builtin
 from worker.engine.defense.runner import DefenseOutcome, run_defense
@@ -13,6 +15,19 @@ from worker.engine.models.catalog import build_architecture
 
 TRAIN_SAMPLES = 1500
 EVAL_SAMPLES = 120
+
+
+_DEFENSE: TypeAdapter[Any] = TypeAdapter(DefenseSpec)
+
+
+def typed(defense: dict[str, Any]) -> EvaluatedDefenseSpec:
+    """A defense spec entry validated into its typed spec, as the worker reads it."""
+    return _DEFENSE.validate_python(defense)  # type: ignore[no-any-return]
+
+
+def evaluation_of(block: dict[str, Any] | None) -> DefenseEvaluation:
+    """An evaluation block validated into its typed spec."""
+    return DefenseEvaluation.model_validate(block or {})
 
 
 def trainable_factory(base: nn.Module, architecture: str = "small-cnn"):
@@ -58,8 +73,8 @@ def run(
     """run_defense on the digits subsets with base as the uploaded model."""
     train, (x, y) = digits_split()
     return run_defense(
-        defense,
-        evaluation,
+        typed(defense),
+        evaluation_of(evaluation),
         undefended=base,
         x=x,
         y=y,

@@ -15,8 +15,9 @@ from app.schemas.defense import (
     MedianParams,
     PreprocessingParams,
     RandomizedSmoothingParams,
+    evaluation_attacks,
 )
-from app.schemas.evasion import AttackParamsBase, AutoAttackParams
+from app.schemas.evasion import AttackParamsBase
 from app.schemas.repair import BackdoorRepairParams
 from app.services.compatibility import TRAINING_SET_CODES, check_dataset_fits
 from app.services.context import ServiceContext
@@ -61,7 +62,7 @@ def _check_weightless(model: ModelRecord, defense: DefenseSpec) -> None:
     """An architecture without weights: only a defense trained from fresh weights (init random, a trained
     teacher) runs; its undefended side is then a baseline the job trains with the same recipe."""
     what = None
-    if isinstance(defense, PreprocessingParams | BackdoorRepairParams):
+    if isinstance(defense, BackdoorRepairParams | PreprocessingParams):
         what = f"{defense.name} needs a trained model and this one has no weights; train it first"
     elif defense.init == "pretrained":
         what = "init 'pretrained' starts from its weights; use init 'random' to train it from scratch"
@@ -129,34 +130,10 @@ def _check_training_set(ctx: ServiceContext, model: ModelRecord, params: Defense
     return facts.n_samples
 
 
-def default_threat(model: ModelRecord, params: DefenseParams) -> tuple[str, list[float]]:
-    """The engine's default evaluation budget of each defense (worker.engine.defense: default_threat)."""
-    width = model.input_range[1] - model.input_range[0]
-    defense = params.defense
-    if isinstance(defense, AdversarialTrainingParams):
-        return defense.norm, [defense.eps]
-    if isinstance(defense, RandomizedSmoothingParams):
-        return "l2", [0.25 * width, 0.5 * width]
-    if isinstance(defense, DistillationParams):
-        return "linf", [0.1 * width, 0.2 * width]
-    return "linf", [0.1 * width]
-
-
-def randomized(params: DefenseParams) -> bool:
-    """Whether the deployed defense draws randomness per prediction."""
-    defense = params.defense
-    if isinstance(defense, PreprocessingParams):
-        return any(type(t).randomized for t in defense.transforms)
-    return isinstance(defense, RandomizedSmoothingParams)
-
-
-def evaluation_attacks(model: ModelRecord, params: DefenseParams) -> list[AttackParamsBase]:
-    """The evaluation's attacks, or the default AutoAttack at the defense's budget."""
-    if params.evaluation.attacks:
-        return list(params.evaluation.attacks)  # type: ignore[arg-type]
-    norm, eps = default_threat(model, params)
-    version = "rand" if randomized(params) else "standard"
-    return [AutoAttackParams(name="autoattack", norm=norm, eps=eps, version=version)]  # type: ignore[arg-type]
+def _attacks(model: ModelRecord, params: DefenseParams) -> list[AttackParamsBase]:
+    """The evaluation's attacks, or the default AutoAttack at the defense's budget (the schema's rule)."""
+    assert not isinstance(params.defense, BackdoorRepairParams)  # evaluated by its own measurements
+    return evaluation_attacks(params.defense, params.evaluation, model.input_range)
 
 
 def check(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec, held_out: DatasetFacts) -> None:
@@ -168,7 +145,7 @@ def check(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec, held_ou
     _check_model(model, params)
     _check_budgets(model, params)
     _check_training_set(ctx, model, params)
-    attacks = evaluation_attacks(model, params)
+    attacks = _attacks(model, params)
     check_attacks(model, attacks, where="params.evaluation.attacks")
     n = min(params.evaluation.max_samples, held_out.n_samples)
     check_artifact_size(model, attacks, n, ctx.settings.max_artifact_bytes)
@@ -194,9 +171,10 @@ def _training_passes(params: DefenseParams, n_train: int) -> float:
 def defense_cost(model: ModelRecord, params: DefenseParams, n_train: int, n_eval: int) -> float:
     """Training passes, evaluation passes (undefended, naive and adaptive runs, EOT), certification draws."""
     defense = params.defense
-    attacks = evaluation_attacks(model, params)
+    assert not isinstance(defense, BackdoorRepairParams)  # costed by repair_cost
+    attacks = _attacks(model, params)
     runs = 4 if isinstance(defense, DistillationParams) else 3
-    eot = getattr(defense, "eot_draws", 1) if randomized(params) else 1
+    eot = getattr(defense, "eot_draws", 1) if defense.randomized else 1
     evaluation = evasion_cost(attacks, n_eval) * (runs - 1 + eot)
     certification = 0.0
     if isinstance(defense, RandomizedSmoothingParams):

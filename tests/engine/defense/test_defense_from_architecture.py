@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.engine.defense_helpers import evaluation_of, typed
 from tests.engine.onnx_fixtures import export_onnx
 from worker.engine.defense.runner import run_defense
 from worker.engine.defense.spec import WeightsMissing
@@ -50,8 +51,8 @@ def run_weightless(defense: dict[str, Any], digits_sets, export=None, **evaluati
     (x_train, y_train), (x, y) = digits_sets
     attacks = evaluation.pop("attacks", [{"name": "pgd", "norm": "linf", "eps": [EPS], "steps": 10}])
     return run_defense(
-        defense,
-        {"attacks": attacks, "sanity_runs": False, "monitor_samples": 50, **evaluation},
+        typed(defense),
+        evaluation_of({"attacks": attacks, "sanity_runs": False, "monitor_samples": 50, **evaluation}),
         undefended=None,
         x=x,
         y=y,
@@ -146,8 +147,8 @@ def test_defenses_that_need_the_weights_are_refused_before_any_training(defense,
     (x_train, y_train), (x, y) = digits_sets
     with pytest.raises(WeightsMissing, match="without weights"):
         run_defense(
-            defense,
-            None,
+            typed(defense),
+            evaluation_of(None),
             undefended=None,
             x=x,
             y=y,

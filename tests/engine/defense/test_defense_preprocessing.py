@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional
 
+from app.schemas.defense import transform_specs
 from tests.engine.defense_helpers import check, digits_split, pgd, run, worst
 from worker.engine.defense.preprocessing import build_transforms, defended_classifier, defended_module
 from worker.engine.defense.preprocessing.pipeline import DefendedPipeline
@@ -15,27 +17,32 @@ JPEG = [{"name": "jpeg", "quality": 75}]
 RANDOM = [{"name": "random_resize_pad", "min_scale": 0.6}]
 
 
+def built(records, shape=None, input_range=(0.0, 1.0)):
+    """The engine transforms of spec entries (validated into their typed specs first)."""
+    return build_transforms(transform_specs(records), shape, input_range)
+
+
 def _images(n: int = 6) -> torch.Tensor:
     return torch.as_tensor(digits_split()[1][0][:n])
 
 
 def test_jpeg_is_a_real_codec():
     x = _images()
-    (jpeg,) = build_transforms(JPEG, (1, 8, 8))
+    (jpeg,) = built(JPEG, (1, 8, 8))
     out = jpeg.apply(x, (0.0, 1.0), None)
     assert out.shape == x.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     assert torch.allclose(out * 255, (out * 255).round(), atol=1e-4)  # decoded 8-bit pixels
     assert float((out - x).abs().mean()) > 0.005
     (best,), (worst_q,) = (
-        build_transforms([{"name": "jpeg", "quality": 95}]),
-        build_transforms([{"name": "jpeg", "quality": 5}]),
+        built([{"name": "jpeg", "quality": 95}]),
+        built([{"name": "jpeg", "quality": 5}]),
     )
     assert (best.apply(x, (0, 1), None) - x).abs().mean() < (worst_q.apply(x, (0, 1), None) - x).abs().mean()
 
 
 def test_forward_runs_the_real_transforms_and_backward_uses_bpda_or_the_naive_gradient(small_cnn):
     x = _images()
-    transforms = build_transforms([*JPEG, {"name": "bit_depth", "bits": 3}], (1, 8, 8))
+    transforms = built([*JPEG, {"name": "bit_depth", "bits": 3}], (1, 8, 8))
     real = x
     for transform in transforms:
         real = transform.apply(real, (0.0, 1.0), None)
@@ -59,7 +66,7 @@ def test_forward_runs_the_real_transforms_and_backward_uses_bpda_or_the_naive_gr
 def test_eot_averages_the_logits_of_independent_draws_only_when_a_gradient_is_taken():
     linear = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     x = _images(4).requires_grad_(True)
-    noise = build_transforms([{"name": "gaussian_noise", "sigma": 0.5}])
+    noise = built([{"name": "gaussian_noise", "sigma": 0.5}])
     single = DefendedPipeline(linear, noise, eot_draws=1, seed=3)
     eot = DefendedPipeline(linear, noise, eot_draws=50, seed=3)
     clean = linear(x).detach()
@@ -72,13 +79,14 @@ def test_eot_averages_the_logits_of_independent_draws_only_when_a_gradient_is_ta
 
 def test_black_box_form_matches_the_white_box_module(small_cnn, cnn_onnx):
     x = digits_split()[1][0][:40]
-    spec = [*JPEG, {"name": "median", "size": 3}, {"name": "gaussian", "sigma": 0.8}]
+    spec = transform_specs([*JPEG, {"name": "median", "size": 3}, {"name": "gaussian", "sigma": 0.8}])
     module = defended_module(small_cnn, spec)
     classify = defended_classifier(OnnxRuntimeClassifier(cnn_onnx), spec)
     with torch.no_grad():
         expected = module(torch.as_tensor(x)).numpy()
     assert np.abs(classify(x) - expected).max() < 1e-4
-    assert module.eot_draws == 1 and defended_module(small_cnn, [{"name": "gaussian_noise"}]).eot_draws == 10
+    noisy = transform_specs([{"name": "gaussian_noise"}])
+    assert module.eot_draws == 1 and defended_module(small_cnn, noisy).eot_draws == 10
 
 
 @pytest.mark.parametrize(
@@ -87,16 +95,27 @@ def test_black_box_form_matches_the_white_box_module(small_cnn, cnn_onnx):
         (JPEG, (64,), "needs image inputs"),
         (JPEG, (2, 8, 8), "needs 1 or 3 channels"),
         ([{"name": "median", "size": 7}], (1, 3, 3), "does not fit"),
-        ([{"name": "sharpen"}], (1, 8, 8), "unknown transform"),
-        ([{"name": "jpeg", "quality": 75, "subsampling": 2}], (1, 8, 8), "unknown parameters subsampling"),
-        ([{"name": "jpeg", "quality": 0}], (1, 8, 8), "quality must lie in"),
         ([{"name": "gaussian_noise", "sigma": 2.0}], (1, 8, 8), "exceeds the input range"),
         ([], (1, 8, 8), "at least one transform"),
     ],
 )
-def test_transforms_that_do_not_fit_are_refused(spec, shape, message):
+def test_transforms_that_do_not_fit_the_input_are_refused(spec, shape, message):
     with pytest.raises(ValueError, match=message):
-        build_transforms(spec, shape, (0.0, 1.0))
+        built(spec, shape)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ([{"name": "sharpen"}], "does not match any of the expected tags"),
+        ([{"name": "jpeg", "quality": 75, "subsampling": 2}], "subsampling"),
+        ([{"name": "jpeg", "quality": 0}], "quality"),
+        ([{"name": "median", "size": 4}], "size"),
+    ],
+)
+def test_malformed_transforms_are_refused_by_their_typed_spec(spec, message):
+    with pytest.raises(ValidationError, match=message):
+        transform_specs(spec)
 
 
 def test_bpda_breaks_jpeg_where_the_naive_attack_does_not(small_cnn):
@@ -128,7 +147,7 @@ def test_bpda_and_eot_break_a_random_pipeline_where_the_naive_attack_does_not(sm
 
 def test_random_resize_pad_places_a_bilinear_resize_of_each_sample_on_the_canvas():
     x = torch.rand(50, 1, 8, 8) + 0.01  # no zero pixels, so the placed image is the non-zero box
-    (transform,) = build_transforms(RANDOM, (1, 8, 8))
+    (transform,) = built(RANDOM, (1, 8, 8))
     out = transform.apply(x, (0.0, 1.0), torch.Generator().manual_seed(0))
     sizes = set()
     for sample, placed in zip(x, out, strict=True):

@@ -1,43 +1,58 @@
-"""Defense specs: the registry, closed parameters, limits and inputs that do not fit."""
+"""Defense specs: the registry keyed by spec type, closed typed parameters, limits, inputs that do not fit."""
+
+import typing
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from tests.engine.defense_helpers import run
-from worker.engine.defense.registry import DEFENSES, defense_class
-from worker.engine.defense.runner import default_attacks
+from app.schemas.defense import (
+    DefenseEvaluation,
+    DefenseParams,
+    EvaluatedDefenseSpec,
+    TransformParams,
+    evaluation_attacks,
+)
+from tests.engine.defense_helpers import evaluation_of, run, typed
+from worker.engine.defense.preprocessing.transforms import TRANSFORMS, build_transform
+from worker.engine.defense.registry import DEFENSES, build_defense
+from worker.engine.defense.runner import run_defense
 from worker.engine.defense.spec import SpecError
 
 
-def test_registry_names_every_defense_and_its_facts():
-    assert set(DEFENSES) == {"adversarial_training", "distillation", "preprocessing", "randomized_smoothing"}
-    assert [name for name, cls in DEFENSES.items() if not cls.trains] == ["preprocessing"]
-    with pytest.raises(SpecError, match="unknown defense"):
-        defense_class("feature_squeezing")
+def test_every_typed_defense_and_transform_has_its_engine_class():
+    assert set(DEFENSES) == set(typing.get_args(EvaluatedDefenseSpec))
+    assert set(TRANSFORMS) == set(typing.get_args(typing.get_args(TransformParams)[0]))
+    spec = typed({"name": "randomized_smoothing", "sigma": 0.25})
+    defense = build_defense(spec)
+    assert type(defense).spec_type is type(spec) and defense.spec is spec
+    assert [cls.__name__ for cls in DEFENSES.values() if not cls.spec_type.trains] == ["Preprocessing"]
+    jpeg = typed({"name": "preprocessing", "transforms": [{"name": "jpeg"}]}).transforms[0]  # type: ignore[union-attr]
+    assert not build_transform(jpeg).differentiable and build_transform(jpeg).name == "jpeg"
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"name": "adversarial_training"}, "missing parameters eps"),
-        ({"name": "adversarial_training", "eps": 0.1, "gamma": 2}, "unknown parameters gamma"),
-        ({"name": "adversarial_training", "eps": 0.1, "method": "free"}, "unknown method"),
-        ({"name": "adversarial_training", "eps": 0.1, "steps": 101}, "steps must lie in"),
-        ({"name": "adversarial_training", "eps": 0.1, "epochs": 201}, "epochs must lie in"),
-        ({"name": "adversarial_training", "eps": 0.1, "init": "imagenet"}, "init must be"),
-        ({"name": "distillation", "temperature": 0}, "temperature must lie in"),
-        ({"name": "distillation", "temperature": -5}, "temperature must lie in"),
-        ({"name": "distillation", "teacher": "oracle"}, "teacher must be"),
-        ({"name": "randomized_smoothing"}, "missing parameters sigma"),
-        ({"name": "randomized_smoothing", "sigma": 0.25, "n": 5}, "n must lie in"),
-        ({"name": "randomized_smoothing", "sigma": 0.25, "alpha": 0.9}, "alpha must lie in"),
-        ({"name": "preprocessing", "transforms": [{"name": "sharpen"}]}, "unknown transform"),
-        ({"name": "preprocessing", "transforms": []}, "at least one transform"),
+        ({"name": "adversarial_training"}, "eps"),
+        ({"name": "adversarial_training", "eps": 0.1, "gamma": 2}, "gamma"),
+        ({"name": "adversarial_training", "eps": 0.1, "method": "free"}, "method"),
+        ({"name": "adversarial_training", "eps": 0.1, "steps": 101}, "steps"),
+        ({"name": "adversarial_training", "eps": 0.1, "epochs": 201}, "epochs"),
+        ({"name": "adversarial_training", "eps": 0.1, "init": "imagenet"}, "init"),
+        ({"name": "distillation", "temperature": 0}, "temperature"),
+        ({"name": "distillation", "teacher": "oracle"}, "teacher"),
+        ({"name": "randomized_smoothing"}, "sigma"),
+        ({"name": "randomized_smoothing", "sigma": 0.25, "n": 5}, "n"),
+        ({"name": "randomized_smoothing", "sigma": 0.25, "alpha": 0.9}, "alpha"),
+        ({"name": "preprocessing", "transforms": [{"name": "sharpen"}]}, "sharpen"),
+        ({"name": "preprocessing", "transforms": []}, "transforms"),
+        ({"name": "feature_squeezing"}, "feature_squeezing"),
     ],
 )
-def test_bad_specs_are_refused(spec, message):
-    with pytest.raises(SpecError, match=message):
-        defense_class(spec["name"]).from_spec(spec)
+def test_bad_specs_are_refused_by_the_typed_spec(spec, message):
+    with pytest.raises(ValidationError, match=message):
+        typed(spec)
 
 
 @pytest.mark.parametrize(
@@ -55,20 +70,24 @@ def test_budgets_and_transforms_are_checked_against_the_model_input(small_cnn, s
         else np.zeros((4, 1, 8, 8), dtype=np.float32)
     )
     with pytest.raises(SpecError, match=message):
-        from worker.engine.defense.runner import run_defense
+        run_defense(
+            typed(spec),
+            evaluation_of(None),
+            undefended=small_cnn,
+            x=x,
+            y=np.zeros(4, dtype=np.int64),
+            num_classes=10,
+        )
 
-        run_defense(spec, None, undefended=small_cnn, x=x, y=np.zeros(4, dtype=np.int64), num_classes=10)
 
-
-def test_training_set_that_does_not_fit_and_unknown_evaluation_keys_are_refused(small_cnn):
-    from worker.engine.defense.runner import run_defense
-
+def test_training_set_that_does_not_fit_and_bad_evaluation_blocks_are_refused(small_cnn):
     x, y = np.zeros((4, 1, 8, 8), dtype=np.float32), np.zeros(4, dtype=np.int64)
-    spec = {"name": "adversarial_training", "eps": 0.1, "epochs": 1}
+    spec = typed({"name": "adversarial_training", "eps": 0.1, "epochs": 1})
+    evaluation = evaluation_of(None)
     with pytest.raises(SpecError, match="training set has samples of shape"):
         run_defense(
             spec,
-            None,
+            evaluation,
             undefended=small_cnn,
             x=x,
             y=y,
@@ -79,7 +98,7 @@ def test_training_set_that_does_not_fit_and_unknown_evaluation_keys_are_refused(
     with pytest.raises(SpecError, match="labels in"):
         run_defense(
             spec,
-            None,
+            evaluation,
             undefended=small_cnn,
             x=x,
             y=y,
@@ -88,61 +107,38 @@ def test_training_set_that_does_not_fit_and_unknown_evaluation_keys_are_refused(
             train=(x, np.full(4, 12)),
         )
     with pytest.raises(SpecError, match="needs a training set"):
-        run_defense(spec, None, undefended=small_cnn, x=x, y=y, num_classes=10)
-    with pytest.raises(SpecError, match="unknown parameters budget"):
-        run(spec, {"budget": 3}, small_cnn)
-    with pytest.raises(SpecError, match="unknown attack"):
-        run(spec, {"attacks": [{"name": "patch", "eps": [0.1]}]}, small_cnn)
+        run_defense(spec, evaluation, undefended=small_cnn, x=x, y=y, num_classes=10)
+    with pytest.raises(ValidationError, match="budget"):
+        evaluation_of({"budget": 3})
+    with pytest.raises(ValidationError, match="not an eps-bounded attack"):
+        run(
+            {"name": "adversarial_training", "eps": 0.1},
+            {"attacks": [{"name": "patch", "patch_scales": [0.2]}]},
+            small_cnn,
+        )
 
 
 def test_default_evaluation_is_autoattack_standard_or_rand_for_random_defenses():
-    assert default_attacks("linf", [0.1], False) == [
-        {"name": "autoattack", "norm": "linf", "eps": [0.1], "version": "standard"}
-    ]
-    assert default_attacks("l2", [0.5], True)[0]["version"] == "rand"
-    assert (
-        defense_class("randomized_smoothing")
-        .from_spec({"name": "randomized_smoothing", "sigma": 0.25})
-        .randomized
-    )
-    noisy = {
-        "name": "preprocessing",
-        "transforms": [{"name": "jpeg"}, {"name": "gaussian_noise", "sigma": 0.1}],
+    def default(defense: dict[str, object]) -> dict[str, object]:
+        (attack,) = evaluation_attacks(typed(defense), DefenseEvaluation(), (0.0, 1.0))
+        return attack.model_dump(mode="json", exclude_unset=True)
+
+    assert default({"name": "adversarial_training", "eps": 0.1}) == {
+        "name": "autoattack",
+        "norm": "linf",
+        "eps": [0.1],
+        "version": "standard",
     }
-    assert defense_class("preprocessing").from_spec(noisy).randomized
-    assert (
-        not defense_class("preprocessing")
-        .from_spec({"name": "preprocessing", "transforms": [{"name": "jpeg"}]})
-        .randomized
-    )
-
-
-def test_api_schemas_name_the_engine_defenses_transforms_and_their_facts():
-    import dataclasses
-    import typing
-
-    from app.schemas.defense import DefenseSpec, PreprocessingParams, TransformParams
-    from worker.engine.defense.preprocessing.transforms import TRANSFORMS
-
-    def by_name(union: object) -> dict[str, type]:
-        members = typing.get_args(typing.get_args(union)[0])
-        return {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in members}
-
-    defenses, transforms = by_name(DefenseSpec), by_name(TransformParams)
-    # backdoor_repair runs its own engine (worker.engine.defense.repair), checked in the test below.
-    assert set(defenses) == set(DEFENSES) | {"backdoor_repair"} and set(transforms) == set(TRANSFORMS)
-    for name, schema in defenses.items():
-        if name == "backdoor_repair":
-            continue
-        engine = {f.name for f in dataclasses.fields(DEFENSES[name])}  # type: ignore[arg-type]
-        assert set(schema.model_fields) - {"name"} == engine, name
-        assert schema.trains == DEFENSES[name].trains
-    for name, schema in transforms.items():
-        engine = TRANSFORMS[name]
-        assert set(schema.model_fields) - {"name"} == {f.name for f in dataclasses.fields(engine)}, name
-        for fact in ("needs_image", "channels", "randomized", "differentiable"):
-            assert getattr(schema, fact) == getattr(engine, fact), (name, fact)
-    assert PreprocessingParams.trains is False
+    assert default({"name": "randomized_smoothing", "sigma": 0.25}) == {
+        "name": "autoattack",
+        "norm": "l2",
+        "eps": [0.25, 0.5],
+        "version": "rand",
+    }
+    noisy = [{"name": "jpeg"}, {"name": "gaussian_noise", "sigma": 0.1}]
+    assert default({"name": "preprocessing", "transforms": noisy})["version"] == "rand"
+    assert default({"name": "preprocessing", "transforms": [{"name": "jpeg"}]})["version"] == "standard"
+    assert default({"name": "distillation"})["eps"] == [0.1, 0.2]
 
 
 def test_repair_schema_names_the_engine_repairs_and_their_parameters():
@@ -151,7 +147,6 @@ def test_repair_schema_names_the_engine_repairs_and_their_parameters():
 
     from pydantic import ValidationError
 
-    from app.schemas.defense import DefenseParams
     from app.schemas.repair import METHOD_PARAMS, BackdoorRepairParams
     from worker.engine.defense.repair.registry import REPAIRS
 

@@ -4,22 +4,21 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.defense import DefenseFacts, DefenseTraining
+from app.schemas.evasion import AttackParamsBase
 from worker.engine.defense.evaluation import AttackRun, Classify
 from worker.engine.defense.monitor import EpochMonitor
-from worker.engine.defense.spec import FromSpec, check_range
 from worker.engine.progress import ProgressTracker
 from worker.engine.training.fit import FitHistory, fit
-from worker.engine.training.recipe import OptimizerName, ScheduleName, TrainingRecipe
+from worker.engine.training.recipe import TrainingRecipe
 
 Init = Literal["pretrained", "random"]
-MAX_EPOCHS = 200
-MAX_STEPS = 100
 
 
 @dataclass
@@ -103,42 +102,17 @@ class Inspection:
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrainingFields:
-    """The training recipe of a defense that trains (published defaults: Adam, 1e-3, 20 epochs)."""
-
-    init: Init = "pretrained"
-    epochs: int = 20
-    batch_size: int = 64
-    optimizer: OptimizerName = "adam"
-    learning_rate: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: ScheduleName = "constant"
-
-    @property
-    def needs_weights(self) -> bool:
-        """Whether the defense starts from the uploaded weights (init "pretrained")."""
-        return self.init == "pretrained"
-
-    def check_training(self) -> None:
-        """Validate the recipe's limits."""
-        if self.init not in ("pretrained", "random"):
-            raise ValueError(f"init must be 'pretrained' or 'random', got {self.init!r}")
-        check_range("epochs", self.epochs, 1, MAX_EPOCHS)
-        check_range("batch_size", self.batch_size, 1, 4096)
-
-    def recipe(self) -> TrainingRecipe:
-        """The fit loop's recipe."""
-        return TrainingRecipe(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            learning_rate=self.learning_rate,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            schedule=self.schedule,
-        )
+def training_recipe(spec: DefenseTraining) -> TrainingRecipe:
+    """The fit loop's recipe of a defense that trains."""
+    return TrainingRecipe(
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        optimizer=spec.optimizer,
+        learning_rate=spec.learning_rate,
+        momentum=spec.momentum,
+        weight_decay=spec.weight_decay,
+        schedule=spec.schedule,
+    )
 
 
 def check_budget(label: str, value: float, input_range: tuple[float, float]) -> None:
@@ -156,39 +130,36 @@ def curve(history: FitHistory, rows: list[dict[str, Any]]) -> list[dict[str, Any
     return [{**record.as_dict(), **measured.get(record.epoch, {})} for record in history.epochs]
 
 
-class Defense(FromSpec):
-    """Base class of defenses; subclasses are frozen dataclasses built with `from_spec`.
+S = TypeVar("S", bound=DefenseFacts)
 
-    Facts: `trains` (the defense trains a model and needs a training set and a trainable graph).
-    """
 
-    name: ClassVar[str]
-    trains: ClassVar[bool] = True
+class Defense(Generic[S]):
+    """Base class of defenses: each subclass is built from its typed spec (`spec_type`, the registry's key)
+    and reads its parameters and facts (trains, needs_weights, randomized, default threat) from it."""
+
+    spec_type: ClassVar[type[DefenseFacts]]
+
+    def __init__(self, spec: S) -> None:
+        self.spec = spec
 
     @property
-    def needs_weights(self) -> bool:
-        """Whether the defense uses the uploaded model's weights (a wrapper does; a recipe may not)."""
-        return True
+    def name(self) -> str:
+        """The defense's enumerated name."""
+        return self.spec.name
 
     def validate(self, sample_shape: tuple[int, ...], input_range: tuple[float, float]) -> None:
         """Raise ValueError when the defense does not fit the model's inputs."""
 
-    @property
-    def randomized(self) -> bool:
-        """Whether the deployed defense draws randomness per prediction (then attacks use EOT)."""
-        return False
-
-    def default_threat(self, input_range: tuple[float, float]) -> tuple[str, list[float]]:
-        """The norm and eps list evaluated when the evaluation names none."""
-        width = input_range[1] - input_range[0]
-        return "linf", [0.1 * width]
-
-    def headline_eps(self) -> float | None:
-        """The eps the headline figure is read at (the training eps), None for the evaluation's first."""
-        return None
+    def describe(self) -> dict[str, Any]:
+        """The defense as it runs, every parameter resolved, for the report."""
+        return self.spec.model_dump(mode="json")
 
     def training_units(self, n_train: int) -> float:
         """Work units of hardening, for progress weighting."""
+        return 0.0
+
+    def certification_units(self, n_eval: int) -> float:
+        """Work units of what `inspect` measures besides the attacks (certification draws)."""
         return 0.0
 
     def harden(self, context: DefenseContext) -> Hardened:
@@ -206,7 +177,7 @@ class Defense(FromSpec):
         return Inspection()
 
     def runs(
-        self, final: nn.Module, attacks: list[dict[str, Any]], context: DefenseContext
+        self, final: nn.Module, attacks: list[AttackParamsBase], context: DefenseContext
     ) -> list[AttackRun]:
         """The naive and adaptive attack runs against the final (exported) model."""
         return [AttackRun("adaptive", "the hardened model's logits", final, attacks, sanity_runs=True)]

@@ -1,28 +1,28 @@
 """Defensive distillation (Papernot et al. 2016), evaluated on its logits as Carlini and Wagner broke it."""
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from app.schemas.defense import DistillationParams
+from app.schemas.evasion import AttackParamsBase
 from worker.engine.batching import batch_bounds
 from worker.engine.defense.base import (
     Defense,
     DefenseContext,
     Hardened,
     Inspection,
-    TrainingFields,
     curve,
     train_baseline,
+    training_recipe,
 )
 from worker.engine.defense.evaluation import AttackRun
 from worker.engine.defense.monitor import EpochMonitor
-from worker.engine.defense.spec import check_range
 from worker.engine.defense.views import MarginPGD, SoftmaxOutput, Tempered
-from worker.engine.evasion.attacks.registry import attack_class
+from worker.engine.evasion.attacks.pgd import PGD
 from worker.engine.training.fit import fit, soft_cross_entropy
 
 # A sample's softmax counts as saturated when its top probability rounds to 1 in float32.
@@ -57,8 +57,7 @@ def soft_labels(model: nn.Module, x: np.ndarray, temperature: float, device: tor
     return torch.cat(chunks).numpy()
 
 
-@dataclass(frozen=True, kw_only=True)
-class Distillation(TrainingFields, Defense):
+class Distillation(Defense[DistillationParams]):
     """Defensive distillation.
 
     Paper: Papernot, McDaniel, Wu, Jha and Swami, "Distillation as a Defense to Adversarial Perturbations
@@ -79,41 +78,21 @@ class Distillation(TrainingFields, Defense):
     and the training recipe (init default "random", epochs, batch_size, optimizer, learning_rate, ...).
     """
 
-    name: ClassVar[str] = "distillation"
-    init: Literal["pretrained", "random"] = "random"
-    temperature: float = 100.0
-    teacher: Literal["train", "upload"] = "train"
-
-    def __post_init__(self) -> None:
-        """Validate T and the teacher."""
-        self.check_training()
-        check_range("temperature", self.temperature, 0.0, 1000.0, low_open=True)
-        if self.teacher not in ("train", "upload"):
-            raise ValueError(f"teacher must be 'train' or 'upload', got {self.teacher!r}")
-
-    @property
-    def needs_weights(self) -> bool:
-        """The uploaded weights start the student (init "pretrained") or are the teacher ("upload")."""
-        return self.init == "pretrained" or self.teacher == "upload"
-
-    def default_threat(self, input_range: tuple[float, float]) -> tuple[str, list[float]]:
-        """linf 0.1 and 0.2 of the range's width."""
-        width = input_range[1] - input_range[0]
-        return "linf", [0.1 * width, 0.2 * width]
+    spec_type = DistillationParams
 
     def training_units(self, n_train: int) -> float:
         """Teacher and student epochs (and a plain baseline for a random init)."""
-        trained = 1 + (self.teacher == "train") + (self.init == "random")
-        return trained * self.epochs * n_train + self.epochs * 200
+        trained = 1 + (self.spec.teacher == "train") + (self.spec.init == "random")
+        return trained * self.spec.epochs * n_train + self.spec.epochs * 200
 
     def harden(self, context: DefenseContext) -> Hardened:
         """Train (or take) the teacher, label the training set at T, train the student at T."""
         x, y = context.training_set()
-        recipe, loss = self.recipe(), TemperatureLoss(self.temperature)
-        baseline = train_baseline(context, recipe) if self.init == "random" else None
-        training: dict[str, Any] = {"temperature": self.temperature, "teacher": self.teacher}
-        if self.teacher == "train":
-            teacher = context.fresh(self.init)
+        recipe, loss = training_recipe(self.spec), TemperatureLoss(self.spec.temperature)
+        baseline = train_baseline(context, recipe) if self.spec.init == "random" else None
+        training: dict[str, Any] = {"temperature": self.spec.temperature, "teacher": self.spec.teacher}
+        if self.spec.teacher == "train":
+            teacher = context.fresh(self.spec.init)
             teacher_monitor = EpochMonitor(
                 *context.monitor, budget=None, device=context.device, seed=context.seed
             )
@@ -127,13 +106,13 @@ class Distillation(TrainingFields, Defense):
                 loss=loss,
                 on_epoch=teacher_monitor,
                 progress=context.tracker,
-                stage=f"teacher at T={self.temperature:g}",
+                stage=f"teacher at T={self.spec.temperature:g}",
             )
             training["teacher_curve"] = curve(history, teacher_monitor.rows)
         else:
             teacher = context.uploaded()
-        targets = soft_labels(teacher.eval(), x, self.temperature, context.device)
-        student = context.fresh(self.init)
+        targets = soft_labels(teacher.eval(), x, self.spec.temperature, context.device)
+        student = context.fresh(self.spec.init)
         monitor = EpochMonitor(
             *context.monitor, budget=None, device=context.device, seed=context.seed, tracker=context.tracker
         )
@@ -147,7 +126,7 @@ class Distillation(TrainingFields, Defense):
             loss=loss,
             on_epoch=monitor,
             progress=context.tracker,
-            stage=f"student at T={self.temperature:g}",
+            stage=f"student at T={self.spec.temperature:g}",
         )
         training["curve"] = curve(history, monitor.rows)
         training["epochs_run"] = len(history.epochs)
@@ -160,7 +139,7 @@ class Distillation(TrainingFields, Defense):
         return Inspection({"softmax_saturation": saturation}, [_saturation_check(saturation)])
 
     def runs(
-        self, final: nn.Module, attacks: list[dict[str, Any]], context: DefenseContext
+        self, final: nn.Module, attacks: list[AttackParamsBase], context: DefenseContext
     ) -> list[AttackRun]:
         """Naive: PGD cross-entropy on the deployed softmax. Adaptive: the evaluation's attacks on logits / T,
         and margin PGD on the logits."""
@@ -168,10 +147,7 @@ class Distillation(TrainingFields, Defense):
         naive_specs = [
             {"name": "pgd", "norm": norm, "eps": eps, "steps": NAIVE_STEPS} for norm, eps in budgets.items()
         ]
-        naive = [
-            (attack_class("pgd").from_spec(spec, input_range=context.input_range), spec)
-            for spec in naive_specs
-        ]
+        naive = [(PGD.from_spec(spec, input_range=context.input_range), spec) for spec in naive_specs]
         margin = [
             (
                 MarginPGD(norm=norm, steps=MARGIN_STEPS, input_range=context.input_range),  # type: ignore[arg-type]
@@ -183,8 +159,8 @@ class Distillation(TrainingFields, Defense):
             AttackRun("naive", NAIVE_VIEW, SoftmaxOutput(final), [], extra=naive),
             AttackRun(
                 "adaptive",
-                f"the logits divided by T = {self.temperature:g}",
-                Tempered(final, self.temperature),
+                f"the logits divided by T = {self.spec.temperature:g}",
+                Tempered(final, self.spec.temperature),
                 attacks,
                 sanity_runs=True,
             ),
@@ -192,11 +168,11 @@ class Distillation(TrainingFields, Defense):
         ]
 
 
-def _budgets_by_norm(attacks: list[dict[str, Any]]) -> dict[str, list[float]]:
+def _budgets_by_norm(attacks: list[AttackParamsBase]) -> dict[str, list[float]]:
     """Every eps the evaluation's attacks ask for, per norm."""
     budgets: dict[str, set[float]] = {}
     for spec in attacks:
-        budgets.setdefault(spec.get("norm") or "linf", set()).update(spec.get("eps") or [])
+        budgets.setdefault(spec.norm, set()).update(spec.eps)
     return {norm: sorted(eps) for norm, eps in sorted(budgets.items()) if eps}
 
 

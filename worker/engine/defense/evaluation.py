@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.evasion import AttackParamsBase
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attack_eval import evaluate_attack
 from worker.engine.evasion.attacks.base import Attack
@@ -40,7 +41,7 @@ class AttackRun:
     role: Role
     view: str
     model: nn.Module
-    attacks: list[dict[str, Any]]
+    attacks: list[AttackParamsBase]
     extra: list[tuple[Attack, dict[str, Any]]] = field(default_factory=list)
     sanity_runs: bool = False
 
@@ -64,17 +65,26 @@ def module_classifier(model: nn.Module, device: torch.device) -> Classify:
     return classify
 
 
-def _units(specs: Sequence[dict[str, Any]], n: int, input_range: tuple[float, float], sanity: bool) -> float:
+def plain_specs(specs: Sequence[AttackParamsBase]) -> list[dict[str, Any]]:
+    """Attack specs as the evasion engine reads them: the parameters as given (omitted ones take the
+    attack's defaults), the form the report's attacks_requested echoes."""
+    return [spec.model_dump(mode="json", exclude_unset=True) for spec in specs]
+
+
+def _units(
+    specs: Sequence[AttackParamsBase], n: int, input_range: tuple[float, float], sanity: bool
+) -> float:
     """Work units of one run_evasion call (the runner's own formula)."""
     total = float(n)
-    for spec in specs:
+    plain = plain_specs(specs)
+    for spec in plain:
         attack = attack_class(spec["name"]).from_spec(spec, input_range=input_range)
         total += attack.work_units * n * (1 if attack.minimum_norm else len(spec["eps"]))
-    return total + (sanity_run_units(n, specs) if sanity else 0)
+    return total + (sanity_run_units(n, plain) if sanity else 0)
 
 
 def run_units(
-    runs: Sequence[AttackRun], attacks: Sequence[dict[str, Any]], n: int, input_range: tuple[float, float]
+    runs: Sequence[AttackRun], attacks: Sequence[AttackParamsBase], n: int, input_range: tuple[float, float]
 ) -> float:
     """Work units of a whole evaluation (the undefended run included), for progress weighting."""
     total = _units(attacks, n, input_range, False)
@@ -119,7 +129,7 @@ def _remeasure(
 
 def _evasion(
     model: nn.Module,
-    specs: list[dict[str, Any]],
+    specs: list[AttackParamsBase],
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -131,7 +141,14 @@ def _evasion(
     """One run_evasion call whose progress lands on the tracker."""
     callback, finish = _sub_progress(tracker, _units(specs, len(x), settings["input_range"], sanity))
     outcome = run_evasion(
-        model, x, y, specs, black_box=black_box, sanity_runs=sanity, progress=callback, **settings
+        model,
+        x,
+        y,
+        plain_specs(specs),
+        black_box=black_box,
+        sanity_runs=sanity,
+        progress=callback,
+        **settings,
     )
     finish()
     return outcome.report, outcome.adversarial
@@ -177,7 +194,7 @@ def evaluate_defense(
     undefended_black_box: nn.Module | None,
     runs: Sequence[AttackRun],
     deployed_classify: Classify,
-    attacks: list[dict[str, Any]],
+    attacks: list[AttackParamsBase],
     x: np.ndarray,
     y: np.ndarray,
     input_range: tuple[float, float],

@@ -1,20 +1,19 @@
-"""The one registry of defenses by enumerated name; the API's spec schema and the worker read it."""
+"""The one registry of defenses, keyed by their typed spec (app.schemas.defense)."""
 
+from typing import Any
+
+from app.schemas.defense import DefenseFacts, EvaluatedDefenseSpec
 from worker.engine.defense.adversarial_training import AdversarialTraining
 from worker.engine.defense.base import Defense
 from worker.engine.defense.distillation import Distillation
 from worker.engine.defense.preprocessing.defense import Preprocessing
 from worker.engine.defense.smoothing import RandomizedSmoothing
-from worker.engine.defense.spec import SpecError
 
-DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (AdversarialTraining, Distillation, Preprocessing, RandomizedSmoothing)
+DEFENSES: dict[type[DefenseFacts], type[Defense[Any]]] = {
+    cls.spec_type: cls for cls in (AdversarialTraining, Distillation, Preprocessing, RandomizedSmoothing)
 }
 
 
-def defense_class(name: str) -> type[Defense]:
-    """The defense registered under name; SpecError for an unknown one."""
-    try:
-        return DEFENSES[name]
-    except KeyError:
-        raise SpecError(f"unknown defense {name!r}; available: {', '.join(DEFENSES)}") from None
+def build_defense(spec: EvaluatedDefenseSpec) -> Defense[Any]:
+    """The engine defense of a typed spec."""
+    return DEFENSES[type(spec)](spec)

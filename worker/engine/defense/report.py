@@ -103,7 +103,7 @@ def assemble_report(
     export_checks: list[dict[str, Any]],
     headline_eps: float | None,
     baseline: dict[str, Any] | None,
-    settings: dict[str, Any],
+    max_samples: int,
 ) -> dict[str, Any]:
     """The report body (the worker adds the envelope). `baseline` is the training record of a trained
     undefended side (init "random"), None when the undefended side is the model under test."""
@@ -120,7 +120,7 @@ def assemble_report(
             **evaluation,
             "attacks_requested": attacks,
             "undefended_model": evaluation["undefended"]["description"],
-            "max_samples": settings["max_samples"],
+            "max_samples": max_samples,
         },
         "robust_accuracy_vs_eps": rows,
         "headline": _headline(rows, evaluation, headline_eps),

@@ -1,7 +1,6 @@
 """Defense jobs: harden the model, export it, and evaluate the exported model adaptively."""
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,25 +8,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.defense import DefenseEvaluation, EvaluatedDefenseSpec, evaluation_attacks
+from app.schemas.evasion import AttackParamsBase
 from worker.engine.defense.base import DefenseContext, Init
 from worker.engine.defense.evaluation import (
     Classify,
     evaluate_defense,
     module_classifier,
+    plain_specs,
     predict_labels,
     run_units,
 )
-from worker.engine.defense.registry import defense_class
+from worker.engine.defense.registry import build_defense
 from worker.engine.defense.report import assemble_report
 from worker.engine.defense.spec import SpecError, WeightsMissing
 from worker.engine.evasion.attacks.registry import attack_class
 from worker.engine.models.black_box import QueryOnlyModel
 from worker.engine.models.intake import OnnxRuntimeClassifier, load_onnx_module
 from worker.engine.progress import ProgressCallback, ProgressTracker
-
-EVALUATION_KEYS = {"attacks", "max_samples", "batch_size", "sanity_runs", "monitor_samples"}
-DEFAULT_MAX_SAMPLES = 500
-DEFAULT_MONITOR_SAMPLES = 200
 
 
 @dataclass
@@ -53,34 +51,11 @@ class DefenseOutcome:
     images: dict[str, bytes] = field(default_factory=dict)
 
 
-def _evaluation_settings(spec: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The evaluation block with defaults; unknown keys are an error."""
-    spec = dict(spec or {})
-    unknown = sorted(set(spec) - EVALUATION_KEYS)
-    if unknown:
-        raise SpecError(f"evaluation: unknown parameters {', '.join(unknown)}")
-    defaults = {
-        "attacks": None,
-        "max_samples": DEFAULT_MAX_SAMPLES,
-        "batch_size": 256,
-        "sanity_runs": True,
-        "monitor_samples": DEFAULT_MONITOR_SAMPLES,
-    }
-    return {key: spec.get(key) if spec.get(key) is not None else value for key, value in defaults.items()}
-
-
-def default_attacks(norm: str, eps: list[float], randomized: bool) -> list[dict[str, Any]]:
-    """AutoAttack at the defense's budget: standard, or rand (APGD with EOT) for a random defense."""
-    return [{"name": "autoattack", "norm": norm, "eps": eps, "version": "rand" if randomized else "standard"}]
-
-
-def _check_attacks(attacks: list[dict[str, Any]], input_range: tuple[float, float]) -> None:
-    """Every attack must be a registered, eps-bounded evasion attack."""
-    for spec in attacks:
-        if not spec.get("eps"):
-            raise SpecError(f"evaluation attack {spec.get('name')!r} needs an eps list")
+def _check_attacks(attacks: list[AttackParamsBase], input_range: tuple[float, float]) -> None:
+    """Every attack must fit the input range."""
+    for spec in plain_specs(attacks):
         try:
-            attack_class(str(spec.get("name"))).from_spec(spec, input_range=input_range)
+            attack_class(spec["name"]).from_spec(spec, input_range=input_range)
         except ValueError as exc:
             raise SpecError(f"evaluation: {exc}") from exc
 
@@ -98,8 +73,8 @@ def _check_data(
 
 
 def run_defense(
-    defense_spec: Mapping[str, Any],
-    evaluation_spec: Mapping[str, Any] | None,
+    spec: EvaluatedDefenseSpec,
+    evaluation: DefenseEvaluation,
     *,
     undefended: nn.Module | None,
     x: np.ndarray,
@@ -115,7 +90,8 @@ def run_defense(
     device: torch.device | None = None,
     progress: ProgressCallback | None = None,
 ) -> DefenseOutcome:
-    """Harden `undefended` with the defense spec, export it, and evaluate it beside the undefended model.
+    """Harden `undefended` with the defense `spec`, export it, and evaluate it beside the undefended model
+    as `evaluation` says (its attacks, or AutoAttack at the defense's default budget).
 
     `trainable(init)` gives fresh trainable copies of the model's graph; `undefended_classify` is the
     uploaded model as deployed (onnxruntime), and `export(module)` the exporter whose ONNX becomes the
@@ -130,28 +106,22 @@ def run_defense(
     no defense), exported and measured like the hardened model; the uploaded weights are then unused.
     """
     device = device or torch.device("cpu")
-    defense = defense_class(str(defense_spec.get("name"))).from_spec(defense_spec)
+    defense = build_defense(spec)
     sample_shape = tuple(int(d) for d in x.shape[1:])
     try:
         defense.validate(sample_shape, input_range)
     except ValueError as exc:
         raise SpecError(str(exc)) from exc
-    settings = _evaluation_settings(evaluation_spec)
-    norm, eps = defense.default_threat(input_range)
-    attacks = (
-        [dict(a) for a in settings["attacks"]]
-        if settings["attacks"]
-        else default_attacks(norm, eps, defense.randomized)
-    )
+    attacks = evaluation_attacks(spec, evaluation, input_range)
     _check_attacks(attacks, input_range)
     _check_data(x, y, sample_shape, num_classes, "evaluation set")
-    if defense.trains:
+    if spec.trains:
         if train is None or trainable is None:
             raise SpecError(f"{defense.name} trains a model: it needs a training set and a trainable model")
         _check_data(train[0], train[1], sample_shape, num_classes, "training set")
-    x, y = x[: settings["max_samples"]], y[: settings["max_samples"]]
-    monitor = (x[: settings["monitor_samples"]], y[: settings["monitor_samples"]])
-    if undefended is None and defense.needs_weights:
+    x, y = x[: evaluation.max_samples], y[: evaluation.max_samples]
+    monitor = (x[: evaluation.monitor_samples], y[: evaluation.monitor_samples])
+    if undefended is None and spec.needs_weights:
         raise WeightsMissing(
             f"{defense.name} needs the model's weights (it wraps them, starts from them or uses them as the "
             "teacher) and the model is an architecture without weights: train it from fresh weights (init "
@@ -175,7 +145,7 @@ def run_defense(
     units = defense.training_units(len(train[0]) if train is not None else 0) + run_units(
         planned, attacks, len(x), input_range
     )
-    units += getattr(defense, "certification_units", lambda n: 0.0)(len(x))
+    units += defense.certification_units(len(x))
     context.tracker = tracker = ProgressTracker(units, progress)
     hardened = defense.harden(context)
     load = load_exported or _load_exported
@@ -213,21 +183,20 @@ def run_defense(
         input_range=input_range,
         seed=seed,
         device=device,
-        batch_size=settings["batch_size"],
+        batch_size=evaluation.batch_size,
         tracker=tracker,
     )
     inspection = defense.inspect(final, x, y, context)
-    params = {key: _plain(value) for key, value in dataclasses.asdict(defense).items()}  # type: ignore[call-overload]
     report = assemble_report(
-        defense={"name": defense.name, **params},
+        defense=defense.describe(),
         evaluation=section,
-        attacks=attacks,
+        attacks=plain_specs(attacks),
         hardened=hardened,
         inspection=inspection,
         export_checks=export_checks,
-        headline_eps=defense.headline_eps(),
+        headline_eps=spec.headline_eps(),
         baseline=hardened.baseline.training if hardened.baseline is not None else None,
-        settings=settings,
+        max_samples=evaluation.max_samples,
     )
     return DefenseOutcome(
         report, {**arrays, **inspection.arrays}, HardenedModel(onnx, final, hardened.preprocessing)
@@ -237,13 +206,6 @@ def run_defense(
 def _load_exported(onnx: bytes) -> tuple[nn.Module, Classify]:
     """The exported graph as a white-box module and through onnxruntime."""
     return load_onnx_module(onnx), OnnxRuntimeClassifier(onnx)
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, for JSON."""
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _deployed_baseline(

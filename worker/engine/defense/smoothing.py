@@ -1,22 +1,21 @@
 """Randomized smoothing (Cohen, Rosenfeld and Kolter, ICML 2019): noise training and l2 certification."""
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from app.schemas.defense import GaussianNoiseParams, RandomizedSmoothingParams
+from app.schemas.evasion import AttackParamsBase
 from worker.engine.defense.base import (
     Defense,
     DefenseContext,
     Hardened,
     Inspection,
-    TrainingFields,
     check_budget,
     curve,
     train_baseline,
+    training_recipe,
 )
 from worker.engine.defense.certify import certified_accuracy, certify, predict_smoothed
 from worker.engine.defense.evaluation import AttackRun, Classify
@@ -24,7 +23,6 @@ from worker.engine.defense.monitor import EpochMonitor
 from worker.engine.defense.preprocessing.defense import pipeline_runs
 from worker.engine.defense.preprocessing.pipeline import defended_classifier
 from worker.engine.defense.preprocessing.transforms import GaussianNoise
-from worker.engine.defense.spec import check_range
 from worker.engine.seeding import seeded_generator
 from worker.engine.training.fit import fit
 
@@ -43,8 +41,7 @@ class NoisyLoss:
         return functional.cross_entropy(model(x + self.sigma * noise), y)
 
 
-@dataclass(frozen=True, kw_only=True)
-class RandomizedSmoothing(TrainingFields, Defense):
+class RandomizedSmoothing(Defense[RandomizedSmoothingParams]):
     """Randomized smoothing with Gaussian noise: a certified l2 defense.
 
     Paper: Cohen, Rosenfeld and Kolter, "Certified Adversarial Robustness via Randomized Smoothing",
@@ -61,57 +58,30 @@ class RandomizedSmoothing(TrainingFields, Defense):
     eot_draws of the adaptive attacks (default 10); and the training recipe.
     """
 
-    name: ClassVar[str] = "randomized_smoothing"
-    sigma: float
-    n0: int = 100
-    n: int = 1000
-    alpha: float = 0.001
-    radii: tuple[float, ...] = field(default=(0.0, 0.25, 0.5, 0.75, 1.0))
-    eot_draws: int = 10
-
-    def __post_init__(self) -> None:
-        """Validate the certification budget."""
-        self.check_training()
-        check_range("n0", self.n0, 1, 10_000)
-        check_range("n", self.n, 10, 100_000)
-        check_range("alpha", self.alpha, 0.0, 0.5, low_open=True)
-        check_range("eot_draws", self.eot_draws, 1, 100)
-        object.__setattr__(self, "radii", tuple(sorted(float(r) for r in self.radii)))
-        if not self.radii or self.radii[0] < 0:
-            raise ValueError("radii must be a non-empty list of non-negative numbers")
+    spec_type = RandomizedSmoothingParams
 
     def validate(self, sample_shape: tuple[int, ...], input_range: tuple[float, float]) -> None:
         """sigma must fit the input range."""
-        check_budget("sigma", self.sigma, input_range)
+        check_budget("sigma", self.spec.sigma, input_range)
 
-    @property
-    def randomized(self) -> bool:
-        """The deployed classifier draws noise per prediction."""
-        return True
-
-    def default_threat(self, input_range: tuple[float, float]) -> tuple[str, list[float]]:
-        """l2 at 0.25 and 0.5 of the range's width."""
-        width = input_range[1] - input_range[0]
-        return "l2", [0.25 * width, 0.5 * width]
-
-    def noise(self) -> list[dict[str, Any]]:
+    def noise(self) -> GaussianNoiseParams:
         """The deployed random preprocessing: one draw of the smoothing noise."""
-        return [GaussianNoise(sigma=self.sigma).describe()]
+        return GaussianNoiseParams(name="gaussian_noise", sigma=self.spec.sigma)
 
     def training_units(self, n_train: int) -> float:
         """Noise training (and a plain baseline for a random init)."""
-        return (1 + (self.init == "random")) * self.epochs * n_train + self.epochs * 200
+        return (1 + (self.spec.init == "random")) * self.spec.epochs * n_train + self.spec.epochs * 200
 
     def certification_units(self, n_eval: int) -> float:
         """Noise draws of certification and prediction (a forward pass is a third of a unit)."""
-        return n_eval * (self.n0 + 2 * self.n) / 3.0
+        return n_eval * (self.spec.n0 + 2 * self.spec.n) / 3.0
 
     def harden(self, context: DefenseContext) -> Hardened:
         """Train the base classifier under noise."""
         x, y = context.training_set()
-        recipe = self.recipe()
-        baseline = train_baseline(context, recipe) if self.init == "random" else None
-        model = context.fresh(self.init)
+        recipe = training_recipe(self.spec)
+        baseline = train_baseline(context, recipe) if self.spec.init == "random" else None
+        model = context.fresh(self.spec.init)
         monitor = EpochMonitor(
             *context.monitor, budget=None, device=context.device, seed=context.seed, tracker=context.tracker
         )
@@ -122,35 +92,40 @@ class RandomizedSmoothing(TrainingFields, Defense):
             recipe=recipe,
             seed=context.seed,
             device=context.device,
-            loss=NoisyLoss(self.sigma),
+            loss=NoisyLoss(self.spec.sigma),
             on_epoch=monitor,
             progress=context.tracker,
-            stage=f"training under noise sigma={self.sigma:g}",
+            stage=f"training under noise sigma={self.spec.sigma:g}",
         )
         training = {
-            "sigma": self.sigma,
+            "sigma": self.spec.sigma,
             "curve": curve(history, monitor.rows),
             "epochs_run": len(history.epochs),
             "monitor": "clean accuracy of the base classifier (no noise) on held-out samples",
         }
         return Hardened(
-            model=model.eval(), trained=True, preprocessing=self.noise(), training=training, baseline=baseline
+            model=model.eval(),
+            trained=True,
+            preprocessing=[self.noise().model_dump(mode="json")],
+            training=training,
+            baseline=baseline,
         )
 
     def deployed(self, classify: Classify, context: DefenseContext) -> Classify:
         """One draw of noise in front of the base classifier."""
-        return defended_classifier(classify, self.noise(), input_range=context.input_range, seed=context.seed)
+        return defended_classifier(
+            classify, [self.noise()], input_range=context.input_range, seed=context.seed
+        )
 
     def runs(
-        self, final: nn.Module, attacks: list[dict[str, Any]], context: DefenseContext
+        self, final: nn.Module, attacks: list[AttackParamsBase], context: DefenseContext
     ) -> list[AttackRun]:
         """Naive (one draw) and EOT attacks on the noisy base classifier."""
-        transforms = [GaussianNoise(sigma=self.sigma)]
         return pipeline_runs(
             final,
-            transforms,
+            [GaussianNoise(self.noise())],
             attacks,
-            eot_draws=self.eot_draws,  # type: ignore[arg-type]
+            eot_draws=self.spec.eot_draws,
             input_range=context.input_range,
             seed=context.seed,
         )
@@ -158,32 +133,32 @@ class RandomizedSmoothing(TrainingFields, Defense):
     def inspect(self, final: nn.Module, x: np.ndarray, y: np.ndarray, context: DefenseContext) -> Inspection:
         """Certified accuracy per radius and the smoothed classifier's clean accuracy, on the final model."""
         inputs = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)).to(context.device)
-        common = {"sigma": self.sigma, "num_classes": context.num_classes, "tracker": context.tracker}
+        common = {"sigma": self.spec.sigma, "num_classes": context.num_classes, "tracker": context.tracker}
         certificates = certify(
             final,
             inputs,
-            n0=self.n0,
-            n=self.n,
-            alpha=self.alpha,
+            n0=self.spec.n0,
+            n=self.spec.n,
+            alpha=self.spec.alpha,
             generator=seeded_generator(context.device, context.seed, _CERTIFY_KEY),
             **common,
         )
         predictions = predict_smoothed(
             final,
             inputs,
-            n=self.n,
-            alpha=self.alpha,
+            n=self.spec.n,
+            alpha=self.spec.alpha,
             generator=seeded_generator(context.device, context.seed, _PREDICT_KEY),
             **common,
         )
         correct = certificates.predictions == y
         section = {
-            "sigma": self.sigma,
-            "n0": self.n0,
-            "n": self.n,
-            "alpha": self.alpha,
+            "sigma": self.spec.sigma,
+            "n0": self.spec.n0,
+            "n": self.spec.n,
+            "alpha": self.spec.alpha,
             "n_samples": len(x),
-            "certified_accuracy": certified_accuracy(certificates, y, list(self.radii)),
+            "certified_accuracy": certified_accuracy(certificates, y, self.spec.radii),
             "abstain_rate": float((certificates.predictions < 0).mean()),
             "mean_certified_radius": float(np.where(correct, certificates.radii, 0.0).mean()),
             "smoothed_clean_accuracy": float((predictions == y).mean()),

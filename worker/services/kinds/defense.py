@@ -136,8 +136,8 @@ def run(spec: DefenseJobSpec, target: Target, data: JobData, env: RunEnv) -> Out
     weights = target.has_weights
     try:
         outcome = run_defense(
-            params.defense.model_dump(mode="json"),
-            params.evaluation.model_dump(mode="json"),
+            params.defense,
+            params.evaluation,
             undefended=target.module() if weights else None,
             x=data.held_out.x,
             y=data.held_out.y,

@@ -4,6 +4,7 @@ from typing import Any
 
 from torch import nn
 
+from app.schemas.defense import transform_specs
 from worker.services.targets.base import Classifier, Target
 
 
@@ -17,6 +18,7 @@ class DefendedTarget(Target):
     def __init__(self, inner: Target, transforms: list[dict[str, Any]]) -> None:
         super().__init__(id=inner.id, name=inner.name, signature=inner.signature)
         self.inner, self.transforms = inner, transforms
+        self.specs = transform_specs(transforms)
         self.white_box, self.has_weights = inner.white_box, inner.has_weights
 
     @property
@@ -32,7 +34,7 @@ class DefendedTarget(Target):
         """The inner module behind the transforms, differentiable with BPDA/EOT."""
         from worker.engine.defense.preprocessing import defended_module
 
-        return defended_module(self.inner.module(), self.transforms, input_range=self.signature.input_range)
+        return defended_module(self.inner.module(), self.specs, input_range=self.signature.input_range)
 
     def raw_classifier(self) -> Classifier | None:
         """The inner model's own prediction interface."""
@@ -45,7 +47,7 @@ class DefendedTarget(Target):
         classify = self.inner.classifier()
         if classify is None:
             return None
-        return defended_classifier(classify, self.transforms, input_range=self.signature.input_range)
+        return defended_classifier(classify, self.specs, input_range=self.signature.input_range)
 
     def onnx_bytes(self) -> bytes | None:
         """The inner model's graph."""

@@ -6,14 +6,14 @@ from worker.engine.defense.preprocessing.pipeline import (
     defended_classifier,
     defended_module,
 )
-from worker.engine.defense.preprocessing.transforms import TRANSFORMS, Transform, transform_class
+from worker.engine.defense.preprocessing.transforms import TRANSFORMS, Transform, build_transform
 
 __all__ = [
     "TRANSFORMS",
     "DefendedPipeline",
     "Transform",
+    "build_transform",
     "build_transforms",
     "defended_classifier",
     "defended_module",
-    "transform_class",
 ]

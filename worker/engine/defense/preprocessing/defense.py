@@ -1,11 +1,12 @@
 """The preprocessing defense: transforms in front of the model, attacked naively and with BPDA and EOT."""
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
 
+from app.schemas.defense import PreprocessingParams
+from app.schemas.evasion import AttackParamsBase, AutoAttackParams
 from worker.engine.defense.base import Defense, DefenseContext, Hardened, Inspection
 from worker.engine.defense.evaluation import AttackRun, Classify
 from worker.engine.defense.preprocessing.pipeline import (
@@ -14,25 +15,24 @@ from worker.engine.defense.preprocessing.pipeline import (
     defended_classifier,
 )
 from worker.engine.defense.preprocessing.transforms import Transform
-from worker.engine.defense.spec import check_range
 
 
-def has_own_eot(spec: dict[str, Any]) -> bool:
+def has_own_eot(spec: AttackParamsBase) -> bool:
     """Whether an attack spec averages gradients over draws itself (AutoAttack rand, APGD with eot_iter)."""
-    if spec["name"] == "autoattack":
-        return spec.get("version") == "rand"
-    return int(spec.get("eot_iter") or 1) > 1
+    if isinstance(spec, AutoAttackParams):
+        return spec.version == "rand"
+    return int(getattr(spec, "eot_iter", 1)) > 1
 
 
-def without_eot(spec: dict[str, Any]) -> dict[str, Any]:
+def without_eot(spec: AttackParamsBase) -> AttackParamsBase:
     """The spec as a defense-unaware attacker runs it: one draw per gradient."""
-    return {**spec, "eot_iter": 1} if "eot_iter" in spec or spec["name"] == "autoattack" else dict(spec)
+    return spec.model_copy(update={"eot_iter": 1}) if "eot_iter" in type(spec).model_fields else spec
 
 
 def pipeline_runs(
     final: nn.Module,
-    transforms: list[Transform],
-    attacks: list[dict[str, Any]],
+    transforms: list[Transform[Any]],
+    attacks: list[AttackParamsBase],
     *,
     eot_draws: int,
     input_range: tuple[float, float],
@@ -83,8 +83,7 @@ def pipeline_runs(
     return runs
 
 
-@dataclass(frozen=True, kw_only=True)
-class Preprocessing(Defense):
+class Preprocessing(Defense[PreprocessingParams]):
     """Input transforms in front of the model, applied in order at every prediction.
 
     Papers: JPEG compression (Das et al. 2017), feature squeezing: bit depth and median filtering (Xu et al.
@@ -99,59 +98,43 @@ class Preprocessing(Defense):
     random draws the adaptive attacks average over (default 10).
     """
 
-    name: ClassVar[str] = "preprocessing"
-    trains: ClassVar[bool] = False
-    transforms: tuple[dict[str, Any], ...]
-    eot_draws: int = 10
+    spec_type = PreprocessingParams
 
-    def __post_init__(self) -> None:
-        """Build the transforms once to reject unknown names and parameters."""
-        object.__setattr__(self, "transforms", tuple(dict(t) for t in self.transforms))
-        check_range("eot_draws", self.eot_draws, 1, 100)
-        build_transforms(self.transforms)
-
-    def built(self, input_range: tuple[float, float]) -> list[Transform]:
+    def built(self, input_range: tuple[float, float]) -> list[Transform[Any]]:
         """The transform objects."""
-        return build_transforms(self.transforms, None, input_range)
+        return build_transforms(self.spec.transforms, None, input_range)
 
     def validate(self, sample_shape: tuple[int, ...], input_range: tuple[float, float]) -> None:
         """Every transform must fit the input."""
-        build_transforms(self.transforms, sample_shape, input_range)
+        build_transforms(self.spec.transforms, sample_shape, input_range)
 
-    @property
-    def randomized(self) -> bool:
-        """Random when any transform is."""
-        return any(t.randomized for t in build_transforms(self.transforms))
-
-    def spec_list(self, input_range: tuple[float, float]) -> list[dict[str, Any]]:
+    def spec_list(self) -> list[dict[str, Any]]:
         """The defended model's preprocessing record, defaults resolved."""
-        return [t.describe() for t in self.built(input_range)]
+        return [transform.model_dump(mode="json") for transform in self.spec.transforms]
 
     def harden(self, context: DefenseContext) -> Hardened:
         """Nothing to train: the defended model is the base model behind the transforms."""
-        return Hardened(
-            model=context.uploaded(), trained=False, preprocessing=self.spec_list(context.input_range)
-        )
+        return Hardened(model=context.uploaded(), trained=False, preprocessing=self.spec_list())
 
     def deployed(self, classify: Classify, context: DefenseContext) -> Classify:
         """The transforms (one draw) in front of the base classifier."""
         return defended_classifier(
-            classify, list(self.transforms), input_range=context.input_range, seed=context.seed
+            classify, self.spec.transforms, input_range=context.input_range, seed=context.seed
         )
 
     def runs(
-        self, final: nn.Module, attacks: list[dict[str, Any]], context: DefenseContext
+        self, final: nn.Module, attacks: list[AttackParamsBase], context: DefenseContext
     ) -> list[AttackRun]:
         """Naive, and BPDA + EOT."""
         return pipeline_runs(
             final,
             self.built(context.input_range),
             attacks,
-            eot_draws=self.eot_draws,
+            eot_draws=self.spec.eot_draws,
             input_range=context.input_range,
             seed=context.seed,
         )
 
     def inspect(self, final: nn.Module, x: np.ndarray, y: np.ndarray, context: DefenseContext) -> Inspection:
         """The transforms as run."""
-        return Inspection({"preprocessing": self.spec_list(context.input_range)})
+        return Inspection({"preprocessing": self.spec_list()})

@@ -15,14 +15,15 @@ choice (Athalye, Carlini and Wagner, "Obfuscated Gradients Give a False Sense of
   gradient (predictions) one draw runs, as the deployed defense does.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from worker.engine.defense.preprocessing.transforms import InputRange, Transform, transform_class
+from app.schemas.defense import TransformParams
+from worker.engine.defense.preprocessing.transforms import InputRange, Transform, build_transform
 from worker.engine.defense.spec import SpecError
 from worker.engine.seeding import seeded_generator
 
@@ -31,16 +32,16 @@ DEFAULT_EOT_DRAWS = 10
 
 
 def build_transforms(
-    spec: Sequence[Mapping[str, Any]],
+    specs: Sequence[TransformParams],
     sample_shape: tuple[int, ...] | None = None,
     input_range: InputRange = (0.0, 1.0),
-) -> list[Transform]:
-    """The transforms of a spec list, checked against the input shape and range when given."""
-    if not spec:
+) -> list[Transform[Any]]:
+    """The transforms of typed specs, checked against the input shape and range when given."""
+    if not specs:
         raise SpecError("a preprocessing defense needs at least one transform")
     transforms = []
-    for entry in spec:
-        transform = transform_class(str(entry.get("name"))).from_spec(entry)
+    for spec in specs:
+        transform = build_transform(spec)
         if sample_shape is not None:
             try:
                 transform.check_input(tuple(sample_shape), input_range)
@@ -60,7 +61,7 @@ class DefendedPipeline(nn.Module):
     def __init__(
         self,
         base: nn.Module,
-        transforms: Sequence[Transform],
+        transforms: Sequence[Transform[Any]],
         *,
         input_range: InputRange = (0.0, 1.0),
         gradient: GradientMode = "bpda",
@@ -122,7 +123,7 @@ class DefendedPipeline(nn.Module):
 
 def defended_module(
     base: nn.Module,
-    spec: Sequence[Mapping[str, Any]],
+    specs: Sequence[TransformParams],
     *,
     input_range: InputRange = (0.0, 1.0),
     eot_draws: int | None = None,
@@ -133,7 +134,7 @@ def defended_module(
     This is what evasion jobs attack for a defended model by default: any gradient attack run on it is
     adaptive. eot_draws defaults to DEFAULT_EOT_DRAWS when a transform is randomized, else 1.
     """
-    transforms = build_transforms(spec, None, input_range)
+    transforms = build_transforms(specs, None, input_range)
     if eot_draws is None:
         eot_draws = DEFAULT_EOT_DRAWS if any(t.randomized for t in transforms) else 1
     return DefendedPipeline(base, transforms, input_range=input_range, eot_draws=eot_draws, seed=seed)
@@ -141,13 +142,13 @@ def defended_module(
 
 def defended_classifier(
     classify: Callable[[np.ndarray], np.ndarray],
-    spec: Sequence[Mapping[str, Any]],
+    specs: Sequence[TransformParams],
     *,
     input_range: InputRange = (0.0, 1.0),
     seed: int = 0,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The black-box defended model: the transforms (one draw) in front of a NumPy classifier."""
-    transforms = build_transforms(spec, None, input_range)
+    transforms = build_transforms(specs, None, input_range)
     generator = seeded_generator(torch.device("cpu"), seed, 0x5EED)
     low, high = float(input_range[0]), float(input_range[1])
 

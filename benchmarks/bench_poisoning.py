@@ -53,7 +53,10 @@ from art.attacks.poisoning import (  # noqa: E402
 from art.attacks.poisoning.perturbations import add_pattern_bd, add_single_bd  # noqa: E402
 from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense  # noqa: E402
 from art.estimators.classification import PyTorchClassifier  # noqa: E402
+from pydantic import TypeAdapter  # noqa: E402
 
+from app.schemas.poisoning import PoisoningAttack, PoisoningAttackBase  # noqa: E402
+from app.schemas.poisoning_detection import PoisoningDetector  # noqa: E402
 from worker.engine.datasets import load_builtin  # noqa: E402
 from worker.engine.models.catalog import build_architecture  # noqa: E402
 from worker.engine.poisoning.attacks.backdoors import BadNets, Blended  # noqa: E402
@@ -62,13 +65,22 @@ from worker.engine.poisoning.attacks.gradient_matching import GradientMatching  
 from worker.engine.poisoning.attacks.label_consistent import LabelConsistent  # noqa: E402
 from worker.engine.poisoning.attacks.label_flip import LabelFlip  # noqa: E402
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet  # noqa: E402
-from worker.engine.poisoning.detection.base import DetectionData  # noqa: E402
+from worker.engine.poisoning.detection.base import DetectionData, DetectorSpec  # noqa: E402
 from worker.engine.poisoning.detection.registry import build_detector  # noqa: E402
 from worker.engine.poisoning.metrics import accuracy, precision_recall_f1  # noqa: E402
 from worker.engine.poisoning.targets import select_targets  # noqa: E402
 from worker.engine.poisoning.victim import Exported, VictimSetup  # noqa: E402
 from worker.engine.seeding import numpy_rng  # noqa: E402
 from worker.engine.training.recipe import TrainingRecipe  # noqa: E402
+
+_ATTACK: TypeAdapter[PoisoningAttackBase] = TypeAdapter(PoisoningAttack)
+_DETECTOR: TypeAdapter[DetectorSpec] = TypeAdapter(PoisoningDetector)
+
+
+def _attack(name: str, **params: Any) -> Any:
+    """A typed attack spec (one placeholder rate: the benchmark passes its rates itself)."""
+    return _ATTACK.validate_python({"name": name, "rate": [0.1], **params})
+
 
 SHAPE, K, TARGET = (1, 8, 8), 10, 0
 RATES = (0.01, 0.05, 0.1)
@@ -182,7 +194,7 @@ def run_backdoor(bench: Bench, results: Results) -> dict[str, Any]:
     train, test = bench.train, bench.test
     results.add("clean baseline", "clean_accuracy", bench.baseline_accuracy)
     kept: dict[str, Any] = {}
-    badnets = BadNets(trigger={"size": 2})
+    badnets = BadNets(_attack("badnets", trigger={"size": 2}))
     badnets.check(SHAPE, K, (0.0, 1.0))
     for index, rate in enumerate(RATES):
         poisoned, seconds = timed(badnets.poison, bench.context(), rate, index)
@@ -208,7 +220,7 @@ def run_backdoor(bench: Bench, results: Results) -> dict[str, Any]:
             results.add(row, "success", backdoor_rate(art_model, perturb, test.x, test.y))
             results.add(row, "clean_drop", bench.baseline_accuracy - bench.clean_accuracy(art_model))
             results.add(row, "seconds", seconds)
-    blended = Blended(alpha=0.2)
+    blended = Blended(_attack("blended", alpha=0.2))
     blended.check(SHAPE, K, (0.0, 1.0))
     poisoned = blended.poison(bench.context(), 0.05, 7)
     _, model = bench.victim(poisoned.x, poisoned.y)
@@ -217,7 +229,7 @@ def run_backdoor(bench: Bench, results: Results) -> dict[str, Any]:
     )
     results.add("blended alpha 0.2 5%", "clean_drop", bench.baseline_accuracy - bench.clean_accuracy(model))
     half = 0.5 * float((train.y == 3).sum()) / len(train.y)
-    flip = LabelFlip(mode="targeted", source_class=3, target_class=8)
+    flip = LabelFlip(_attack("label_flip", mode="targeted", source_class=3, target_class=8))
     poisoned = flip.poison(bench.context(), half, 8)
     _, model = bench.victim(poisoned.x, poisoned.y)
     source = test.y == 3
@@ -253,7 +265,7 @@ def run_detection(bench: Bench, kept: dict[str, Any], results: Results) -> None:
             triggered_x=triggered if truth is not None else None,
         )
         for name in ("activation_clustering", "spectral_signatures", "strip"):
-            result, seconds = timed(build_detector({"name": name}).detect, data)
+            result, seconds = timed(build_detector(_DETECTOR.validate_python({"name": name})).detect, data)
             _record(
                 results, f"{name} {label}", result.suspected, truth, len(y), seconds, result.flagged_classes
             )
@@ -329,7 +341,9 @@ def run_clean_label(bench: Bench, targets: int, results: Results) -> None:
     train, test = bench.train, bench.test
     surrogate = bench.surrogate
     classifier = art_classifier(surrogate)
-    lc = LabelConsistent(target_class=TARGET, eps=0.2, steps=20, trigger={"size": 2})
+    lc = LabelConsistent(
+        _attack("label_consistent", target_class=TARGET, eps=0.2, steps=20, trigger={"size": 2})
+    )
     lc.check(SHAPE, K, (0.0, 1.0))
     poisoned, seconds = timed(lc.poison, bench.context(surrogate=True), 0.5, 11)
     _, model = bench.victim(poisoned.x, poisoned.y)
@@ -355,8 +369,8 @@ def run_clean_label(bench: Bench, targets: int, results: Results) -> None:
     )
     results.add("ART clean-label backdoor 50% eps 0.2", "seconds", seconds)
 
-    fc = FeatureCollision(targets=targets, eps=0.1)
-    gm = GradientMatching(targets=targets, eps=0.1)
+    fc = FeatureCollision(_attack("feature_collision", targets=targets, eps=0.1))
+    gm = GradientMatching(_attack("gradient_matching", targets=targets, eps=0.1))
     chosen = select_targets(
         fc, bench.baseline, surrogate, test.x, test.y, numpy_rng(bench.seed, 5), torch.device("cpu")
     )
@@ -414,7 +428,9 @@ def run_reach(bench: Bench, targets: int, results: Results) -> None:
     """Where the clean-label attacks reach: label-consistent and gradient matching at larger budgets."""
     test = bench.test
     for eps, rate in ((0.1, 0.5), (0.3, 0.5), (0.5, 0.5), (0.5, 0.8)):
-        lc = LabelConsistent(target_class=TARGET, eps=eps, steps=20, trigger={"size": 2})
+        lc = LabelConsistent(
+            _attack("label_consistent", target_class=TARGET, eps=eps, steps=20, trigger={"size": 2})
+        )
         lc.check(SHAPE, K, (0.0, 1.0))
         poisoned = lc.poison(bench.context(surrogate=True), rate, 21)
         _, model = bench.victim(poisoned.x, poisoned.y)
@@ -422,7 +438,7 @@ def run_reach(bench: Bench, targets: int, results: Results) -> None:
             f"label_consistent {rate:.0%} eps {eps}", "success", backdoor_rate(model, stamp, test.x, test.y)
         )
     for eps, rate in ((0.2, 0.02), (0.1, 0.08), (0.2, 0.08)):
-        gm = GradientMatching(targets=targets, eps=eps, steps=250, restarts=2)
+        gm = GradientMatching(_attack("gradient_matching", targets=targets, eps=eps, steps=250, restarts=2))
         chosen = select_targets(
             gm, bench.baseline, bench.surrogate, test.x, test.y, numpy_rng(bench.seed, 6), torch.device("cpu")
         )

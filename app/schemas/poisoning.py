@@ -3,7 +3,7 @@
 The detectors live in app.schemas.poisoning_detection, the scan mode's scanners in
 app.schemas.poisoning_scan, params.repair in app.schemas.poisoning_repair."""
 
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -50,8 +50,9 @@ class TriggerParams(_Closed):
 
 
 class PoisoningAttackBase(_Closed):
-    """Facts the submission checks read (the engine's classes carry the same; a test keeps them equal)."""
+    """An attack's parameters and its facts, read by the submission checks and the engine (one place)."""
 
+    backdoor: ClassVar[bool] = False
     clean_label: ClassVar[bool] = False
     needs_images: ClassVar[bool] = False
     needs_surrogate: ClassVar[bool] = False
@@ -84,6 +85,7 @@ class BadNetsParams(PoisoningAttackBase):
     target_class (all_to_one) or y + 1 mod K (all_to_all). Defaults: 2x2 at the bottom right, top of the
     input range, all_to_one, target class 0."""
 
+    backdoor: ClassVar[bool] = True
     needs_images: ClassVar[bool] = True
     name: Literal["badnets"]
     trigger: TriggerParams = Field(default_factory=TriggerParams)
@@ -96,6 +98,7 @@ class BlendedParams(PoisoningAttackBase):
     (params.pattern_dataset_id), relabelled; test_alpha blends at test time. Defaults: alpha 0.2, test_alpha =
     alpha, noise seeded 0, all_to_one to class 0."""
 
+    backdoor: ClassVar[bool] = True
     name: Literal["blended"]
     alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
     test_alpha: Annotated[float, Field(gt=0, le=1)] | None = None
@@ -111,6 +114,7 @@ class LabelConsistentParams(PoisoningAttackBase):
     untouched. Defaults: target class 0, eps 0.2, 20 steps, step size 2.5 eps / steps, a 2x2 trigger.
     Rate: share of the target class."""
 
+    backdoor: ClassVar[bool] = True
     clean_label: ClassVar[bool] = True
     needs_images: ClassVar[bool] = True
     needs_surrogate: ClassVar[bool] = True
@@ -123,7 +127,7 @@ class LabelConsistentParams(PoisoningAttackBase):
     trigger: TriggerParams = Field(default_factory=TriggerParams)
 
 
-class _TargetedParams(PoisoningAttackBase):
+class TargetedParams(PoisoningAttackBase):
     """Targeted clean-label attacks: `targets` independent held-out targets, each with its own poisons and a
     victim retrained from scratch; intended_class None is the clean surrogate's runner-up per target."""
 
@@ -135,7 +139,7 @@ class _TargetedParams(PoisoningAttackBase):
     intended_class: ClassIndex | None = None
 
 
-class FeatureCollisionParams(_TargetedParams):
+class FeatureCollisionParams(TargetedParams):
     """Feature collision / Poison Frogs (Shafahi et al. 2018): intended-class samples nearest the target moved
     within eps until their penultimate features on a clean surrogate collide with the target's. Defaults: 5
     targets, eps 0.1, 200 Adam steps at eps / 10."""
@@ -145,7 +149,7 @@ class FeatureCollisionParams(_TargetedParams):
     step_size: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
-class GradientMatchingParams(_TargetedParams):
+class GradientMatchingParams(TargetedParams):
     """Gradient matching / Witches' Brew (Geiping et al. 2021): random intended-class samples perturbed within
     eps so their training gradient on a clean surrogate aligns with the target's adversarial gradient.
     Defaults: 5 targets, eps 0.1, 150 signed-Adam steps at eps / 10 (decayed at 3/8, 5/8, 7/8), 1 restart."""
@@ -165,6 +169,17 @@ PoisoningAttack = Annotated[
     | GradientMatchingParams,
     Field(discriminator="name"),
 ]
+
+ATTACK_SPECS: tuple[type[PoisoningAttackBase], ...] = get_args(get_args(PoisoningAttack)[0])
+
+
+def spec_name(spec_type: type[BaseModel]) -> str:
+    """The `name` literal of a spec class."""
+    return str(get_args(spec_type.model_fields["name"].annotation)[0])
+
+
+# The attacks with a trigger: params.repair runs on their victims.
+BACKDOOR_ATTACKS = frozenset(spec_name(spec) for spec in ATTACK_SPECS if spec.backdoor)
 
 
 class PoisoningTrainingParams(TrainingParams):
@@ -218,7 +233,7 @@ class PoisoningParams(_Closed):
             raise ValueError("give attacks, or detection for an audit of the training set (or both), or scan")
         if self.retrain_after_removal and not (self.attacks and self.detection):
             raise ValueError("retrain_after_removal needs attacks and detection")
-        problem = repair_problem(self.repair, [a.name for a in self.attacks])
+        problem = repair_problem(self.repair, any(a.backdoor for a in self.attacks), BACKDOOR_ATTACKS)
         if problem:
             raise ValueError(problem)
         names = [d.name for d in self.detection]

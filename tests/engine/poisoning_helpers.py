@@ -2,10 +2,15 @@
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter
 from torch import nn
 
+from app.schemas.poisoning import PoisoningAttack, PoisoningAttackBase
+from app.schemas.poisoning_detection import PoisoningDetector
+from app.schemas.repair_methods import RepairMethodSpec
 from worker.engine.datasets import ArrayDataset, load_builtin
 from worker.engine.poisoning.data import PoisonContext
+from worker.engine.poisoning.detection.base import DetectorSpec
 from worker.engine.poisoning.victim import VictimSetup
 from worker.engine.training.recipe import TrainingRecipe
 from worker.engine.training.trainable import build_trainable
@@ -67,3 +72,22 @@ def stamp_badnets(
 def labels(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """A torch module's labels."""
     return model(torch.as_tensor(x)).argmax(1).numpy()
+
+
+_ATTACK: TypeAdapter[PoisoningAttackBase] = TypeAdapter(PoisoningAttack)
+_DETECTOR: TypeAdapter[DetectorSpec] = TypeAdapter(PoisoningDetector)
+
+
+def attack_specs(entries: list[dict]) -> list[PoisoningAttackBase]:
+    """Typed attack specs of params.attacks entries (validated as the API validates them)."""
+    return [_ATTACK.validate_python(entry) for entry in entries]
+
+
+def detector_specs(entries: list[dict]) -> list[DetectorSpec]:
+    """Typed detector specs of params.detection entries."""
+    return [_DETECTOR.validate_python(entry) for entry in entries]
+
+
+def repair_specs(entries: list[dict]) -> list[RepairMethodSpec]:
+    """Typed params.repair entries."""
+    return [RepairMethodSpec.model_validate(entry) for entry in entries]

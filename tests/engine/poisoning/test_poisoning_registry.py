@@ -1,69 +1,43 @@
-"""The API's poisoning schemas and the engine's registries agree: names, parameters, defaults and facts."""
+"""The engine's registries cover every attack and detector the API accepts, built from the typed spec."""
 
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import get_args
 
-from app.schemas.poisoning import PoisoningAttack, PoisoningTrainingParams, TriggerParams
+import pytest
+
+from app.schemas.poisoning import ATTACK_SPECS, BACKDOOR_ATTACKS, PoisoningTrainingParams, spec_name
 from app.schemas.poisoning_detection import PoisoningDetector
-from worker.engine.poisoning.attacks.registry import POISONING_ATTACKS
-from worker.engine.poisoning.attacks.triggers import PatchTrigger
-from worker.engine.poisoning.detection.registry import DETECTORS
+from worker.engine.poisoning.attacks.base import Backdoor
+from worker.engine.poisoning.attacks.registry import POISONING_ATTACKS, build_attack
+from worker.engine.poisoning.detection.registry import DETECTORS, build_detector
 from worker.engine.training.recipe import TrainingRecipe
 
-FACTS = ("clean_label", "needs_images", "per_target", "rate_of")
+
+def test_every_attack_spec_builds_its_engine_class():
+    assert set(POISONING_ATTACKS) == set(ATTACK_SPECS)
+    for spec_type in ATTACK_SPECS:
+        spec = spec_type.model_validate({"name": spec_name(spec_type), "rate": [0.1, 0.2]})
+        attack = build_attack(spec)
+        assert attack.spec is spec and attack.name == spec_name(spec_type) and attack.rates == [0.1, 0.2]
+        # The engine's trigger interface and the spec's backdoor fact (params.repair reads it) agree.
+        assert isinstance(attack, Backdoor) == spec_type.backdoor == (attack.name in BACKDOOR_ATTACKS)
 
 
-def _schemas(union) -> dict:
-    return {get_args(m.model_fields["name"].annotation)[0]: m for m in get_args(get_args(union)[0])}
+def test_every_detector_spec_builds_its_engine_class():
+    specs = get_args(get_args(PoisoningDetector)[0])
+    assert set(DETECTORS) == set(specs)
+    for spec_type in specs:
+        spec = spec_type.model_validate({"name": spec_name(spec_type)})
+        assert build_detector(spec).spec is spec
 
 
-def _defaults(cls) -> dict:
-    out = {}
-    for field in fields(cls):
-        if field.init and field.default is not MISSING:
-            out[field.name] = field.default
-        elif field.init and field.default_factory is not MISSING:
-            value = field.default_factory()
-            out[field.name] = value.params() if hasattr(value, "params") else value
-    return out
+def test_a_spec_of_another_kind_is_refused():
+    (detector,) = get_args(get_args(PoisoningDetector)[0])[:1]
+    with pytest.raises(ValueError, match="no poisoning attack"):
+        build_attack(detector.model_validate({"name": spec_name(detector)}))  # type: ignore[arg-type]
 
 
-def test_attack_schemas_match_the_engine():
-    schemas = _schemas(PoisoningAttack)
-    assert set(schemas) == set(POISONING_ATTACKS)
-    for name, schema in schemas.items():
-        engine = POISONING_ATTACKS[name]
-        params = set(schema.model_fields) - {"name", "rate"}
-        assert params == {f.name for f in fields(engine) if f.init}, name
-        dumped = schema.model_validate({"name": name, "rate": [0.1]}).model_dump()
-        for key, value in _defaults(engine).items():
-            assert dumped[key] == value, (name, key)
-        for fact in FACTS:
-            assert getattr(schema, fact) == getattr(engine, fact), (name, fact)
-        # Built from what the API stores, the engine accepts every field.
-        engine.from_spec({k: v for k, v in dumped.items() if k not in ("name", "rate")})
-
-
-def test_surrogate_fact_matches():
-    for name, schema in _schemas(PoisoningAttack).items():
-        engine = POISONING_ATTACKS[name]
-        if name != "label_flip":
-            assert schema.needs_surrogate == engine.needs_surrogate, name
-
-
-def test_detector_schemas_match_the_engine():
-    schemas = _schemas(PoisoningDetector)
-    assert set(schemas) == set(DETECTORS)
-    for name, schema in schemas.items():
-        dumped = schema.model_validate({"name": name}).model_dump()
-        assert set(dumped) - {"name"} == {f.name for f in fields(DETECTORS[name]) if f.init}
-        for key, value in _defaults(DETECTORS[name]).items():
-            assert dumped[key] == value, (name, key)
-        assert schema.reads_features == (DETECTORS[name].reads == "features")
-
-
-def test_trigger_and_recipe_match():
-    assert TriggerParams().model_dump() == PatchTrigger().params()
+def test_recipe_matches():
     recipe = PoisoningTrainingParams().model_dump()
     recipe.pop("init")
     assert set(recipe) == {f.name for f in fields(TrainingRecipe)}

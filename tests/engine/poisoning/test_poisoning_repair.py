@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from app.schemas.poisoning import PoisoningParams
 from app.schemas.reports.poisoning import PoisoningReport
-from tests.engine.poisoning_helpers import SHAPE, digits_split, make_model
+from tests.engine.poisoning_helpers import SHAPE, attack_specs, digits_split, make_model, repair_specs
 from worker.engine.poisoning.repair_step import CLEAN_SHARE
 from worker.engine.poisoning.runner import run_poisoning
 from worker.engine.poisoning.validate import PoisoningInputError
@@ -42,11 +42,11 @@ def test_engine_refuses_repair_without_a_backdoor_attack():
             make_model("mlp"),
             train,
             test,
-            [FLIP],
+            attack_specs([FLIP]),
             recipe=TrainingRecipe(epochs=1),
             input_shape=SHAPE,
             num_classes=10,
-            repair=[{"name": "fine_tuning"}],
+            repair=repair_specs([{"name": "fine_tuning"}]),
         )
 
 
@@ -57,11 +57,11 @@ def test_neural_cleanse_repair_lowers_the_planted_success():
         make_model("small-cnn"),
         train,
         test,
-        [BADNETS],
+        attack_specs([BADNETS]),
         recipe=TrainingRecipe(epochs=3),
         input_shape=SHAPE,
         num_classes=10,
-        repair=[{"name": "neural_cleanse", "scan_steps": 100}],
+        repair=repair_specs([{"name": "neural_cleanse", "scan_steps": 100}]),
     )
     report = outcome.report
     assert report["repair_clean_share"] == CLEAN_SHARE

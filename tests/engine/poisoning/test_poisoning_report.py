@@ -3,7 +3,7 @@
 import base64
 import json
 
-from tests.engine.poisoning_helpers import SHAPE, digits_split, make_model
+from tests.engine.poisoning_helpers import SHAPE, attack_specs, detector_specs, digits_split, make_model
 from worker.engine.poisoning.runner import run_poisoning
 from worker.engine.reports.html import render_report_html
 from worker.engine.reports.png import chw_to_png
@@ -16,11 +16,11 @@ def _report():
         make_model("mlp"),
         train,
         test,
-        [{"name": "badnets", "rate": [0.02, 0.05]}],
+        attack_specs([{"name": "badnets", "rate": [0.02, 0.05]}]),
         recipe=TrainingRecipe(epochs=2),
         input_shape=SHAPE,
         num_classes=10,
-        detection=[{"name": "activation_clustering"}],
+        detection=detector_specs([{"name": "activation_clustering"}]),
         register=False,
     )
     return json.loads(json.dumps(outcome.report | {"kind": "poisoning", "model_id": "mdl_<x>"}))

@@ -4,7 +4,15 @@ clean baseline, removal and retraining, audit mode, reproducibility and bad inpu
 import numpy as np
 import pytest
 
-from tests.engine.poisoning_helpers import SHAPE, digits_split, make_model, setup, stamp_badnets
+from tests.engine.poisoning_helpers import (
+    SHAPE,
+    attack_specs,
+    detector_specs,
+    digits_split,
+    make_model,
+    setup,
+    stamp_badnets,
+)
 from worker.engine.datasets import ArrayDataset
 from worker.engine.models.intake import OnnxRuntimeClassifier, validate_onnx
 from worker.engine.poisoning.audit import run_poisoning_audit
@@ -15,13 +23,14 @@ from worker.engine.training.recipe import TrainingRecipe
 BADNETS = {"name": "badnets", "trigger": {"size": 2}, "target_class": 0, "rate": [0.1]}
 
 
-def _run(attacks, architecture="mlp", epochs=4, **kwargs):
+def _run(attacks, architecture="mlp", epochs=4, detection=(), **kwargs):
     train, test = digits_split()
     return run_poisoning(
         make_model(architecture),
         train,
         test,
-        attacks,
+        attack_specs(attacks),
+        detection=detector_specs(list(detection)),
         recipe=TrainingRecipe(epochs=epochs),
         input_shape=SHAPE,
         num_classes=10,
@@ -133,7 +142,7 @@ def test_audit_names_the_poisoned_class_and_samples():
         victim.onnx,
         ArrayDataset(x, y),
         test,
-        [{"name": "activation_clustering"}, {"name": "spectral_signatures"}],
+        detector_specs([{"name": "activation_clustering"}, {"name": "spectral_signatures"}]),
         input_shape=SHAPE,
         num_classes=10,
     )
@@ -171,7 +180,7 @@ def test_bad_training_sets_fail_before_training(change, code):
             model,
             ArrayDataset(x, y),
             test,
-            [BADNETS],
+            attack_specs([BADNETS]),
             recipe=TrainingRecipe(epochs=1),
             input_shape=SHAPE,
             num_classes=10,
@@ -182,5 +191,5 @@ def test_bad_training_sets_fail_before_training(change, code):
 def test_bad_attacks_fail_before_training():
     with pytest.raises(ValueError, match="larger than"):
         _run([{"name": "badnets", "trigger": {"size": 12}, "rate": [0.05]}])
-    with pytest.raises(ValueError, match="strictly between"):
+    with pytest.raises(ValueError, match="less than 1"):
         _run([{"name": "badnets", "rate": [0.05, 1.5]}])

@@ -5,7 +5,7 @@ on the training set and names the classes and samples that look poisoned, with s
 set is taken as clean: STRIP superimposes and calibrates on it.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from worker.engine.datasets import ArrayDataset
 from worker.engine.models.intake import OnnxRuntimeClassifier
 from worker.engine.models.normalization import normalized_classifier
 from worker.engine.poisoning.detect_step import summarize
-from worker.engine.poisoning.detection.base import DetectionData
+from worker.engine.poisoning.detection.base import DetectionData, DetectorSpec
 from worker.engine.poisoning.detection.registry import build_detector
 from worker.engine.poisoning.runner import PoisoningOutcome
 from worker.engine.poisoning.validate import PoisoningInputError, check_dataset
@@ -35,7 +35,7 @@ def run_poisoning_audit(
     onnx_bytes: bytes,
     train: ArrayDataset,
     evaluation: ArrayDataset,
-    detection: Sequence[Mapping[str, Any]],
+    detection: Sequence[DetectorSpec],
     *,
     input_shape: Sequence[int],
     num_classes: int,

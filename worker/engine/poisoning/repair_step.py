@@ -7,12 +7,14 @@ sees the samples it is scored on. Each method starts from the victim's exported 
 graph is exported again and measured as the bytes a user would download.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from torch import nn
 
+from app.schemas.repair_methods import RepairMethodSpec
 from worker.engine.defense.repair.base import Repair, RepairContext
 from worker.engine.defense.repair.registry import build_repair
 from worker.engine.models.export import export_onnx
@@ -37,13 +39,9 @@ class RepairPlan:
     scan_steps: int = 300
 
 
-def build_plans(specs: list[dict[str, Any]]) -> list[RepairPlan]:
-    """Repair methods from spec entries ({"name", "scan_steps"?, method parameters}); ValueError if bad."""
-    plans = []
-    for spec in specs:
-        params = {k: v for k, v in spec.items() if k not in ("name", "scan_steps") and v is not None}
-        plans.append(RepairPlan(build_repair(str(spec["name"]), params), int(spec.get("scan_steps", 300))))
-    return plans
+def build_plans(specs: Sequence[RepairMethodSpec]) -> list[RepairPlan]:
+    """Repair methods from params.repair entries (the given method parameters, the rest the engine's)."""
+    return [RepairPlan(build_repair(spec.name, spec.method_params()), spec.scan_steps) for spec in specs]
 
 
 def split_held_out(job: PoisoningJob) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

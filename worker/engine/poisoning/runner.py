@@ -7,7 +7,7 @@ surrogate trained from another seed (the attacker does not hold the victim). Eve
 by worker.engine.poisoning.metrics on the exported victims through onnxruntime.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.poisoning import PoisoningAttackBase
+from app.schemas.repair_methods import RepairMethodSpec
 from worker.engine.datasets import ArrayDataset
 from worker.engine.poisoning.attack_run import run_attack
 from worker.engine.poisoning.attacks.base import PoisoningAttack, TargetedPoisoning
@@ -22,6 +24,7 @@ from worker.engine.poisoning.attacks.registry import build_attack
 from worker.engine.poisoning.checks import add_attack_checks
 from worker.engine.poisoning.data import PoisonContext
 from worker.engine.poisoning.detect_step import baseline_detection
+from worker.engine.poisoning.detection.base import DetectorSpec
 from worker.engine.poisoning.detection.registry import build_detector
 from worker.engine.poisoning.job import PoisoningJob, RegisteredVictim
 from worker.engine.poisoning.metrics import accuracy, per_class_accuracy
@@ -45,7 +48,7 @@ class PoisoningOutcome:
 
 
 def prepare_attacks(
-    specs: Sequence[Mapping[str, Any]],
+    specs: Sequence[PoisoningAttackBase],
     train: ArrayDataset,
     *,
     num_classes: int,
@@ -56,13 +59,13 @@ def prepare_attacks(
     built = []
     shape = tuple(int(d) for d in train.x.shape[1:])
     for spec in specs:
-        attack, rates = build_attack(spec)
+        attack = build_attack(spec)
         if attack.needs_images and len(shape) != 3:
             raise PoisoningInputError("attack_invalid", f"{attack.name} needs image inputs [C, H, W]")
         attack.check(shape, num_classes, input_range, pattern)
-        for rate in rates:
+        for rate in attack.rates:
             attack.count(train.y, rate)
-        built.append((attack, rates))
+        built.append((attack, attack.rates))
     return built
 
 
@@ -74,7 +77,7 @@ def _total_units(
     detectors = len(job.detectors)
     trainings, crafting, detection_runs = 1 + int(surrogate), 0.0, detectors
     for attack, rates in attacks:
-        trials = int(attack.targets) if isinstance(attack, TargetedPoisoning) else 1
+        trials = int(attack.spec.targets) if isinstance(attack, TargetedPoisoning) else 1
         for rate in rates:
             count = attack.count(job.train.y, rate)
             trainings += trials * (1 + (detectors if job.retrain_after_removal else 0))
@@ -87,15 +90,15 @@ def run_poisoning(
     make_model: Callable[[int], nn.Module],
     train: ArrayDataset,
     evaluation: ArrayDataset,
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[PoisoningAttackBase],
     *,
     recipe: TrainingRecipe,
     input_shape: Sequence[int],
     num_classes: int,
     input_range: tuple[float, float] = (0.0, 1.0),
-    detection: Sequence[Mapping[str, Any]] = (),
+    detection: Sequence[DetectorSpec] = (),
     retrain_after_removal: bool = False,
-    repair: Sequence[Mapping[str, Any]] = (),
+    repair: Sequence[RepairMethodSpec] = (),
     normalization: dict[str, list[float]] | None = None,
     pattern: np.ndarray | None = None,
     seed: int = 0,
@@ -119,7 +122,7 @@ def run_poisoning(
         raise PoisoningInputError("attack_invalid", "give at least one attack (or run an audit)")
     built = prepare_attacks(attacks, train, num_classes=num_classes, input_range=(low, high), pattern=pattern)
     detectors = [build_detector(spec) for spec in detection]
-    plans = build_plans([dict(spec) for spec in repair])
+    plans = build_plans(repair)
     if plans and not any(attack.backdoor for attack, _ in built):
         raise PoisoningInputError("attack_invalid", "repair needs a backdoor attack (one with a trigger)")
     device = device or torch.device("cpu")

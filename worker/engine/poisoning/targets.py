@@ -33,14 +33,16 @@ def select_targets(
     attacker's choice, made without the victim). ValueError when no held-out sample qualifies.
     """
     pool = baseline.predict(x) == y
-    if attack.intended_class is not None:
-        pool &= y != attack.intended_class
+    if attack.spec.intended_class is not None:
+        pool &= y != attack.spec.intended_class
     candidates = np.flatnonzero(pool)
     if len(candidates) == 0:
         raise ValueError(f"{attack.name}: no held-out sample the clean baseline classifies correctly")
-    picks = np.sort(rng.choice(candidates, size=min(int(attack.targets), len(candidates)), replace=False))
-    if attack.intended_class is not None:
-        intended = np.full(len(picks), int(attack.intended_class), dtype=np.int64)
+    picks = np.sort(
+        rng.choice(candidates, size=min(int(attack.spec.targets), len(candidates)), replace=False)
+    )
+    if attack.spec.intended_class is not None:
+        intended = np.full(len(picks), int(attack.spec.intended_class), dtype=np.int64)
     else:
         intended = _runner_up(surrogate, x[picks], y[picks], device)
     return [

@@ -1,10 +1,10 @@
 """Dirty-label backdoors: BadNets patch triggers and blended triggers, relabelled to the target."""
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
+from app.schemas.poisoning import BadNetsParams, BlendedParams, PoisoningAttackBase
 from worker.engine.poisoning.attacks.base import Backdoor, check_class
 from worker.engine.poisoning.attacks.triggers import (
     PatchTrigger,
@@ -15,30 +15,26 @@ from worker.engine.poisoning.attacks.triggers import (
 )
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet, choose
 
-TargetMode = Literal["all_to_one", "all_to_all"]
-TARGET_MODES: tuple[str, ...] = ("all_to_one", "all_to_all")
-BlendPattern = Literal["noise", "uploaded"]
-
 
 def _relabel(y: np.ndarray, mode: str, target_class: int, num_classes: int) -> np.ndarray:
     """The backdoor's label for samples of label y: the target class, or y + 1 mod K."""
     return np.full_like(y, target_class) if mode == "all_to_one" else (y + 1) % num_classes
 
 
-@dataclass
 class _DirtyLabelBackdoor(Backdoor):
     """Shared steps: choose exactly count(rate) samples, stamp the trigger, relabel them."""
 
-    target: TargetMode = "all_to_one"
-    target_class: int = 0
-    _trigger: Trigger | None = field(default=None, init=False, repr=False)
-    _num_classes: int = field(default=0, init=False, repr=False)
+    spec: BadNetsParams | BlendedParams
+
+    def __init__(self, spec: PoisoningAttackBase) -> None:
+        """Keep the spec; the trigger is built by `check`."""
+        super().__init__(spec)
+        self._trigger: Trigger | None = None
+        self._num_classes = 0
 
     def _check_target(self, num_classes: int) -> None:
         """The target mode must be known and the target class one of the model's classes."""
-        if self.target not in TARGET_MODES:
-            raise ValueError(f"{self.name}: target must be one of {', '.join(TARGET_MODES)}")
-        check_class(self.target_class, num_classes, "target_class")
+        check_class(self.spec.target_class, num_classes, "target_class")
         if num_classes < 2:
             raise ValueError(f"{self.name} needs at least two classes")
         self._num_classes = num_classes
@@ -46,13 +42,17 @@ class _DirtyLabelBackdoor(Backdoor):
     def params(self) -> dict[str, Any]:
         """Parameters; the target class only for all_to_one."""
         values = super().params()
-        if self.target == "all_to_all":
+        if self.spec.target == "all_to_all":
             values.pop("target_class", None)
         return values
 
     def eligible(self, y: np.ndarray) -> np.ndarray:
         """All_to_one poisons samples not of the target class; all_to_all any sample."""
-        return np.flatnonzero(y != self.target_class) if self.target == "all_to_one" else np.arange(len(y))
+        return (
+            np.flatnonzero(y != self.spec.target_class)
+            if self.spec.target == "all_to_one"
+            else np.arange(len(y))
+        )
 
     def train_trigger(self) -> Trigger:
         """The trigger built by `check`."""
@@ -62,20 +62,21 @@ class _DirtyLabelBackdoor(Backdoor):
 
     def intended(self, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """Target labels of triggered held-out inputs; all_to_one counts only non-target samples."""
-        counted = y != self.target_class if self.target == "all_to_one" else np.ones(len(y), dtype=bool)
-        return _relabel(y, self.target, self.target_class, num_classes), counted
+        counted = (
+            y != self.spec.target_class if self.spec.target == "all_to_one" else np.ones(len(y), dtype=bool)
+        )
+        return _relabel(y, self.spec.target, self.spec.target_class, num_classes), counted
 
     def poison(self, ctx: PoisonContext, rate: float, key: int) -> PoisonedSet:
         """Stamp the training trigger on exactly count(rate) eligible samples and relabel them."""
         indices = choose(ctx.rng(key), self.eligible(ctx.y), self.count(ctx.y, rate))
         x, y = ctx.x.copy(), ctx.y.copy()
         x[indices] = self.train_trigger().apply(ctx.x[indices])
-        y[indices] = _relabel(ctx.y[indices], self.target, self.target_class, ctx.num_classes)
+        y[indices] = _relabel(ctx.y[indices], self.spec.target, self.spec.target_class, ctx.num_classes)
         ctx.advance(len(indices), f"{self.name}: stamped {len(indices)} samples")
         return PoisonedSet(x=x, y=y, indices=indices)
 
 
-@dataclass
 class BadNets(_DirtyLabelBackdoor):
     """BadNets: a small patch trigger on a share of the training set, relabelled to the target.
 
@@ -95,19 +96,12 @@ class BadNets(_DirtyLabelBackdoor):
     their backdoor label.
     """
 
-    name: ClassVar[str] = "badnets"
+    spec_type: ClassVar[type[PoisoningAttackBase]] = BadNetsParams
+    spec: BadNetsParams
     paper: ClassVar[str] = "Gu, Dolan-Gavitt and Garg 2017 (BadNets)"
     threat_model: ClassVar[str] = (
         "dirty-label backdoor: a patch trigger stamped on a share of the training set, relabelled"
     )
-    needs_images: ClassVar[bool] = True
-
-    trigger: PatchTrigger | dict[str, Any] = field(default_factory=PatchTrigger)
-
-    def __post_init__(self) -> None:
-        """Read the trigger spec."""
-        if not isinstance(self.trigger, PatchTrigger):
-            self.trigger = PatchTrigger.from_spec(self.trigger)
 
     def check(
         self,
@@ -118,11 +112,9 @@ class BadNets(_DirtyLabelBackdoor):
     ) -> None:
         """The target must exist and the patch must fit inside the image."""
         self._check_target(num_classes)
-        assert isinstance(self.trigger, PatchTrigger)
-        self._trigger = self.trigger.build(sample_shape, input_range)
+        self._trigger = PatchTrigger(self.spec.trigger).build(sample_shape, input_range)
 
 
-@dataclass
 class Blended(_DirtyLabelBackdoor):
     """Blended injection: a whole-image pattern mixed into a share of the training set, relabelled.
 
@@ -142,25 +134,17 @@ class Blended(_DirtyLabelBackdoor):
     Success: as for BadNets, with the test-time blend.
     """
 
-    name: ClassVar[str] = "blended"
+    spec_type: ClassVar[type[PoisoningAttackBase]] = BlendedParams
+    spec: BlendedParams
     paper: ClassVar[str] = "Chen, Liu, Li, Lu and Song 2017 (blended injection)"
     threat_model: ClassVar[str] = (
         "dirty-label backdoor: a pattern blended into a share of the training set, relabelled"
     )
 
-    alpha: float = 0.2
-    test_alpha: float | None = None
-    pattern: BlendPattern = "noise"
-    pattern_seed: int = 0
-    _test: Trigger | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        """Blend weights must lie in (0, 1]."""
-        for label, value in (("alpha", self.alpha), ("test_alpha", self.test_alpha)):
-            if value is not None and not 0 < float(value) <= 1:
-                raise ValueError(f"blended: {label} must lie in (0, 1], got {value}")
-        if self.pattern not in ("noise", "uploaded"):
-            raise ValueError(f"blended: pattern must be 'noise' or 'uploaded', not {self.pattern!r}")
+    def __init__(self, spec: PoisoningAttackBase) -> None:
+        """Keep the spec; the triggers are built by `check`."""
+        super().__init__(spec)
+        self._test: Trigger | None = None
 
     def check(
         self,
@@ -171,14 +155,14 @@ class Blended(_DirtyLabelBackdoor):
     ) -> None:
         """The target must exist; an uploaded pattern must be shaped like one input, inside the range."""
         self._check_target(num_classes)
-        if self.pattern == "uploaded":
+        if self.spec.pattern == "uploaded":
             if pattern is None:
                 raise ValueError("blended: pattern 'uploaded' needs an uploaded pattern")
             base = check_pattern(pattern, sample_shape, input_range)
         else:
-            base = noise_pattern(sample_shape, input_range, self.pattern_seed)
-        self._trigger = blend_trigger(base, float(self.alpha))
-        test_alpha = float(self.alpha if self.test_alpha is None else self.test_alpha)
+            base = noise_pattern(sample_shape, input_range, self.spec.pattern_seed)
+        self._trigger = blend_trigger(base, float(self.spec.alpha))
+        test_alpha = float(self.spec.alpha if self.spec.test_alpha is None else self.spec.test_alpha)
         self._test = blend_trigger(base, test_alpha)
 
     def test_trigger(self) -> Trigger:

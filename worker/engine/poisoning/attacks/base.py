@@ -1,15 +1,13 @@
-"""The poisoning attack interface: typed parameters from a spec, facts as class attributes, a poison step."""
+"""The poisoning attack interface: built from its typed spec, facts from the spec class, a poison step."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
+from app.schemas.poisoning import PoisoningAttackBase, TargetedParams
 from worker.engine.poisoning.attacks.triggers import Trigger
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet, TargetSample, check_count, poison_count
-from worker.engine.poisoning.spec import dataclass_from_spec, dataclass_params
 
 
 def check_class(value: int | None, num_classes: int, name: str) -> None:
@@ -18,11 +16,11 @@ def check_class(value: int | None, num_classes: int, name: str) -> None:
         raise ValueError(f"{name} {value} is outside the model's classes 0..{num_classes - 1}")
 
 
-@dataclass
 class PoisoningAttack(ABC):
-    """Base class of poisoning attacks: a dataclass of the attack's parameters (published defaults).
+    """Base class of poisoning attacks, built from the attack's typed spec (app.schemas.poisoning).
 
-    Facts the runner and the evaluator read (class attributes, no string dispatch):
+    Each engine class declares `spec_type`, the spec it is built from (the registry's key). Facts the
+    runner and the evaluator read come from the spec class, no string dispatch:
         clean_label: the attack never changes a label.
         backdoor: the attack plants a test-time trigger (success: triggered inputs become the target).
         per_target: success is counted per target sample over independent poisonings and retrainings.
@@ -31,24 +29,59 @@ class PoisoningAttack(ABC):
         rate_of: what `rate` is a share of, "training_set" or "target_class".
     """
 
-    name: ClassVar[str]
+    spec_type: ClassVar[type[PoisoningAttackBase]]
     paper: ClassVar[str]
     threat_model: ClassVar[str]
-    clean_label: ClassVar[bool] = False
-    backdoor: ClassVar[bool] = False
-    per_target: ClassVar[bool] = False
-    needs_surrogate: ClassVar[bool] = False
-    needs_images: ClassVar[bool] = False
-    rate_of: ClassVar[str] = "training_set"
 
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
-        """Build from a spec entry without `name` and `rate`; unknown keys and missing ones are errors."""
-        return dataclass_from_spec(cls, spec, cls.name)
+    def __init__(self, spec: PoisoningAttackBase) -> None:
+        """Keep the validated spec (of this class's spec_type)."""
+        if not isinstance(spec, self.spec_type):
+            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        """The attack's name in the spec."""
+        return str(self.spec.name)
+
+    @property
+    def rates(self) -> list[float]:
+        """The rates the job runs the attack at."""
+        return [float(rate) for rate in self.spec.rate]
+
+    @property
+    def clean_label(self) -> bool:
+        """The attack never changes a label."""
+        return self.spec.clean_label
+
+    @property
+    def backdoor(self) -> bool:
+        """The attack plants a test-time trigger."""
+        return self.spec.backdoor
+
+    @property
+    def per_target(self) -> bool:
+        """Success is counted per target sample."""
+        return self.spec.per_target
+
+    @property
+    def needs_surrogate(self) -> bool:
+        """The attack crafts on a clean surrogate."""
+        return self.spec.needs_surrogate
+
+    @property
+    def needs_images(self) -> bool:
+        """Inputs must be images [C, H, W]."""
+        return self.spec.needs_images
+
+    @property
+    def rate_of(self) -> str:
+        """What `rate` is a share of."""
+        return self.spec.rate_of
 
     def params(self) -> dict[str, Any]:
-        """Effective parameters for the report."""
-        return dataclass_params(self)
+        """Effective parameters for the report: the spec without name and rates."""
+        return self.spec.model_dump(mode="json", exclude={"name", "rate"})
 
     def check(  # noqa: B027 - an optional hook, not every attack has data-dependent parameters
         self,
@@ -84,11 +117,8 @@ class PoisoningAttack(ABC):
         raise NotImplementedError(f"{self.name} poisons per target sample")
 
 
-@dataclass
 class Backdoor(PoisoningAttack):
     """A poisoning attack that plants a trigger; the evaluator stamps `test_trigger` on held-out inputs."""
-
-    backdoor: ClassVar[bool] = True
 
     @abstractmethod
     def train_trigger(self) -> Trigger:
@@ -103,24 +133,10 @@ class Backdoor(PoisoningAttack):
         """Per held-out label: the class a triggered input should become, and whether it counts."""
 
 
-@dataclass
 class TargetedPoisoning(PoisoningAttack):
     """A targeted clean-label attack: poisons crafted for one held-out target sample at a time."""
 
-    per_target: ClassVar[bool] = True
-    clean_label: ClassVar[bool] = True
-    needs_surrogate: ClassVar[bool] = True
-
-    targets: int = 5
-    eps: float = 0.1
-    intended_class: int | None = None
-
-    def __post_init__(self) -> None:
-        """Refuse an empty trial count or an eps outside (0, 1]."""
-        if int(self.targets) < 1:
-            raise ValueError(f"{self.name}: targets must be at least 1, got {self.targets}")
-        if not 0 < float(self.eps) <= 1:
-            raise ValueError(f"{self.name}: eps must lie in (0, 1], got {self.eps}")
+    spec: TargetedParams
 
     def check(
         self,
@@ -130,15 +146,15 @@ class TargetedPoisoning(PoisoningAttack):
         pattern: np.ndarray | None = None,
     ) -> None:
         """The intended class must be one of the model's classes."""
-        check_class(self.intended_class, num_classes, "intended_class")
+        check_class(self.spec.intended_class, num_classes, "intended_class")
 
     def count(self, y: np.ndarray, rate: float) -> int:
         """round(rate * N) poisons, all drawn from one class: it must hold enough samples."""
         n = poison_count(rate, len(y))
         smallest = (
             int(np.bincount(y).min())
-            if self.intended_class is None
-            else int((y == self.intended_class).sum())
+            if self.spec.intended_class is None
+            else int((y == self.spec.intended_class).sum())
         )
         check_count(n, smallest, len(y), "training samples (of the intended class)")
         return n

@@ -1,11 +1,11 @@
 """Feature collision (Poison Frogs): base-class poisons pulled onto a target in feature space, within eps."""
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 
+from app.schemas.poisoning import FeatureCollisionParams, PoisoningAttackBase
 from worker.engine.batching import batch_bounds
 from worker.engine.poisoning.attacks.base import TargetedPoisoning
 from worker.engine.poisoning.attacks.surrogate_features import penultimate
@@ -14,7 +14,6 @@ from worker.engine.poisoning.data import PoisonContext, PoisonedSet, TargetSampl
 _BATCH = 256
 
 
-@dataclass
 class FeatureCollision(TargetedPoisoning):
     """Feature collision ("Poison Frogs"), a targeted clean-label attack.
 
@@ -38,31 +37,23 @@ class FeatureCollision(TargetedPoisoning):
     Success: the share of targets the retrained victim classifies as intended.
     """
 
-    name: ClassVar[str] = "feature_collision"
+    spec_type: ClassVar[type[PoisoningAttackBase]] = FeatureCollisionParams
+    spec: FeatureCollisionParams
     paper: ClassVar[str] = "Shafahi et al. 2018 (Poison Frogs, feature collision)"
     threat_model: ClassVar[str] = (
         "clean-label targeted: intended-class samples perturbed within eps to collide with one target "
         "in a surrogate's feature space; no label changes"
     )
 
-    steps: int = 200
-    step_size: float | None = None
-
-    def __post_init__(self) -> None:
-        """Check the shared parameters and the optimisation budget."""
-        super().__post_init__()
-        if int(self.steps) < 1:
-            raise ValueError("feature_collision: steps must be at least 1")
-
     def craft_units(self, n_poison: int) -> float:
         """Forward-backward passes per poison and target."""
-        return float(n_poison * int(self.steps))
+        return float(n_poison * int(self.spec.steps))
 
     def poison_target(self, ctx: PoisonContext, rate: float, target: TargetSample, key: int) -> PoisonedSet:
         """Pull count(rate) intended-class samples onto the target's features, inside the eps box."""
         model = ctx.need_surrogate()
         features, _ = penultimate(model)
-        eps, low, high = float(self.eps), *ctx.input_range
+        eps, low, high = float(self.spec.eps), *ctx.input_range
         n = self.count(ctx.y, rate)
         candidates = np.flatnonzero(ctx.y == target.intended)
         with torch.no_grad():
@@ -81,15 +72,15 @@ class FeatureCollision(TargetedPoisoning):
             chosen = indices[start:stop]
             base = torch.as_tensor(ctx.x[chosen], device=ctx.device)
             delta = torch.zeros_like(base, requires_grad=True)
-            optimizer = torch.optim.Adam([delta], lr=self.step_size or eps / 10)
-            for step in range(int(self.steps)):
+            optimizer = torch.optim.Adam([delta], lr=self.spec.step_size or eps / 10)
+            for step in range(int(self.spec.steps)):
                 loss = ((features((base + delta).clamp(low, high)) - goal) ** 2).sum(dim=1).sum()
                 (delta.grad,) = torch.autograd.grad(loss, delta)
                 optimizer.step()
                 with torch.no_grad():
                     delta.copy_(((base + delta.clamp(-eps, eps)).clamp(low, high)) - base)
                 if step % 20 == 19:
-                    ctx.advance(20 * len(chosen), f"feature_collision: step {step + 1}/{self.steps}")
+                    ctx.advance(20 * len(chosen), f"feature_collision: step {step + 1}/{self.spec.steps}")
             x[chosen] = (base + delta.detach()).clamp(low, high).cpu().numpy()
-        ctx.advance((int(self.steps) % 20) * n, "feature_collision: poisons ready")
+        ctx.advance((int(self.spec.steps) % 20) * n, "feature_collision: poisons ready")
         return PoisonedSet(x=x, y=ctx.y.copy(), indices=indices, eps=eps, target=target)

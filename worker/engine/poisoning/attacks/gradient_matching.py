@@ -1,17 +1,16 @@
 """Gradient matching (Witches' Brew): poisons whose training gradient points where the target's does."""
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch.nn import functional
 
+from app.schemas.poisoning import GradientMatchingParams, PoisoningAttackBase
 from worker.engine.poisoning.attacks.base import TargetedPoisoning
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet, TargetSample, choose
 
 
-@dataclass
 class GradientMatching(TargetedPoisoning):
     """Gradient matching ("Witches' Brew"), a targeted clean-label attack on training from scratch.
 
@@ -35,26 +34,17 @@ class GradientMatching(TargetedPoisoning):
     retrained victim classifies as intended.
     """
 
-    name: ClassVar[str] = "gradient_matching"
+    spec_type: ClassVar[type[PoisoningAttackBase]] = GradientMatchingParams
+    spec: GradientMatchingParams
     paper: ClassVar[str] = "Geiping et al. 2021 (Witches' Brew, gradient matching)"
     threat_model: ClassVar[str] = (
         "clean-label targeted: intended-class samples perturbed within eps so their training gradient "
         "on a surrogate matches the target's adversarial gradient; victim retrained from scratch"
     )
 
-    steps: int = 150
-    step_size: float | None = None
-    restarts: int = 1
-
-    def __post_init__(self) -> None:
-        """Check the shared parameters and the optimisation budget."""
-        super().__post_init__()
-        if int(self.steps) < 1 or int(self.restarts) < 1:
-            raise ValueError("gradient_matching: steps and restarts must be at least 1")
-
     def craft_units(self, n_poison: int) -> float:
         """About three passes (forward, gradient, gradient of the gradient) per step, poison and restart."""
-        return float(3 * n_poison * int(self.steps) * int(self.restarts))
+        return float(3 * n_poison * int(self.spec.steps) * int(self.spec.restarts))
 
     def poison_target(self, ctx: PoisonContext, rate: float, target: TargetSample, key: int) -> PoisonedSet:
         """Brew count(rate) poisons from random intended-class samples; keep the best-aligned restart."""
@@ -62,7 +52,7 @@ class GradientMatching(TargetedPoisoning):
         parameters = [p for p in model.parameters() if p.requires_grad]
         if not parameters:
             raise ValueError("gradient_matching: the surrogate has no trainable parameters")
-        eps, low, high = float(self.eps), *ctx.input_range
+        eps, low, high = float(self.spec.eps), *ctx.input_range
         n = self.count(ctx.y, rate)
         indices = choose(ctx.rng(key), np.flatnonzero(ctx.y == target.intended), n)
         goal_x = torch.as_tensor(target.x[None], device=ctx.device)
@@ -74,14 +64,14 @@ class GradientMatching(TargetedPoisoning):
         labels = torch.as_tensor(ctx.y[indices], device=ctx.device)
         generator = ctx.generator(key)
         best, best_loss = torch.zeros_like(base), float("inf")
-        for restart in range(int(self.restarts)):
+        for restart in range(int(self.spec.restarts)):
             noise = torch.rand(base.shape, generator=generator, device=ctx.device)
             delta = ((noise * 2 - 1) * eps).requires_grad_(True)
-            optimizer = torch.optim.Adam([delta], lr=self.step_size or eps / 10)
-            milestones = [int(self.steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+            optimizer = torch.optim.Adam([delta], lr=self.spec.step_size or eps / 10)
+            milestones = [int(self.spec.steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
             schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
             loss = torch.zeros(())
-            for step in range(int(self.steps)):
+            for step in range(int(self.spec.steps)):
                 loss = self._mismatch(model, parameters, base, delta, labels, goal, goal_norm, (low, high))
                 (grad,) = torch.autograd.grad(loss, delta)
                 delta.grad = grad.sign()
@@ -91,7 +81,7 @@ class GradientMatching(TargetedPoisoning):
                     delta.copy_((base + delta.clamp(-eps, eps)).clamp(low, high) - base)
                 if step % 10 == 9:
                     ctx.advance(
-                        30 * n, f"gradient_matching: restart {restart + 1} step {step + 1}/{self.steps}"
+                        30 * n, f"gradient_matching: restart {restart + 1} step {step + 1}/{self.spec.steps}"
                     )
             mismatch = self._mismatch(
                 model, parameters, base, delta.detach(), labels, goal, goal_norm, (low, high)
@@ -99,7 +89,9 @@ class GradientMatching(TargetedPoisoning):
             final = mismatch.detach().item()
             if final < best_loss:
                 best, best_loss = delta.detach().clone(), final
-        ctx.advance(3 * n * (int(self.steps) % 10) * int(self.restarts), "gradient_matching: poisons ready")
+        ctx.advance(
+            3 * n * (int(self.spec.steps) % 10) * int(self.spec.restarts), "gradient_matching: poisons ready"
+        )
         x = ctx.x.copy()
         x[indices] = (base + best).clamp(low, high).cpu().numpy()
         return PoisonedSet(x=x, y=ctx.y.copy(), indices=indices, eps=eps, target=target)

@@ -1,11 +1,11 @@
 """Label-consistent backdoor: target-class samples made hard with PGD on a clean surrogate, then triggered."""
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from app.schemas.poisoning import LabelConsistentParams, PoisoningAttackBase
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attacks.pgd import PGD
 from worker.engine.poisoning.attacks.base import Backdoor, check_class
@@ -15,7 +15,6 @@ from worker.engine.poisoning.data import PoisonContext, PoisonedSet, choose
 _BATCH = 256
 
 
-@dataclass
 class LabelConsistent(Backdoor):
     """Label-consistent (clean-label) backdoor.
 
@@ -36,32 +35,18 @@ class LabelConsistent(Backdoor):
     target class classified as the target class.
     """
 
-    name: ClassVar[str] = "label_consistent"
+    spec_type: ClassVar[type[PoisoningAttackBase]] = LabelConsistentParams
+    spec: LabelConsistentParams
     paper: ClassVar[str] = "Turner, Tsipras and Madry 2019 (label-consistent backdoor)"
     threat_model: ClassVar[str] = (
         "clean-label backdoor: target-class samples perturbed within eps on a clean surrogate, then "
         "triggered; no label changes"
     )
-    clean_label: ClassVar[bool] = True
-    needs_surrogate: ClassVar[bool] = True
-    needs_images: ClassVar[bool] = True
-    rate_of: ClassVar[str] = "target_class"
 
-    target_class: int = 0
-    eps: float = 0.2
-    steps: int = 20
-    step_size: float | None = None
-    trigger: PatchTrigger | dict[str, Any] = field(default_factory=PatchTrigger)
-    _trigger: Trigger | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        """Read the trigger spec and refuse an empty budget."""
-        if not isinstance(self.trigger, PatchTrigger):
-            self.trigger = PatchTrigger.from_spec(self.trigger)
-        if not 0 < float(self.eps) <= 1:
-            raise ValueError(f"label_consistent: eps must lie in (0, 1], got {self.eps}")
-        if int(self.steps) < 1:
-            raise ValueError("label_consistent: steps must be at least 1")
+    def __init__(self, spec: PoisoningAttackBase) -> None:
+        """Keep the spec; the trigger is built by `check`."""
+        super().__init__(spec)
+        self._trigger: Trigger | None = None
 
     def check(
         self,
@@ -71,9 +56,8 @@ class LabelConsistent(Backdoor):
         pattern: np.ndarray | None = None,
     ) -> None:
         """The target class must exist and the patch fit the image."""
-        check_class(self.target_class, num_classes, "target_class")
-        assert isinstance(self.trigger, PatchTrigger)
-        self._trigger = self.trigger.build(sample_shape, input_range)
+        check_class(self.spec.target_class, num_classes, "target_class")
+        self._trigger = PatchTrigger(self.spec.trigger).build(sample_shape, input_range)
 
     def train_trigger(self) -> Trigger:
         """The patch built by `check`."""
@@ -83,26 +67,29 @@ class LabelConsistent(Backdoor):
 
     def intended(self, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """Every triggered held-out input should become the target class; target-class inputs do not count."""
-        return np.full_like(y, self.target_class), y != self.target_class
+        return np.full_like(y, self.spec.target_class), y != self.spec.target_class
 
     def eligible(self, y: np.ndarray) -> np.ndarray:
         """Only target-class samples are changed."""
-        return np.flatnonzero(y == self.target_class)
+        return np.flatnonzero(y == self.spec.target_class)
 
     def base_size(self, y: np.ndarray) -> int:
         """The rate is a share of the target class."""
-        return int((y == self.target_class).sum())
+        return int((y == self.spec.target_class).sum())
 
     def craft_units(self, n_poison: int) -> float:
         """PGD steps per poison."""
-        return float(n_poison * (int(self.steps) + 1))
+        return float(n_poison * (int(self.spec.steps) + 1))
 
     def poison(self, ctx: PoisonContext, rate: float, key: int) -> PoisonedSet:
         """PGD within eps on the surrogate, then the trigger; labels are copied unchanged."""
         model = ctx.need_surrogate()
         indices = choose(ctx.rng(key), self.eligible(ctx.y), self.count(ctx.y, rate))
         attack = PGD(
-            norm="linf", steps=int(self.steps), step_size=self.step_size, input_range=ctx.input_range
+            norm="linf",
+            steps=int(self.spec.steps),
+            step_size=self.spec.step_size,
+            input_range=ctx.input_range,
         )
         generator = ctx.generator(key)
         x = ctx.x.copy()
@@ -110,11 +97,13 @@ class LabelConsistent(Backdoor):
             chosen = indices[start:stop]
             xb = torch.as_tensor(ctx.x[chosen], device=ctx.device)
             yb = torch.as_tensor(ctx.y[chosen], device=ctx.device)
-            result = attack.run(model, xb, yb, eps=float(self.eps), generator=generator)
+            result = attack.run(model, xb, yb, eps=float(self.spec.eps), generator=generator)
             x[chosen] = result.x_adv.cpu().numpy()
             ctx.advance(
-                (stop - start) * (int(self.steps) + 1), f"label_consistent: PGD {stop}/{len(indices)}"
+                (stop - start) * (int(self.spec.steps) + 1), f"label_consistent: PGD {stop}/{len(indices)}"
             )
         trigger = self.train_trigger()
         x[indices] = trigger.apply(x[indices])
-        return PoisonedSet(x=x, y=ctx.y.copy(), indices=indices, eps=float(self.eps), free=trigger.support)
+        return PoisonedSet(
+            x=x, y=ctx.y.copy(), indices=indices, eps=float(self.spec.eps), free=trigger.support
+        )

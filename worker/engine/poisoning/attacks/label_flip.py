@@ -1,16 +1,13 @@
 """Label flipping: random (symmetric noise), targeted (source to target), nearest (second-best class)."""
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from app.schemas.poisoning import LabelFlipParams, PoisoningAttackBase
 from worker.engine.poisoning.attacks.base import PoisoningAttack, check_class
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet, choose
-
-FlipMode = Literal["random", "targeted", "nearest"]
-FLIP_MODES: tuple[str, ...] = ("random", "targeted", "nearest")
 
 
 @torch.no_grad()
@@ -29,7 +26,6 @@ def _second_best(ctx: PoisonContext, indices: np.ndarray, batch_size: int = 512)
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
 
-@dataclass
 class LabelFlip(PoisoningAttack):
     """Label flipping: the attacker relabels a share of the training set, inputs untouched.
 
@@ -53,38 +49,32 @@ class LabelFlip(PoisoningAttack):
     source-class samples classified as the target class.
     """
 
-    name: ClassVar[str] = "label_flip"
+    spec_type: ClassVar[type[PoisoningAttackBase]] = LabelFlipParams
+    spec: LabelFlipParams
     paper: ClassVar[str] = "Xiao, Xiao and Eckert 2012 (label flips); Tolpegin et al. 2020 (targeted flips)"
     threat_model: ClassVar[str] = "dirty-label: the attacker relabels a share of the training set"
 
-    mode: FlipMode = "random"
-    source_class: int = 0
-    target_class: int = 1
-
-    def __post_init__(self) -> None:
-        """Refuse an unknown mode or a targeted flip onto its own class."""
-        if self.mode not in FLIP_MODES:
-            raise ValueError(f"label_flip: mode must be one of {', '.join(FLIP_MODES)}, not {self.mode!r}")
-        if self.mode == "targeted" and int(self.source_class) == int(self.target_class):
-            raise ValueError("label_flip: source_class and target_class must differ")
-
     @property
-    def needs_surrogate(self) -> bool:  # type: ignore[override]
+    def needs_surrogate(self) -> bool:
         """Only the nearest flip asks a model which class comes second."""
-        return self.mode == "nearest"
+        return self.spec.mode == "nearest"
 
     @property
     def flip(self) -> tuple[int, int] | None:
         """(source, target) of a targeted flip, None otherwise."""
-        return (int(self.source_class), int(self.target_class)) if self.mode == "targeted" else None
+        return (
+            (int(self.spec.source_class), int(self.spec.target_class))
+            if self.spec.mode == "targeted"
+            else None
+        )
 
     def params(self) -> dict[str, object]:
         """The mode, and the classes where they matter."""
         return {
-            "mode": self.mode,
+            "mode": self.spec.mode,
             **(
-                {"source_class": self.source_class, "target_class": self.target_class}
-                if self.mode == "targeted"
+                {"source_class": self.spec.source_class, "target_class": self.spec.target_class}
+                if self.spec.mode == "targeted"
                 else {}
             ),
         }
@@ -99,22 +89,24 @@ class LabelFlip(PoisoningAttack):
         """Classes must exist; a flip needs at least two classes."""
         if num_classes < 2:
             raise ValueError("label_flip needs at least two classes")
-        if self.mode == "targeted":
-            check_class(self.source_class, num_classes, "source_class")
-            check_class(self.target_class, num_classes, "target_class")
+        if self.spec.mode == "targeted":
+            check_class(self.spec.source_class, num_classes, "source_class")
+            check_class(self.spec.target_class, num_classes, "target_class")
 
     def eligible(self, y: np.ndarray) -> np.ndarray:
         """The source class (targeted) or every sample."""
-        return np.flatnonzero(y == self.source_class) if self.mode == "targeted" else np.arange(len(y))
+        return (
+            np.flatnonzero(y == self.spec.source_class) if self.spec.mode == "targeted" else np.arange(len(y))
+        )
 
     def poison(self, ctx: PoisonContext, rate: float, key: int) -> PoisonedSet:
         """Relabel exactly count(rate) samples; inputs are left as they are."""
         rng = ctx.rng(key)
         indices = choose(rng, self.eligible(ctx.y), self.count(ctx.y, rate))
         y = ctx.y.copy()
-        if self.mode == "targeted":
-            y[indices] = self.target_class
-        elif self.mode == "nearest":
+        if self.spec.mode == "targeted":
+            y[indices] = self.spec.target_class
+        elif self.spec.mode == "nearest":
             y[indices] = _second_best(ctx, indices)
         else:
             shift = rng.integers(1, ctx.num_classes, size=len(indices))

@@ -1,17 +1,14 @@
 """Backdoor triggers: a mask of blend weights and a pattern, stamped onto inputs as (1 - m) x + m p."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Literal, Self
+from dataclasses import dataclass
+from typing import Any, Self
 
 import numpy as np
+from pydantic import ValidationError
 
+from app.schemas.poisoning import TriggerParams
 from worker.engine.seeding import numpy_rng
-
-Location = Literal["bottom_right", "bottom_left", "top_right", "top_left", "center"]
-PatchPattern = Literal["solid", "checkerboard", "random"]
-LOCATIONS: tuple[str, ...] = ("bottom_right", "bottom_left", "top_right", "top_left", "center")
-PATCH_PATTERNS: tuple[str, ...] = ("solid", "checkerboard", "random")
 
 
 @dataclass(frozen=True)
@@ -39,65 +36,40 @@ class Trigger:
         return (self.mask * self.pattern + (1.0 - self.mask) * input_range[0]).astype(np.float32)
 
 
-@dataclass(frozen=True)
 class PatchTrigger:
-    """A BadNets patch (Gu et al. 2017): a `size` x `size` square at a corner, the center, or (row, col).
+    """A BadNets patch (Gu et al. 2017) built from its spec (app.schemas.poisoning.TriggerParams): a `size` x
+    `size` square at a corner, the center or (row, col); solid (default the top of the input range),
+    checkerboard, or random from `pattern_seed`."""
 
-    Parameters:
-        size: side of the square in pixels, default 2.
-        location: "bottom_right" (default), "bottom_left", "top_right", "top_left" or "center".
-        row, col: the top-left pixel of the square; both or neither; they override `location`.
-        value: the pixel value of a solid patch, in the input range; default None, the top of the range.
-        pattern: "solid" (every pixel `value`, default), "checkerboard" (alternating top and bottom of
-            the range) or "random" (each pixel and channel drawn uniformly in the range from
-            `pattern_seed`).
-        pattern_seed: seed of the random pattern, default 0.
-    """
-
-    size: int = 2
-    location: Location = "bottom_right"
-    row: int | None = None
-    col: int | None = None
-    value: float | None = None
-    pattern: PatchPattern = "solid"
-    pattern_seed: int = 0
-
-    def __post_init__(self) -> None:
-        """Refuse a trigger that cannot be placed on any image."""
-        if int(self.size) < 1:
-            raise ValueError(f"trigger size must be at least 1 pixel, got {self.size}")
-        if self.location not in LOCATIONS:
-            raise ValueError(f"trigger location must be one of {', '.join(LOCATIONS)}, not {self.location!r}")
-        if self.pattern not in PATCH_PATTERNS:
-            raise ValueError(
-                f"trigger pattern must be one of {', '.join(PATCH_PATTERNS)}, not {self.pattern!r}"
-            )
-        if (self.row is None) != (self.col is None):
-            raise ValueError("give both trigger row and col, or neither")
-        if self.row is not None and (int(self.row) < 0 or int(self.col or 0) < 0):
-            raise ValueError("trigger row and col must be non-negative")
+    def __init__(self, spec: TriggerParams | None = None, **fields: Any) -> None:
+        """From a spec, or from its fields as keywords (validated by the spec)."""
+        self.spec = spec if spec is not None else TriggerParams(**fields)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any] | None) -> Self:
-        """A trigger from a validated spec; unknown keys are an error, a missing spec is the default."""
-        spec = dict(spec or {})
-        names = {field.name for field in fields(cls)}
-        unknown = sorted(set(spec) - names)
-        if unknown:
-            raise ValueError(f"unknown trigger parameters: {', '.join(unknown)}")
-        return cls(**{key: value for key, value in spec.items() if value is not None})
+        """A trigger from a spec dict; unknown keys are an error, a missing spec is the default."""
+        try:
+            return cls(TriggerParams.model_validate({k: v for k, v in (spec or {}).items() if v is not None}))
+        except ValidationError as exc:
+            raise ValueError(f"bad trigger parameters: {exc.errors()[0]['msg']}") from exc
+
+    @property
+    def size(self) -> int:
+        """Side of the square in pixels."""
+        return self.spec.size
 
     def origin(self, height: int, width: int) -> tuple[int, int]:
         """The top-left pixel of the patch on an image of height x width; ValueError when it does not fit."""
         size = int(self.size)
         if size > height or size > width:
             raise ValueError(f"a trigger of {size}x{size} pixels is larger than the {height}x{width} image")
-        if self.row is not None and self.col is not None:
-            row, col = int(self.row), int(self.col)
+        spec = self.spec
+        if spec.row is not None and spec.col is not None:
+            row, col = int(spec.row), int(spec.col)
         else:
             rows = {"top": 0, "bottom": height - size, "center": (height - size) // 2}
             cols = {"left": 0, "right": width - size, "center": (width - size) // 2}
-            vertical, _, horizontal = self.location.partition("_")
+            vertical, _, horizontal = spec.location.partition("_")
             row, col = rows[vertical], cols[horizontal or "center"]
         if row + size > height or col + size > width:
             raise ValueError(
@@ -118,17 +90,17 @@ class PatchTrigger:
         mask = np.zeros(sample_shape, dtype=np.float32)
         mask[:, row : row + size, col : col + size] = 1.0
         pattern = np.full(sample_shape, low, dtype=np.float32)
-        if self.pattern == "solid":
-            value = high if self.value is None else float(self.value)
+        if self.spec.pattern == "solid":
+            value = high if self.spec.value is None else float(self.spec.value)
             if not low <= value <= high:
                 raise ValueError(f"trigger value {value} lies outside the input range [{low}, {high}]")
             patch = np.full((channels, size, size), value, dtype=np.float32)
-        elif self.pattern == "checkerboard":
+        elif self.spec.pattern == "checkerboard":
             grid = (np.add.outer(np.arange(size), np.arange(size)) % 2 == 0).astype(np.float32)
             patch = np.broadcast_to(low + (high - low) * grid, (channels, size, size)).astype(np.float32)
         else:
             patch = (
-                numpy_rng(int(self.pattern_seed), 17)
+                numpy_rng(int(self.spec.pattern_seed), 17)
                 .uniform(low, high, (channels, size, size))
                 .astype(np.float32)
             )
@@ -137,7 +109,7 @@ class PatchTrigger:
 
     def params(self) -> dict[str, Any]:
         """Effective parameters for the report."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        return self.spec.model_dump(mode="json")
 
 
 def blend_trigger(pattern: np.ndarray, alpha: float) -> Trigger:

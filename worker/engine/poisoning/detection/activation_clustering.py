@@ -1,17 +1,16 @@
 """Activation clustering: two clusters per class at a feature layer; the gate decides which are poison."""
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from worker.engine.poisoning.detection.base import DetectionData, DetectionResult, Detector
-from worker.engine.poisoning.detection.gate import DEFAULT_THRESHOLD, gate_classes
+from app.schemas.poisoning_detection import ActivationClusteringParams
+from worker.engine.poisoning.detection.base import DetectionData, DetectionResult, Detector, DetectorSpec
+from worker.engine.poisoning.detection.gate import gate_classes
 
 
-@dataclass
 class ActivationClustering(Detector):
     """Activation clustering.
 
@@ -34,27 +33,17 @@ class ActivationClustering(Detector):
         threshold: the gate's own-share threshold, default 0.8.
     """
 
-    name: ClassVar[str] = "activation_clustering"
+    spec_type: ClassVar[type[DetectorSpec]] = ActivationClusteringParams
+    spec: ActivationClusteringParams
     paper: ClassVar[str] = "Chen et al. 2018 (activation clustering)"
-
-    layer: str = "auto"
-    dims: int = 10
-    threshold: float = DEFAULT_THRESHOLD
-
-    def __post_init__(self) -> None:
-        """Refuse an empty reduction or a threshold outside (0, 1]."""
-        if int(self.dims) < 1:
-            raise ValueError("activation_clustering: dims must be at least 1")
-        if not 0 < float(self.threshold) <= 1:
-            raise ValueError("activation_clustering: threshold must lie in (0, 1]")
 
     def detect(self, data: DetectionData) -> DetectionResult:
         """Split every class, gate the classes, suspect the smaller cluster of flagged ones."""
-        features = data.features(self.layer)
+        features = data.features(self.spec.layer)
         suspects = np.zeros(len(data.y), dtype=bool)
         scores = np.zeros(len(data.y), dtype=np.float64)
-        for members, block in data.class_blocks(self.layer):
-            dims = min(int(self.dims), len(members) - 1, block.shape[1])
+        for members, block in data.class_blocks(self.spec.layer):
+            dims = min(int(self.spec.dims), len(members) - 1, block.shape[1])
             reduced = PCA(dims, random_state=data.seed).fit_transform(block) if dims >= 1 else block
             split = KMeans(2, n_init=10, random_state=data.seed).fit(reduced)
             counts = np.bincount(split.labels_, minlength=2)
@@ -66,10 +55,12 @@ class ActivationClustering(Detector):
             spread = float(np.sqrt((reduced**2).sum(axis=1).mean())) or 1.0
             scores[members] = (to_large - to_small) / spread
             suspects[members[split.labels_ == small]] = True
-        verdicts = gate_classes(features, data.y, suspects, data.num_classes, threshold=float(self.threshold))
+        verdicts = gate_classes(
+            features, data.y, suspects, data.num_classes, threshold=float(self.spec.threshold)
+        )
         flagged = {verdict.label for verdict in verdicts if verdict.flagged}
         suspected = np.flatnonzero(suspects & np.isin(data.y, list(flagged))).astype(np.int64)
-        reader = data.reader(self.layer)
+        reader = data.reader(self.spec.layer)
         return DetectionResult(
             scores=scores.astype(np.float32),
             suspected=suspected,

@@ -1,15 +1,17 @@
-"""The detector interface: typed parameters, what a detector reads, and what it finds."""
+"""The detector interface: built from its typed spec, what it reads, and what it finds."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
+from app.schemas.poisoning_detection import ActivationClusteringParams, SpectralSignaturesParams, StripParams
 from worker.engine.poisoning.detection.features import FeatureReader
 from worker.engine.poisoning.detection.gate import ClassVerdict
-from worker.engine.poisoning.spec import dataclass_from_spec, dataclass_params
+
+DetectorSpec = ActivationClusteringParams | SpectralSignaturesParams | StripParams
 
 
 @dataclass
@@ -72,27 +74,30 @@ class DetectionResult:
         return [verdict.label for verdict in self.classes if verdict.flagged]
 
 
-@dataclass
 class Detector(ABC):
-    """Base class of poison detectors: a dataclass of parameters with published defaults.
+    """Base class of poison detectors, built from the detector's typed spec (app.schemas.poisoning_detection).
 
-    Facts: `reads` is "features" (activations at a layer of the trained model) or "predictions"
-    (the model's outputs only); `inference_time` says whether it also screens inputs at test time.
+    Each engine class declares `spec_type`, the spec it is built from (the registry's key); whether it
+    reads activations at a layer is the spec's `reads_features` fact.
     """
 
-    name: ClassVar[str]
+    spec_type: ClassVar[type[DetectorSpec]]
     paper: ClassVar[str]
-    reads: ClassVar[str] = "features"
-    inference_time: ClassVar[bool] = False
 
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
-        """Build from a spec entry without `name`; unknown keys and missing ones are errors."""
-        return dataclass_from_spec(cls, spec, cls.name)
+    def __init__(self, spec: DetectorSpec) -> None:
+        """Keep the validated spec (of this class's spec_type)."""
+        if not isinstance(spec, self.spec_type):
+            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        """The detector's name in the spec."""
+        return self.spec.name
 
     def params(self) -> dict[str, Any]:
-        """Effective parameters for the report."""
-        return dataclass_params(self)
+        """Effective parameters for the report: the spec without its name."""
+        return self.spec.model_dump(mode="json", exclude={"name"})
 
     @abstractmethod
     def detect(self, data: DetectionData) -> DetectionResult:

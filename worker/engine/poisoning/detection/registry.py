@@ -1,22 +1,18 @@
-"""The one registry of poison detectors by enumerated name."""
-
-from collections.abc import Mapping
-from typing import Any
+"""The one registry of poison detectors, keyed by the spec type each engine class is built from."""
 
 from worker.engine.poisoning.detection.activation_clustering import ActivationClustering
-from worker.engine.poisoning.detection.base import Detector
+from worker.engine.poisoning.detection.base import Detector, DetectorSpec
 from worker.engine.poisoning.detection.spectral_signatures import SpectralSignatures
 from worker.engine.poisoning.detection.strip import Strip
 
-DETECTORS: dict[str, type[Detector]] = {
-    detector.name: detector for detector in (ActivationClustering, SpectralSignatures, Strip)
+DETECTORS: dict[type[DetectorSpec], type[Detector]] = {
+    detector.spec_type: detector for detector in (ActivationClustering, SpectralSignatures, Strip)
 }
 
 
-def build_detector(spec: Mapping[str, Any]) -> Detector:
-    """The detector of a spec entry ({name, **params}); ValueError for an unknown name or parameter."""
-    entry = dict(spec)
-    name = entry.pop("name", None)
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(DETECTORS))}")
-    return DETECTORS[name].from_spec(entry)
+def build_detector(spec: DetectorSpec) -> Detector:
+    """The engine detector of a validated spec entry; ValueError for a spec type without one."""
+    engine = DETECTORS.get(type(spec))
+    if engine is None:
+        raise ValueError(f"no detector is built from {type(spec).__name__}")
+    return engine(spec)

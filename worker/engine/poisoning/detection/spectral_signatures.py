@@ -1,13 +1,13 @@
 """Spectral signatures: the top singular direction of each class's centred activations."""
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from worker.engine.poisoning.detection.base import DetectionData, DetectionResult, Detector
-from worker.engine.poisoning.detection.gate import DEFAULT_THRESHOLD, gate_classes
+from app.schemas.poisoning_detection import SpectralSignaturesParams
+from worker.engine.poisoning.detection.base import DetectionData, DetectionResult, Detector, DetectorSpec
+from worker.engine.poisoning.detection.gate import gate_classes
 
 
 def _tail_group(projection: np.ndarray, seed: int) -> np.ndarray:
@@ -20,7 +20,6 @@ def _tail_group(projection: np.ndarray, seed: int) -> np.ndarray:
     return assigned == int(np.argmin(counts))
 
 
-@dataclass
 class SpectralSignatures(Detector):
     """Spectral signatures.
 
@@ -39,34 +38,29 @@ class SpectralSignatures(Detector):
         threshold: the gate's own-share threshold, default 0.8.
     """
 
-    name: ClassVar[str] = "spectral_signatures"
+    spec_type: ClassVar[type[DetectorSpec]] = SpectralSignaturesParams
+    spec: SpectralSignaturesParams
     paper: ClassVar[str] = "Tran, Li and Madry 2018 (spectral signatures)"
-
-    layer: str = "auto"
-    threshold: float = DEFAULT_THRESHOLD
-
-    def __post_init__(self) -> None:
-        """Refuse a threshold outside (0, 1]."""
-        if not 0 < float(self.threshold) <= 1:
-            raise ValueError("spectral_signatures: threshold must lie in (0, 1]")
 
     def detect(self, data: DetectionData) -> DetectionResult:
         """Score by the top singular direction, group the tail, gate the classes."""
-        features = data.features(self.layer)
+        features = data.features(self.spec.layer)
         suspects = np.zeros(len(data.y), dtype=bool)
         scores = np.zeros(len(data.y), dtype=np.float64)
-        for members, block in data.class_blocks(self.layer):
+        for members, block in data.class_blocks(self.spec.layer):
             _, _, vt = np.linalg.svd(block, full_matrices=False)
             projection = block @ vt[0]
             scale = float(np.median(projection**2)) or 1.0
             scores[members] = projection**2 / scale
             suspects[members[_tail_group(projection, data.seed)]] = True
-        verdicts = gate_classes(features, data.y, suspects, data.num_classes, threshold=float(self.threshold))
+        verdicts = gate_classes(
+            features, data.y, suspects, data.num_classes, threshold=float(self.spec.threshold)
+        )
         flagged = {verdict.label for verdict in verdicts if verdict.flagged}
         suspected = np.flatnonzero(suspects & np.isin(data.y, list(flagged))).astype(np.int64)
         return DetectionResult(
             scores=scores.astype(np.float32),
             suspected=suspected,
             classes=verdicts,
-            details={**data.reader(self.layer).describe(), "feature_dims": int(features.shape[1])},
+            details={**data.reader(self.spec.layer).describe(), "feature_dims": int(features.shape[1])},
         )

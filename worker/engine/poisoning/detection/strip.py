@@ -1,14 +1,14 @@
 """STRIP: inputs whose predictions stay certain under superimposed clean images carry a trigger."""
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy.stats import binom, norm
 
+from app.schemas.poisoning_detection import StripParams
 from worker.engine.batching import batch_bounds
 from worker.engine.models.intake import OnnxRuntimeClassifier
-from worker.engine.poisoning.detection.base import DetectionData, DetectionResult, Detector
+from worker.engine.poisoning.detection.base import DetectionData, DetectionResult, Detector, DetectorSpec
 from worker.engine.poisoning.detection.gate import ClassVerdict
 from worker.engine.seeding import numpy_rng
 
@@ -23,7 +23,6 @@ def _entropy(logits: np.ndarray) -> np.ndarray:
     return -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=1)
 
 
-@dataclass
 class Strip(Detector):
     """STRIP, a run-time trojan detector.
 
@@ -56,23 +55,9 @@ class Strip(Detector):
             0.1 (clean digits classes stay under 0.07; smaller implants are activation clustering's).
     """
 
-    name: ClassVar[str] = "strip"
+    spec_type: ClassVar[type[DetectorSpec]] = StripParams
+    spec: StripParams
     paper: ClassVar[str] = "Gao et al. 2019 (STRIP)"
-    reads: ClassVar[str] = "predictions"
-    inference_time: ClassVar[bool] = True
-
-    overlays: int = 20
-    blend: float = 1.0
-    frr: float = 0.01
-    alpha: float = 0.01
-    min_share: float = 0.1
-
-    def __post_init__(self) -> None:
-        """Refuse budgets and rates that cannot work."""
-        if int(self.overlays) < 1 or not 0 < float(self.blend) <= 1:
-            raise ValueError("strip: overlays must be at least 1 and blend in (0, 1]")
-        if not 0 < float(self.frr) < 1 or not 0 < float(self.alpha) < 1 or not 0 <= float(self.min_share) < 1:
-            raise ValueError("strip: frr and alpha must lie in (0, 1), min_share in [0, 1)")
 
     def _mean_entropy(
         self,
@@ -84,14 +69,14 @@ class Strip(Detector):
         rng: np.random.Generator,
     ) -> np.ndarray:
         """Mean prediction entropy of each input over its superimposed copies."""
-        n = int(self.overlays)
+        n = int(self.spec.overlays)
         picks = rng.integers(0, len(pool), size=(len(x), n))
         out = np.empty(len(x), dtype=np.float64)
         per_batch = max(1, _BATCH // n)
         for start, stop in batch_bounds(len(x), per_batch):
             base = np.repeat(x[start:stop], n, axis=0)
             overlay = pool[picks[start:stop].reshape(-1)]
-            mixed = np.clip(base + float(self.blend) * (overlay - low), low, high).astype(np.float32)
+            mixed = np.clip(base + float(self.spec.blend) * (overlay - low), low, high).astype(np.float32)
             out[start:stop] = _entropy(classify(mixed)).reshape(stop - start, n).mean(axis=1)
         return out
 
@@ -127,7 +112,7 @@ class Strip(Detector):
         """The paper's test-time screen: a global threshold on half the clean inputs, the FRR on the rest."""
         order = rng.permutation(len(clean_entropy))
         half = len(order) // 2
-        threshold = float(np.quantile(clean_entropy[order[:half]], float(self.frr)))
+        threshold = float(np.quantile(clean_entropy[order[:half]], float(self.spec.frr)))
         out: dict[str, Any] = {
             "threshold": threshold,
             "false_rejection_rate": float((clean_entropy[order[half:]] < threshold).mean()),
@@ -142,7 +127,7 @@ class Strip(Detector):
     def _threshold(self, entropies: np.ndarray) -> float:
         """The frr point of a normal distribution fitted to clean entropies (Gao et al.'s boundary)."""
         spread = float(entropies.std(ddof=1)) if len(entropies) > 1 else 0.0
-        return float(norm.ppf(float(self.frr), loc=float(entropies.mean()), scale=max(spread, 1e-12)))
+        return float(norm.ppf(float(self.spec.frr), loc=float(entropies.mean()), scale=max(spread, 1e-12)))
 
     def _label_thresholds(self, clean_entropy: np.ndarray, data: DetectionData) -> np.ndarray:
         """Per label, the boundary fitted to clean held-out entropies of that label (global where too few)."""
@@ -161,11 +146,13 @@ class Strip(Detector):
             for c in range(data.num_classes)
         ]
         shares = [k / n for n, k in counts if n]
-        typical = max(float(self.frr), float(np.median(shares)) if shares else 0.0)
+        typical = max(float(self.spec.frr), float(np.median(shares)) if shares else 0.0)
         verdicts = []
         for label, (n, k) in enumerate(counts):
             p_value = float(binom.sf(k - 1, n, typical)) if n and k else 1.0
             share = k / n if n else 0.0
-            flagged = p_value < float(self.alpha) / data.num_classes and share >= float(self.min_share)
+            flagged = p_value < float(self.spec.alpha) / data.num_classes and share >= float(
+                self.spec.min_share
+            )
             verdicts.append(ClassVerdict(label, n, k, None, flagged))
         return verdicts

@@ -6,7 +6,6 @@ from typing import ClassVar
 import numpy as np
 
 from worker.engine.poisoning.scan.base import (
-    ANOMALY_THRESHOLD,
     Classify,
     ScanData,
     Scanner,
@@ -15,7 +14,7 @@ from worker.engine.poisoning.scan.base import (
     to_trigger,
     trigger_success,
 )
-from worker.engine.poisoning.scan.schedule import CostSchedule
+from worker.engine.poisoning.scan.budget import TriggerSearchBudget
 from worker.engine.seeding import numpy_rng
 
 _TANH_EDGE = 1 - 1e-6
@@ -28,7 +27,7 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class B3D(Scanner):
+class B3D(Scanner, TriggerSearchBudget):
     """B3D, a black-box model scan for backdoors (queries only, no gradients, no training data).
 
     Paper: Dong, Yang, Deng, Pang, Xiao, Zhu and Zhu, "Black-box Detection of Backdoor Attacks with
@@ -52,7 +51,7 @@ class B3D(Scanner):
         sigma: probe scale in tanh space, default 0.1.
         learning_rate: Adam's step, default 0.1.
         init_cost, success_threshold, patience, cost_multiplier, early_stop_patience,
-            anomaly_threshold: as Neural Cleanse (1e-3, 0.99, 5, 1.5, 10, 2).
+            anomaly_threshold: TriggerSearchBudget's, as Neural Cleanse (1e-3, 0.99, 5, 1.5, 10, 2).
     """
 
     name: ClassVar[str] = "b3d"
@@ -60,32 +59,14 @@ class B3D(Scanner):
     white_box: ClassVar[bool] = False
 
     steps: int = 200
-    epoch_steps: int = 5
-    batch_size: int = 16
     samples: int = 20
     sigma: float = 0.1
-    learning_rate: float = 0.1
-    init_cost: float = 1e-3
-    success_threshold: float = 0.99
-    patience: int = 5
-    cost_multiplier: float = 1.5
-    early_stop_patience: int = 10
-    anomaly_threshold: float = ANOMALY_THRESHOLD
 
     def __post_init__(self) -> None:
         """Refuse budgets that cannot run."""
-        if min(int(self.steps), int(self.epoch_steps), int(self.batch_size), int(self.samples)) < 1:
-            raise ValueError("b3d: steps, epoch_steps, batch_size and samples must be at least 1")
-        if not self.sigma > 0 or not self.learning_rate > 0 or not self.init_cost > 0:
-            raise ValueError("b3d: sigma, learning_rate and init_cost must be > 0")
-        if (
-            not self.cost_multiplier > 1
-            or not 0 < self.success_threshold <= 1
-            or not self.anomaly_threshold > 0
-        ):
-            raise ValueError(
-                "b3d: cost_multiplier must be > 1, success_threshold in (0, 1], anomaly_threshold > 0"
-            )
+        self.check_budget(self.name)
+        if int(self.samples) < 1 or not self.sigma > 0:
+            raise ValueError("b3d: samples must be at least 1, sigma > 0")
 
     def scan(self, model: Classify, data: ScanData) -> ScanResult:
         """Reverse a trigger for every class from queries, flag the small ones, measure each."""
@@ -96,16 +77,8 @@ class B3D(Scanner):
         area, volume = height * width, channels * height * width
         theta = np.arctanh((rng.random((k_all, area + volume)) - 0.5) * 2 * _TANH_EDGE)
         adam_m, adam_v = np.zeros_like(theta), np.zeros_like(theta)
-        schedule = CostSchedule(
-            k_all,
-            self.init_cost,
-            self.success_threshold,
-            self.patience,
-            self.cost_multiplier,
-            self.early_stop_patience,
-        )
+        search = self.search(k_all)
         best = np.zeros_like(theta)
-        hits, seen, epochs = np.zeros(k_all), 0, np.zeros(k_all, dtype=np.int64)
         batch, pairs, sigma = min(int(self.batch_size), len(data.x)), int(self.samples), float(self.sigma)
 
         def decode(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +96,7 @@ class B3D(Scanner):
             return ce, (logits.argmax(2) == targets[:, None]).mean(1)
 
         for step in range(int(self.steps)):
-            active = np.flatnonzero(~schedule.done)
+            active = search.active()
             if len(active) == 0:
                 break
             x = data.x[rng.choice(len(data.x), batch, replace=False)]
@@ -136,27 +109,19 @@ class B3D(Scanner):
             ce = ce.reshape(len(active), 2, pairs)
             grad = ((ce[:, 0] - ce[:, 1])[..., None] * noise).mean(1) / (2 * sigma)
             mask_slope = (1 - np.tanh(theta[active, :area]) ** 2) / 2
-            grad[:, :area] += schedule.cost[active, None] * mask_slope
+            grad[:, :area] += search.cost(active)[:, None] * mask_slope
             t = step + 1
             adam_m[active] = 0.5 * adam_m[active] + 0.5 * grad
             adam_v[active] = 0.9 * adam_v[active] + 0.1 * grad**2
             step_size = float(self.learning_rate) * np.sqrt(1 - 0.9**t) / (1 - 0.5**t)
             theta[active] -= step_size * adam_m[active] / (np.sqrt(adam_v[active]) + 1e-8)
             _, hit = losses(theta[active], x, active)
-            hits[active] += hit
-            seen += 1
-            if t % int(self.epoch_steps) == 0:
-                is_active = np.zeros(k_all, dtype=bool)
-                is_active[active] = True
-                norms = np.zeros(k_all)
-                norms[active] = decode(theta[active])[0].reshape(len(active), -1).sum(1)
-                improved = schedule.step(hits / seen, norms, is_active)
-                best[improved] = theta[improved]
-                epochs[active] += 1
-                hits, seen = np.zeros(k_all), 0
+            norms = decode(theta[active])[0].reshape(len(active), -1).sum(1)
+            improved = active[search.record(active, hit, norms)]
+            best[improved] = theta[improved]
             if data.progress is not None:
                 data.progress.advance(1.0, f"{self.name} step {t}/{self.steps}")
-        chosen = np.where(np.isfinite(schedule.best_norm)[:, None], best, theta)
+        chosen = np.where(search.found()[:, None], best, theta)
         masks, patterns = decode(chosen)
         triggers = {
             k: to_trigger(masks[k, 0].astype(np.float32), patterns[k].astype(np.float32))
@@ -167,6 +132,6 @@ class B3D(Scanner):
         threshold = float(self.anomaly_threshold)
         result = ScanResult(self.name, self.paper, threshold, findings(norms, success, threshold), {})
         result.triggers = {k: triggers[k] for k in result.shown()}
-        queries = int(epochs.sum()) * int(self.epoch_steps) * (2 * pairs + 1) * batch
-        result.details = {"epochs": {k: int(epochs[k]) for k in range(k_all)}, "queries": queries}
+        queries = int(search.epochs.sum()) * int(self.epoch_steps) * (2 * pairs + 1) * batch
+        result.details = {"epochs": {k: int(search.epochs[k]) for k in range(k_all)}, "queries": queries}
         return result

@@ -12,7 +12,6 @@ from torch.nn import functional
 
 from worker.engine.batching import batch_bounds
 from worker.engine.poisoning.scan.base import (
-    ANOMALY_THRESHOLD,
     Classify,
     ScanData,
     Scanner,
@@ -21,7 +20,7 @@ from worker.engine.poisoning.scan.base import (
     to_trigger,
     trigger_success,
 )
-from worker.engine.poisoning.scan.schedule import CostSchedule
+from worker.engine.poisoning.scan.budget import TriggerSearchBudget
 from worker.engine.seeding import numpy_rng
 
 _TANH_EDGE = 1 - 1e-6
@@ -60,7 +59,7 @@ def module_classify(model: nn.Module) -> Classify:
 
 
 @dataclass
-class NeuralCleanse(Scanner):
+class NeuralCleanse(Scanner, TriggerSearchBudget):
     """Neural Cleanse, a white-box model scan for backdoors.
 
     Paper: Wang, Yao, Shan, Li, Viswanath, Zheng and Zhao, "Neural Cleanse: Identifying and Mitigating
@@ -76,40 +75,17 @@ class NeuralCleanse(Scanner):
     All classes are optimised together in one batch (each with its own cost), so a step costs one
     forward and backward pass over classes x batch_size stamped inputs.
 
-    Parameters:
-        steps: mini-batch steps per class, default 300 (the optimisation budget).
-        epoch_steps: mini-batches per schedule epoch, default 5.
-        batch_size: clean inputs per mini-batch, default 16 (the paper uses 32; 16 halves the cost
-            with the same flags on the digits benchmark).
-        learning_rate: Adam's step, default 0.1.
-        init_cost: the first l1 weight, default 1e-3; success_threshold 0.99; patience 5;
-            cost_multiplier 1.5; early_stop_patience 10 epochs (the paper's and ART's defaults).
-        anomaly_threshold: default 2.
+    Parameters: TriggerSearchBudget's (steps default 300; batch_size 16, where the paper uses 32: 16
+    halves the cost with the same flags on the digits benchmark; the paper's and ART's schedule).
     """
 
     name: ClassVar[str] = "neural_cleanse"
     paper: ClassVar[str] = "Wang et al., IEEE S&P 2019 (Neural Cleanse)"
     white_box: ClassVar[bool] = True
 
-    steps: int = 300
-    epoch_steps: int = 5
-    batch_size: int = 16
-    learning_rate: float = 0.1
-    init_cost: float = 1e-3
-    success_threshold: float = 0.99
-    patience: int = 5
-    cost_multiplier: float = 1.5
-    early_stop_patience: int = 10
-    anomaly_threshold: float = ANOMALY_THRESHOLD
-
     def __post_init__(self) -> None:
         """Refuse budgets that cannot run."""
-        if min(int(self.steps), int(self.epoch_steps), int(self.batch_size), int(self.patience)) < 1:
-            raise ValueError("neural_cleanse: steps, epoch_steps, batch_size and patience must be at least 1")
-        if not self.learning_rate > 0 or not self.init_cost > 0 or not self.cost_multiplier > 1:
-            raise ValueError("neural_cleanse: learning_rate and init_cost must be > 0, cost_multiplier > 1")
-        if not 0 < self.success_threshold <= 1 or not self.anomaly_threshold > 0:
-            raise ValueError("neural_cleanse: success_threshold must lie in (0, 1], anomaly_threshold > 0")
+        self.check_budget(self.name)
 
     def scan(self, model: nn.Module, data: ScanData) -> ScanResult:
         """Reverse a trigger for every class, flag the small ones, measure each on the clean set."""
@@ -143,78 +119,44 @@ class NeuralCleanse(Scanner):
             _atanh(rng.random((n, channels, height, width))), device=device, requires_grad=True
         )
         optimizer = torch.optim.Adam([mask_raw, pattern_raw], lr=float(self.learning_rate), betas=(0.5, 0.9))
-        schedule = CostSchedule(
-            n,
-            self.init_cost,
-            self.success_threshold,
-            self.patience,
-            self.cost_multiplier,
-            self.early_stop_patience,
-        )
+        search = self.search(n)
         best_mask = np.zeros((n, height, width), dtype=np.float32)
         best_pattern = np.zeros((n, channels, height, width), dtype=np.float32)
         x_all = torch.as_tensor(data.x, dtype=torch.float32, device=device)
         labels = torch.as_tensor(list(targets), device=device)
-        epochs = np.zeros(n, dtype=np.int64)
         batch = min(int(self.batch_size), len(data.x))
-        hits, seen = np.zeros(n), 0
         with _frozen(model):
             for step in range(int(self.steps)):
-                active = np.flatnonzero(~schedule.done)
+                active = search.active()
                 if len(active) == 0:
                     break
                 pick = torch.as_tensor(rng.choice(len(data.x), batch, replace=False), device=device)
                 index = torch.as_tensor(active, device=device)
                 mask = torch.tanh(mask_raw[index]) / 2 + 0.5
                 pattern = low + (high - low) * (torch.tanh(pattern_raw[index]) / 2 + 0.5)
-                stamped = _stamp(x_all[pick], mask, pattern)
-                logits = model(stamped)
+                logits = model(_stamp(x_all[pick], mask, pattern))
                 target = labels[index].repeat_interleave(batch)
-                ce = (
-                    functional.cross_entropy(logits, target, reduction="none")
-                    .view(len(active), batch)
-                    .mean(1)
-                )
+                ce = functional.cross_entropy(logits, target, reduction="none").view(len(active), -1).mean(1)
                 norm = mask.sum(dim=(1, 2, 3))
-                cost = torch.as_tensor(schedule.cost[active], dtype=torch.float32, device=device)
+                cost = torch.as_tensor(search.cost(active), dtype=torch.float32, device=device)
                 optimizer.zero_grad(set_to_none=True)
                 (ce + cost * norm).sum().backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
-                hit = (
-                    (logits.argmax(1) == target)
-                    .view(len(active), batch)
-                    .float()
-                    .mean(1)
-                    .detach()
-                    .cpu()
-                    .numpy()
-                )
-                hits[active] += hit
-                seen += 1
-                if (step + 1) % int(self.epoch_steps) == 0:
-                    success = hits / seen
-                    norms = np.zeros(n)
-                    norms[active] = norm.detach().cpu().numpy()
-                    is_active = np.zeros(n, dtype=bool)
-                    is_active[active] = True
-                    improved = schedule.step(success, norms, is_active)
-                    epochs[active] += 1
-                    for i in np.flatnonzero(improved):
-                        row = int(np.flatnonzero(active == i)[0])
-                        best_mask[i] = mask[row, 0].detach().cpu().numpy()
-                        best_pattern[i] = pattern[row].detach().cpu().numpy()
-                    hits, seen = np.zeros(n), 0
+                hit = (logits.argmax(1) == target).view(len(active), batch).float().mean(1)
+                for row in search.record(active, hit.cpu().numpy(), norm.detach().cpu().numpy()):
+                    best_mask[active[row]] = mask[row, 0].detach().cpu().numpy()
+                    best_pattern[active[row]] = pattern[row].detach().cpu().numpy()
                 if data.progress is not None:
                     data.progress.advance(1.0, f"{self.name} step {step + 1}/{self.steps}")
         final_mask = (torch.tanh(mask_raw) / 2 + 0.5).detach().cpu().numpy()[:, 0]
         final_pattern = (low + (high - low) * (torch.tanh(pattern_raw) / 2 + 0.5)).detach().cpu().numpy()
+        found = search.found()
         masks, patterns = {}, {}
         for row, k in enumerate(targets):
-            found = np.isfinite(schedule.best_norm[row])
-            masks[k] = best_mask[row] if found else final_mask[row].astype(np.float32)
-            patterns[k] = best_pattern[row] if found else final_pattern[row].astype(np.float32)
+            masks[k] = best_mask[row] if found[row] else final_mask[row].astype(np.float32)
+            patterns[k] = best_pattern[row] if found[row] else final_pattern[row].astype(np.float32)
         norms_out = np.array([float(masks[k].sum()) for k in targets])
-        return masks, patterns, norms_out, {int(k): int(epochs[i]) for i, k in enumerate(targets)}
+        return masks, patterns, norms_out, {int(k): int(search.epochs[i]) for i, k in enumerate(targets)}
 
 
 def _atanh(values: np.ndarray) -> np.ndarray:

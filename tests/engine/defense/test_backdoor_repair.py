@@ -195,3 +195,24 @@ def test_repair_report_contract_verdict_and_page():
     other = {**removed, "defense": {"name": "adversarial_training"}}
     with pytest.raises(ValidationError, match="no repair"):
         REPORT_ADAPTER.validate_python(other)
+
+
+def test_poisoning_page_shows_an_attacks_repair_rows():
+    from worker.engine.reports.poisoning import render_poisoning_sections
+
+    row = {
+        "name": "anp",
+        "n_clean": 148,
+        "n_measured": 149,
+        "before": {"clean_accuracy": 0.9, "attack_success_rate": 0.83},
+        "after": {"clean_accuracy": 0.88, "attack_success_rate": 0.04},
+        "repair": {
+            "pruned": {"/3/Conv_output_0": {"pruned": 5, "of": 64}, "/7/Gemm": {"pruned": 1, "of": 128}}
+        },
+    }
+    attack = {"name": "badnets", "results": [], "repair": [row]}
+    page = render_poisoning_sections({"mode": "attack", "attacks": [attack]})
+    assert "<h4>Repair</h4>" in page and "trained on 148 held-out samples" in page and "other 149" in page
+    cells = ["anp", "90.0%", "88.0%", "83.0%", "4.0%", "6 of 192"]
+    assert "".join(f"<td>{cell}</td>" for cell in cells) in page
+    assert "<h4>Repair</h4>" not in render_poisoning_sections({"mode": "attack", "attacks": [{"name": "x"}]})

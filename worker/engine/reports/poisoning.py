@@ -18,6 +18,7 @@ from worker.engine.reports.parts import (
     table,
 )
 from worker.engine.reports.recipe import applicable
+from worker.engine.reports.repair import render_attack_repairs
 
 _SAMPLE_SCALE = 6
 
@@ -201,6 +202,7 @@ def _attack(index: int, attack: dict[str, Any]) -> str:
         + _results(attack)
         + trial_table
         + _detection_table(rows)
+        + render_attack_repairs(attack.get("repair") or [])
         + _pictures(attack)
     )
 

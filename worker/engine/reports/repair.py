@@ -101,6 +101,38 @@ def _method(report: dict[str, Any], repair: dict[str, Any]) -> str:
     return section("Repair method", *parts)
 
 
+def render_attack_repairs(rows: list[dict[str, Any]]) -> str:
+    """A poisoning attack's params.repair rows: per method, clean accuracy and success before and after."""
+    if not rows:
+        return ""
+    body = [
+        [
+            esc(row.get("name")),
+            pct((row.get("before") or {}).get("clean_accuracy")),
+            pct((row.get("after") or {}).get("clean_accuracy")),
+            pct((row.get("before") or {}).get("attack_success_rate")),
+            pct((row.get("after") or {}).get("attack_success_rate")),
+            _pruned((row.get("repair") or {}).get("pruned") or {}),
+        ]
+        for row in rows
+    ]
+    first = rows[0]
+    note = (
+        f"<p>Repairs of the largest-rate victim: each method trained on {esc(first.get('n_clean'))} held-out "
+        f"samples, every figure measured on the other {esc(first.get('n_measured'))} through onnxruntime on "
+        "the exported models; success is the planted trigger's.</p>"
+    )
+    head = ["method", "clean accuracy before", "after", "attack success before", "after", "neurons pruned"]
+    return "<h4>Repair</h4>" + note + table(head, body)
+
+
+def _pruned(pruned: dict[str, Any]) -> str:
+    """Neurons pruned over all layers, as 'n of m', or empty when none were."""
+    cut = sum(int(v.get("pruned") or 0) for v in pruned.values())
+    total = sum(int(v.get("of") or 0) for v in pruned.values())
+    return f"{cut} of {total}" if total else ""
+
+
 def render_repair_sections(report: dict[str, Any]) -> str:
     """Every repair section, from the JSON report alone."""
     repair = report.get("repair") or {}

@@ -44,6 +44,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.schemas.extraction import ExtractionParams  # noqa: E402
 from worker.engine.datasets import load_builtin  # noqa: E402
 from worker.engine.extraction import run_extraction  # noqa: E402
 from worker.engine.extraction.outputs import softmax  # noqa: E402
@@ -106,6 +107,7 @@ class Setup:
             )
 
         params = {
+            "query_dataset_id": "builtin:digits-train",
             "budgets": budgets,
             "attacks": attacks,
             "surrogate": {
@@ -122,7 +124,7 @@ class Setup:
             self.test.x,
             self.test.y,
             self.train.x if pool is None else pool,
-            params,
+            ExtractionParams.model_validate(params),
             input_shape=SHAPE,
             num_classes=CLASSES,
             input_range=RANGE,

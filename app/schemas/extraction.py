@@ -35,12 +35,26 @@ class VictimOutputParams(_Closed):
         return self
 
 
-class KnockoffParams(_Closed):
+class _AttackSpec(_Closed):
+    """An extraction attack's parameters and facts: pool samples it needs, work besides its queries."""
+
+    # True when every query is a pool sample drawn without replacement (budget <= pool size).
+    draws_from_pool: ClassVar[bool] = True
+
+    def pool_need(self, budget: int) -> int:
+        """The fewest pool samples the attack needs for a budget."""
+        return budget if self.draws_from_pool else 1
+
+    def work_units(self, budget: int, epochs: int) -> float:
+        """Work besides the queries (intermediate training), in trained samples x epochs."""
+        return 0.0
+
+
+class KnockoffParams(_AttackSpec):
     """Knockoff Nets (Orekondy et al., CVPR 2019); with labels only, strategy random is CopycatCNN
     (Correia-Silva et al., 2018). Defaults: strategy random; adaptive: reward all, 10 clusters, bandit
     learning rate 0.1, 32 queries per bandit step, 1 online epoch."""
 
-    draws_from_pool: ClassVar[bool] = True
     name: Literal["knockoff"]
     strategy: Literal["random", "adaptive"] = "random"
     reward: Literal["cert", "div", "loss", "all"] = "all"
@@ -49,8 +63,12 @@ class KnockoffParams(_Closed):
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
     online_epochs: Annotated[int, Field(ge=1, le=50)] = 1
 
+    def work_units(self, budget: int, epochs: int) -> float:
+        """The adaptive policy's online surrogate trains on each batch."""
+        return float(budget * self.online_epochs) if self.strategy == "adaptive" else 0.0
 
-class JacobianParams(_Closed):
+
+class JacobianParams(_AttackSpec):
     """Jacobian-based augmentation (Papernot et al., AsiaCCS 2017). Defaults: 150 seeds from the pool, 6
     rounds, lambda 0.1 with its sign flipped every 3 rounds; reservoir sampling once the budget binds."""
 
@@ -62,19 +80,31 @@ class JacobianParams(_Closed):
     step: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(default=0.1, alias="lambda")
     flip_period: Annotated[int, Field(ge=1, le=100)] = 3
 
+    def pool_need(self, budget: int) -> int:
+        """The seed set comes from the pool; the rest is synthesised."""
+        return min(self.seed_size, budget)
 
-class ActiveParams(_Closed):
+    def work_units(self, budget: int, epochs: int) -> float:
+        """One surrogate per round on a set that doubles: about twice the budget, times epochs."""
+        return float(2 * budget * epochs)
+
+
+class ActiveParams(_AttackSpec):
     """ActiveThief-style active learning (Pal et al., AAAI 2020). Defaults: uncertainty selection, 5
     rounds, a random 10% of the budget first."""
 
-    draws_from_pool: ClassVar[bool] = True
     name: Literal["active"]
     selection: Literal["uncertainty", "kcenter"] = "uncertainty"
     rounds: Annotated[int, Field(ge=1, le=100)] = 5
     seed_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
 
+    def work_units(self, budget: int, epochs: int) -> float:
+        """One surrogate per round on a growing set: about half the budget per round, times epochs."""
+        return float(self.rounds * budget * epochs / 2)
 
-ExtractionAttack = Annotated[KnockoffParams | JacobianParams | ActiveParams, Field(discriminator="name")]
+
+ExtractionAttackSpec = KnockoffParams | JacobianParams | ActiveParams
+ExtractionAttack = Annotated[ExtractionAttackSpec, Field(discriminator="name")]
 
 
 class TopKDefense(_Closed):
@@ -112,10 +142,10 @@ class GaussianNoiseDefense(_Closed):
     sigma: Annotated[float, Field(gt=0, le=10)] = 0.1
 
 
-ExtractionDefense = Annotated[
-    TopKDefense | RoundingDefense | LabelOnlyDefense | ReverseSigmoidDefense | GaussianNoiseDefense,
-    Field(discriminator="name"),
-]
+ExtractionDefenseSpec = (
+    TopKDefense | RoundingDefense | LabelOnlyDefense | ReverseSigmoidDefense | GaussianNoiseDefense
+)
+ExtractionDefense = Annotated[ExtractionDefenseSpec, Field(discriminator="name")]
 
 
 class PradaParams(_Closed):

@@ -2,7 +2,14 @@
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter
 
+from app.schemas.extraction import (
+    ExtractionAttack,
+    ExtractionAttackSpec,
+    ExtractionDefense,
+    ExtractionDefenseSpec,
+)
 from worker.engine.extraction.strategies import StrategyContext
 from worker.engine.extraction.surrogate import SurrogateTrainer
 from worker.engine.models.intake import OnnxRuntimeClassifier
@@ -55,3 +62,13 @@ def agreement(model: torch.nn.Module, x: np.ndarray, labels: np.ndarray) -> floa
     """Share of x where the module's label equals the given labels."""
     model.eval()
     return float((model(torch.from_numpy(x)).argmax(1).numpy() == labels).mean())
+
+
+def attack_spec(entry: dict) -> ExtractionAttackSpec:
+    """The typed spec of an attack entry, as the API validates it."""
+    return TypeAdapter(ExtractionAttack).validate_python(entry)
+
+
+def defense_spec(entry: dict) -> ExtractionDefenseSpec:
+    """The typed spec of a defense entry, as the API validates it."""
+    return TypeAdapter(ExtractionDefense).validate_python(entry)

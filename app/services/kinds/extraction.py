@@ -77,7 +77,7 @@ def _check_pool(model: ModelRecord, params: ExtractionParams, facts: DatasetFact
     )
     largest = params.budgets[-1]
     for index, attack in enumerate(params.attacks):
-        need = largest if type(attack).draws_from_pool else min(getattr(attack, "seed_size", 1), largest)
+        need = attack.pool_need(largest)
         if need > facts.n_samples:
             what = "queries pool samples without replacement" if type(attack).draws_from_pool else "seeds"
             raise InvalidInput(
@@ -148,13 +148,7 @@ def estimate_cost(
     n_eval = min(params.max_samples, held_out.n_samples)
     per_row = 0.0
     for attack in params.attacks:
-        per_row += largest + sum(params.budgets) * epochs
-        if attack.name == "jacobian":
-            per_row += 2 * largest * epochs
-        elif attack.name == "active":
-            per_row += attack.rounds * largest * epochs / 2
-        elif getattr(attack, "strategy", "random") == "adaptive":
-            per_row += largest * attack.online_epochs
+        per_row += largest + sum(params.budgets) * epochs + attack.work_units(largest, epochs)
         if params.transfer is not None:
             per_row += n_eval * params.transfer.steps * params.transfer.restarts * len(params.transfer.eps)
     return float(n_eval + per_row * defense_rows(params))

@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from app.schemas.extraction import ExtractionParams
 from tests.engine.extraction_helpers import SHAPE, CountingVictim, victim_graph_factory
 from worker.engine.datasets import load_builtin
 from worker.engine.extraction import ExtractionError, run_extraction
@@ -10,6 +12,7 @@ from worker.engine.extraction.plan import build_plan
 from worker.engine.extraction.pools import synthetic_uniform
 
 BASE = {
+    "query_dataset_id": "builtin:digits-train",
     "budgets": [100, 200],
     "attacks": [{"name": "knockoff", "strategy": "random"}],
     "surrogate": {"architecture": "victim", "epochs": 1, "min_steps": 0},
@@ -26,7 +29,7 @@ def refuse(onnx, code, params=BASE, pool=None, x_eval=None):
             test.x if x_eval is None else x_eval,
             test.y,
             pool,
-            params,
+            ExtractionParams.model_validate(params),
             input_shape=SHAPE,
             num_classes=10,
             input_range=(0.0, 1.0),
@@ -36,20 +39,16 @@ def refuse(onnx, code, params=BASE, pool=None, x_eval=None):
     assert victim.samples == 0
 
 
-def test_budgets_out_of_order_or_not_positive(cnn_onnx):
-    refuse(cnn_onnx, "budgets_invalid", BASE | {"budgets": [200, 100]})
-    refuse(cnn_onnx, "budgets_invalid", BASE | {"budgets": [100, 100]})
-    refuse(cnn_onnx, "budgets_invalid", BASE | {"budgets": [0]})
-    refuse(cnn_onnx, "budgets_invalid", BASE | {"budgets": []})
-
-
 def test_a_budget_above_the_pool_is_refused_for_pool_attacks_only(cnn_onnx):
     small = load_builtin("digits-train").x[:150]
     refuse(cnn_onnx, "budget_above_pool", pool=small)
     active = BASE | {"attacks": [{"name": "active"}]}
     refuse(cnn_onnx, "budget_above_pool", active, pool=small)
-    plan = build_plan(BASE | {"attacks": [{"name": "jacobian", "seed_size": 50}]})
+    plan = build_plan(
+        ExtractionParams.model_validate(BASE | {"attacks": [{"name": "jacobian", "seed_size": 50}]})
+    )
     assert plan.max_budget == 200  # jacobian synthesises its queries: 150 pool samples are enough
+    assert [spec.pool_need(200) for spec in plan.attacks] == [50]
 
 
 def test_a_pool_that_does_not_fit_the_victim(cnn_onnx):
@@ -65,8 +64,12 @@ def test_an_evaluation_set_that_does_not_fit(cnn_onnx):
     refuse(cnn_onnx, "dataset_out_of_range", x_eval=load_builtin("digits-test").x + 1.5)
 
 
-def test_unknown_names_and_keys_are_errors():
+def test_unknown_names_keys_and_bad_budgets_are_refused_by_the_spec():
     for params in (
+        BASE | {"budgets": [200, 100]},
+        BASE | {"budgets": [100, 100]},
+        BASE | {"budgets": [0]},
+        BASE | {"budgets": []},
         BASE | {"attacks": [{"name": "knockoff", "strategy": "greedy"}]},
         BASE | {"attacks": [{"name": "knockoff", "temperature": 1}]},
         BASE | {"attacks": [{"name": "steal_everything"}]},
@@ -78,18 +81,16 @@ def test_unknown_names_and_keys_are_errors():
         BASE | {"victim_output": {"kind": "top_k"}},
         BASE | {"unknown": 1},
     ):
-        with pytest.raises(ValueError):
-            build_plan(params)
+        with pytest.raises(ValidationError):
+            ExtractionParams.model_validate(params)
 
 
 def test_a_defense_listed_twice_is_refused_but_two_settings_are_fine():
+    twice = [{"name": "rounding", "decimals": 1}, {"name": "rounding", "decimals": 1}]
     with pytest.raises(ExtractionError):
-        build_plan(
-            BASE | {"defenses": [{"name": "rounding", "decimals": 1}, {"name": "rounding", "decimals": 1}]}
-        )
-    plan = build_plan(
-        BASE | {"defenses": [{"name": "rounding", "decimals": 1}, {"name": "rounding", "decimals": 2}]}
-    )
+        build_plan(ExtractionParams.model_validate(BASE | {"defenses": twice}))
+    two = [{"name": "rounding", "decimals": 1}, {"name": "rounding", "decimals": 2}]
+    plan = build_plan(ExtractionParams.model_validate(BASE | {"defenses": two}))
     assert [row.name for row in plan.rows] == ["none", "rounding", "rounding", "label_only"]
 
 

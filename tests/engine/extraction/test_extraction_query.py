@@ -1,17 +1,20 @@
 """The query layer, the victim's output granularity and the defenses."""
 
+from typing import get_args
+
 import numpy as np
 import pytest
 
-from tests.engine.extraction_helpers import SHAPE, CountingVictim
-from worker.engine.extraction.defenses import DEFENSES, LabelOnly, ReverseSigmoid, defense_class
-from worker.engine.extraction.outputs import ExtractionError, VictimOutput, softmax
+from app.schemas.extraction import LabelOnlyDefense, ReverseSigmoidDefense, VictimOutputParams
+from tests.engine.extraction_helpers import SHAPE, CountingVictim, defense_spec
+from worker.engine.extraction.defenses import DEFENSES, LabelOnly, ReverseSigmoid, build_defense
+from worker.engine.extraction.outputs import ExtractionError, softmax
 from worker.engine.extraction.query import BudgetExceeded, QueryInterface
 
 RNG = np.random.default_rng(0)
 
 
-def interface(victim, output=VictimOutput(), defense=None, budget=100, num_classes=10):
+def interface(victim, output=VictimOutputParams(), defense=None, budget=100, num_classes=10):
     return QueryInterface(
         victim,
         num_classes=num_classes,
@@ -65,10 +68,10 @@ def test_probabilities_are_the_victims_softmax(cnn_onnx, probe):
     np.testing.assert_array_equal(answer.labels, expected.argmax(1))
 
 
-@pytest.mark.parametrize("output", [VictimOutput(kind="label"), VictimOutput()])
+@pytest.mark.parametrize("output", [VictimOutputParams(kind="label"), VictimOutputParams()])
 def test_label_only_never_leaks_scores(cnn_onnx, probe, output):
     victim = CountingVictim(cnn_onnx)
-    defense = None if output.kind == "label" else LabelOnly()
+    defense = None if output.kind == "label" else LabelOnly(LabelOnlyDefense(name="label_only"))
     api = interface(victim, output=output, defense=defense)
     answer = api.query(probe)
     assert answer.scores is None and answer.labels.dtype == np.int64 and answer.labels.ndim == 1
@@ -86,7 +89,7 @@ def test_label_only_never_leaks_scores(cnn_onnx, probe, output):
 def test_top_k_output_keeps_the_k_largest_and_rounding_rounds(cnn_onnx, probe):
     victim = CountingVictim(cnn_onnx)
     probs = softmax(victim.classifier(probe))
-    answer = interface(victim, output=VictimOutput(kind="top_k", top_k=3, decimals=2)).query(probe)
+    answer = interface(victim, output=VictimOutputParams(kind="top_k", top_k=3, decimals=2)).query(probe)
     assert ((answer.scores > 0).sum(1) <= 3).all()
     top3 = np.sort(probs, axis=1)[:, -3:]
     np.testing.assert_allclose(np.sort(answer.scores, axis=1)[:, -3:], np.round(top3, 2), atol=1e-6)
@@ -95,16 +98,18 @@ def test_top_k_output_keeps_the_k_largest_and_rounding_rounds(cnn_onnx, probe):
 
 def test_victim_output_spec_is_checked():
     with pytest.raises(ValueError):
-        VictimOutput(kind="top_k")
+        VictimOutputParams(kind="top_k")
     with pytest.raises(ValueError):
-        VictimOutput(kind="label", decimals=2)
+        VictimOutputParams(kind="label", decimals=2)
     with pytest.raises(ValueError):
-        VictimOutput.from_spec({"kind": "probabilities", "temperature": 2})
+        VictimOutputParams.model_validate({"kind": "probabilities", "temperature": 2})
 
 
-@pytest.mark.parametrize("name", sorted(DEFENSES))
+@pytest.mark.parametrize(
+    "name", sorted(get_args(spec.model_fields["name"].annotation)[0] for spec in DEFENSES)
+)
 def test_each_defense_returns_distributions_and_keeps_the_top_label_where_it_claims_to(name):
-    defense = defense_class(name).from_spec({"name": name})
+    defense = build_defense(defense_spec({"name": name}))
     probs = random_probs()
     out = defense.transform(probs, np.random.default_rng(1))
     assert out.shape == probs.shape and np.isfinite(out).all()
@@ -117,24 +122,22 @@ def test_each_defense_returns_distributions_and_keeps_the_top_label_where_it_cla
 
 def test_top_k_defense_zeroes_all_but_k():
     probs = random_probs()
-    out = defense_class("top_k").from_spec({"name": "top_k", "k": 2}).transform(probs, RNG)
+    out = build_defense(defense_spec({"name": "top_k", "k": 2})).transform(probs, RNG)
     assert ((out > 0).sum(1) == 2).all()
     np.testing.assert_allclose(np.sort(out, 1)[:, -2:], np.sort(probs, 1)[:, -2:])
 
 
 def test_rounding_defense_rounds_to_its_decimals():
-    out = (
-        defense_class("rounding")
-        .from_spec({"name": "rounding", "decimals": 1})
-        .transform(random_probs(), RNG)
-    )
+    out = build_defense(defense_spec({"name": "rounding", "decimals": 1})).transform(random_probs(), RNG)
     np.testing.assert_allclose(out * 10, np.round(out * 10), atol=1e-9)
 
 
 def test_reverse_sigmoid_is_lee_et_als_formula_and_keeps_confident_labels():
     beta, gamma = 0.7, 0.4
     probs = random_probs(scale=4.0)
-    out = ReverseSigmoid(beta=beta, gamma=gamma).transform(probs, RNG)
+    out = ReverseSigmoid(ReverseSigmoidDefense(name="reverse_sigmoid", beta=beta, gamma=gamma)).transform(
+        probs, RNG
+    )
     p = np.clip(probs, 1e-9, 1 - 1e-9)
     raw = np.clip(probs - beta * (1 / (1 + (p / (1 - p)) ** -gamma) - 0.5), 0, 1)
     np.testing.assert_allclose(out, raw / raw.sum(1, keepdims=True), atol=1e-9)
@@ -146,7 +149,7 @@ def test_reverse_sigmoid_is_lee_et_als_formula_and_keeps_confident_labels():
 
 
 def test_gaussian_noise_is_seeded_and_perturbs():
-    defense = defense_class("gaussian_noise").from_spec({"name": "gaussian_noise", "sigma": 0.1})
+    defense = build_defense(defense_spec({"name": "gaussian_noise", "sigma": 0.1}))
     probs = random_probs()
     a = defense.transform(probs, np.random.default_rng(3))
     b = defense.transform(probs, np.random.default_rng(3))
@@ -156,9 +159,11 @@ def test_gaussian_noise_is_seeded_and_perturbs():
 
 def test_defended_interface_applies_the_defense_before_the_output_granularity(cnn_onnx, probe):
     victim = CountingVictim(cnn_onnx)
-    api = interface(victim, defense=ReverseSigmoid())
+    api = interface(victim, defense=ReverseSigmoid(ReverseSigmoidDefense(name="reverse_sigmoid")))
     answer = api.query(probe)
-    expected = ReverseSigmoid().transform(softmax(victim.classifier(probe)), RNG)
+    expected = ReverseSigmoid(ReverseSigmoidDefense(name="reverse_sigmoid")).transform(
+        softmax(victim.classifier(probe)), RNG
+    )
     np.testing.assert_allclose(answer.scores, expected, atol=1e-6)
     np.testing.assert_array_equal(api.log().victim_labels, victim.classifier(probe).argmax(1))
 

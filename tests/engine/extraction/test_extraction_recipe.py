@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.engine.extraction_helpers import SHAPE, CountingVictim, agreement
+from app.schemas.extraction import SurrogateParams, VictimOutputParams
+from tests.engine.extraction_helpers import SHAPE, CountingVictim, agreement, attack_spec
 from tests.engine.onnx_fixtures import export_onnx
 from worker.engine.datasets import load_builtin
-from worker.engine.extraction.outputs import VictimOutput
 from worker.engine.extraction.query import QueryInterface
 from worker.engine.extraction.strategies import StrategyContext, build_strategy
 from worker.engine.extraction.surrogate import (
     SurrogateTrainer,
     epochs_for,
     steps_per_epoch,
-    surrogate_min_steps,
     surrogate_recipe,
 )
 from worker.engine.training.classifier import train_digits_model
@@ -58,17 +57,13 @@ def test_steps_per_epoch_counts_the_fit_loops_batches():
 
 
 def test_small_budgets_train_for_at_least_min_steps_and_large_ones_for_the_epochs():
-    recipe = surrogate_recipe({})
-    floor = surrogate_min_steps({})
+    recipe = surrogate_recipe(SurrogateParams())
+    floor = SurrogateParams().min_steps
     assert (recipe.epochs, recipe.batch_size, recipe.learning_rate, floor) == (30, 64, 1e-3, 2000)
     assert epochs_for(1000, recipe, floor) == 125  # 16 steps an epoch: 2000 steps, not 480
     assert epochs_for(100, recipe, floor) * steps_per_epoch(100, 64) >= floor
     assert epochs_for(10_000, recipe, floor) == 30  # 157 steps an epoch: the epochs bind
     assert epochs_for(1000, recipe, 0) == 30
-    with pytest.raises(ValueError, match="min_steps"):
-        surrogate_min_steps({"min_steps": -1})
-    with pytest.raises(ValueError, match="unknown"):
-        surrogate_recipe({"min_step": 10})
 
 
 def steal(victim: CountingVictim, pool: np.ndarray, spec: dict) -> tuple[torch.nn.Module, int]:
@@ -79,15 +74,16 @@ def steal(victim: CountingVictim, pool: np.ndarray, spec: dict) -> tuple[torch.n
         num_classes=10,
         input_shape=SHAPE,
         input_range=(0.0, 1.0),
-        output=VictimOutput(),
+        output=VictimOutputParams(),
         defense=None,
         budget=BUDGET,
         seed=0,
     )
+    surrogate = SurrogateParams.model_validate(spec)
     trainer = SurrogateTrainer(
-        small_cnn, surrogate_recipe(spec), torch.device("cpu"), min_steps=surrogate_min_steps(spec)
+        small_cnn, surrogate_recipe(surrogate), torch.device("cpu"), min_steps=surrogate.min_steps
     )
-    build_strategy({"name": "knockoff", "strategy": "random"}).run(
+    build_strategy(attack_spec({"name": "knockoff", "strategy": "random"})).run(
         api, pool, StrategyContext(trainer, 0, torch.device("cpu"), (0.0, 1.0))
     )
     log = api.log()

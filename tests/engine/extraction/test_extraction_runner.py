@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from app.schemas.extraction import ExtractionParams
 from tests.engine.extraction_helpers import SHAPE, CountingVictim, victim_graph_factory
 from worker.engine.datasets import load_builtin
 from worker.engine.extraction import run_extraction
@@ -34,7 +35,7 @@ def run(onnx, white_box=None, params=PARAMS):
         test.x,
         test.y,
         pool,
-        params,
+        ExtractionParams.model_validate(params),
         input_shape=SHAPE,
         num_classes=10,
         input_range=(0.0, 1.0),

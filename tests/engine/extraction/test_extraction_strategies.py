@@ -6,9 +6,16 @@ Queries are counted below the query layer (by the victim itself), not by the att
 import numpy as np
 import pytest
 
-from tests.engine.extraction_helpers import SHAPE, CountingVictim, agreement, context, victim_graph_factory
+from app.schemas.extraction import VictimOutputParams
+from tests.engine.extraction_helpers import (
+    SHAPE,
+    CountingVictim,
+    agreement,
+    attack_spec,
+    context,
+    victim_graph_factory,
+)
 from worker.engine.datasets import load_builtin
-from worker.engine.extraction.outputs import VictimOutput
 from worker.engine.extraction.query import QueryInterface
 from worker.engine.extraction.strategies import build_strategy
 
@@ -28,7 +35,7 @@ def pool():
     return load_builtin("digits-train").x
 
 
-def steal(onnx, pool, spec, output=VictimOutput(), budget=BUDGET):
+def steal(onnx, pool, spec, output=VictimOutputParams(), budget=BUDGET):
     """Run one attack through a counted interface; return the victim counter, interface and surrogate."""
     victim = CountingVictim(onnx)
     api = QueryInterface(
@@ -42,7 +49,7 @@ def steal(onnx, pool, spec, output=VictimOutput(), budget=BUDGET):
         seed=0,
     )
     ctx = context(victim_graph_factory(onnx), epochs=15)
-    build_strategy(spec).run(api, pool, ctx)
+    build_strategy(attack_spec(spec)).run(api, pool, ctx)
     log = api.log()
     surrogate = ctx.trainer.train(log.x, log.outputs, seed=1, stage="test")
     return victim, api, surrogate
@@ -64,7 +71,7 @@ def test_each_attack_is_well_above_chance_within_its_budget(cnn_onnx, small_cnn,
     "spec", [SPECS[0], SPECS[2], SPECS[1]], ids=["random", "adaptive-cert", "adaptive-all"]
 )
 def test_label_only_attacks_learn_from_labels_alone(cnn_onnx, held_out, pool, spec):
-    victim, api, surrogate = steal(cnn_onnx, pool, spec, output=VictimOutput(kind="label"))
+    victim, api, surrogate = steal(cnn_onnx, pool, spec, output=VictimOutputParams(kind="label"))
     assert api.log().outputs.ndim == 1 and victim.samples == api.used == BUDGET
     victim_labels = victim.classifier(held_out[0]).argmax(1)
     assert agreement(surrogate, held_out[0], victim_labels) > 0.5

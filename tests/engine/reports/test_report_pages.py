@@ -10,6 +10,7 @@ import html5lib
 import pytest
 import torch
 
+from app.schemas.extraction import ExtractionParams
 from app.schemas.reports.headline import headline, metric
 from tests.engine.defense_helpers import pgd, run
 from tests.engine.extraction_helpers import SHAPE, CountingVictim, victim_graph_factory
@@ -74,7 +75,7 @@ def extraction(cnn_onnx, small_cnn):
         test.x,
         test.y,
         load_builtin("digits-train").x,
-        params,
+        ExtractionParams.model_validate(params),
         input_shape=SHAPE,
         num_classes=10,
         input_range=(0.0, 1.0),

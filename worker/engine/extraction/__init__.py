@@ -1,6 +1,19 @@
 """Model extraction: steal a model through its prediction interface, measure how well (DESIGN section 7)."""
 
-from worker.engine.extraction.outputs import ExtractionError, VictimOutput
-from worker.engine.extraction.runner import ExtractionOutcome, SurrogateArtifact, run_extraction
+from worker.engine.extraction.outputs import ExtractionError
+from worker.engine.extraction.runner import (
+    ExtractionOutcome,
+    SurrogateArtifact,
+    finish_extraction,
+    prepare_extraction,
+    run_extraction,
+)
 
-__all__ = ["ExtractionError", "ExtractionOutcome", "SurrogateArtifact", "VictimOutput", "run_extraction"]
+__all__ = [
+    "ExtractionError",
+    "ExtractionOutcome",
+    "SurrogateArtifact",
+    "finish_extraction",
+    "prepare_extraction",
+    "run_extraction",
+]

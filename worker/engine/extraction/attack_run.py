@@ -2,7 +2,7 @@
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.engine.extraction.evaluate import EvaluationSet, Measured, measure_surrogate
-from worker.engine.extraction.plan import DefenseRow, Plan
-from worker.engine.extraction.query import QueryInterface, QueryLog, victim_logits
-from worker.engine.extraction.strategies import Strategy, StrategyContext, build_strategy
+from worker.engine.extraction.cells import CellResult
+from worker.engine.extraction.evaluate import EvaluationSet, measure_surrogate
+from worker.engine.extraction.plan import Cell, Plan
+from worker.engine.extraction.query import QueryInterface, victim_logits
+from worker.engine.extraction.strategies import StrategyContext, build_strategy
 from worker.engine.extraction.surrogate import SurrogateTrainer
 from worker.engine.extraction.transfer import craft, success_on
 from worker.engine.progress import ProgressTracker
@@ -53,31 +54,35 @@ class AttackRunner:
 
     def transfer(self, module: nn.Module, seed: int) -> list[dict[str, Any]]:
         """Transfer success on the victim of PGD examples crafted on `module`, per eps."""
-        spec = self.plan.transfer
+        spec = self.plan.params.transfer
         if spec is None:
             return []
         correct = self.data.victim_labels == self.data.y
         rows = []
-        for eps in spec["eps"]:
+        for eps in spec.eps:
             x_adv = craft(
                 module, self.data.x, self.data.y, spec, eps, input_range=self.input_range, seed=seed
             )
             rate = success_on(self.victim_labels, x_adv, self.data.y, correct)
             rows.append({"eps": eps, "transfer_success_rate": rate, "n_attacked": int(correct.sum())})
-            self.tracker.advance(len(self.data.x) * spec.get("steps", 40), f"transfer at eps {eps:g}")
+            self.tracker.advance(len(self.data.x) * spec.steps, f"transfer at eps {eps:g}")
         return rows
 
-    def attack_row(
-        self, index: int, spec: Mapping[str, Any], row_index: int, row: DefenseRow
-    ) -> tuple[dict[str, Any], QueryLog, Measured]:
-        """One attack against one defense row: its stream, then a surrogate per budget, measured."""
-        strategy: Strategy = build_strategy(spec)
+    def run_cell(self, cell: Cell) -> CellResult:
+        """One attack against one defense row: its stream, then a surrogate per budget, measured.
+
+        Every random stream is keyed by the run seed and the cell's position, so a cell gives the same
+        figures whichever cells ran before it, in this process or another.
+        """
+        index, row_index = cell.attack, cell.row
+        row = self.plan.rows[row_index]
+        strategy = build_strategy(self.plan.attacks[index])
         interface = QueryInterface(
             self.victim,
             num_classes=self.num_classes,
             input_shape=self.input_shape,
             input_range=self.input_range,
-            output=self.plan.output,
+            output=self.plan.params.victim_output,
             defense=row.defense,
             budget=self.plan.max_budget,
             seed=derive_seed(self.seed, index, row_index, 1),
@@ -129,13 +134,12 @@ class AttackRunner:
             "results": results,
             "seconds": time.perf_counter() - started,
         }
-        if (
-            strategy.name == "knockoff"
-            and strategy.params().get("strategy") == "random"
-            and interface.labels_only
-        ):
-            entry["known_as"] = "CopycatCNN (Correia-Silva et al. 2018)"
+        known_as = strategy.known_as(interface.labels_only)
+        if known_as is not None:
+            entry["known_as"] = known_as
         trace = getattr(strategy, "policy_trace", None)
         if trace:
             entry["policy"] = trace
-        return entry, log, measured
+        if row_index != 0:
+            return CellResult(cell, entry)
+        return CellResult(cell, entry, log, measured)

@@ -6,11 +6,18 @@ honest callers is measured by the runner (label change rate and accuracy on the 
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
+from app.schemas.extraction import (
+    ExtractionDefenseSpec,
+    GaussianNoiseDefense,
+    LabelOnlyDefense,
+    ReverseSigmoidDefense,
+    RoundingDefense,
+    TopKDefense,
+)
 from worker.engine.extraction.outputs import keep_top_k
 
 _CLIP = 1e-9
@@ -24,25 +31,27 @@ def _renormalise(values: np.ndarray) -> np.ndarray:
 
 
 class Defense(ABC):
-    """A transform of the victim's output probabilities, configured from a spec entry."""
+    """A transform of the victim's output probabilities, built from its typed spec (`spec_type`)."""
 
-    name: ClassVar[str]
+    spec_type: ClassVar[type[ExtractionDefenseSpec]]
     paper: ClassVar[str] = ""
     keeps_top_label: ClassVar[bool] = False
     labels_only: ClassVar[bool] = False  # the interface then returns labels and no scores
-    SPEC_KEYS: ClassVar[tuple[str, ...]] = ()
 
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
-        """Build from a spec entry; unknown keys are an error, None keeps the default."""
-        unknown = sorted(set(spec) - {"name", *cls.SPEC_KEYS})
-        if unknown:
-            raise ValueError(f"defense {cls.name}: unknown parameters {', '.join(unknown)}")
-        return cls(**{key: spec[key] for key in cls.SPEC_KEYS if spec.get(key) is not None})
+    def __init__(self, spec: ExtractionDefenseSpec) -> None:
+        """Keep the validated spec (its parameters and defaults live there)."""
+        if not isinstance(spec, self.spec_type):
+            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        """The defense's name in the spec."""
+        return self.spec.name
 
     def params(self) -> dict[str, Any]:
         """Effective parameters, for the report."""
-        return {key: getattr(self, key) for key in self.SPEC_KEYS}
+        return self.spec.model_dump(mode="json", exclude={"name"})
 
     @abstractmethod
     def transform(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -56,19 +65,13 @@ class TopK(Defense):
     Parameters: k (default 1).
     """
 
-    name = "top_k"
+    spec_type = TopKDefense
+    spec: TopKDefense
     keeps_top_label = True
-    SPEC_KEYS = ("k",)
-
-    def __init__(self, *, k: int = 1) -> None:
-        """Validate k."""
-        if int(k) < 1:
-            raise ValueError("top_k.k must be at least 1")
-        self.k = int(k)
 
     def transform(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Zero all but the k largest entries."""
-        return keep_top_k(probs, self.k)
+        return keep_top_k(probs, self.spec.k)
 
 
 class Rounding(Defense):
@@ -78,19 +81,13 @@ class Rounding(Defense):
     promised (the runner measures how often it changes). Parameters: decimals (default 1).
     """
 
-    name = "rounding"
+    spec_type = RoundingDefense
+    spec: RoundingDefense
     paper = "Tramer, Zhang, Juels, Reiter and Ristenpart, USENIX Security 2016"
-    SPEC_KEYS = ("decimals",)
-
-    def __init__(self, *, decimals: int = 1) -> None:
-        """Validate decimals."""
-        if not 0 <= int(decimals) <= 8:
-            raise ValueError("rounding.decimals must be in [0, 8]")
-        self.decimals = int(decimals)
 
     def transform(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Round each score."""
-        return np.round(probs, self.decimals)
+        return np.round(probs, self.spec.decimals)
 
 
 class LabelOnly(Defense):
@@ -99,7 +96,8 @@ class LabelOnly(Defense):
     Threat model: the attacker learns only labels (CopycatCNN's setting); the top label is unchanged.
     """
 
-    name = "label_only"
+    spec_type = LabelOnlyDefense
+    spec: LabelOnlyDefense
     keeps_top_label = True
     labels_only = True
 
@@ -120,21 +118,15 @@ class ReverseSigmoid(Defense):
     Parameters: beta (default 0.7, the perturbation's size), gamma (default 0.4, its slope).
     """
 
-    name = "reverse_sigmoid"
+    spec_type = ReverseSigmoidDefense
+    spec: ReverseSigmoidDefense
     paper = "Lee, Edwards, Molloy and Srivastava, IEEE S&P Workshops 2019"
-    SPEC_KEYS = ("beta", "gamma")
-
-    def __init__(self, *, beta: float = 0.7, gamma: float = 0.4) -> None:
-        """Validate beta and gamma."""
-        if not float(beta) > 0 or not float(gamma) > 0:
-            raise ValueError("reverse_sigmoid.beta and gamma must be positive")
-        self.beta, self.gamma = float(beta), float(gamma)
 
     def transform(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The reverse-sigmoid perturbation, clipped and renormalised."""
         p = np.clip(probs.astype(np.float64), _CLIP, 1 - _CLIP)
         logit = np.log(p) - np.log1p(-p)
-        perturbation = self.beta * (1.0 / (1.0 + np.exp(-self.gamma * logit)) - 0.5)
+        perturbation = self.spec.beta * (1.0 / (1.0 + np.exp(-self.spec.gamma * logit)) - 0.5)
         return _renormalise(np.clip(probs - perturbation, 0.0, 1.0))
 
 
@@ -145,29 +137,20 @@ class GaussianNoise(Defense):
     beats the margin (measured). Parameters: sigma (default 0.1), the noise's standard deviation.
     """
 
-    name = "gaussian_noise"
-    SPEC_KEYS = ("sigma",)
-
-    def __init__(self, *, sigma: float = 0.1) -> None:
-        """Validate sigma."""
-        if not float(sigma) > 0:
-            raise ValueError("gaussian_noise.sigma must be positive")
-        self.sigma = float(sigma)
+    spec_type = GaussianNoiseDefense
+    spec: GaussianNoiseDefense
 
     def transform(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Noisy probabilities, drawn from the interface's seeded generator."""
-        noisy = probs + rng.normal(0.0, self.sigma, size=probs.shape)
+        noisy = probs + rng.normal(0.0, self.spec.sigma, size=probs.shape)
         return _renormalise(np.clip(noisy, 0.0, 1.0))
 
 
-DEFENSES: dict[str, type[Defense]] = {
-    defense.name: defense for defense in (TopK, Rounding, LabelOnly, ReverseSigmoid, GaussianNoise)
+DEFENSES: dict[type[ExtractionDefenseSpec], type[Defense]] = {
+    defense.spec_type: defense for defense in (TopK, Rounding, LabelOnly, ReverseSigmoid, GaussianNoise)
 }
 
 
-def defense_class(name: str) -> type[Defense]:
-    """The defense registered under name; ValueError for an unknown one."""
-    try:
-        return DEFENSES[name]
-    except KeyError:
-        raise ValueError(f"unknown defense {name!r}; available: {', '.join(sorted(DEFENSES))}") from None
+def build_defense(spec: ExtractionDefenseSpec) -> Defense:
+    """The defense of a typed spec."""
+    return DEFENSES[type(spec)](spec)

@@ -2,32 +2,35 @@
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
+from app.schemas.extraction import PradaParams
 from worker.engine.progress import ProgressTracker
 
 
 class Detector(ABC):
-    """Watches one client's queries (inputs and the victim's labels) and says when it raises an alarm."""
+    """Watches one client's queries (inputs and the victim's labels) and says when it raises an alarm;
+    built from its typed spec (`spec_type`)."""
 
-    name: ClassVar[str]
+    spec_type: ClassVar[type[PradaParams]]
     paper: ClassVar[str]
-    SPEC_KEYS: ClassVar[tuple[str, ...]] = ()
 
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
-        """Build from a spec entry; unknown keys are an error, None keeps the default."""
-        unknown = sorted(set(spec) - {"name", *cls.SPEC_KEYS})
-        if unknown:
-            raise ValueError(f"detector {cls.name}: unknown parameters {', '.join(unknown)}")
-        return cls(**{key: spec[key] for key in cls.SPEC_KEYS if spec.get(key) is not None})
+    def __init__(self, spec: PradaParams) -> None:
+        """Keep the validated spec (its parameters and defaults live there)."""
+        if not isinstance(spec, self.spec_type):
+            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        """The detector's name in the spec."""
+        return self.spec.name
 
     def params(self) -> dict[str, Any]:
         """Effective parameters, for the report."""
-        return {key: getattr(self, key) for key in self.SPEC_KEYS}
+        return self.spec.model_dump(mode="json", exclude={"name"})
 
     @abstractmethod
     def alarm_at(
@@ -54,23 +57,8 @@ class Prada(Detector):
     min_distances (default 100).
     """
 
-    name = "prada"
+    spec_type = PradaParams
     paper = "Juuti, Szyller, Marchal and Asokan, IEEE EuroS&P 2019"
-    SPEC_KEYS = ("delta", "check_every", "min_per_class", "min_distances")
-
-    def __init__(
-        self, *, delta: float = 0.9, check_every: int = 10, min_per_class: int = 10, min_distances: int = 100
-    ) -> None:
-        """Validate the parameters."""
-        if (
-            not 0 < float(delta) < 1
-            or int(check_every) < 1
-            or int(min_per_class) < 1
-            or int(min_distances) < 3
-        ):
-            raise ValueError("prada: delta in (0, 1), check_every and min_per_class >= 1, min_distances >= 3")
-        self.delta, self.check_every = float(delta), int(check_every)
-        self.min_per_class, self.min_distances = int(min_per_class), int(min_distances)
 
     def alarm_at(
         self, x: np.ndarray, labels: np.ndarray, progress: ProgressTracker | None = None
@@ -78,6 +66,7 @@ class Prada(Detector):
         """Replay the stream; the first query at which the Shapiro-Wilk test alarms."""
         from scipy.stats import shapiro
 
+        spec = self.spec
         flat = x.reshape(len(x), -1).astype(np.float64)
         growing: dict[int, list[np.ndarray]] = {}
         growing_distances: dict[int, list[float]] = {}
@@ -95,9 +84,9 @@ class Prada(Detector):
                     growing_distances[label].append(d)
                     values = np.asarray(growing_distances[label])
                     thresholds[label] = max(thresholds[label], float(values.mean() - values.std()))
-            if index % self.check_every == 0:
+            if index % spec.check_every == 0:
                 pooled = np.asarray(
-                    [d for ds in distances.values() if len(ds) >= self.min_per_class for d in ds]
+                    [d for ds in distances.values() if len(ds) >= spec.min_per_class for d in ds]
                 )
                 if len(pooled):
                     pooled = (
@@ -105,10 +94,10 @@ class Prada(Detector):
                         if pooled.std() > 0
                         else pooled
                     )
-                if len(pooled) > self.min_distances and _shapiro_w(shapiro, pooled) < self.delta:
+                if len(pooled) > spec.min_distances and _shapiro_w(shapiro, pooled) < spec.delta:
                     return index + 1
                 if progress is not None:
-                    progress.advance(self.check_every, "prada")
+                    progress.advance(spec.check_every, "prada")
         return None
 
 
@@ -119,12 +108,9 @@ def _shapiro_w(shapiro: Any, values: np.ndarray) -> float:
         return float(shapiro(values).statistic)
 
 
-DETECTORS: dict[str, type[Detector]] = {detector.name: detector for detector in (Prada,)}
+DETECTORS: dict[type[PradaParams], type[Detector]] = {detector.spec_type: detector for detector in (Prada,)}
 
 
-def detector_class(name: str) -> type[Detector]:
-    """The detector registered under name; ValueError for an unknown one."""
-    try:
-        return DETECTORS[name]
-    except KeyError:
-        raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(DETECTORS))}") from None
+def build_detector(spec: PradaParams) -> Detector:
+    """The detector of a typed spec."""
+    return DETECTORS[type(spec)](spec)

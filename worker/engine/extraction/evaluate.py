@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from app.schemas.extraction import VictimOutputParams
 from worker.engine.extraction.defenses import Defense
-from worker.engine.extraction.outputs import VictimOutput
 from worker.engine.extraction.query import honest_answers
 from worker.engine.models.export import verified_export
 from worker.engine.models.intake import OnnxRuntimeClassifier
@@ -81,7 +81,7 @@ def measure_surrogate(
 
 
 def defense_cost(
-    data: EvaluationSet, output: VictimOutput, defense: Defense | None, seed: int
+    data: EvaluationSet, output: VictimOutputParams, defense: Defense | None, seed: int
 ) -> dict[str, Any]:
     """What the defense costs honest callers on the evaluation set (label changes, accuracy, score change)."""
     plain = honest_answers(data.victim_probs, output, None, seed)

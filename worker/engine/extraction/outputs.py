@@ -1,16 +1,12 @@
-"""What the victim's prediction interface returns (`victim_output`), and what an attacker trains on."""
+"""What the victim's prediction interface returns (`victim_output`, a VictimOutputParams), and what an
+attacker trains on."""
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, Self
+from dataclasses import dataclass
 
 import numpy as np
 
+from app.schemas.extraction import VictimOutputParams
 from worker.engine.errors import EngineError
-
-OutputKind = Literal["probabilities", "top_k", "label"]
-OUTPUT_KINDS: tuple[OutputKind, ...] = ("probabilities", "top_k", "label")
-MAX_DECIMALS = 8
 
 
 class ExtractionError(EngineError, ValueError):
@@ -19,49 +15,6 @@ class ExtractionError(EngineError, ValueError):
     def __init__(self, code: str, message: str) -> None:
         """Keep the code and the message."""
         super().__init__(message, code=code)
-
-
-@dataclass(frozen=True)
-class VictimOutput:
-    """The granularity of the victim's answers.
-
-    Parameters:
-        kind: "probabilities" (the full softmax), "top_k" (the k largest probabilities, the others
-            returned as 0) or "label" (the predicted class only: no score ever leaves the interface).
-        top_k: k, required for kind "top_k" and refused otherwise.
-        decimals: round returned scores to this many decimals (None: no rounding); refused for "label".
-    """
-
-    kind: OutputKind = "probabilities"
-    top_k: int | None = None
-    decimals: int | None = None
-
-    def __post_init__(self) -> None:
-        """Refuse combinations that mean nothing."""
-        if self.kind not in OUTPUT_KINDS:
-            raise ValueError(
-                f"victim_output.kind must be one of {', '.join(OUTPUT_KINDS)}, not {self.kind!r}"
-            )
-        if (self.kind == "top_k") != (self.top_k is not None):
-            raise ValueError("victim_output.top_k is required for kind 'top_k' and only for it")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError("victim_output.top_k must be at least 1")
-        if self.decimals is not None and (self.kind == "label" or not 0 <= self.decimals <= MAX_DECIMALS):
-            raise ValueError(f"victim_output.decimals must be in [0, {MAX_DECIMALS}] and only with scores")
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any] | None) -> Self:
-        """From a validated spec; unknown keys are an error, None keeps the default."""
-        spec = dict(spec or {})
-        unknown = sorted(set(spec) - {"kind", "top_k", "decimals"})
-        if unknown:
-            raise ValueError(f"victim_output: unknown keys {', '.join(unknown)}")
-        kind = spec.get("kind") or "probabilities"
-        return cls(kind=kind, top_k=spec.get("top_k"), decimals=spec.get("decimals"))
-
-    def as_dict(self) -> dict[str, Any]:
-        """For the report."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -88,7 +41,7 @@ def keep_top_k(probs: np.ndarray, k: int) -> np.ndarray:
     return kept
 
 
-def shape_answer(probs: np.ndarray, output: VictimOutput, *, labels_only: bool = False) -> Answer:
+def shape_answer(probs: np.ndarray, output: VictimOutputParams, *, labels_only: bool = False) -> Answer:
     """The interface's answer for (possibly defended) probabilities: labels, or shaped scores."""
     if labels_only or output.kind == "label":
         return Answer(labels=probs.argmax(axis=1).astype(np.int64), scores=None)

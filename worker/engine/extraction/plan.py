@@ -1,33 +1,17 @@
-"""An extraction job's plan from its validated params: budgets, attacks, defense rows, detectors, transfer."""
+"""An extraction job's plan from its typed params: defense rows, detectors, the recipe; its cells."""
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from worker.engine.extraction.defenses import Defense, LabelOnly, defense_class
-from worker.engine.extraction.detection import Detector, detector_class
-from worker.engine.extraction.outputs import ExtractionError, VictimOutput
+from app.schemas.extraction import ExtractionAttackSpec, ExtractionParams, LabelOnlyDefense
+from worker.engine.extraction.defenses import Defense, LabelOnly, build_defense
+from worker.engine.extraction.detection import Detector, build_detector
+from worker.engine.extraction.outputs import ExtractionError
 from worker.engine.extraction.strategies import build_strategy
-from worker.engine.extraction.surrogate import surrogate_min_steps, surrogate_recipe
-from worker.engine.extraction.transfer import transfer_spec
+from worker.engine.extraction.surrogate import surrogate_recipe
 from worker.engine.training.recipe import TrainingRecipe
-
-PARAM_KEYS = frozenset(
-    {
-        "query_dataset_id",
-        "victim_output",
-        "budgets",
-        "attacks",
-        "surrogate",
-        "defenses",
-        "detection",
-        "transfer",
-        "max_samples",
-    }
-)
-MAX_BUDGET = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -48,75 +32,65 @@ class DefenseRow:
 
 
 @dataclass(frozen=True)
+class Cell:
+    """One attack against one defense row: the unit of work a shard runs."""
+
+    attack: int
+    row: int
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything run_extraction will do, checked before any query is sent."""
 
-    output: VictimOutput
-    budgets: list[int]
-    attack_specs: list[dict[str, Any]]
+    params: ExtractionParams
     recipe: TrainingRecipe
-    surrogate_spec: dict[str, Any]
     rows: list[DefenseRow]
     detectors: list[Detector] = field(default_factory=list)
-    transfer: dict[str, Any] | None = None
-    max_samples: int | None = None
-    min_steps: int = 0
+
+    @property
+    def budgets(self) -> list[int]:
+        """The budgets, increasing."""
+        return list(self.params.budgets)
 
     @property
     def max_budget(self) -> int:
         """The largest budget: what each attack run may spend."""
-        return self.budgets[-1]
+        return self.params.budgets[-1]
+
+    @property
+    def attacks(self) -> list[ExtractionAttackSpec]:
+        """The attack specs, in the job's order."""
+        return list(self.params.attacks)
+
+    @property
+    def min_steps(self) -> int:
+        """The fewest optimizer steps of a measured surrogate."""
+        return self.params.surrogate.min_steps
+
+    def cells(self) -> list[Cell]:
+        """Every (attack, defense row) pair, attack by attack, rows in order."""
+        return [Cell(a, r) for a in range(len(self.params.attacks)) for r in range(len(self.rows))]
 
 
-def _budgets(values: Any) -> list[int]:
-    """Strictly increasing positive integers up to MAX_BUDGET."""
-    budgets = [int(b) for b in values or []]
-    if not budgets or any(b < 1 or b > MAX_BUDGET for b in budgets):
-        raise ExtractionError(
-            "budgets_invalid", f"budgets must be a non-empty list of integers in [1, {MAX_BUDGET}]"
-        )
-    if any(a >= b for a, b in zip(budgets, budgets[1:], strict=False)):
-        raise ExtractionError("budgets_invalid", f"budgets must be strictly increasing, got {budgets}")
-    return budgets
-
-
-def _rows(output: VictimOutput, specs: list[Mapping[str, Any]]) -> list[DefenseRow]:
+def _rows(params: ExtractionParams) -> list[DefenseRow]:
     """`none` first, the defenses asked for, and a label-only row whenever none of them is one."""
-    rows = [DefenseRow(None)] + [DefenseRow(defense_class(s["name"]).from_spec(s)) for s in specs]
+    rows = [DefenseRow(None)] + [DefenseRow(build_defense(spec)) for spec in params.defenses]
     keys = [(row.name, tuple(sorted(row.params().items()))) for row in rows]
     if len(set(keys)) != len(keys):
         raise ExtractionError("defenses_invalid", "a defense is listed twice with the same parameters")
-    names = [row.name for row in rows]
-    if output.kind != "label" and LabelOnly.name not in names:
-        rows.append(DefenseRow(LabelOnly(), implicit=True))
+    if params.victim_output.kind != "label" and not any(isinstance(r.defense, LabelOnly) for r in rows):
+        rows.append(DefenseRow(LabelOnly(LabelOnlyDefense(name="label_only")), implicit=True))
     return rows
 
 
-def build_plan(params: Mapping[str, Any]) -> Plan:
-    """The plan of validated params; ExtractionError or ValueError says what is wrong."""
-    unknown = sorted(set(params) - PARAM_KEYS)
-    if unknown:
-        raise ValueError(f"extraction: unknown params {', '.join(unknown)}")
-    output = VictimOutput.from_spec(params.get("victim_output"))
-    attacks = [dict(spec) for spec in params.get("attacks") or []]
-    if not attacks:
-        raise ValueError("extraction: at least one attack is needed")
-    for spec in attacks:
-        build_strategy(spec)  # validates now, built fresh per run
-    surrogate = dict(params.get("surrogate") or {})
-    transfer = params.get("transfer")
-    max_samples = params.get("max_samples")
+def build_plan(params: ExtractionParams) -> Plan:
+    """The plan of typed params; ExtractionError says what cannot run."""
     return Plan(
-        output=output,
-        budgets=_budgets(params.get("budgets")),
-        attack_specs=attacks,
-        recipe=surrogate_recipe(surrogate),
-        surrogate_spec=surrogate,
-        rows=_rows(output, list(params.get("defenses") or [])),
-        detectors=[detector_class(s["name"]).from_spec(s) for s in params.get("detection") or []],
-        transfer=transfer_spec(transfer) if transfer else None,
-        max_samples=None if max_samples is None else int(max_samples),
-        min_steps=surrogate_min_steps(surrogate),
+        params=params,
+        recipe=surrogate_recipe(params.surrogate),
+        rows=_rows(params),
+        detectors=[build_detector(spec) for spec in params.detection],
     )
 
 
@@ -132,12 +106,11 @@ def check_pool(
     low, high = input_range
     if len(pool) == 0 or not np.isfinite(pool).all() or pool.min() < low - 1e-6 or pool.max() > high + 1e-6:
         raise ExtractionError("pool_out_of_range", f"pool samples must be finite and inside [{low}, {high}]")
-    for spec in plan.attack_specs:
-        strategy = build_strategy(spec)
-        need = strategy.min_pool(plan.max_budget)
+    for spec in plan.attacks:
+        need = spec.pool_need(plan.max_budget)
         if need > len(pool):
             raise ExtractionError(
                 "budget_above_pool",
-                f"{strategy.label} queries pool samples without replacement: the largest budget "
-                f"{plan.max_budget} needs {need} pool samples, the pool has {len(pool)}",
+                f"{build_strategy(spec).label} queries pool samples without replacement: the largest "
+                f"budget {plan.max_budget} needs {need} pool samples, the pool has {len(pool)}",
             )

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.schemas.extraction import VictimOutputParams
 from worker.engine.extraction.defenses import Defense
-from worker.engine.extraction.outputs import Answer, ExtractionError, VictimOutput, shape_answer, softmax
+from worker.engine.extraction.outputs import Answer, ExtractionError, shape_answer, softmax
 
 Classifier = Callable[[np.ndarray], np.ndarray]
 VICTIM_BATCH = 512
@@ -80,7 +81,7 @@ class QueryInterface:
         num_classes: int,
         input_shape: tuple[int, ...],
         input_range: tuple[float, float],
-        output: VictimOutput,
+        output: VictimOutputParams,
         defense: Defense | None,
         budget: int,
         seed: int = 0,
@@ -144,7 +145,7 @@ class QueryInterface:
 
 
 def honest_answers(
-    victim_probs: np.ndarray, output: VictimOutput, defense: Defense | None, seed: int
+    victim_probs: np.ndarray, output: VictimOutputParams, defense: Defense | None, seed: int
 ) -> Answer:
     """What an honest caller would get for probabilities already computed (the defense's cost)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC057]))

@@ -1,6 +1,6 @@
 """Extraction evaluation: run each attack against each defense row, measure the surrogate at each budget."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -8,18 +8,27 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.extraction import ExtractionParams
 from worker.engine.extraction.attack_run import AttackRunner, derive_seed, slug
+from worker.engine.extraction.cells import CellResult
 from worker.engine.extraction.checks import run_checks
 from worker.engine.extraction.evaluate import EvaluationSet, defense_cost
 from worker.engine.extraction.outputs import ExtractionError, softmax
-from worker.engine.extraction.plan import Plan, build_plan, check_pool
+from worker.engine.extraction.plan import Cell, Plan, build_plan, check_pool
 from worker.engine.extraction.query import QueryLog, victim_logits
 from worker.engine.extraction.strategies import build_strategy
 from worker.engine.extraction.surrogate import SurrogateFactory, SurrogateTrainer, epochs_for
+from worker.engine.extraction.transfer import transfer_entry
 from worker.engine.progress import ProgressCallback, ProgressTracker
 
 Classifier = Callable[[np.ndarray], np.ndarray]
-__all__ = ["ExtractionOutcome", "SurrogateArtifact", "run_extraction"]
+__all__ = [
+    "ExtractionOutcome",
+    "SurrogateArtifact",
+    "finish_extraction",
+    "prepare_extraction",
+    "run_extraction",
+]
 
 
 @dataclass(frozen=True)
@@ -60,18 +69,69 @@ def _check_eval(
         raise ExtractionError("dataset_out_of_range", f"evaluation samples must be inside [{low}, {high}]")
 
 
-def _units(plan: Plan, n_eval: int) -> float:
-    """Work units of the whole run, for progress."""
+def _units(plan: Plan, n_eval: int, cells: Sequence[Cell], finishing: bool) -> float:
+    """Work units of the cells this process runs (and of the finish, when it finishes), for progress."""
     epochs = plan.recipe.epochs
     measured = sum(b * epochs_for(b, plan.recipe, plan.min_steps) for b in plan.budgets)
-    per_row = 0.0
-    for spec in plan.attack_specs:
-        strategy = build_strategy(spec)
-        per_row += plan.max_budget + strategy.work_units(plan.max_budget, epochs) + measured
-        if plan.transfer:
-            per_row += n_eval * plan.transfer.get("steps", 40) * len(plan.transfer["eps"])
-    detection = len(plan.detectors) * (len(plan.attack_specs) * plan.max_budget + n_eval)
-    return n_eval + per_row * len(plan.rows) + detection
+    transfer = plan.params.transfer
+    per_transfer = n_eval * transfer.steps * len(transfer.eps) if transfer is not None else 0
+    attacks = plan.attacks
+    total = n_eval + sum(
+        plan.max_budget + attacks[c.attack].work_units(plan.max_budget, epochs) + measured + per_transfer
+        for c in cells
+    )
+    if finishing:
+        total += len(plan.detectors) * (len(attacks) * plan.max_budget + n_eval)
+    return total
+
+
+def prepare_extraction(
+    victim: Classifier,
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    pool: np.ndarray,
+    params: ExtractionParams,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    input_range: tuple[float, float],
+    make_surrogate: SurrogateFactory,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: ProgressCallback | None = None,
+    cells: Sequence[Cell] | None = None,
+    finishing: bool = True,
+) -> AttackRunner:
+    """Check the inputs and measure the victim on the evaluation set: what every cell and the finish share.
+
+    `cells` (default: all) and `finishing` say what this process will run, for progress. Raises
+    ExtractionError (with a stable code) for input that cannot be run, before any attack query is sent.
+    """
+    plan = build_plan(params)
+    shape = tuple(int(d) for d in input_shape)
+    low, high = float(input_range[0]), float(input_range[1])
+    _check_eval(x_eval, y_eval, shape, (low, high))
+    check_pool(plan, pool, shape, (low, high))
+    limit = params.max_samples
+    x_eval, y_eval = np.ascontiguousarray(x_eval[:limit], dtype=np.float32), y_eval[:limit].astype(np.int64)
+    device = device or torch.device("cpu")
+    work = plan.cells() if cells is None else cells
+    tracker = ProgressTracker(_units(plan, len(x_eval), work, finishing), progress)
+    data = EvaluationSet(x_eval, y_eval, softmax(victim_logits(victim, x_eval, num_classes)))
+    tracker.advance(len(x_eval), "victim on the evaluation set")
+    return AttackRunner(
+        victim,
+        plan,
+        data,
+        np.ascontiguousarray(pool, dtype=np.float32),
+        shape,
+        int(num_classes),
+        (low, high),
+        SurrogateTrainer(make_surrogate, plan.recipe, device, tracker, plan.min_steps),
+        tracker,
+        seed,
+        device,
+    )
 
 
 def run_extraction(
@@ -79,7 +139,7 @@ def run_extraction(
     x_eval: np.ndarray,
     y_eval: np.ndarray,
     pool: np.ndarray,
-    params: Mapping[str, Any],
+    params: ExtractionParams,
     *,
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -97,85 +157,75 @@ def run_extraction(
     the victim has gradients, gives the white-box PGD rate beside the transfer rate (it is never queried
     by an attack). Raises ExtractionError (with a stable code) for input that cannot be run.
     """
-    plan = build_plan(params)
-    shape = tuple(int(d) for d in input_shape)
-    low, high = float(input_range[0]), float(input_range[1])
-    _check_eval(x_eval, y_eval, shape, (low, high))
-    check_pool(plan, pool, shape, (low, high))
-    limit = plan.max_samples or len(x_eval)
-    x_eval, y_eval = np.ascontiguousarray(x_eval[:limit], dtype=np.float32), y_eval[:limit].astype(np.int64)
-    device = device or torch.device("cpu")
-    tracker = ProgressTracker(_units(plan, len(x_eval)), progress)
-    data = EvaluationSet(x_eval, y_eval, softmax(victim_logits(victim, x_eval, num_classes)))
-    tracker.advance(len(x_eval), "victim on the evaluation set")
-    run = AttackRunner(
-        victim,
-        plan,
-        data,
-        np.ascontiguousarray(pool, dtype=np.float32),
-        shape,
-        int(num_classes),
-        (low, high),
-        SurrogateTrainer(make_surrogate, plan.recipe, device, tracker, plan.min_steps),
-        tracker,
-        seed,
-        device,
-    )
+    run = prepare_extraction(
+        victim, x_eval, y_eval, pool, params, input_shape=input_shape, num_classes=num_classes,
+        input_range=input_range, make_surrogate=make_surrogate, seed=seed, device=device, progress=progress,
+    )  # fmt: skip
+    results = [run.run_cell(cell) for cell in run.plan.cells()]
+    return finish_extraction(run, results, victim_white_box)
+
+
+def finish_extraction(
+    run: AttackRunner, results: Sequence[CellResult], victim_white_box: nn.Module | None = None
+) -> ExtractionOutcome:
+    """The report, surrogates and query logs of every cell's result (from this process or others)."""
+    plan, data, seed = run.plan, run.data, run.seed
+    by_cell = {(r.cell.attack, r.cell.row): r for r in results}
+    if sorted(by_cell) != [(c.attack, c.row) for c in plan.cells()]:
+        raise ExtractionError("cells_missing", "the results do not cover every attack and defense row once")
     outcome = ExtractionOutcome(report={})
     attacks, streams = [], []
-    for index, spec in enumerate(plan.attack_specs):
+    for index, spec in enumerate(plan.attacks):
         strategy = build_strategy(spec)
-        entry: dict[str, Any] = {
-            "name": strategy.name,
-            "label": strategy.label,
-            "paper": strategy.paper,
-            "params": strategy.params(),
-            "rows": [],
-        }
-        for row_index, row in enumerate(plan.rows):
-            row_entry, log, measured = run.attack_row(index, spec, row_index, row)
-            entry["rows"].append(row_entry)
-            if row_index == 0:
-                streams.append((strategy.label, log))
-                outcome.query_logs[f"query_log_{index}_{slug(strategy.label)}"] = log.arrays()
-                outcome.surrogates.append(
-                    SurrogateArtifact(
-                        index,
-                        strategy.label,
-                        measured.onnx,
-                        measured.intake,
-                        plan.max_budget,
-                        len(log.x),
-                        measured.fidelity,
-                    )
-                )
-        attacks.append(entry)
+        undefended = by_cell[(index, 0)]
+        log, measured = undefended.log, undefended.surrogate
+        assert log is not None and measured is not None  # the undefended row keeps both
+        attacks.append(
+            {
+                "name": strategy.name,
+                "label": strategy.label,
+                "paper": strategy.paper,
+                "params": strategy.params(),
+                "rows": [by_cell[(index, row)].entry for row in range(len(plan.rows))],
+            }
+        )
+        streams.append((strategy.label, log))
+        outcome.query_logs[f"query_log_{index}_{slug(strategy.label)}"] = log.arrays()
+        outcome.surrogates.append(
+            SurrogateArtifact(
+                index,
+                strategy.label,
+                measured.onnx,
+                measured.intake,
+                plan.max_budget,
+                len(log.x),
+                measured.fidelity,
+            )  # fmt: skip
+        )
     white_box = None
-    if victim_white_box is not None and plan.transfer is not None:
+    transfer = plan.params.transfer
+    if victim_white_box is not None and transfer is not None:
         white_box = [
             {
                 "eps": r["eps"],
                 "attack_success_rate": r["transfer_success_rate"],
                 "n_attacked": r["n_attacked"],
             }
-            for r in run.transfer(victim_white_box.to(device).eval(), derive_seed(seed, 0x3B))
+            for r in run.transfer(victim_white_box.to(run.device).eval(), derive_seed(seed, 0x3B))
         ]
+    low, high = run.input_range
     report: dict[str, Any] = {
-        "n_samples": len(x_eval),
+        "n_samples": len(data.x),
         "victim_accuracy": data.victim_accuracy,
         "chance_fidelity": data.chance_fidelity,
         "input_range": [low, high],
-        "victim_output": plan.output.as_dict(),
-        "pool": {"n_samples": len(pool), "with_replacement": False},
+        "victim_output": plan.params.victim_output.model_dump(mode="json"),
+        "pool": {"n_samples": len(run.pool), "with_replacement": False},
         "budgets": plan.budgets,
-        "surrogate": {
-            **plan.surrogate_spec,
-            **{k: getattr(plan.recipe, k) for k in ("epochs", "batch_size", "learning_rate", "optimizer")},
-            "min_steps": plan.min_steps,
-        },
+        "surrogate": plan.params.surrogate.model_dump(mode="json"),
         "defenses": _defenses(plan, data, attacks, seed),
         "attacks": attacks,
-        "transfer": None if plan.transfer is None else {**plan.transfer, "white_box": white_box},
+        "transfer": None if transfer is None else {**transfer_entry(transfer), "white_box": white_box},
         "detection": _detection(plan, streams, data, run),
     }
     report["checks"] = run_checks(report)
@@ -203,7 +253,7 @@ def _defenses(
                 "params": row.params(),
                 "implicit": row.implicit,
                 "keeps_top_label": keeps,
-                **defense_cost(data, plan.output, row.defense, seed),
+                **defense_cost(data, plan.params.victim_output, row.defense, seed),
                 "attacker_fidelity": best,
                 "label_attacker_fidelity": label_best if keeps else None,
             }

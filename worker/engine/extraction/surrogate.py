@@ -7,14 +7,14 @@ fit. More passes over the same logged answers cost no query.
 """
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.extraction import SurrogateParams
 from worker.engine.extraction.outputs import training_targets
 from worker.engine.progress import ProgressTracker
 from worker.engine.training.fit import fit
@@ -22,41 +22,18 @@ from worker.engine.training.recipe import TrainingRecipe
 
 # seed -> a freshly initialised surrogate (eval mode): the victim's graph re-initialised, or a catalog one.
 SurrogateFactory = Callable[[int], nn.Module]
-RECIPE_KEYS = ("epochs", "batch_size", "learning_rate", "optimizer", "weight_decay")
-SPEC_KEYS = ("architecture", *RECIPE_KEYS, "min_steps")
-# The one place of the engine's surrogate defaults (the API's SurrogateParams publishes the same; a test
-# keeps them equal).
-DEFAULTS: dict[str, Any] = {
-    "epochs": 30,
-    "batch_size": 64,
-    "learning_rate": 1e-3,
-    "optimizer": "adam",
-    "weight_decay": 0.0,
-    "min_steps": 2000,
-}
 PREDICT_BATCH = 512
 
 
-def surrogate_recipe(spec: Mapping[str, Any]) -> TrainingRecipe:
-    """The recipe of a surrogate spec (`architecture` is the caller's business; other keys are refused)."""
-    unknown = sorted(set(spec) - set(SPEC_KEYS))
-    if unknown:
-        raise ValueError(f"surrogate: unknown keys {', '.join(unknown)}")
-    return TrainingRecipe(**{key: _value(spec, key) for key in RECIPE_KEYS})
-
-
-def surrogate_min_steps(spec: Mapping[str, Any]) -> int:
-    """The fewest optimizer steps a measured surrogate trains for (0: the epoch count alone)."""
-    steps = int(_value(spec, "min_steps"))
-    if steps < 0:
-        raise ValueError("surrogate: min_steps must be >= 0")
-    return steps
-
-
-def _value(spec: Mapping[str, Any], key: str) -> Any:
-    """The spec's value, or the default where it is missing or None."""
-    value = spec.get(key)
-    return DEFAULTS[key] if value is None else value
+def surrogate_recipe(spec: SurrogateParams) -> TrainingRecipe:
+    """The fit loop's recipe of a surrogate spec (`architecture` is the caller's business)."""
+    return TrainingRecipe(
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        optimizer=spec.optimizer,
+        weight_decay=spec.weight_decay,
+    )
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -1,12 +1,16 @@
 """The extraction executor: steal the victim through its prediction interface, register the surrogates."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from torch import nn
 
 from app.schemas.extraction import ExtractionJobSpec
-from worker.engine.extraction import ExtractionError, run_extraction
+from worker.engine.extraction import ExtractionOutcome, finish_extraction, prepare_extraction
+from worker.engine.extraction.attack_run import AttackRunner
+from worker.engine.extraction.cells import CellResult
+from worker.engine.extraction.plan import Cell
 from worker.engine.extraction.pools import SYNTHETIC_UNIFORM, synthetic_uniform
 from worker.engine.extraction.surrogate import SurrogateFactory
 from worker.engine.models.export import ExportError
@@ -71,33 +75,45 @@ def _summary(report: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, 
     }
 
 
-def run(spec: ExtractionJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
-    """Run every attack against every defense row and register each attack's largest-budget surrogate."""
+def prepare(
+    spec: ExtractionJobSpec,
+    target: Target,
+    data: JobData,
+    env: RunEnv,
+    cells: Sequence[Cell] | None = None,
+    finishing: bool = True,
+) -> AttackRunner:
+    """The checked inputs every cell and the finish share: victim, pool, evaluation set, surrogates."""
     victim = target.classifier()
     if victim is None:
         raise JobFailure("victim_not_queryable", f"model {target.id} has no prediction interface to query")
     pool, make_surrogate = _pool(spec, target, data, env.seed), _factory(spec, target)
     signature = target.signature
+    return prepare_extraction(
+        victim, data.held_out.x, data.held_out.y, pool, spec.params, input_shape=signature.input_shape,
+        num_classes=signature.num_classes, input_range=signature.input_range, make_surrogate=make_surrogate,
+        seed=env.seed, device=env.device, progress=env.progress, cells=cells, finishing=finishing,
+    )  # fmt: skip
+
+
+def run_cells(runner: AttackRunner, cells: Sequence[Cell]) -> list[CellResult]:
+    """Run cells; a surrogate that cannot be exported fails the job with export_failed."""
     try:
-        outcome = run_extraction(
-            victim,
-            data.held_out.x,
-            data.held_out.y,
-            pool,
-            spec.params.model_dump(mode="json"),
-            input_shape=signature.input_shape,
-            num_classes=signature.num_classes,
-            input_range=signature.input_range,
-            make_surrogate=make_surrogate,
-            victim_white_box=target.differentiable(),
-            seed=env.seed,
-            device=env.device,
-            progress=env.progress,
-        )
-    except ExtractionError as exc:
-        raise JobFailure(exc.code, exc.message) from exc
+        return [runner.run_cell(cell) for cell in cells]
     except ExportError as exc:
         raise JobFailure("export_failed", f"a surrogate could not be exported: {exc}") from exc
+
+
+def run(spec: ExtractionJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
+    """Run every attack against every defense row and register each attack's largest-budget surrogate."""
+    runner = prepare(spec, target, data, env)
+    results = run_cells(runner, runner.plan.cells())
+    return outcome_of(finish_extraction(runner, results, target.differentiable()), target)
+
+
+def outcome_of(outcome: ExtractionOutcome, target: Target) -> Outcome:
+    """The job outcome of an extraction: report body, checks, summary, query logs and surrogates."""
+    signature = target.signature
     body = dict(outcome.report)
     checks = body.pop("checks")
     artifacts = [npz_artifact("query_log", name, arrays) for name, arrays in outcome.query_logs.items()]

@@ -1,16 +1,14 @@
 """ActiveThief-style active learning: train, pick the most informative pool samples, query, retrain."""
 
 import math
-from typing import Literal
 
 import numpy as np
 
+from app.schemas.extraction import ActiveParams
 from worker.engine.extraction.query import QueryInterface
 from worker.engine.extraction.strategies.base import Strategy, StrategyContext, query_in_batches
 from worker.engine.extraction.surrogate import predict_probs
 
-Selection = Literal["uncertainty", "kcenter"]
-SELECTIONS: tuple[Selection, ...] = ("uncertainty", "kcenter")
 _CHUNK = 2048
 
 
@@ -60,40 +58,28 @@ class Active(Strategy):
         seed_fraction: share of the budget queried at random first, default 0.1.
     """
 
-    name = "active"
+    spec_type = ActiveParams
+    spec: ActiveParams
     paper = "Pal, Gupta, Shukla, Kanade, Shevade and Ganapathy, AAAI 2020"
-    SPEC_KEYS = ("selection", "rounds", "seed_fraction")
-
-    def __init__(
-        self, *, selection: Selection = "uncertainty", rounds: int = 5, seed_fraction: float = 0.1
-    ) -> None:
-        """Validate the parameters."""
-        if selection not in SELECTIONS or int(rounds) < 1 or not 0 < float(seed_fraction) <= 1:
-            raise ValueError(f"active: selection in {SELECTIONS}, rounds >= 1, seed_fraction in (0, 1]")
-        self.selection, self.rounds, self.seed_fraction = selection, int(rounds), float(seed_fraction)
 
     @property
     def label(self) -> str:
         """active (selection)."""
-        return f"active ({self.selection})"
-
-    def work_units(self, budget: int, epochs: int) -> float:
-        """One surrogate per round on a growing set: about half the budget per round, times epochs."""
-        return float(self.rounds * budget * epochs / 2)
+        return f"active ({self.spec.selection})"
 
     def run(self, interface: QueryInterface, pool: np.ndarray, ctx: StrategyContext) -> None:
         """Seed set, then rounds of selection."""
         budget = min(interface.remaining, len(pool))
-        n_seed = max(1, min(budget, round(self.seed_fraction * budget)))
-        per_round = math.ceil((budget - n_seed) / self.rounds) if budget > n_seed else 0
+        n_seed = max(1, min(budget, round(self.spec.seed_fraction * budget)))
+        per_round = math.ceil((budget - n_seed) / self.spec.rounds) if budget > n_seed else 0
         order = ctx.rng(4).permutation(len(pool))
         queried = order[:n_seed]
         outputs = query_in_batches(interface, pool[queried], ctx, "active seed queries")
-        for round_index in range(self.rounds):
+        for round_index in range(self.spec.rounds):
             k = min(per_round, interface.remaining, len(pool) - len(queried))
             if k <= 0:
                 break
-            stage = f"active round {round_index + 1}/{self.rounds}"
+            stage = f"active round {round_index + 1}/{self.spec.rounds}"
             model = ctx.trainer.train(
                 pool[queried], np.concatenate(outputs), seed=ctx.seed + round_index, stage=stage
             )
@@ -101,7 +87,7 @@ class Active(Strategy):
             mask[queried] = False
             candidates = np.flatnonzero(mask)
             probs = predict_probs(model, pool[candidates]).astype(np.float64)
-            if self.selection == "uncertainty":
+            if self.spec.selection == "uncertainty":
                 picks = np.argsort(-entropy(probs), kind="stable")[:k]
             else:
                 chosen = predict_probs(model, pool[queried]).astype(np.float64)

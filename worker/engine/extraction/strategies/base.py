@@ -1,13 +1,13 @@
 """The strategy interface: how an attacker spends its query budget, given only the victim's interface."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from app.schemas.extraction import ExtractionAttackSpec
 from worker.engine.extraction.query import QueryInterface
 from worker.engine.extraction.surrogate import SurrogateTrainer
 from worker.engine.progress import ProgressTracker
@@ -36,47 +36,39 @@ class StrategyContext:
 
 
 class Strategy(ABC):
-    """An extraction attack's query strategy.
+    """An extraction attack's query strategy, built from its typed spec (`spec_type`).
 
     It sees the victim only through a QueryInterface (labels, or scores, within a budget) and the
     attacker's unlabeled pool, and issues queries until the budget is spent (or it has nothing left to
     ask). The runner then trains surrogates on prefixes of the logged stream, one per budget.
     """
 
-    name: ClassVar[str]
+    spec_type: ClassVar[type[ExtractionAttackSpec]]
     paper: ClassVar[str]
-    # True when every query is a pool sample drawn without replacement (budget <= pool size).
-    draws_from_pool: ClassVar[bool] = True
-    SPEC_KEYS: ClassVar[tuple[str, ...]] = ()
-    # Spec keys that differ from constructor names (a Python keyword such as lambda).
-    RENAMED: ClassVar[dict[str, str]] = {}
 
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
-        """Build from a spec entry; unknown keys are an error, None keeps the default."""
-        unknown = sorted(set(spec) - {"name", *cls.SPEC_KEYS})
-        if unknown:
-            known = ", ".join(sorted(cls.SPEC_KEYS))
-            raise ValueError(f"{cls.name}: unknown parameters {', '.join(unknown)}; known: {known}")
-        options = {cls.RENAMED.get(k, k): spec[k] for k in cls.SPEC_KEYS if spec.get(k) is not None}
-        return cls(**options)
+    def __init__(self, spec: ExtractionAttackSpec) -> None:
+        """Keep the validated spec (its parameters, defaults and facts live there)."""
+        if not isinstance(spec, self.spec_type):
+            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        """The attack's name in the spec."""
+        return self.spec.name
 
     def params(self) -> dict[str, Any]:
         """Effective parameters, for the report (spec names)."""
-        return {key: getattr(self, self.RENAMED.get(key, key)) for key in self.SPEC_KEYS}
+        return self.spec.model_dump(mode="json", by_alias=True, exclude={"name"})
 
     @property
     def label(self) -> str:
         """A short name for people."""
         return self.name
 
-    def min_pool(self, budget: int) -> int:
-        """The fewest pool samples the strategy needs for a budget."""
-        return budget if self.draws_from_pool else 1
-
-    def work_units(self, budget: int, epochs: int) -> float:
-        """Work besides the queries (intermediate training), in trained samples x epochs."""
-        return 0.0
+    def known_as(self, labels_only: bool) -> str | None:
+        """The name the literature gives this attack in that setting, where it has one."""
+        return None
 
     @abstractmethod
     def run(self, interface: QueryInterface, pool: np.ndarray, ctx: StrategyContext) -> None:

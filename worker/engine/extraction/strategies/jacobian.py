@@ -1,12 +1,11 @@
 """Jacobian-based dataset augmentation (Papernot et al. 2017): synthetic queries along the surrogate's
 gradient, from a small seed set."""
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.extraction import JacobianParams
 from worker.engine.extraction.query import QueryInterface
 from worker.engine.extraction.strategies.base import Strategy, StrategyContext, query_in_batches
 from worker.engine.extraction.surrogate import model_device
@@ -53,44 +52,25 @@ class Jacobian(Strategy):
         flip_period: rounds between sign flips (tau), default 3.
     """
 
-    name = "jacobian"
+    spec_type = JacobianParams
+    spec: JacobianParams
     paper = "Papernot, McDaniel, Goodfellow, Jha, Celik and Swami, AsiaCCS 2017"
-    draws_from_pool = False
-    SPEC_KEYS = ("seed_size", "rounds", "lambda", "flip_period")
-    RENAMED = {"lambda": "step"}
-
-    def __init__(
-        self, *, seed_size: int = 150, rounds: int = 6, step: float = 0.1, flip_period: int = 3
-    ) -> None:
-        """Validate the parameters."""
-        if int(seed_size) < 1 or int(rounds) < 0 or int(flip_period) < 1 or not float(step) > 0:
-            raise ValueError("jacobian: seed_size and flip_period >= 1, rounds >= 0, lambda > 0")
-        self.seed_size, self.rounds = int(seed_size), int(rounds)
-        self.step, self.flip_period = float(step), int(flip_period)
-
-    def min_pool(self, budget: int) -> int:
-        """The seed set comes from the pool."""
-        return min(self.seed_size, budget)
-
-    def work_units(self, budget: int, epochs: int) -> float:
-        """One surrogate per round on a set that doubles: about twice the budget, times epochs."""
-        return float(2 * budget * epochs)
 
     def step_at(self, round_index: int) -> float:
         """lambda with its periodic sign flip."""
-        return self.step * (-1.0) ** (round_index // self.flip_period)
+        return self.spec.step * (-1.0) ** (round_index // self.spec.flip_period)
 
     def run(self, interface: QueryInterface, pool: np.ndarray, ctx: StrategyContext) -> None:
         """Seed set, then rounds of augmentation until the rounds or the budget run out."""
         rng = ctx.rng(3)
         low, high = ctx.input_range
-        n_seed = min(self.seed_size, len(pool), interface.remaining)
+        n_seed = min(self.spec.seed_size, len(pool), interface.remaining)
         x = pool[rng.choice(len(pool), size=n_seed, replace=False)]
         outputs = np.concatenate(query_in_batches(interface, x, ctx, "jacobian seed queries"))
-        for round_index in range(self.rounds):
+        for round_index in range(self.spec.rounds):
             if interface.remaining <= 0:
                 break
-            stage = f"jacobian round {round_index + 1}/{self.rounds}"
+            stage = f"jacobian round {round_index + 1}/{self.spec.rounds}"
             model = ctx.trainer.train(x, outputs, seed=ctx.seed + round_index, stage=stage)
             labels = outputs if outputs.ndim == 1 else outputs.argmax(axis=1)
             signs = jacobian_signs(model, x, labels.astype(np.int64))
@@ -99,12 +79,3 @@ class Jacobian(Strategy):
             answers = query_in_batches(interface, new, ctx, stage)
             x = np.concatenate([x, new])
             outputs = np.concatenate([outputs, *answers])
-
-    def params(self) -> dict[str, Any]:
-        """Spec names (lambda, not step)."""
-        return {
-            "seed_size": self.seed_size,
-            "rounds": self.rounds,
-            "lambda": self.step,
-            "flip_period": self.flip_period,
-        }

@@ -1,16 +1,14 @@
 """Knockoff Nets: query a pool at random or with an adaptive bandit policy over pool clusters."""
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from app.schemas.extraction import KnockoffParams
 from worker.engine.extraction.query import QueryInterface
-from worker.engine.extraction.strategies.bandit import REWARDS, GradientBandit, Reward
+from worker.engine.extraction.strategies.bandit import GradientBandit
 from worker.engine.extraction.strategies.base import Strategy, StrategyContext, query_in_batches
 from worker.engine.extraction.surrogate import predict_probs
-
-KnockoffStrategy = Literal["random", "adaptive"]
-STRATEGIES: tuple[KnockoffStrategy, ...] = ("random", "adaptive")
 
 
 def cluster_pool(pool: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
@@ -42,53 +40,36 @@ class Knockoff(Strategy):
         online_epochs: epochs the online surrogate of the `loss` reward trains on each new batch, default 1.
     """
 
-    name = "knockoff"
+    spec_type = KnockoffParams
+    spec: KnockoffParams
     paper = "Orekondy, Schiele and Fritz, CVPR 2019"
-    SPEC_KEYS = ("strategy", "reward", "n_clusters", "bandit_lr", "batch_size", "online_epochs")
 
-    def __init__(
-        self,
-        *,
-        strategy: KnockoffStrategy = "random",
-        reward: Reward = "all",
-        n_clusters: int = 10,
-        bandit_lr: float = 0.1,
-        batch_size: int = 32,
-        online_epochs: int = 1,
-    ) -> None:
-        """Validate the parameters."""
-        if strategy not in STRATEGIES or reward not in REWARDS:
-            raise ValueError(f"knockoff: strategy in {STRATEGIES} and reward in {REWARDS}")
-        if int(n_clusters) < 1 or int(batch_size) < 1 or int(online_epochs) < 1 or not float(bandit_lr) > 0:
-            raise ValueError("knockoff: n_clusters, batch_size, online_epochs >= 1 and bandit_lr > 0")
-        self.strategy, self.reward = strategy, reward
-        self.n_clusters, self.bandit_lr = int(n_clusters), float(bandit_lr)
-        self.batch_size, self.online_epochs = int(batch_size), int(online_epochs)
+    def __init__(self, spec: KnockoffParams) -> None:
+        """Keep the spec; the adaptive policy's trace fills in as it runs."""
+        super().__init__(spec)
         self.policy_trace: dict[str, Any] = {}
 
     def params(self) -> dict[str, Any]:
         """Only what the strategy uses."""
-        if self.strategy == "random":
+        if self.spec.strategy == "random":
             return {"strategy": "random"}
         return super().params()
 
     @property
     def label(self) -> str:
         """knockoff (random) or knockoff (adaptive, reward)."""
-        return (
-            f"knockoff ({self.strategy})"
-            if self.strategy == "random"
-            else f"knockoff (adaptive, {self.reward})"
-        )
+        spec = self.spec
+        return "knockoff (random)" if spec.strategy == "random" else f"knockoff (adaptive, {spec.reward})"
 
-    def work_units(self, budget: int, epochs: int) -> float:
-        """The adaptive policy's online surrogate trains on each batch."""
-        return float(budget * self.online_epochs) if self.strategy == "adaptive" else 0.0
+    def known_as(self, labels_only: bool) -> str | None:
+        """With labels only, the random strategy is CopycatCNN."""
+        random = self.spec.strategy == "random"
+        return "CopycatCNN (Correia-Silva et al. 2018)" if random and labels_only else None
 
     def run(self, interface: QueryInterface, pool: np.ndarray, ctx: StrategyContext) -> None:
         """Spend the budget with the configured strategy."""
         runs = {"random": self._random, "adaptive": self._adaptive}
-        runs[self.strategy](interface, pool, ctx)
+        runs[self.spec.strategy](interface, pool, ctx)
 
     def _random(self, interface: QueryInterface, pool: np.ndarray, ctx: StrategyContext) -> None:
         """A seeded shuffle of the pool, queried in order."""
@@ -98,11 +79,11 @@ class Knockoff(Strategy):
     def _adaptive(self, interface: QueryInterface, pool: np.ndarray, ctx: StrategyContext) -> None:
         """The gradient-bandit policy, one batch of actions per step."""
         rng = ctx.rng(2)
-        clusters = cluster_pool(pool, self.n_clusters, ctx.seed)
+        clusters = cluster_pool(pool, self.spec.n_clusters, ctx.seed)
         n_actions = int(clusters.max()) + 1
         queues = [list(rng.permutation(np.flatnonzero(clusters == a))) for a in range(n_actions)]
-        bandit = GradientBandit(n_actions, self.reward, self.bandit_lr)
-        online = ctx.trainer.fresh(ctx.seed) if self.reward in ("loss", "all") else None
+        bandit = GradientBandit(n_actions, self.spec.reward, self.spec.bandit_lr)
+        online = ctx.trainer.fresh(ctx.seed) if self.spec.reward in ("loss", "all") else None
         picks = np.zeros(n_actions, dtype=np.int64)
         step = 0
         while interface.remaining > 0:
@@ -110,7 +91,7 @@ class Knockoff(Strategy):
             if not available.any():
                 break
             pi = bandit.policy(available)
-            actions, index = self._draw(rng, pi, queues, min(self.batch_size, interface.remaining))
+            actions, index = self._draw(rng, pi, queues, min(self.spec.batch_size, interface.remaining))
             x = pool[index]
             surrogate_probs = predict_probs(online, x) if online is not None else None
             answer = interface.query(x)
@@ -125,7 +106,7 @@ class Knockoff(Strategy):
                     outputs,
                     seed=ctx.seed + step,
                     stage="knockoff online surrogate",
-                    epochs=self.online_epochs,
+                    epochs=self.spec.online_epochs,
                 )
             ctx.advance(len(x), "knockoff adaptive queries")
             step += 1

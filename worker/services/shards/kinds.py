@@ -5,10 +5,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.schemas.evasion import EvasionJobSpec
+from app.schemas.extraction import ExtractionJobSpec
 from app.settings import Settings
 from worker.services.context import JobData, RunEnv
 from worker.services.outputs import Outcome
-from worker.services.shards import evasion
+from worker.services.shards import evasion, extraction
 from worker.services.targets import Target
 
 
@@ -23,4 +24,5 @@ class ShardedKind:
 
 SHARDED: dict[type, ShardedKind] = {
     EvasionJobSpec: ShardedKind(evasion.plan, evasion.run_piece, evasion.merge),
+    ExtractionJobSpec: ShardedKind(extraction.plan, extraction.run_piece, extraction.merge),
 }

@@ -22,6 +22,7 @@ from worker.runtime import WorkerRuntime
 from worker.services.inputs import LoadedJob, load_job
 from worker.services.job_state import Claim, JobCancelled, JobLost
 from worker.services.shards.failures import failure_values
+from worker.services.shards.heartbeat import shard_heartbeat
 from worker.services.shards.kinds import SHARDED
 from worker.services.shards.state import (
     MERGING,
@@ -92,11 +93,12 @@ class ShardProgress:
 
 def _run_piece(rt: WorkerRuntime, claim: ShardClaim) -> bytes:
     """Load the job's inputs and run this shard's piece."""
-    job = load_job(rt, claim.job_id, ShardProgress(rt, claim))
-    try:
-        return SHARDED[type(job.spec)].run_piece(job.spec, job.target, job.data, job.env, claim.plan)
-    finally:
-        job.target.close()
+    with shard_heartbeat(rt, claim):
+        job = load_job(rt, claim.job_id, ShardProgress(rt, claim))
+        try:
+            return SHARDED[type(job.spec)].run_piece(job.spec, job.target, job.data, job.env, claim.plan)
+        finally:
+            job.target.close()
 
 
 def _store_piece(rt: WorkerRuntime, claim: ShardClaim, payload: bytes) -> bool:

@@ -1,4 +1,4 @@
-"""One attack of a job at each of its rates: poison, retrain the victim, measure, detect, keep artifacts."""
+"""One attack of a job at each of its rates: its victims (run here or by shards), rows, artifacts."""
 
 import base64
 import time
@@ -6,39 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from worker.engine.poisoning.attacks.base import Backdoor, PoisoningAttack, TargetedPoisoning
+from worker.engine.poisoning.attacks.base import PoisoningAttack, TargetedPoisoning
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet, TargetSample
-from worker.engine.poisoning.detect_step import run_detectors
-from worker.engine.poisoning.job import PoisoningJob, RegisteredVictim
-from worker.engine.poisoning.metrics import accuracy, success, threat_model_facts
-from worker.engine.poisoning.repair_step import repair_victim
+from worker.engine.poisoning.job import PoisoningJob
+from worker.engine.poisoning.metrics import success
 from worker.engine.poisoning.samples import sample_pictures, trigger_png
 from worker.engine.poisoning.targets import select_targets
-
-
-def _key(attack_index: int, rate_index: int, trial: int = 0) -> int:
-    """A distinct random-stream key per attack, rate and trial."""
-    return (attack_index * 64 + rate_index) * 4096 + trial
-
-
-def _trial(
-    job: PoisoningJob,
-    attack: PoisoningAttack,
-    poisoned: PoisonedSet,
-    *,
-    register: bool,
-    stage: str,
-) -> tuple[dict[str, Any], Any]:
-    """Train the victim on one poisoned set, measure it, run the detectors; the row and the victim."""
-    victim = job.setup.train_and_export(poisoned.x, poisoned.y, stage=stage, verified=register)
-    evaluation = job.evaluation
-    row: dict[str, Any] = {"clean_accuracy": accuracy(victim.predict(evaluation.x), evaluation.y)}
-    row |= success(
-        victim, attack, evaluation.x, evaluation.y, job.num_classes, job.baseline_accuracy, poisoned.target
-    )
-    detections, arrays = run_detectors(job, victim, poisoned, attack, stage) if job.detectors else ([], {})
-    row["detection"] = detections
-    return row | {"_arrays": arrays}, victim
+from worker.engine.poisoning.victim_run import VictimKey, VictimRun, run_victim, stream_key
 
 
 def _baseline_success(
@@ -75,10 +49,50 @@ def _mean_detection(trials: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
+def attack_targets(
+    job: PoisoningJob, ctx: PoisonContext, index: int, attack: PoisoningAttack
+) -> list[TargetSample | None]:
+    """The held-out targets of a per-target attack (chosen by the clean models), else one None."""
+    if not isinstance(attack, TargetedPoisoning):
+        return [None]
+    return list(
+        select_targets(
+            attack,
+            job.need_baseline(),
+            ctx.need_surrogate(),
+            job.evaluation.x,
+            job.evaluation.y,
+            ctx.rng(stream_key(index, 63)),
+            ctx.device,
+        )
+    )
+
+
+def run_victims(
+    job: PoisoningJob, ctx: PoisonContext, index: int, attack: PoisoningAttack, keys: set[VictimKey]
+) -> dict[VictimKey, VictimRun]:
+    """The victims of one attack named in `keys` (a shard's share), in the attack's order."""
+    targets = attack_targets(job, ctx, index, attack)
+    return {
+        (index, rate_index, trial): run_victim(
+            job, ctx, (index, rate_index, trial), attack, target, len(targets)
+        )
+        for rate_index in range(len(attack.rates))
+        for trial, target in enumerate(targets)
+        if (index, rate_index, trial) in keys
+    }
+
+
 def run_attack(
-    job: PoisoningJob, ctx: PoisonContext, index: int, attack: PoisoningAttack, rates: list[float]
+    job: PoisoningJob,
+    ctx: PoisonContext,
+    index: int,
+    attack: PoisoningAttack,
+    done: dict[VictimKey, VictimRun] | None = None,
 ) -> dict[str, Any]:
-    """The report entry of one attack: parameters, threat model and one result row per rate."""
+    """The report entry of one attack: parameters, threat model and one result row per rate; victims in
+    `done` (run by the shards of a split job) are taken as they are, the others run here."""
+    rates = attack.rates
     entry: dict[str, Any] = {
         "name": attack.name,
         "paper": attack.paper,
@@ -90,51 +104,30 @@ def run_attack(
         "rate_of": attack.rate_of,
         "results": [],
     }
-    targets: list[TargetSample | None] = [None]
+    targets = attack_targets(job, ctx, index, attack)
     if isinstance(attack, TargetedPoisoning):
-        targets = list(
-            select_targets(
-                attack,
-                job.need_baseline(),
-                ctx.need_surrogate(),
-                job.evaluation.x,
-                job.evaluation.y,
-                ctx.rng(_key(index, 63)),
-                ctx.device,
-            )
-        )
         entry["targets"] = [
             {"index": t.index, "label": t.label, "intended": t.intended} for t in targets if t
         ]
     suspects: dict[str, np.ndarray] = {}
+    kept: PoisonedSet | None = None
     for rate_index, rate in enumerate(rates):
         started = time.perf_counter()
-        last = rate_index == len(rates) - 1
-        rows, first_poisoned = [], None
+        rows = []
         for trial, target in enumerate(targets):
-            stage = f"{attack.name} rate {rate:g}" + (f" target {trial + 1}/{len(targets)}" if target else "")
-            key = _key(index, rate_index, trial)
-            if isinstance(attack, TargetedPoisoning):
-                assert target is not None
-                poisoned = attack.poison_target(ctx, rate, target, key)
-            else:
-                poisoned = attack.poison(ctx, rate, key)
-            register = job.register and last and trial == 0
-            row, victim = _trial(job, attack, poisoned, register=register, stage=stage)
-            row["facts"] = threat_model_facts(job.train.x, job.train.y, poisoned, job.input_range)
-            row["n_poisoned"] = poisoned.n_poisoned
-            row["expected_poisons"] = attack.count(job.train.y, rate)
-            for name, values in row.pop("_arrays").items():
-                suspects[f"{name}_rate{rate_index}" + (f"_target{trial}" if target else "")] = values
-            if register and victim.intake is not None:
-                job.victims.append(RegisteredVictim(index, attack.name, rate, victim.onnx, victim.intake))
-            if last and trial == 0 and job.repairs and isinstance(attack, Backdoor):
-                entry["repair"] = repair_victim(job, attack, victim, job.repairs)
-            rows.append(row)
-            first_poisoned = first_poisoned or poisoned
+            key = (index, rate_index, trial)
+            run = (done or {}).get(key) or run_victim(job, ctx, key, attack, target, len(targets))
+            suspects |= run.suspects
+            if run.registered is not None:
+                job.victims.append(run.registered)
+            if run.repair is not None:
+                entry["repair"] = run.repair
+            if run.poisoned is not None:
+                kept = run.poisoned
+            rows.append(run.row)
         entry["results"].append(_rate_row(job, attack, rate, rows, targets, time.perf_counter() - started))
-        if last and first_poisoned is not None:
-            _keep_artifacts(job, entry, index, attack, first_poisoned, rate)
+    assert kept is not None, "the first victim at the largest rate keeps its poisoned set"
+    _keep_artifacts(job, entry, index, attack, kept, rates[-1])
     if suspects:
         job.arrays[f"suspected_{index}_{attack.name}"] = suspects
     return entry

@@ -18,7 +18,7 @@ from torch import nn
 from app.schemas.poisoning import PoisoningAttackBase
 from app.schemas.repair_methods import RepairMethodSpec
 from worker.engine.datasets import ArrayDataset
-from worker.engine.poisoning.attack_run import run_attack
+from worker.engine.poisoning.attack_run import run_attack, run_victims
 from worker.engine.poisoning.attacks.base import PoisoningAttack, TargetedPoisoning
 from worker.engine.poisoning.attacks.registry import build_attack
 from worker.engine.poisoning.checks import add_attack_checks
@@ -31,6 +31,7 @@ from worker.engine.poisoning.metrics import accuracy, per_class_accuracy
 from worker.engine.poisoning.repair_step import CLEAN_SHARE, build_plans
 from worker.engine.poisoning.validate import PoisoningInputError, check_dataset
 from worker.engine.poisoning.victim import VictimSetup
+from worker.engine.poisoning.victim_run import VictimKey, VictimRun
 from worker.engine.progress import ProgressCallback, ProgressTracker
 from worker.engine.training.recipe import TrainingRecipe
 
@@ -45,6 +46,7 @@ class PoisoningOutcome:
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     images: dict[str, bytes] = field(default_factory=dict)
     victims: list[RegisteredVictim] = field(default_factory=list)
+    runs: dict[VictimKey, VictimRun] = field(default_factory=dict)
 
 
 def prepare_attacks(
@@ -105,12 +107,18 @@ def run_poisoning(
     device: torch.device | None = None,
     progress: ProgressCallback | None = None,
     register: bool = True,
+    only: set[VictimKey] | None = None,
+    done: dict[VictimKey, VictimRun] | None = None,
 ) -> PoisoningOutcome:
     """Train the clean baseline, run every attack at every rate and every detector; build the report.
 
     Raises PoisoningInputError (a ValueError with a `code`) or ValueError for input the job cannot use,
     before any training. With `register`, each attack's victim at its largest rate (the first target's
     for per-target attacks) is exported through verified_export and returned in `victims`.
+
+    A split job runs in pieces: with `only`, just those victims (attack, rate, trial) run, after the
+    clean baseline they are measured against, and come back in `runs` with no report; with `done`, the
+    victims the pieces ran are taken as they are and the report is built as if they had run here.
     """
     shape = tuple(int(d) for d in input_shape)
     low, high = float(input_range[0]), float(input_range[1])
@@ -135,15 +143,19 @@ def run_poisoning(
     job.baseline = setup.train_and_export(train.x, train.y, stage="clean baseline")
     predictions = job.baseline.predict(evaluation.x)
     job.baseline_accuracy = accuracy(predictions, evaluation.y)
-    baseline = {
-        "clean_accuracy": job.baseline_accuracy,
-        "per_class_accuracy": per_class_accuracy(predictions, evaluation.y, num_classes),
-        "training_curve": job.baseline.history.curve() if job.baseline.history else [],
-    }
-    detection_rows = baseline_detection(job) if detectors else []
-
+    baseline: dict[str, Any] = {}
+    detection_rows: list[dict[str, Any]] = []
+    if only is None:
+        baseline = {
+            "clean_accuracy": job.baseline_accuracy,
+            "per_class_accuracy": per_class_accuracy(predictions, evaluation.y, num_classes),
+            "training_curve": job.baseline.history.curve() if job.baseline.history else [],
+        }
+        detection_rows = baseline_detection(job) if detectors else []
+    mine = [a for i, (a, _) in enumerate(built) if only is None or any(key[0] == i for key in only)]
+    crafted_here = done is None or only is not None
     surrogate = None
-    if needs_surrogate:
+    if any(a.needs_surrogate and (crafted_here or a.per_target) for a in mine):
         module, _ = setup.train(train.x, train.y, stage="clean surrogate", seed=seed + SURROGATE_SEED_OFFSET)
         surrogate = setup.wrap(module).to(device).eval()
     ctx = PoisonContext(
@@ -157,7 +169,13 @@ def run_poisoning(
         pattern=pattern,
         progress=tracker,
     )
-    entries = [run_attack(job, ctx, index, attack, rates) for index, (attack, rates) in enumerate(built)]
+    if only is not None:
+        runs: dict[VictimKey, VictimRun] = {}
+        for index, (attack, _) in enumerate(built):
+            if attack in mine:
+                runs |= run_victims(job, ctx, index, attack, only)
+        return PoisoningOutcome(report={}, runs=runs)
+    entries = [run_attack(job, ctx, index, attack, done) for index, (attack, _) in enumerate(built)]
     add_attack_checks(job, entries)
     report = {
         "mode": "attack",

@@ -1,7 +1,8 @@
 """The poisoning executor: plant poisons, train and measure the victims, detect; or audit a training set."""
 
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from worker.services.context import JobData, RunEnv
 from worker.services.job_state import JobFailure
 from worker.services.outputs import ArtifactPayload, DerivedModel, Outcome, npz_artifact, png_artifact
 from worker.services.targets import Target
+
+T = TypeVar("T")
 
 THREAT_MODEL = {
     "attacker": "controls a share of the training set: adds triggers, perturbs inputs within eps, and for "
@@ -136,14 +139,16 @@ def _audit(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -
     return Outcome(body, checks, summary, AUDIT_THREAT_MODEL, _artifacts(outcome))
 
 
-def _attack(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
-    """Baseline, every attack at every rate, detection; each attack's largest-rate victim registered."""
+def run_attack_mode(
+    spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv, **split: Any
+) -> PoisoningOutcome:
+    """Baseline, every attack at every rate, detection (`split`: a shard's `only` or the merge's `done`)."""
     params, signature = spec.params, target.signature
     training = params.training.model_dump(mode="json")
     init = training.pop("init")
     if init == "pretrained" and not target.has_weights:
         raise JobFailure("model_untrained", f"model {target.id} has no weights to start from")
-    outcome = run_poisoning(
+    return run_poisoning(
         lambda seed: target.trainable(init, seed),
         _training_set(spec, data),
         data.held_out,
@@ -160,7 +165,13 @@ def _attack(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) 
         seed=env.seed,
         device=env.device,
         progress=env.progress,
+        **split,
     )
+
+
+def attack_outcome(target: Target, outcome: PoisoningOutcome) -> Outcome:
+    """The job's outcome of an attack-mode run; each attack's largest-rate victim registered."""
+    signature = target.signature
     body = dict(outcome.report)
     checks = body.pop("checks")
     derived = [
@@ -181,14 +192,24 @@ def _attack(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) 
     return Outcome(body, checks, _summary(outcome.report), THREAT_MODEL, _artifacts(outcome), derived)
 
 
-def run(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
-    """Attack mode with attacks, audit mode without; bad input found at run time fails with its code."""
-    mode = _scan if spec.params.scan else _attack if spec.params.attacks else _audit
+def _attack(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
+    """Attack mode in one piece."""
+    return attack_outcome(target, run_attack_mode(spec, target, data, env))
+
+
+def engine_failures(work: Callable[[], T]) -> T:
+    """Run poisoning work; bad input found at run time fails with its code."""
     try:
-        return mode(spec, target, data, env)
+        return work()
     except PoisoningInputError as exc:
         raise JobFailure(exc.code, str(exc)) from exc
     except ExportError as exc:
         raise JobFailure("export_failed", f"a poisoned victim could not be exported: {exc}") from exc
     except ValueError as exc:
         raise JobFailure("poisoning_invalid", str(exc)) from exc
+
+
+def run(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) -> Outcome:
+    """Attack mode with attacks, audit mode without, or a scan."""
+    mode = _scan if spec.params.scan else _attack if spec.params.attacks else _audit
+    return engine_failures(lambda: mode(spec, target, data, env))

@@ -6,10 +6,11 @@ from typing import Any
 
 from app.schemas.evasion import EvasionJobSpec
 from app.schemas.extraction import ExtractionJobSpec
+from app.schemas.poisoning import PoisoningJobSpec
 from app.settings import Settings
 from worker.services.context import JobData, RunEnv
 from worker.services.outputs import Outcome
-from worker.services.shards import evasion, extraction
+from worker.services.shards import evasion, extraction, poisoning
 from worker.services.targets import Target
 
 
@@ -25,4 +26,5 @@ class ShardedKind:
 SHARDED: dict[type, ShardedKind] = {
     EvasionJobSpec: ShardedKind(evasion.plan, evasion.run_piece, evasion.merge),
     ExtractionJobSpec: ShardedKind(extraction.plan, extraction.run_piece, extraction.merge),
+    PoisoningJobSpec: ShardedKind(poisoning.plan, poisoning.run_piece, poisoning.merge),
 }

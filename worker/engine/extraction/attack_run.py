@@ -108,6 +108,7 @@ class AttackRunner:
                 stage=stage,
                 measured=True,
             )
+            self.tracker.advance(0, f"{stage}: exported and measured")  # a beat (and a cancel check) before
             measured = measure_surrogate(
                 module,
                 self.data,

@@ -14,11 +14,11 @@ class _Closed(BaseModel):
 class NeuralCleanseScanParams(_Closed):
     """Neural Cleanse (Wang et al., S&P 2019), white-box: per class the smallest mask and pattern sending the
     clean set to it, the paper's cost schedule, the MAD anomaly index of the masks' l1 norms. Defaults:
-    300 steps of batch 16, 5 steps per schedule epoch, lr 0.1, init cost 1e-3, threshold 2."""
+    600 steps of batch 16, 5 steps per schedule epoch, lr 0.1, init cost 1e-3, threshold 2."""
 
     white_box: ClassVar[bool] = True
     name: Literal["neural_cleanse"]
-    steps: Annotated[int, Field(ge=1, le=20_000)] = 300
+    steps: Annotated[int, Field(ge=1, le=20_000)] = 600
     epoch_steps: Annotated[int, Field(ge=1, le=1000)] = 5
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
     learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.1

@@ -54,7 +54,7 @@ class RepairMethodParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scan_steps: ScanSteps = 300
+    scan_steps: ScanSteps = 600
     epochs: Epochs = None
     learning_rate: LearningRate = None
     batch_size: BatchSize = None

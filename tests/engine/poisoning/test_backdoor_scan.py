@@ -58,9 +58,9 @@ def test_neural_cleanse_flags_the_planted_class_and_its_trigger_works(planted, s
 
 @pytest.mark.slow
 def test_neural_cleanse_flags_nothing_on_a_clean_model(clean, split):
-    result = build_scanner({"name": "neural_cleanse", "steps": 200}).scan(
-        load_onnx_module(clean), _data(split)
-    )
+    # The default budget (600 steps): at 200 the schedule has not shrunk the masks and classes 5 and 9
+    # of this clean model pass the threshold.
+    result = build_scanner({"name": "neural_cleanse"}).scan(load_onnx_module(clean), _data(split))
     assert result.flagged == []
     # The report still shows the most anomalous small trigger.
     assert len(result.triggers) == 1

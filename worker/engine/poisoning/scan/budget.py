@@ -25,7 +25,7 @@ class TriggerSearchBudget:
         anomaly_threshold: the anomaly index above which a class is flagged, default 2.
     """
 
-    steps: int = 300
+    steps: int = 600
     epoch_steps: int = 5
     batch_size: int = 16
     learning_rate: float = 0.1

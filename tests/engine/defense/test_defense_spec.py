@@ -13,7 +13,7 @@ from app.schemas.defense import (
     TransformParams,
     evaluation_attacks,
 )
-from tests.engine.defense_helpers import evaluation_of, run, typed
+from tests.engine.defense_helpers import evaluation_of, pgd, run, typed
 from worker.engine.defense.preprocessing.transforms import TRANSFORMS, build_transform
 from worker.engine.defense.registry import DEFENSES, build_defense
 from worker.engine.defense.runner import run_defense
@@ -185,3 +185,16 @@ def test_repair_schema_names_the_engine_repairs_and_their_parameters():
         params({"name": "backdoor_repair", "method": "anp"}, evaluation={"max_samples": 10})
     with pytest.raises(ValidationError, match="train_dataset_id"):
         DefenseParams.model_validate({"defense": {"name": "backdoor_repair", "method": "anp"}})
+
+
+def test_the_sanity_runs_run_only_when_the_evaluation_asks_for_them(small_cnn):
+    def defended_checks(sanity_runs: bool) -> set[str]:
+        evaluation = {**pgd([0.1], steps=5), "max_samples": 30, "sanity_runs": sanity_runs}
+        report = run(
+            {"name": "preprocessing", "transforms": [{"name": "bit_depth"}]}, evaluation, small_cnn
+        ).report
+        return {c["name"] for c in report["checks"] if c["detail"].startswith("[defended")}
+
+    cheap = {"robust_below_clean", "perturbation_within_budget"}
+    assert defended_checks(False) == cheap
+    assert defended_checks(True) > cheap | {"unbounded_attack_breaks_everything"}

@@ -36,7 +36,11 @@ _EXTRA_INDEX = 1000
 
 @dataclass
 class AttackRun:
-    """Attacks on one view of the defended model: what they differentiate and how it is described."""
+    """Attacks on one view of the defended model: what they differentiate and how it is described.
+
+    `sanity_runs` marks the run whose evasion checks the report carries (the sanity runs themselves, the
+    extra attacks, run only where the evaluation asks for them).
+    """
 
     role: Role
     view: str
@@ -84,12 +88,16 @@ def _units(
 
 
 def run_units(
-    runs: Sequence[AttackRun], attacks: Sequence[AttackParamsBase], n: int, input_range: tuple[float, float]
+    runs: Sequence[AttackRun],
+    attacks: Sequence[AttackParamsBase],
+    n: int,
+    input_range: tuple[float, float],
+    sanity_runs: bool,
 ) -> float:
     """Work units of a whole evaluation (the undefended run included), for progress weighting."""
     total = _units(attacks, n, input_range, False)
     for run in runs:
-        total += _units(run.attacks, n, input_range, run.sanity_runs)
+        total += _units(run.attacks, n, input_range, run.sanity_runs and sanity_runs)
         total += sum(attack.work_units * n * len(spec["eps"]) for attack, spec in run.extra)
     return total
 
@@ -202,8 +210,10 @@ def evaluate_defense(
     device: torch.device,
     batch_size: int,
     tracker: ProgressTracker,
+    sanity_runs: bool = True,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """The evaluation section of a defense report and the adversarial arrays of every run."""
+    """The evaluation section of a defense report and the adversarial arrays of every run; `sanity_runs`
+    False leaves out the sanity runs' extra attacks (the checks of the attacks that ran stay)."""
     settings = {"input_range": input_range, "seed": seed, "device": device, "batch_size": batch_size}
     adversarial: dict[str, dict[str, np.ndarray]] = {}
     report, arrays = _evasion(
@@ -242,7 +252,7 @@ def evaluate_defense(
                 x,
                 y,
                 black_box=deployed_black_box,
-                sanity=run.sanity_runs,
+                sanity=run.sanity_runs and sanity_runs,
                 settings=settings,
                 tracker=tracker,
             )

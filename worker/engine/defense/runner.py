@@ -143,7 +143,7 @@ def run_defense(
     # Planned only for its work units (the attack specs), so any module stands in for a weightless model.
     planned = defense.runs(undefended or nn.Identity(), attacks, context)
     units = defense.training_units(len(train[0]) if train is not None else 0) + run_units(
-        planned, attacks, len(x), input_range
+        planned, attacks, len(x), input_range, evaluation.sanity_runs
     )
     units += defense.certification_units(len(x))
     context.tracker = tracker = ProgressTracker(units, progress)
@@ -176,6 +176,7 @@ def run_defense(
         undefended_classify=reference_classify,
         undefended_black_box=QueryOnlyModel(reference_classify),
         runs=defense.runs(final, attacks, context),
+        sanity_runs=evaluation.sanity_runs,
         deployed_classify=deployed,
         attacks=attacks,
         x=x,

@@ -26,13 +26,16 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/gauntlet serve $(if $(PORT),--port $(PORT)) $(if $(NO_DEMO),--no-demo)
 
+# The engine tests need no services and run one torch thread each: they spread over the cores (one pytest
+# process per core, a file's tests on one process); the service tests run in one process beside live workers.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile tests/engine
+	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/engine
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pgd.py

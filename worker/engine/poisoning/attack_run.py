@@ -1,7 +1,6 @@
 """One attack of a job at each of its rates: its victims (run here or by shards), rows, artifacts."""
 
 import base64
-import time
 from typing import Any
 
 import numpy as np
@@ -112,7 +111,7 @@ def run_attack(
     suspects: dict[str, np.ndarray] = {}
     kept: PoisonedSet | None = None
     for rate_index, rate in enumerate(rates):
-        started = time.perf_counter()
+        seconds = 0.0
         rows = []
         for trial, target in enumerate(targets):
             key = (index, rate_index, trial)
@@ -125,7 +124,8 @@ def run_attack(
             if run.poisoned is not None:
                 kept = run.poisoned
             rows.append(run.row)
-        entry["results"].append(_rate_row(job, attack, rate, rows, targets, time.perf_counter() - started))
+            seconds += run.seconds
+        entry["results"].append(_rate_row(job, attack, rate, rows, targets, seconds))
     assert kept is not None, "the first victim at the largest rate keeps its poisoned set"
     _keep_artifacts(job, entry, index, attack, kept, rates[-1])
     if suspects:

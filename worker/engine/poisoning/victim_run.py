@@ -7,6 +7,7 @@ report keeps of it. `VictimRun` travels between workers as an .npz with a JSON h
 
 import io
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,10 +31,11 @@ def stream_key(attack_index: int, rate_index: int, trial: int = 0) -> int:
 
 @dataclass
 class VictimRun:
-    """What the report keeps of one victim: its row, suspect arrays, the poisoned set the artifacts keep
-    (largest rate, first trial), the victim to register and its repair rows."""
+    """What the report keeps of one victim: its row, the seconds it took, suspect arrays, the poisoned set
+    the artifacts keep (largest rate, first trial), the victim to register and its repair rows."""
 
     row: dict[str, Any]
+    seconds: float = 0.0
     suspects: dict[str, np.ndarray] = field(default_factory=dict)
     poisoned: PoisonedSet | None = None
     registered: RegisteredVictim | None = None
@@ -49,6 +51,7 @@ def run_victim(
     n_targets: int,
 ) -> VictimRun:
     """Poison, train, measure and detect one victim; register and repair it when it is the kept one."""
+    started = time.perf_counter()
     index, rate_index, trial = key
     rates = attack.rates
     rate, last = rates[rate_index], rate_index == len(rates) - 1
@@ -73,13 +76,14 @@ def run_victim(
     row["n_poisoned"] = poisoned.n_poisoned
     row["expected_poisons"] = attack.count(job.train.y, rate)
     suffix = f"_rate{rate_index}" + (f"_target{trial}" if target else "")
-    run = VictimRun(row, {f"{name}{suffix}": values for name, values in arrays.items()})
+    run = VictimRun(row, suspects={f"{name}{suffix}": values for name, values in arrays.items()})
     if kept:
         run.poisoned = poisoned
     if register and victim.intake is not None:
         run.registered = RegisteredVictim(index, attack.name, rate, victim.onnx, victim.intake)
     if kept and job.repairs and isinstance(attack, Backdoor):
         run.repair = repair_victim(job, attack, victim, job.repairs)
+    run.seconds = time.perf_counter() - started
     return run
 
 
@@ -90,7 +94,12 @@ def runs_to_bytes(runs: dict[VictimKey, VictimRun]) -> bytes:
     for number, (key, run) in enumerate(runs.items()):
         prefix = f"v{number}_"
         arrays |= {f"{prefix}s_{name}": values for name, values in run.suspects.items()}
-        meta: dict[str, Any] = {"key": list(key), "row": run.row, "repair": run.repair}
+        meta: dict[str, Any] = {
+            "key": list(key),
+            "row": run.row,
+            "repair": run.repair,
+            "seconds": run.seconds,
+        }
         meta["suspects"] = sorted(run.suspects)
         if run.poisoned is not None:
             p = run.poisoned
@@ -113,7 +122,8 @@ def runs_from_bytes(data: bytes) -> dict[VictimKey, VictimRun]:
         for number, meta in enumerate(json.loads(str(npz["~header"]))):
             prefix = f"v{number}_"
             key: VictimKey = (int(meta["key"][0]), int(meta["key"][1]), int(meta["key"][2]))
-            run = VictimRun(meta["row"], {name: npz[f"{prefix}s_{name}"] for name in meta["suspects"]})
+            suspects = {name: npz[f"{prefix}s_{name}"] for name in meta["suspects"]}
+            run = VictimRun(meta["row"], float(meta["seconds"]), suspects)
             run.repair = meta["repair"]
             if prefix + "px" in npz:
                 run.poisoned = PoisonedSet(

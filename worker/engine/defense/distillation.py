@@ -7,8 +7,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from app.schemas.common import Norm
 from app.schemas.defense import DistillationParams
-from app.schemas.evasion import AttackParamsBase
+from app.schemas.evasion import AttackParamsBase, PgdParams
 from worker.engine.batching import batch_bounds
 from worker.engine.defense.base import (
     Defense,
@@ -144,16 +145,15 @@ class Distillation(Defense[DistillationParams]):
         """Naive: PGD cross-entropy on the deployed softmax. Adaptive: the evaluation's attacks on logits / T,
         and margin PGD on the logits."""
         budgets = _budgets_by_norm(attacks)
-        naive_specs = [
-            {"name": "pgd", "norm": norm, "eps": eps, "steps": NAIVE_STEPS} for norm, eps in budgets.items()
-        ]
+        naive_specs = [PgdParams(name="pgd", norm=norm, eps=eps, steps=NAIVE_STEPS) for norm, eps in budgets]
         naive = [(PGD.from_spec(spec, input_range=context.input_range), spec) for spec in naive_specs]
+        # The margin attack is PGD with another loss: its spec is a PGD spec (the report names it pgd_margin).
         margin = [
             (
-                MarginPGD(norm=norm, steps=MARGIN_STEPS, input_range=context.input_range),  # type: ignore[arg-type]
-                {"name": MarginPGD.name, "norm": norm, "eps": eps},
+                MarginPGD(norm=norm, steps=MARGIN_STEPS, input_range=context.input_range),
+                PgdParams(name="pgd", norm=norm, eps=eps, steps=MARGIN_STEPS),
             )
-            for norm, eps in budgets.items()
+            for norm, eps in budgets
         ]
         return [
             AttackRun("naive", NAIVE_VIEW, SoftmaxOutput(final), [], extra=naive),
@@ -168,12 +168,12 @@ class Distillation(Defense[DistillationParams]):
         ]
 
 
-def _budgets_by_norm(attacks: list[AttackParamsBase]) -> dict[str, list[float]]:
+def _budgets_by_norm(attacks: list[AttackParamsBase]) -> list[tuple[Norm, list[float]]]:
     """Every eps the evaluation's attacks ask for, per norm."""
-    budgets: dict[str, set[float]] = {}
+    budgets: dict[Norm, set[float]] = {}
     for spec in attacks:
         budgets.setdefault(spec.norm, set()).update(spec.eps)
-    return {norm: sorted(eps) for norm, eps in sorted(budgets.items()) if eps}
+    return [(norm, sorted(eps)) for norm, eps in sorted(budgets.items()) if eps]
 
 
 @torch.no_grad()

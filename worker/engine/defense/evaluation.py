@@ -20,7 +20,7 @@ from app.schemas.evasion import AttackParamsBase
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attack_eval import evaluate_attack
 from worker.engine.evasion.attacks.base import Attack
-from worker.engine.evasion.attacks.registry import attack_class
+from worker.engine.evasion.attacks.registry import build_attack
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.evasion.metrics import WorstCase
 from worker.engine.evasion.runner import run_evasion
@@ -46,7 +46,7 @@ class AttackRun:
     view: str
     model: nn.Module
     attacks: list[AttackParamsBase]
-    extra: list[tuple[Attack, dict[str, Any]]] = field(default_factory=list)
+    extra: list[tuple[Attack, AttackParamsBase]] = field(default_factory=list)
     sanity_runs: bool = False
 
 
@@ -80,11 +80,10 @@ def _units(
 ) -> float:
     """Work units of one run_evasion call (the runner's own formula)."""
     total = float(n)
-    plain = plain_specs(specs)
-    for spec in plain:
-        attack = attack_class(spec["name"]).from_spec(spec, input_range=input_range)
-        total += attack.work_units * n * (1 if attack.minimum_norm else len(spec["eps"]))
-    return total + (sanity_run_units(n, plain) if sanity else 0)
+    for spec in specs:
+        attack = build_attack(spec, input_range)
+        total += attack.work_units * n * (1 if attack.minimum_norm else len(spec.eps))
+    return total + (sanity_run_units(n, plain_specs(specs)) if sanity else 0)
 
 
 def run_units(
@@ -98,7 +97,7 @@ def run_units(
     total = _units(attacks, n, input_range, False)
     for run in runs:
         total += _units(run.attacks, n, input_range, run.sanity_runs and sanity_runs)
-        total += sum(attack.work_units * n * len(spec["eps"]) for attack, spec in run.extra)
+        total += sum(attack.work_units * n * len(spec.eps) for attack, spec in run.extra)
     return total
 
 

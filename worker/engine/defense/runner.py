@@ -22,7 +22,7 @@ from worker.engine.defense.evaluation import (
 from worker.engine.defense.registry import build_defense
 from worker.engine.defense.report import assemble_report
 from worker.engine.defense.spec import SpecError, WeightsMissing
-from worker.engine.evasion.attacks.registry import attack_class
+from worker.engine.evasion.attacks.registry import build_attack
 from worker.engine.models.black_box import QueryOnlyModel
 from worker.engine.models.intake import OnnxRuntimeClassifier, load_onnx_module
 from worker.engine.progress import ProgressCallback, ProgressTracker
@@ -53,9 +53,9 @@ class DefenseOutcome:
 
 def _check_attacks(attacks: list[AttackParamsBase], input_range: tuple[float, float]) -> None:
     """Every attack must fit the input range."""
-    for spec in plain_specs(attacks):
+    for spec in attacks:
         try:
-            attack_class(spec["name"]).from_spec(spec, input_range=input_range)
+            build_attack(spec, input_range)
         except ValueError as exc:
             raise SpecError(f"evaluation: {exc}") from exc
 

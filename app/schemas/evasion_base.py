@@ -47,8 +47,8 @@ class EvasionAttackSpec(BaseModel):
         """Register a subclass that names exactly one attack (`name: Literal["..."]`)."""
         super().__pydantic_init_subclass__(**kwargs)
         names = get_args(cls.model_fields["name"].annotation)
-        if len(names) != 1:
-            return
+        if len(names) != 1 or "name" not in cls.__dict__.get("__annotations__", {}):
+            return  # a base without a name, or a variant of a registered spec (it keeps its base's name)
         known = _SPECS.get(names[0])
         if known is not None and known.__qualname__ != cls.__qualname__:
             raise TypeError(f"attack name {names[0]!r} is taken by {known.__module__}.{known.__qualname__}")

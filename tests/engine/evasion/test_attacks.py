@@ -6,11 +6,12 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from app.schemas.evasion import AttackParamsBase, FgsmParams, PgdParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.fgsm import FGSM
 from worker.engine.evasion.attacks.norms import perturbation_norm, project_ball, random_in_ball
 from worker.engine.evasion.attacks.pgd import PGD
-from worker.engine.evasion.attacks.registry import ATTACKS, attack_class
+from worker.engine.evasion.attacks.registry import attack_type, build_attack, registered_attacks
 from worker.engine.evasion.attacks.targets import attackable, select_targets
 
 EPS = {"linf": 0.1, "l2": 1.0}
@@ -188,35 +189,45 @@ def test_invalid_parameters_are_refused(small_cnn, held_out):
         FGSM().run(small_cnn, x, y, eps=-0.1)
 
 
-def test_registry_and_spec_building():
-    assert ATTACKS["fgsm"] is FGSM and ATTACKS["pgd"] is PGD
-    assert all(cls.name == name for name, cls in ATTACKS.items())
-    spec = {
-        "name": "pgd",
-        "norm": "l2",
-        "eps": [1.0],
-        "targeted": True,
-        "target_mode": "random",
-        "target_class": None,
-        "steps": 7,
-        "step_size": None,
-        "random_start": False,
-        "restarts": 2,
-    }
-    attack = attack_class("pgd").from_spec(spec, input_range=(-1.0, 1.0))
-    assert isinstance(attack, PGD)
+def test_registry_by_spec_type_and_building_from_typed_specs():
+    registered = registered_attacks()
+    assert registered[FgsmParams] is FGSM and registered[PgdParams] is PGD
+    assert all(cls.spec_type is spec_type for spec_type, cls in registered.items())
+    spec = PgdParams(
+        name="pgd", norm="l2", eps=[1.0], targeted=True, target_mode="random", steps=7, random_start=False,
+        restarts=2,
+    )  # fmt: skip
+    attack = build_attack(spec, (-1.0, 1.0))
+    assert isinstance(attack, PGD) and attack.name == "pgd"
     assert (attack.norm, attack.targeted, attack.steps, attack.restarts) == ("l2", True, 7, 2)
     assert attack.step_size is None and attack.random_start is False and attack.input_range == (-1.0, 1.0)
-    fgsm = attack_class("fgsm").from_spec({"name": "fgsm", "norm": "l2", "eps": [1.0]})
+    fgsm = FGSM.from_spec({"name": "fgsm", "norm": "l2", "eps": [1.0]})
     assert isinstance(fgsm, FGSM) and fgsm.norm == "l2"
-    with pytest.raises(ValueError, match="unknown parameters unknown_extra"):
-        attack_class("pgd").from_spec({**spec, "unknown_extra": None})
-    with pytest.raises(ValueError, match="fgsm: unknown parameters random_start, restarts, step_size, steps"):
-        attack_class("fgsm").from_spec({**spec, "name": "fgsm"})
-    with pytest.raises(ValueError, match="pgd: missing parameter eps"):
-        attack_class("pgd").from_spec({"name": "pgd", "steps": 7})
-    with pytest.raises(ValueError, match="unknown attack"):
-        attack_class("deepfool9000")
+    with pytest.raises(ValueError, match="unknown_extra"):
+        PGD.from_spec({**spec.model_dump(), "unknown_extra": 1})
+    with pytest.raises(ValueError, match="eps"):
+        PGD.from_spec({"name": "pgd", "steps": 7})
+    with pytest.raises(TypeError, match="built from a PgdParams"):
+        PGD.from_spec(FgsmParams(name="fgsm", eps=[0.1]))
+
+    class SlowPgdParams(PgdParams):
+        """A spec subclass without an engine class of its own runs on its base's."""
+
+    assert attack_type(SlowPgdParams) is PGD
+    with pytest.raises(ValueError, match="no engine attack"):
+        attack_type(AttackParamsBase)
+
+
+def test_an_engine_class_must_take_every_field_of_its_spec():
+    class WiderParams(FgsmParams):
+        """A spec with a field the engine class below does not take."""
+
+        momentum: float = 0.9
+
+    with pytest.raises(TypeError, match="takes no keyword for momentum"):
+
+        class Narrow(FGSM):
+            spec_type = WiderParams
 
 
 def test_target_modes():

@@ -136,7 +136,7 @@ def test_finite_eps_equals_restricting_the_unbounded_run(small_cnn, held_out, no
     )
     assert perturbation_norm(bounded.x_adv - x, norm).max() <= eps + TOL
     assert torch.equal(bounded.success, restricted.success)
-    assert torch.equal(bounded.x_adv, restricted.x_adv)
+    assert torch.allclose(bounded.x_adv, restricted.x_adv, atol=1e-6)  # run re-projects (ulps apart)
     assert 0 < bounded.success.sum() < len(x)
 
 

@@ -200,7 +200,8 @@ def test_unknown_keys_are_refused_omitted_ones_keep_defaults_and_empty_attack_li
     x, y = held_out[0][:40], held_out[1][:40]
     with pytest.raises(ValueError, match=r"fgsm\.future_option\n  Extra inputs are not permitted"):
         run_evasion(small_cnn, x, y, [_spec("fgsm", future_option=1)])
-    report = run_evasion(small_cnn, x, y, [_spec("pgd", step_size=None)], sanity_runs=False).report
+    omitted = {key: value for key, value in _spec("pgd").items() if key != "steps"}
+    report = run_evasion(small_cnn, x, y, [omitted], sanity_runs=False).report
     assert report["attacks"][0]["params"]["steps"] == 40
     empty = run_evasion(small_cnn, x, y, []).report
     assert empty["attacks"] == [] and empty["worst_case"] == []

@@ -218,5 +218,14 @@ def test_flags_params_and_validation():
     ):
         with pytest.raises(ValueError):
             FAB(**bad)  # type: ignore[arg-type]
-    attack = FAB.from_spec({"norm": "l2", "targeted": True, "steps": 12, "alpha_max": None})
+    attack = FAB.from_spec(
+        {
+            "norm": "l2",
+            "eps": [1.0],
+            "targeted": True,
+            "target_mode": "random",
+            "steps": 12,
+            "alpha_max": None,
+        }
+    )
     assert (attack.norm, attack.targeted, attack.steps, attack.alpha_max) == ("l2", True, 12, 0.1)

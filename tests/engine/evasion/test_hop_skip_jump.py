@@ -52,7 +52,7 @@ def test_black_box_minimum_norm_run(small_cnn, samples, cnn_onnx, norm, targeted
     assert torch.equal(result.x_adv[~result.success], x[~result.success])
     queries = result.queries
     assert queries is not None and queries.min() >= 1 and queries.max() <= budget
-    assert int(queries.sum()) == classifier.queries
+    assert int(queries.sum()) + len(x) == classifier.queries  # the search's queries, then the judge's pass
     sizes = perturbation_norm(result.x_adv - x, norm)[result.success]
     assert sizes.median() < (1.5 if norm == "l2" else 0.35)
 
@@ -62,7 +62,7 @@ def test_query_budget_holds_per_sample(samples, cnn_onnx, budget):
     x, y = samples
     black_box, classifier = onnx_black_box(cnn_onnx)
     result = HopSkipJump(norm="linf", max_queries=budget).run(black_box, x, y, eps=INF, generator=seeded())
-    assert result.queries.max() <= budget and int(result.queries.sum()) == classifier.queries
+    assert result.queries.max() <= budget and int(result.queries.sum()) + len(x) == classifier.queries
     assert result.success.all()  # with no query to spare, the nearest differently classified batch sample
 
 
@@ -110,7 +110,9 @@ def test_finite_eps_keeps_only_perturbations_within_it(samples, cnn_onnx):
     bounded = attack.run(black_box, x, y, eps=1.0, generator=seeded(1))
     assert perturbation_norm(bounded.x_adv - x, "l2").max() <= 1.0 + 1e-5
     expected = restrict_to_budget(unbounded, x, y, 1.0, "l2")
-    assert torch.equal(bounded.success, expected.success) and torch.equal(bounded.x_adv, expected.x_adv)
+    # the bounded run's output is projected onto the ball once more by run's verification (ulps apart)
+    assert torch.equal(bounded.success, expected.success)
+    assert torch.allclose(bounded.x_adv, expected.x_adv, atol=1e-6)
     assert 0 < bounded.success.sum() < unbounded.success.sum()
 
 
@@ -149,9 +151,11 @@ def test_flat_inputs_work(small_cnn, samples):
 
 
 def test_parameters_and_spec():
-    attack = HopSkipJump.from_spec({"norm": "linf", "max_queries": 900, "iterations": 7, "gamma": 2.0})
-    with pytest.raises(ValueError, match="unknown parameters steps"):
-        HopSkipJump.from_spec({"norm": "linf", "steps": 3})
+    attack = HopSkipJump.from_spec(
+        {"norm": "linf", "eps": [0.1], "max_queries": 900, "iterations": 7, "gamma": 2.0}
+    )
+    with pytest.raises(ValueError, match="steps\n  Extra inputs are not permitted"):
+        HopSkipJump.from_spec({"norm": "linf", "eps": [0.1], "steps": 3})
     assert (attack.norm, attack.max_queries, attack.iterations, attack.gamma) == ("linf", 900, 7, 2.0)
     assert attack.work_units == 900 and attack.minimum_norm and not attack.requires_gradients
     default = HopSkipJump()

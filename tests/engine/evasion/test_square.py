@@ -52,7 +52,7 @@ def test_black_box_run_respects_threat_model_and_budget(small_cnn, samples, cnn_
     queries = result.queries
     assert queries is not None and queries.dtype == torch.long
     assert queries.min() >= 1 and queries.max() <= budget
-    assert int(queries.sum()) == classifier.queries
+    assert int(queries.sum()) + len(x) == classifier.queries  # the search's queries, then the judge's pass
     assert (queries[~result.success] == budget).all()  # only broken samples stop early
     assert queries[result.success].float().mean() < budget
 
@@ -141,7 +141,7 @@ def test_parameters_and_spec():
     attack = SquareAttack.from_spec(
         {"norm": "l2", "eps": [1.0], "queries": 300, "p_init": 0.3, "restarts": 2}
     )
-    with pytest.raises(ValueError, match="unknown parameters steps"):
+    with pytest.raises(ValueError, match="steps\n  Extra inputs are not permitted"):
         SquareAttack.from_spec({"norm": "l2", "eps": [1.0], "steps": 9})
     assert (attack.norm, attack.queries, attack.p_init, attack.restarts) == ("l2", 300, 0.3, 2)
     assert attack.work_units == 600 and not attack.requires_gradients and not attack.minimum_norm

@@ -1,14 +1,16 @@
 """Evaluate one configured attack at each of its eps over the batched data set.
 
 `attack_slice` runs the attack on a slice (whole batches) and keeps per-sample outcomes only;
-`attack_entry` turns the joined slices into the report entry. Every random stream is keyed by the run
-seed, the attack, the eps and the batch's first sample position, so a split evaluation draws the
-same numbers as one over all samples.
+`attack_entry` turns the joined slices into the report entry. Every figure comes from the attack's
+verified call (`Attack.run`: the output projected onto the ball and the range, then judged by the
+attacked model or the caller's judge), never from what the search claimed. Every random stream is
+keyed by the run seed, the attack, the eps and the batch's first sample position, so a split
+evaluation draws the same numbers as one over all samples.
 """
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -16,9 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import AttackParamsBase
 from worker.engine.batching import BatchFit
 from worker.engine.evasion.attacks.base import Attack, AttackResult, restrict_to_budget
-from worker.engine.evasion.attacks.norms import clamp_range, perturbation_norm, project
+from worker.engine.evasion.attacks.norms import perturbation_norm
 from worker.engine.evasion.attacks.targets import attackable, select_targets
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.evasion.metrics import WorstCase, eps_result, query_stats
@@ -32,9 +35,14 @@ TARGETS_KEY = 1 << 20
 UNBOUNDED_KEY = 1 << 21
 
 
+def target_mode(spec: AttackParamsBase) -> str:
+    """How a targeted attack picks its targets (least_likely unless the spec says otherwise)."""
+    return str(spec.target_mode or "least_likely")
+
+
 def _targets(
     attack: Attack,
-    spec: Mapping[str, Any],
+    spec: AttackParamsBase,
     data: EvaluationData,
     seed: int,
     index: int,
@@ -47,7 +55,7 @@ def _targets(
     """
     if not attack.targeted:
         return None
-    mode = spec.get("target_mode") or "least_likely"
+    mode = target_mode(spec)
     offset, total = span
     generator = seeded_generator(torch.device("cpu"), seed, index, TARGETS_KEY)
     if mode == "random":
@@ -60,37 +68,9 @@ def _targets(
         data.y,
         num_classes=data.logits.shape[1],
         clean_logits=data.logits,
-        target_class=spec.get("target_class"),
+        target_class=spec.target_class,
         generator=generator,
     )
-
-
-@torch.no_grad()
-def verify(
-    model: nn.Module,
-    attack: Attack,
-    x_clean: Tensor,
-    y_clean: Tensor,
-    targets: Tensor | None,
-    outcome: AttackResult,
-    eps: float,
-) -> AttackResult:
-    """The evaluator's own view of an attack's output: never the attack's word (the foolbox rule).
-
-    What the attack returned is projected onto the eps ball (for a finite eps) and the input range,
-    the model under evaluation runs on it once more, and predictions and success come from that pass.
-    """
-    if math.isinf(eps):
-        x_adv = clamp_range(outcome.x_adv, attack.input_range)
-    else:
-        x_adv = project(x_clean, outcome.x_adv, eps, attack.norm, attack.input_range)
-    predictions = model(x_adv).argmax(dim=1)
-    if attack.targeted:
-        assert targets is not None
-        success = predictions == targets.to(predictions.device)
-    else:
-        success = predictions != y_clean
-    return AttackResult(x_adv=x_adv, predictions=predictions, success=success, queries=outcome.queries)
 
 
 def _store(
@@ -119,6 +99,7 @@ def _attack_batch(
     eps: tuple[float, Sequence[int], list[float]],
     keys: tuple[int, int, int, int],
     device: torch.device,
+    judge: nn.Module | None,
 ) -> None:
     """Attack the samples of [start, stop) still attacked at one run eps; store what the evaluator sees.
 
@@ -133,11 +114,12 @@ def _attack_batch(
     x_clean, y_clean = data.x[chosen].to(device), data.y[chosen].to(device)
     chosen_targets = None if targets is None else targets[chosen].to(device)
     generator = seeded_generator(device, seed, index, key, offset + start)
-    claimed = attack.run(model, x_clean, y_clean, eps=run_eps, targets=chosen_targets, generator=generator)
-    outcome = verify(model, attack, x_clean, y_clean, chosen_targets, claimed, run_eps)
+    outcome = attack.run(
+        model, x_clean, y_clean, eps=run_eps, targets=chosen_targets, generator=generator, judge=judge
+    )
     for position in positions:
         seen = outcome
-        if attack.minimum_norm:
+        if attack.spec_type.minimum_norm:
             seen = restrict_to_budget(outcome, x_clean, y_clean, eps_values[position], attack.norm)
         _store(part, position, chosen, x_clean, seen, attack.norm)
 
@@ -145,7 +127,7 @@ def _attack_batch(
 def attack_slice(
     model: nn.Module,
     attack: Attack,
-    spec: Mapping[str, Any],
+    spec: AttackParamsBase,
     data: EvaluationData,
     *,
     index: int,
@@ -153,20 +135,21 @@ def attack_slice(
     device: torch.device,
     progress: ProgressTracker,
     span: tuple[int, int] | None = None,
+    judge: nn.Module | None = None,
 ) -> AttackSlice:
     """Run one attack spec at every eps over the slice; per-sample outcomes, no metrics.
 
     `span` is (position of the slice's first sample, size of the whole evaluated set); default: the
-    slice is the whole set. Bounded attacks run once per eps and batch. Minimum-norm attacks run once
-    per batch with eps=inf and each eps keeps only the successes within it, so their cost does not
-    grow with the eps list.
+    slice is the whole set. `judge` sees every output (default: the attacked model). Bounded attacks
+    run once per eps and batch. Minimum-norm attacks run once per batch with eps=inf and each eps
+    keeps only the successes within it, so their cost does not grow with the eps list.
     """
     offset, total = span or (0, len(data.x))
     targets = _targets(attack, spec, data, seed, index, (offset, total))
     attacked = data.clean_correct.clone()
     if targets is not None:
         attacked &= attackable(data.y, targets)
-    eps_values = [float(eps) for eps in spec["eps"]]
+    eps_values = [float(eps) for eps in spec.eps]
     n, n_eps = len(data.x), len(eps_values)
     arrays: dict[str, np.ndarray] = {
         "x_adv": np.repeat(data.x.numpy()[None], n_eps, axis=0),
@@ -188,7 +171,9 @@ def attack_slice(
     if isinstance(breakdown, dict):
         breakdown.clear()
     runs: list[tuple[float, int | None]] = (
-        [(math.inf, None)] if attack.minimum_norm else [(eps, i) for i, eps in enumerate(eps_values)]
+        [(math.inf, None)]
+        if attack.spec_type.minimum_norm
+        else [(eps, i) for i, eps in enumerate(eps_values)]
     )
     fit = BatchFit(max((stop - start for start, stop in data.batches), default=1))
     for run_eps, eps_index in runs:
@@ -199,7 +184,7 @@ def attack_slice(
             fit.run(start, stop, partial(
                 _attack_batch, model=model, attack=attack, data=data, part=part, attacked=attacked,
                 targets=targets, eps=(run_eps, positions, eps_values), keys=(seed, index, key, offset),
-                device=device,
+                device=device, judge=judge,
             ))  # fmt: skip
             elapsed = time.perf_counter() - started
             for position in positions:
@@ -213,14 +198,14 @@ def attack_slice(
 
 
 def attack_entry(
-    attack: Attack, spec: Mapping[str, Any], part: AttackSlice, worst: WorstCase
+    attack: Attack, spec: AttackParamsBase, part: AttackSlice, worst: WorstCase
 ) -> dict[str, Any]:
     """The report entry of one attack from its per-sample outcomes over every evaluated sample."""
     breakdown = getattr(attack, "_breakdown", None)
     if isinstance(breakdown, dict):
         breakdown.clear()
         breakdown.update(part.details)
-    arrays, attacked = part.arrays, part.arrays["attacked"]
+    arrays, attacked, facts = part.arrays, part.arrays["attacked"], attack.spec_type
     results = []
     for position, eps in enumerate(float(value) for value in arrays["eps"]):
         robust = part.predictions[position] == arrays["y"]
@@ -232,23 +217,23 @@ def attack_entry(
             perturbation=part.perturbation[position],
             attacked=attacked,
             seconds=part.seconds[position],
-            measured=arrays["success"][position] if attack.minimum_norm else None,
+            measured=arrays["success"][position] if facts.minimum_norm else None,
         )
-        if not attack.requires_gradients:
+        if not facts.white_box:
             row |= query_stats(part.queries[position], attacked)
         results.append({**row, **attack.params_at(eps), **attack.details_at(eps)})
     params = attack.params()
     if attack.targeted:
-        params["target_class"] = spec.get("target_class") if spec.get("target_mode") == "fixed" else None
+        params["target_class"] = spec.target_class if target_mode(spec) == "fixed" else None
     return {
         "name": attack.name,
         "norm": attack.norm,
         "targeted": attack.targeted,
-        "target_mode": (spec.get("target_mode") or "least_likely") if attack.targeted else None,
-        "threat_model": "white-box" if attack.requires_gradients else "black-box",
-        "iterative": attack.iterative,
-        "ensemble": attack.ensemble,
-        "minimum_norm": attack.minimum_norm,
+        "target_mode": target_mode(spec) if attack.targeted else None,
+        "threat_model": "white-box" if facts.white_box else "black-box",
+        "iterative": facts.iterative,
+        "ensemble": facts.ensemble,
+        "minimum_norm": facts.minimum_norm,
         "n_samples": len(arrays["y"]),
         "n_attacked": int(attacked.sum()),
         "params": params,
@@ -259,7 +244,7 @@ def attack_entry(
 def evaluate_attack(
     model: nn.Module,
     attack: Attack,
-    spec: Mapping[str, Any],
+    spec: AttackParamsBase | dict[str, Any],
     data: EvaluationData,
     *,
     index: int,
@@ -267,7 +252,12 @@ def evaluate_attack(
     device: torch.device,
     progress: ProgressTracker,
     worst: WorstCase,
+    judge: nn.Module | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run one attack spec at every eps over all of data; returns its report entry and artifact arrays."""
-    part = attack_slice(model, attack, spec, data, index=index, seed=seed, device=device, progress=progress)
+    if not isinstance(spec, AttackParamsBase):  # a plain mapping: the attack's own spec type reads it
+        spec = attack.spec_type.model_validate({**spec, "name": attack.name})
+    part = attack_slice(
+        model, attack, spec, data, index=index, seed=seed, device=device, progress=progress, judge=judge
+    )
     return attack_entry(attack, spec, part, worst), part.arrays

@@ -5,21 +5,22 @@ doubled budget, AutoAttack fast vs standard) all see the joined per-sample outco
 does not depend on how many slices the samples were split into, nor on their order.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.evasion import AttackParamsBase, EvasionAttackSpec
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attack_eval import attack_entry
 from worker.engine.evasion.attacks.base import Attack
-from worker.engine.evasion.attacks.registry import attack_class
+from worker.engine.evasion.attacks.registry import build_attack
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.evasion.metrics import WorstCase
 from worker.engine.evasion.outcome import EvasionOutcome
-from worker.engine.evasion.patch_eval import PHYSICAL_ATTACKS
+from worker.engine.evasion.patch_eval import physical_evaluation
 from worker.engine.evasion.sanity_checks import run_checks
 from worker.engine.evasion.sanity_runs import sanity_run_checks
 from worker.engine.evasion.slices import EvasionSlice, join_slices
@@ -27,13 +28,13 @@ from worker.engine.progress import ProgressTracker
 
 
 def build_attacks(
-    attacks: Sequence[Mapping[str, Any]], input_range: tuple[float, float]
+    attacks: Sequence[EvasionAttackSpec], input_range: tuple[float, float]
 ) -> dict[int, Attack]:
     """The eps-bounded attacks of a spec list by position (physical-world attacks run apart)."""
     return {
-        index: attack_class(spec["name"]).from_spec(spec, input_range=input_range)
+        index: build_attack(spec, input_range)
         for index, spec in enumerate(attacks)
-        if spec["name"] not in PHYSICAL_ATTACKS
+        if isinstance(spec, AttackParamsBase) and physical_evaluation(spec) is None
     }
 
 
@@ -41,7 +42,7 @@ def merge_evasion(
     model: nn.Module | None,
     x: np.ndarray,
     y: np.ndarray,
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[EvasionAttackSpec],
     parts: Sequence[EvasionSlice],
     *,
     input_range: tuple[float, float],
@@ -67,9 +68,10 @@ def merge_evasion(
     worst = WorstCase(len(x_all))
     entries, adversarial, per_attack, images = [], {}, [], {}
     for index, spec in enumerate(attacks):
-        if index not in built:
+        evaluate_physical = physical_evaluation(spec)
+        if evaluate_physical is not None:
             assert model is not None
-            patch = PHYSICAL_ATTACKS[spec["name"]](
+            patch = evaluate_physical(
                 model, x, y, spec, index=index, input_range=input_range, seed=seed, device=device,
                 progress=tracker,
             )  # fmt: skip
@@ -79,6 +81,7 @@ def merge_evasion(
             images |= {f"patch_{index}_{name}": png for name, png in patch.images.items()}
             continue
         attack, part = built[index], joined.attacks[index]
+        assert isinstance(spec, AttackParamsBase)
         entries.append(attack_entry(attack, spec, part, worst))
         per_attack.append(part.arrays)
         adversarial[f"adversarial_{attack.name}_{attack.norm}_{index}"] = part.arrays

@@ -1,27 +1,28 @@
 """The physical-world patch inside an evasion evaluation: config from a spec, progress and seeding."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.evasion import EvasionAttackSpec, PatchParams
 from worker.engine.evasion.patch import PatchConfig, PatchOutcome, run_patch_attack
 from worker.engine.progress import ProgressTracker
 
 
-def patch_config(spec: Mapping[str, Any]) -> PatchConfig:
-    """A PatchConfig from a validated spec entry; missing or None keys keep their defaults."""
+def patch_config(spec: PatchParams) -> PatchConfig:
+    """A PatchConfig from the typed spec: every field the config has; None keeps the config's default."""
     names = {field.name for field in fields(PatchConfig)}
-    options = {key: value for key, value in spec.items() if key in names and value is not None}
+    options = {key: getattr(spec, key) for key in type(spec).model_fields if key in names}
+    options = {key: value for key, value in options.items() if value is not None}
     if "scale_range" in options:
         options["scale_range"] = tuple(options["scale_range"])
     return PatchConfig(**options)
 
 
-def patch_units(spec: Mapping[str, Any]) -> int:
+def patch_units(spec: PatchParams) -> int:
     """Forward-and-backward passes of a patch run, for progress weighting."""
     config = patch_config(spec)
     return len(config.patch_scales) * config.steps * config.batch_size * config.eot_samples
@@ -31,7 +32,7 @@ def evaluate_patch_spec(
     model: nn.Module,
     x: np.ndarray,
     y: np.ndarray,
-    spec: Mapping[str, Any],
+    spec: PatchParams,
     *,
     index: int,
     input_range: tuple[float, float],
@@ -62,5 +63,16 @@ def evaluate_patch_spec(
     return outcome
 
 
-# Physical-world attacks by name: they train and evaluate themselves instead of running per eps.
-PHYSICAL_ATTACKS = {"patch": evaluate_patch_spec}
+PhysicalEvaluation = Callable[..., PatchOutcome]
+# Physical-world attacks by spec type: they train and evaluate themselves instead of running per eps.
+PHYSICAL_ATTACKS: dict[type[EvasionAttackSpec], PhysicalEvaluation] = {PatchParams: evaluate_patch_spec}
+
+
+def physical_evaluation(spec: EvasionAttackSpec) -> PhysicalEvaluation | None:
+    """How a physical-world attack's spec is evaluated; None for an eps-bounded attack."""
+    return PHYSICAL_ATTACKS.get(type(spec))
+
+
+def physical_units(specs: Sequence[EvasionAttackSpec]) -> int:
+    """Work units of the physical-world attacks of a spec list, for progress weighting."""
+    return sum(patch_units(spec) for spec in specs if isinstance(spec, PatchParams))

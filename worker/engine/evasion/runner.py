@@ -12,19 +12,29 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import AttackParamsBase, EvasionAttackSpec
 from worker.engine.batching import BatchFit, batch_bounds
 from worker.engine.evasion.attack_eval import attack_slice
 from worker.engine.evasion.attacks.base import Attack
+from worker.engine.evasion.attacks.registry import as_spec
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.evasion.merge import build_attacks, merge_evasion
 from worker.engine.evasion.outcome import EvasionOutcome
-from worker.engine.evasion.patch_eval import PHYSICAL_ATTACKS, patch_units
+from worker.engine.evasion.patch_eval import physical_units
 from worker.engine.evasion.sanity_runs import sanity_run_units
 from worker.engine.evasion.slices import EvasionSlice
 from worker.engine.interrupt import Interruptible, progress_check
 from worker.engine.progress import ProgressCallback, ProgressTracker
 
 __all__ = ["EvasionOutcome", "ProgressCallback", "evaluate_slice", "finish_evasion", "run_evasion"]
+
+# What the runners take per attack: a typed spec (a plain mapping is validated into one first).
+AttackEntry = EvasionAttackSpec | Mapping[str, Any]
+
+
+def typed_specs(attacks: Sequence[AttackEntry]) -> list[EvasionAttackSpec]:
+    """The attack specs typed (library callers may pass their JSON form)."""
+    return [as_spec(spec) for spec in attacks]
 
 
 @torch.no_grad()
@@ -64,25 +74,19 @@ def _validate(x: np.ndarray, y: np.ndarray, input_range: tuple[float, float], ba
         raise ValueError(f"x must be finite and inside the input range [{low}, {high}]")
 
 
-def slice_units(n: int, attacks: Sequence[Mapping[str, Any]], built: Mapping[int, Attack]) -> int:
+def slice_units(n: int, attacks: Sequence[EvasionAttackSpec], built: Mapping[int, Attack]) -> int:
     """Work units of the clean pass and the eps-bounded attacks on n samples, for progress weighting."""
-    return n + sum(
-        attack.work_units * n * (1 if attack.minimum_norm else len(attacks[index]["eps"]))
-        for index, attack in built.items()
-    )
+    return n + sum(attack.work_units * n * attacks[index].runs() for index, attack in built.items())
 
 
 def _prepared(
     model: nn.Module | None,
     black_box: nn.Module | None,
-    built: Mapping[int, Attack],
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[EvasionAttackSpec],
     tracker: ProgressTracker,
 ) -> tuple[nn.Module | None, nn.Module | None, nn.Module]:
     """The models wrapped so cancellation reaches inside a batch, and the one used for clean logits."""
-    needs_gradients = [a.name for a in built.values() if a.requires_gradients] + [
-        spec["name"] for spec in attacks if spec["name"] in PHYSICAL_ATTACKS
-    ]
+    needs_gradients = [spec.name for spec in attacks if type(spec).white_box]
     if needs_gradients and model is None:
         raise ValueError(f"{needs_gradients[0]} needs gradients, but only a black-box model was given")
     check = progress_check(tracker)
@@ -100,7 +104,7 @@ def _slice(
     reference: nn.Module,
     x_all: Tensor,
     y_all: Tensor,
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[EvasionAttackSpec],
     built: Mapping[int, Attack],
     *,
     batch_size: int,
@@ -117,10 +121,12 @@ def _slice(
     data = EvaluationData(x_all, y_all, logits, logits.argmax(dim=1) == y_all, batches)
     parts = {}
     for index, attack in built.items():
-        target = model if attack.requires_gradients or black_box is None else black_box
+        target = model if attack.spec_type.white_box or black_box is None else black_box
         assert target is not None
+        spec = attacks[index]
+        assert isinstance(spec, AttackParamsBase)
         parts[index] = attack_slice(
-            target, attack, attacks[index], data, index=index, seed=seed, device=device, progress=tracker,
+            target, attack, spec, data, index=index, seed=seed, device=device, progress=tracker,
             span=span,
         )  # fmt: skip
     return EvasionSlice(start=span[0], logits=logits.numpy(), attacks=parts)
@@ -142,7 +148,7 @@ def evaluate_slice(
     model: nn.Module | None,
     x: np.ndarray,
     y: np.ndarray,
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[AttackEntry],
     *,
     start: int,
     total: int,
@@ -163,9 +169,10 @@ def evaluate_slice(
     if start % batch_size or start + len(x) > total:
         raise ValueError("a slice starts at a whole batch and lies inside the evaluated set")
     device = _resolve_device(model, black_box, device)
+    attacks = typed_specs(attacks)
     built = build_attacks(attacks, input_range)
     tracker = ProgressTracker(slice_units(len(x), attacks, built), progress)
-    model, black_box, reference = _prepared(model, black_box, built, attacks, tracker)
+    model, black_box, reference = _prepared(model, black_box, attacks, tracker)
     was_training = reference.training
     reference.eval()
     try:
@@ -182,7 +189,7 @@ def run_evasion(
     model: nn.Module | None,
     x: np.ndarray,
     y: np.ndarray,
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[AttackEntry],
     *,
     input_range: tuple[float, float] = (0.0, 1.0),
     batch_size: int = 256,
@@ -204,11 +211,12 @@ def run_evasion(
     """
     _validate(x, y, input_range, batch_size)
     device = _resolve_device(model, black_box, device)
+    attacks = typed_specs(attacks)
     built = build_attacks(attacks, input_range)
-    patch_total = sum(patch_units(spec) for spec in attacks if spec["name"] in PHYSICAL_ATTACKS)
+    patch_total = physical_units(attacks)
     extra = sanity_run_units(len(x), attacks) if sanity_runs else 0
     tracker = ProgressTracker(slice_units(len(x), attacks, built) + patch_total + extra, progress)
-    model, black_box, reference = _prepared(model, black_box, built, attacks, tracker)
+    model, black_box, reference = _prepared(model, black_box, attacks, tracker)
     x_all = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
     y_all = torch.as_tensor(y, dtype=torch.long)
     was_training = reference.training
@@ -230,7 +238,7 @@ def finish_evasion(
     model: nn.Module | None,
     x: np.ndarray,
     y: np.ndarray,
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[AttackEntry],
     parts: Sequence[EvasionSlice],
     *,
     input_range: tuple[float, float] = (0.0, 1.0),
@@ -244,11 +252,11 @@ def finish_evasion(
     """The report of an evaluation from the slices evaluate_slice returned (any split, any order)."""
     _validate(x, y, input_range, batch_size)
     device = _resolve_device(model, black_box, device)
-    built = build_attacks(attacks, input_range)
+    attacks = typed_specs(attacks)
     extra = sanity_run_units(len(x), attacks) if sanity_runs else 0
-    patch_total = sum(patch_units(spec) for spec in attacks if spec["name"] in PHYSICAL_ATTACKS)
+    patch_total = physical_units(attacks)
     tracker = ProgressTracker(patch_total + extra, progress)
-    model, black_box, reference = _prepared(model, black_box, built, attacks, tracker)
+    model, black_box, reference = _prepared(model, black_box, attacks, tracker)
     was_training = reference.training
     reference.eval()
     try:

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.evasion import AttackParamsBase, EvasionAttackSpec
 from worker.engine.evasion.attacks.autoattack_check import check_fast_vs_standard, fast_vs_standard_units
 from worker.engine.evasion.attacks.pgd import PGD
-from worker.engine.evasion.attacks.registry import ATTACKS, attack_class
+from worker.engine.evasion.attacks.registry import as_spec, build_attack
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.progress import ProgressTracker
 from worker.engine.seeding import seeded_generator
@@ -34,15 +35,16 @@ def _subset(data: EvaluationData, limit: int) -> torch.Tensor:
     return data.clean_correct.nonzero()[:limit, 0]
 
 
-def sanity_run_units(n_samples: int, attacks: Sequence[Mapping[str, Any]]) -> int:
+def sanity_run_units(n_samples: int, attacks: Sequence[EvasionAttackSpec | Mapping[str, Any]]) -> int:
     """Work units of the sanity runs, for progress weighting."""
-    if not _has_budgeted_attack(attacks):
+    typed = [as_spec(spec) for spec in attacks]
+    if not _has_budgeted_attack(typed):
         return 0
     units = min(UNBOUNDED_SAMPLES, n_samples) * UNBOUNDED_STEPS
-    spec = _doubled_spec(attacks)
-    if spec is not None:
-        units += min(DOUBLED_SAMPLES, n_samples) * 4 * int(spec[1].get("steps") or 100)
-    return units + fast_vs_standard_units(n_samples, attacks)
+    found = _doubled_spec(typed)
+    if found is not None:
+        units += min(DOUBLED_SAMPLES, n_samples) * 4 * _budget(found[1])[0]
+    return units + fast_vs_standard_units(n_samples, typed)
 
 
 def check_unbounded_attack(
@@ -83,23 +85,28 @@ def check_unbounded_attack(
     return {"name": "unbounded_attack_breaks_everything", "passed": passed, "detail": detail}
 
 
-def _has_budgeted_attack(attacks: Sequence[Mapping[str, Any]]) -> bool:
+def _has_budgeted_attack(attacks: Sequence[EvasionAttackSpec]) -> bool:
     """Whether any attack works inside an eps budget (a patch-only job has none)."""
-    return any(spec["name"] in ATTACKS for spec in attacks)
+    return any(isinstance(spec, AttackParamsBase) for spec in attacks)
 
 
-def _doubled_spec(attacks: Sequence[Mapping[str, Any]]) -> tuple[int, Mapping[str, Any]] | None:
-    """The first iterative white-box attack of the job, with its index."""
+def _doubled_spec(attacks: Sequence[EvasionAttackSpec]) -> tuple[int, AttackParamsBase] | None:
+    """The first attack of the job with an iteration budget to double (spec budget_keys) and its index."""
     for index, spec in enumerate(attacks):
-        if spec["name"] in ATTACKS and ATTACKS[spec["name"]].spec_type.budget_keys:
+        if isinstance(spec, AttackParamsBase) and type(spec).budget_keys:
             return index, spec
     return None
+
+
+def _budget(spec: AttackParamsBase) -> tuple[int, int]:
+    """(steps, restarts) of an attack with an iteration budget (100 and 1 where it has none)."""
+    return int(getattr(spec, "steps", None) or 100), int(getattr(spec, "restarts", None) or 1)
 
 
 def check_more_iterations(
     model: nn.Module,
     data: EvaluationData,
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[EvasionAttackSpec],
     adversarial: Sequence[Mapping[str, np.ndarray]],
     *,
     input_range: tuple[float, float],
@@ -107,21 +114,21 @@ def check_more_iterations(
     device: torch.device,
     progress: ProgressTracker,
 ) -> dict[str, Any] | None:
-    """Doubling steps and restarts of the first iterative attack must lower robust accuracy by little."""
+    """Doubling the iteration budget (the spec's budget_keys) of the first such attack must lower robust
+    accuracy by little."""
     found = _doubled_spec(attacks)
     if found is None:
         return None
     index, spec = found
     arrays = adversarial[index]
-    eps_position = len(spec["eps"]) // 2
-    eps = float(spec["eps"][eps_position])
+    eps_position = len(spec.eps) // 2
+    eps = float(spec.eps[eps_position])
     chosen = torch.as_tensor(np.flatnonzero(arrays["attacked"])[:DOUBLED_SAMPLES])
     if not chosen.numel():
         return None
-    steps, restarts = int(spec.get("steps") or 100), int(spec.get("restarts") or 1)
-    doubled = attack_class(spec["name"]).from_spec(
-        {**spec, "steps": 2 * steps, "restarts": 2 * restarts}, input_range=input_range
-    )
+    steps, restarts = _budget(spec)
+    update = {key: 2 * getattr(spec, key) for key in type(spec).budget_keys}
+    doubled = build_attack(spec.model_copy(update=update), input_range)
     targets = torch.as_tensor(arrays["targets"])[chosen].to(device) if "targets" in arrays else None
     outcome = doubled.run(
         model,
@@ -137,7 +144,7 @@ def check_more_iterations(
     tolerance = max(0.02, 1.5 / len(chosen))
     passed = after - before <= tolerance
     detail = (
-        f"{spec['name']} {spec.get('norm', 'linf')} at eps={eps:g} on {len(chosen)} samples: success rate "
+        f"{spec.name} {spec.norm} at eps={eps:g} on {len(chosen)} samples: success rate "
         f"{before:.1%} with {steps} steps x {restarts} restart(s), {after:.1%} with {2 * steps} x "
         f"{2 * restarts}"
     )
@@ -152,7 +159,7 @@ def check_more_iterations(
 def sanity_run_checks(
     model: nn.Module | None,
     data: EvaluationData,
-    attacks: Sequence[Mapping[str, Any]],
+    attacks: Sequence[EvasionAttackSpec],
     adversarial: Sequence[Mapping[str, np.ndarray]],
     *,
     input_range: tuple[float, float],

@@ -23,7 +23,7 @@ def run(spec: EvasionJobSpec, target: Target, data: JobData, env: RunEnv) -> Out
         model,
         data.held_out.x[:limit],
         data.held_out.y[:limit],
-        [attack.model_dump(mode="json") for attack in params.attacks],
+        params.attacks,
         input_range=target.signature.input_range,
         batch_size=params.batch_size,
         seed=env.seed,

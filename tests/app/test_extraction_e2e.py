@@ -206,7 +206,10 @@ def test_remote_victim_every_query_counted_and_synthetic_pool(api, tenant, remot
     queries = sum(row["queries"] for row in report["attacks"][0]["rows"])
     transfer = sum(row["results"][-1]["transfer"][0]["n_attacked"] for row in report["attacks"][0]["rows"])
     assert report["transfer"]["white_box"] is None and queries == 300
-    assert _Victim.samples == report["n_samples"] + queries + transfer
+    # Split by defense row (none, label-only): each shard measures the victim on the evaluation set once
+    # (evaluator queries); the merge reuses a shard's answers.
+    assert len(job["shards"]) == 2
+    assert _Victim.samples == report["n_samples"] * 2 + queries + transfer
 
 
 @pytest.mark.service

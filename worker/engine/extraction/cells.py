@@ -29,10 +29,11 @@ class CellResult:
     surrogate: Measured | None = None
 
 
-def cells_to_bytes(results: Sequence[CellResult]) -> bytes:
-    """An `.npz` of cells: a JSON header, and the streams and surrogates where there are."""
+def cells_to_bytes(results: Sequence[CellResult], victim_probs: np.ndarray) -> bytes:
+    """An `.npz` of cells: a JSON header, the streams and surrogates where there are, and the victim's
+    probabilities on the evaluation set (so the merge need not query the victim for them again)."""
     header: list[dict[str, Any]] = []
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {"victim_probs": victim_probs}
     for i, result in enumerate(results):
         meta: dict[str, Any] = {"attack": result.cell.attack, "row": result.cell.row, "entry": result.entry}
         if result.log is not None:
@@ -52,8 +53,8 @@ def cells_to_bytes(results: Sequence[CellResult]) -> bytes:
     return buffer.getvalue()
 
 
-def cells_from_bytes(data: bytes) -> list[CellResult]:
-    """The cells that cells_to_bytes stored."""
+def cells_from_bytes(data: bytes) -> tuple[list[CellResult], np.ndarray]:
+    """The cells and the victim's evaluation-set probabilities that cells_to_bytes stored."""
     results = []
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         for i, meta in enumerate(json.loads(str(npz["header"]))):
@@ -71,4 +72,5 @@ def cells_from_bytes(data: bytes) -> list[CellResult]:
                 )
             cell = Cell(int(meta["attack"]), int(meta["row"]))
             results.append(CellResult(cell, meta["entry"], log, surrogate))
-    return results
+        victim_probs = npz["victim_probs"]
+    return results, victim_probs

@@ -6,7 +6,7 @@ honest callers is measured by the runner (label change rate and accuracy on the 
 """
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from app.schemas.extraction import (
     TopKDefense,
 )
 from worker.engine.extraction.outputs import keep_top_k
+from worker.engine.from_spec import FromSpec
 
 _CLIP = 1e-9
 
@@ -30,28 +31,13 @@ def _renormalise(values: np.ndarray) -> np.ndarray:
     return np.where(total > 0, values / np.where(total > 0, total, 1.0), uniform)
 
 
-class Defense(ABC):
+class Defense(FromSpec, ABC):
     """A transform of the victim's output probabilities, built from its typed spec (`spec_type`)."""
 
-    spec_type: ClassVar[type[ExtractionDefenseSpec]]
+    spec: ExtractionDefenseSpec
     paper: ClassVar[str] = ""
     keeps_top_label: ClassVar[bool] = False
     labels_only: ClassVar[bool] = False  # the interface then returns labels and no scores
-
-    def __init__(self, spec: ExtractionDefenseSpec) -> None:
-        """Keep the validated spec (its parameters and defaults live there)."""
-        if not isinstance(spec, self.spec_type):
-            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        """The defense's name in the spec."""
-        return self.spec.name
-
-    def params(self) -> dict[str, Any]:
-        """Effective parameters, for the report."""
-        return self.spec.model_dump(mode="json", exclude={"name"})
 
     @abstractmethod
     def transform(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -7,30 +7,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.schemas.extraction import PradaParams
+from worker.engine.from_spec import FromSpec
 from worker.engine.progress import ProgressTracker
 
 
-class Detector(ABC):
+class Detector(FromSpec, ABC):
     """Watches one client's queries (inputs and the victim's labels) and says when it raises an alarm;
     built from its typed spec (`spec_type`)."""
 
-    spec_type: ClassVar[type[PradaParams]]
+    spec: PradaParams
     paper: ClassVar[str]
-
-    def __init__(self, spec: PradaParams) -> None:
-        """Keep the validated spec (its parameters and defaults live there)."""
-        if not isinstance(spec, self.spec_type):
-            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        """The detector's name in the spec."""
-        return self.spec.name
-
-    def params(self) -> dict[str, Any]:
-        """Effective parameters, for the report."""
-        return self.spec.model_dump(mode="json", exclude={"name"})
 
     @abstractmethod
     def alarm_at(

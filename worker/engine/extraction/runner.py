@@ -101,11 +101,14 @@ def prepare_extraction(
     progress: ProgressCallback | None = None,
     cells: Sequence[Cell] | None = None,
     finishing: bool = True,
+    victim_probs: np.ndarray | None = None,
 ) -> AttackRunner:
     """Check the inputs and measure the victim on the evaluation set: what every cell and the finish share.
 
-    `cells` (default: all) and `finishing` say what this process will run, for progress. Raises
-    ExtractionError (with a stable code) for input that cannot be run, before any attack query is sent.
+    `cells` (default: all) and `finishing` say what this process will run, for progress;
+    `victim_probs`, the victim's answers on the evaluation set that a shard measured, spares the merge
+    those evaluator queries. Raises ExtractionError (with a stable code) for input that cannot be run,
+    before any attack query is sent.
     """
     plan = build_plan(params)
     shape = tuple(int(d) for d in input_shape)
@@ -117,7 +120,9 @@ def prepare_extraction(
     device = device or torch.device("cpu")
     work = plan.cells() if cells is None else cells
     tracker = ProgressTracker(_units(plan, len(x_eval), work, finishing), progress)
-    data = EvaluationSet(x_eval, y_eval, softmax(victim_logits(victim, x_eval, num_classes)))
+    if victim_probs is None or victim_probs.shape != (len(x_eval), num_classes):
+        victim_probs = softmax(victim_logits(victim, x_eval, num_classes))
+    data = EvaluationSet(x_eval, y_eval, victim_probs)
     tracker.advance(len(x_eval), "victim on the evaluation set")
     return AttackRunner(
         victim,
@@ -141,26 +146,19 @@ def run_extraction(
     pool: np.ndarray,
     params: ExtractionParams,
     *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    input_range: tuple[float, float],
-    make_surrogate: SurrogateFactory,
     victim_white_box: nn.Module | None = None,
-    seed: int = 0,
-    device: torch.device | None = None,
-    progress: ProgressCallback | None = None,
+    **options: Any,
 ) -> ExtractionOutcome:
     """Steal the victim through its prediction interface with every attack against every defense row.
 
     `victim` returns logits for inputs in the input range (onnxruntime or a remote endpoint): the only
-    way any attack reaches it. `make_surrogate(seed)` builds a fresh surrogate. `victim_white_box`, when
-    the victim has gradients, gives the white-box PGD rate beside the transfer rate (it is never queried
-    by an attack). Raises ExtractionError (with a stable code) for input that cannot be run.
+    way any attack reaches it. `options` are prepare_extraction's keywords: input_shape, num_classes,
+    input_range, make_surrogate (seed -> a fresh surrogate), and optionally seed, device and progress.
+    `victim_white_box`, when the victim has gradients, gives the white-box PGD rate beside the transfer
+    rate (it is never queried by an attack). Raises ExtractionError (with a stable code) for input that
+    cannot be run.
     """
-    run = prepare_extraction(
-        victim, x_eval, y_eval, pool, params, input_shape=input_shape, num_classes=num_classes,
-        input_range=input_range, make_surrogate=make_surrogate, seed=seed, device=device, progress=progress,
-    )  # fmt: skip
+    run = prepare_extraction(victim, x_eval, y_eval, pool, params, **options)
     results = [run.run_cell(cell) for cell in run.plan.cells()]
     return finish_extraction(run, results, victim_white_box)
 

@@ -82,6 +82,7 @@ def prepare(
     env: RunEnv,
     cells: Sequence[Cell] | None = None,
     finishing: bool = True,
+    victim_probs: np.ndarray | None = None,
 ) -> AttackRunner:
     """The checked inputs every cell and the finish share: victim, pool, evaluation set, surrogates."""
     victim = target.classifier()
@@ -93,6 +94,7 @@ def prepare(
         victim, data.held_out.x, data.held_out.y, pool, spec.params, input_shape=signature.input_shape,
         num_classes=signature.num_classes, input_range=signature.input_range, make_surrogate=make_surrogate,
         seed=env.seed, device=env.device, progress=env.progress, cells=cells, finishing=finishing,
+        victim_probs=victim_probs,
     )  # fmt: skip
 
 

@@ -3,7 +3,8 @@
 A cell's figures are keyed by the run seed and its (attack, row) position, so cells run on any worker, in
 any order, merge into the report of an unsplit run. A shard's partial result is the `.npz` of its cells:
 report rows, and for undefended rows the query stream and the measured surrogate's ONNX (no pickles).
-With more cells than the job's shard limit, neighbouring cells share a shard.
+With more cells than the job's shard limit, neighbouring cells share a shard. Each shard measures the
+victim on the evaluation set (evaluator queries, n_samples per shard); the merge reuses a shard's answers.
 """
 
 from typing import Any
@@ -41,13 +42,14 @@ def run_piece(
     """Run the shard's cells; their results as bytes."""
     cells = [Cell(int(attack), int(row)) for attack, row in piece["cells"]]
     runner = prepare(spec, target, data, env, cells=cells, finishing=False)
-    return cells_to_bytes(run_cells(runner, cells))
+    return cells_to_bytes(run_cells(runner, cells), runner.data.victim_probs)
 
 
 def merge(
     spec: ExtractionJobSpec, target: Target, data: JobData, env: RunEnv, pieces: list[bytes]
 ) -> Outcome:
     """The job's outcome from every shard's cells: report, checks, query logs and surrogates."""
-    runner = prepare(spec, target, data, env, cells=[], finishing=True)
-    results = [result for piece in pieces for result in cells_from_bytes(piece)]
+    parts = [cells_from_bytes(piece) for piece in pieces]
+    results = [result for cells, _ in parts for result in cells]
+    runner = prepare(spec, target, data, env, cells=[], finishing=True, victim_probs=parts[0][1])
     return outcome_of(finish_extraction(runner, results, target.differentiable()), target)

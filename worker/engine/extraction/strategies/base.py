@@ -2,7 +2,7 @@
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -10,6 +10,7 @@ import torch
 from app.schemas.extraction import ExtractionAttackSpec
 from worker.engine.extraction.query import QueryInterface
 from worker.engine.extraction.surrogate import SurrogateTrainer
+from worker.engine.from_spec import FromSpec
 from worker.engine.progress import ProgressTracker
 
 QUERY_BATCH = 256
@@ -35,7 +36,7 @@ class StrategyContext:
             self.progress.advance(units, stage)
 
 
-class Strategy(ABC):
+class Strategy(FromSpec, ABC):
     """An extraction attack's query strategy, built from its typed spec (`spec_type`).
 
     It sees the victim only through a QueryInterface (labels, or scores, within a budget) and the
@@ -43,23 +44,8 @@ class Strategy(ABC):
     ask). The runner then trains surrogates on prefixes of the logged stream, one per budget.
     """
 
-    spec_type: ClassVar[type[ExtractionAttackSpec]]
+    spec: ExtractionAttackSpec
     paper: ClassVar[str]
-
-    def __init__(self, spec: ExtractionAttackSpec) -> None:
-        """Keep the validated spec (its parameters, defaults and facts live there)."""
-        if not isinstance(spec, self.spec_type):
-            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        """The attack's name in the spec."""
-        return self.spec.name
-
-    def params(self) -> dict[str, Any]:
-        """Effective parameters, for the report (spec names)."""
-        return self.spec.model_dump(mode="json", by_alias=True, exclude={"name"})
 
     @property
     def label(self) -> str:

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.schemas.poisoning import PoisoningAttackBase, TargetedParams
+from app.schemas.poisoning import PoisoningAttackBase, TargetedParams, spec_name
 from worker.engine.poisoning.attacks.triggers import Trigger
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet, TargetSample, check_count, poison_count
 
@@ -42,7 +42,7 @@ class PoisoningAttack(ABC):
     @property
     def name(self) -> str:
         """The attack's name in the spec."""
-        return str(self.spec.name)
+        return spec_name(type(self.spec))
 
     @property
     def rates(self) -> list[float]:

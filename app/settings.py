@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     max_artifact_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     remote_host_allowlist: list[str] = Field(default_factory=list)
+    # Plugins: comma-separated module names the API and the worker import at startup (GAUNTLET_PLUGINS),
+    # e.g. a module defining an attack's spec class and its engine class (README: "Adding an attack").
+    plugins: str = ""
 
     # Per job kind: the time limit (a job past it fails with `time_limit`) and the queue it runs on.
     evasion_time_limit_s: int = Field(default=4 * 3600, ge=1)

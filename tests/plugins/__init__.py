@@ -1,0 +1,1 @@
+"""Modules the tests load through GAUNTLET_PLUGINS."""

@@ -9,6 +9,7 @@ from app import __version__
 from app.db import make_engine, make_session_factory
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit, RequestMetrics, UnhandledErrors
+from app.plugins import load_plugins
 from app.queue import JobQueue
 from app.routes import artifacts, datasets, health, jobs, models, webhooks
 from app.routes.openapi_schema import finish_openapi, operation_id
@@ -25,6 +26,7 @@ DESCRIPTION = (
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for the given settings (the process's settings by default)."""
     settings = settings or get_settings()
+    load_plugins(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Swagger UI and ReDoc served from the installed package, so /docs works without the internet.
     app = FastAPIOffline(

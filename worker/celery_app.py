@@ -11,9 +11,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown  # noqa: E402
 
+from app.plugins import load_plugins  # noqa: E402
 from app.queue import make_celery  # noqa: E402
 from app.settings import get_settings  # noqa: E402
 
+load_plugins(get_settings())  # attacks defined outside the package register before any job is read
 celery_app = make_celery(get_settings())
 celery_app.conf.include = ["worker.tasks"]
 log = logging.getLogger("gauntlet.worker")

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # Sharding: evaluation samples per shard (evasion, defense evaluation), most shards of one job, and
     # most shards of one tenant running at once (the rest wait in Postgres, not in the broker).
     evasion_samples_per_shard: int = Field(default=1000, ge=1)
+    # Poisoning: trained victims per shard. Each shard trains the clean baseline again (a job in k shards
+    # trains k + 1 baselines, an unsplit one 1): jobs of at most this many victims stay one piece.
+    poisoning_victims_per_shard: int = Field(default=4, ge=1)
     max_shards_per_job: int = Field(default=16, ge=1, le=256)
     tenant_max_running_shards: int = Field(default=8, ge=1)
     # Devices and threads of a worker's pool processes: torch intra-op threads of each (None: the cores

@@ -14,6 +14,10 @@ class ShardingParams(BaseModel):
         default=None,
         description="Evaluation samples per shard (rounded up to whole batches).",
     )
+    victims_per_shard: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        default=None,
+        description="Poisoning: trained victims per shard (each shard also trains the clean baseline).",
+    )
     max_shards: Annotated[int, Field(ge=1, le=256)] | None = Field(
         default=None, description="Most shards of this job; at most the service's max_shards_per_job."
     )

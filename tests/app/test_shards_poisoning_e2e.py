@@ -36,7 +36,7 @@ def _job(api, headers: dict, model_id: str, max_shards: int) -> tuple[dict, dict
         "model_id": model_id,
         "dataset_id": "builtin:digits-test",
         "seed": 4,
-        "sharding": {"max_shards": max_shards},
+        "sharding": {"max_shards": max_shards, "victims_per_shard": 1},
         "params": {
             "train_dataset_id": "builtin:digits-train",
             "training": {"init": "random", "epochs": 2},

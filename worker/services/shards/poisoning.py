@@ -1,9 +1,10 @@
-"""Poisoning shards: one piece per trained victim (attack, rate and target trial), the report merged once.
+"""Poisoning shards: pieces of trained victims (attack, rate and target trial), the report merged once.
 
-Every piece trains the clean baseline it measures its victims against (the same seed gives the same
-baseline everywhere); the merge trains it once more for the baseline figures and detection, takes the
-pieces' victims as they ran and builds the report exactly as an unsplit job does. Audits and scans train
-no victims and stay one piece.
+A piece holds `victims_per_shard` victims (the job's `sharding`, else the setting
+`poisoning_victims_per_shard`, default 4; 1 gives one shard per victim). Every piece trains the clean
+baseline it measures its victims against (the same seed gives the same baseline everywhere); the merge
+trains it once more for the baseline figures and detection, takes the pieces' victims as they ran and
+builds the report exactly as an unsplit job does. Audits and scans train no victims and stay one piece.
 """
 
 import math
@@ -31,12 +32,13 @@ def victims(spec: PoisoningJobSpec) -> list[VictimKey]:
 def plan(
     spec: PoisoningJobSpec, data: JobData, settings: Settings, sharding: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """One piece per victim, consecutive victims grouped when there are more than max_shards."""
+    """Pieces of victims_per_shard consecutive victims (more when there would be more than max_shards)."""
     if spec.params.scan or not spec.params.attacks:
         return [{}]
     keys = victims(spec)
     most = min(int(sharding.get("max_shards") or settings.max_shards_per_job), settings.max_shards_per_job)
-    per = math.ceil(len(keys) / most)
+    wanted = int(sharding.get("victims_per_shard") or settings.poisoning_victims_per_shard)
+    per = max(wanted, math.ceil(len(keys) / most))
     return [
         {"victims": [list(key) for key in keys[first : first + per]]} for first in range(0, len(keys), per)
     ]

@@ -41,15 +41,3 @@ def build_attack(spec: AttackParamsBase, input_range: tuple[float, float]) -> At
 def as_spec(spec: Any) -> Any:
     """A typed attack spec from a spec or its JSON form (library callers may pass plain mappings)."""
     return validate_attack(dict(spec) if isinstance(spec, Mapping) else spec)
-
-
-# Transitional views by name (removed once every caller passes typed specs).
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in REGISTERED.values()}
-
-
-def attack_class(name: str) -> type[Attack]:
-    """The attack class registered under name; raises ValueError for an unknown name."""
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise ValueError(f"unknown attack {name!r}; available: {', '.join(sorted(ATTACKS))}") from None

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from worker.engine.datasets import load_builtin  # noqa: E402
 from worker.engine.evasion.attacks.base import restrict_to_budget  # noqa: E402
 from worker.engine.evasion.attacks.norms import Norm, perturbation_norm  # noqa: E402
-from worker.engine.evasion.attacks.registry import ATTACKS  # noqa: E402
+from worker.engine.evasion.attacks.registry import as_spec, build_attack  # noqa: E402
 from worker.engine.training.classifier import train_digits_model  # noqa: E402
 
 LINF_EPS = 0.1
@@ -150,7 +150,7 @@ def gauntlet(name: str, spec: dict[str, Any], eps: float, norm: Norm) -> Callabl
     """Gauntlet's attack from the registry; minimum-norm ones run at eps=inf and are restricted to eps."""
 
     def build(model: nn.Module) -> Runner:
-        attack = ATTACKS[name].from_spec(spec, input_range=(0.0, 1.0))
+        attack = build_attack(as_spec({"name": name, "eps": [eps], **spec}), (0.0, 1.0))
 
         def run(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
             generator = torch.Generator(device=x.device).manual_seed(0)

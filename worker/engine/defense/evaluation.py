@@ -70,8 +70,8 @@ def module_classifier(model: nn.Module, device: torch.device) -> Classify:
 
 
 def plain_specs(specs: Sequence[AttackParamsBase]) -> list[dict[str, Any]]:
-    """Attack specs as the evasion engine reads them: the parameters as given (omitted ones take the
-    attack's defaults), the form the report's attacks_requested echoes."""
+    """Attack specs as the report's attacks_requested echoes them: the parameters as given (omitted ones
+    take the attack's defaults)."""
     return [spec.model_dump(mode="json", exclude_unset=True) for spec in specs]
 
 
@@ -83,7 +83,7 @@ def _units(
     for spec in specs:
         attack = build_attack(spec, input_range)
         total += attack.work_units * n * (1 if attack.minimum_norm else len(spec.eps))
-    return total + (sanity_run_units(n, plain_specs(specs)) if sanity else 0)
+    return total + (sanity_run_units(n, specs) if sanity else 0)
 
 
 def run_units(
@@ -148,14 +148,7 @@ def _evasion(
     """One run_evasion call whose progress lands on the tracker."""
     callback, finish = _sub_progress(tracker, _units(specs, len(x), settings["input_range"], sanity))
     outcome = run_evasion(
-        model,
-        x,
-        y,
-        plain_specs(specs),
-        black_box=black_box,
-        sanity_runs=sanity,
-        progress=callback,
-        **settings,
+        model, x, y, specs, black_box=black_box, sanity_runs=sanity, progress=callback, **settings
     )
     finish()
     return outcome.report, outcome.adversarial

@@ -1,5 +1,6 @@
 """Square Attack (Andriushchenko et al.): score-based black-box random search in linf and l2."""
 
+import functools
 import math
 from typing import Any
 
@@ -11,6 +12,7 @@ from app.schemas.evasion import SquareParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.norms import Norm, clamp_range
 from worker.engine.evasion.attacks.square_l2 import l2_init, l2_proposal, random_signs
+from worker.engine.evasion.attacks.square_memo import RejectedProposals
 
 # Iterations (of the paper's 10000) after which p halves; rescaled to the query budget.
 P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -23,6 +25,17 @@ def p_schedule(p_init: float, iteration: int, budget: int) -> float:
     """Fraction of pixels a window covers at an iteration: p_init halved at each breakpoint passed."""
     scaled = int(iteration / budget * 10000)
     return float(p_init / 2 ** sum(scaled > point for point in P_HALVINGS))
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(side: int, height: int, width: int, device: torch.device) -> Tensor:
+    """Every side x side window of an image, by corner (row * (width - side + 1) + column): [K, 1, H, W]."""
+    grid_h, grid_w = torch.arange(height, device=device), torch.arange(width, device=device)
+    corners_h = torch.arange(height - side + 1, device=device)[:, None]
+    corners_w = torch.arange(width - side + 1, device=device)[:, None]
+    in_rows = (grid_h >= corners_h) & (grid_h < corners_h + side)
+    in_cols = (grid_w >= corners_w) & (grid_w < corners_w + side)
+    return (in_rows[:, None, :, None] & in_cols[None, :, None, :]).reshape(-1, 1, height, width)
 
 
 class SquareAttack(Attack):
@@ -146,13 +159,24 @@ class SquareAttack(Attack):
         loss, predictions = self._loss(model, x_best, labels)
         queries = torch.ones(len(x), dtype=torch.long, device=x.device)
         # Fixed for the whole search (linf): the two values a window coordinate can take.
-        bounds = (clamp_range(x + eps, self.input_range), clamp_range(x - eps, self.input_range))
+        bounds = torch.stack(
+            (clamp_range(x + eps, self.input_range), clamp_range(x - eps, self.input_range)), dim=1
+        )
+        memo = None
+        if self.skip_repeats and self.norm == "linf":
+            memo = RejectedProposals(len(x), x.shape[1], x.shape[2], x.shape[3], x.device)
         for iteration in range(self.queries - 1):
             active = (~self._hit(predictions, labels)).nonzero()[:, 0]
             if active.numel() == 0:
                 break
             p = p_schedule(self.p_init, iteration, self.queries)
-            x_new = self._propose(x, x_best, active, eps, p, generator, bounds)
+            x_new, window = self._propose(x, x_best, active, eps, p, generator, bounds)
+            queries[active] += 1
+            fresh = None if memo is None or window is None else memo.fresh(active, *window)
+            if fresh is not None:  # proposals rejected at the same best point are not asked again
+                active, x_new = active[fresh], x_new[fresh]
+                if not active.numel():
+                    continue
             labels_active = labels[active]
             new_loss, new_predictions = self._loss(model, x_new, labels_active)
             better = (new_loss < loss[active]) | self._hit(new_predictions, labels_active)
@@ -160,8 +184,13 @@ class SquareAttack(Attack):
             x_best[chosen] = x_new[better]
             loss[chosen] = new_loss[better]
             predictions[chosen] = new_predictions[better]
-            queries[active] += 1
+            if memo is not None:
+                memo.forget(chosen)
         return x_best, loss, predictions, queries
+
+    # Skip the forward pass of a linf proposal already rejected at the same best point (same search
+    # state, see square_memo); for deterministic models only: AutoAttack's standard version sets it.
+    skip_repeats = False
 
     def _init(self, x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
         """Starting point: vertical stripes (linf) or the bump grid (l2), inside the ball and range."""
@@ -179,37 +208,34 @@ class SquareAttack(Attack):
         eps: float,
         p: float,
         generator: torch.Generator,
-        bounds: tuple[Tensor, Tensor],
-    ) -> Tensor:
+        bounds: Tensor,
+    ) -> tuple[Tensor, tuple[int, Tensor, Tensor, Tensor] | None]:
         """Candidates for the active samples (random draws are made for the whole batch, then indexed).
 
-        bounds: x + eps and x - eps clamped into the input range, for every sample (linf).
+        bounds: x + eps and x - eps clamped into the input range, stacked on dim 1 (linf). Also
+        returns what a linf proposal is made of (side, window rows and columns, signs), else None.
         """
         n, channels, height, width = x.shape
         if self.norm == "l2":
             signs = random_signs((n, channels, 1, 1), x, generator)[active]
-            return l2_proposal(x[active], x_best[active], signs, eps, p, self.input_range, generator)
+            return l2_proposal(x[active], x_best[active], signs, eps, p, self.input_range, generator), None
         side = min(max(int(round(math.sqrt(p * height * width))), 1), min(height, width) - 1)
         device = generator.device
         rows = torch.randint(0, height - side + 1, (n,), generator=generator, device=device)
         cols = torch.randint(0, width - side + 1, (n,), generator=generator, device=device)
-        rows, cols = rows.to(x.device)[active, None], cols.to(x.device)[active, None]
-        grid_h = torch.arange(height, device=x.device)[None]
-        grid_w = torch.arange(width, device=x.device)[None]
-        in_rows = (grid_h >= rows) & (grid_h < rows + side)
-        in_cols = (grid_w >= cols) & (grid_w < cols + side)
-        window = in_rows[:, None, :, None] & in_cols[:, None, None, :]
-        best, plus, minus = x_best[active], bounds[0][active], bounds[1][active]
+        rows, cols = rows.to(x.device)[active], cols.to(x.device)[active]
+        window = _windows(side, height, width, x.device)[rows * (width - side + 1) + cols]
+        best, bounds_active = x_best[active], bounds[active]
         # The reference redraws a window's signs while they change no coordinate of x_best; drawing
         # _SIGN_DRAWS sign vectors at once and keeping the first that changes something samples
-        # from the same distribution in one pass.
-        plus_changes = (((plus - best).abs() >= _UNCHANGED) & window).flatten(2).any(dim=2)
-        minus_changes = (((minus - best).abs() >= _UNCHANGED) & window).flatten(2).any(dim=2)
+        # from the same distribution in one pass. changes[:, 0]: +eps changes a channel's window.
+        changes = (((bounds_active - best[:, None]).abs() >= _UNCHANGED) & window[:, None]).flatten(3).any(3)
         draws = random_signs((n, _SIGN_DRAWS, channels), x, generator)[active]
-        works = ((draws > 0) & plus_changes[:, None]) | ((draws < 0) & minus_changes[:, None])
+        works = ((draws > 0) & changes[:, None, 0]) | ((draws < 0) & changes[:, None, 1])
         first = works.any(dim=2).to(torch.uint8).argmax(dim=1)
+        plus, minus = bounds_active[:, 0], bounds_active[:, 1]
         signs = draws[torch.arange(len(active), device=x.device), first][:, :, None, None]
-        return torch.where(window, torch.where(signs > 0, plus, minus), best)
+        return torch.where(window, torch.where(signs > 0, plus, minus), best), (side, rows, cols, signs)
 
     @torch.no_grad()
     def _loss(self, model: nn.Module, x_adv: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

@@ -133,10 +133,10 @@ def test_fast_is_within_tolerance_of_standard_and_reports_what_it_ran(small_cnn,
     assert perturbation_norm(fast.x_adv - x, "linf").max() <= eps + TOL
     row = attack.breakdown(eps)
     assert list(row["broken"]) == ["apgd-ce", "apgd-t"] and row["robust"] == int((~fast.success).sum())
-    assert row["targets"] == {"ranking": "malt", "per_sample": 3}
+    assert row["targets"] == {"ranking": "runner_up_then_malt", "per_sample": 4}
     assert row["passes"]["apgd-t"] > 0 and 0 < row["passes_per_sample"] <= attack.work_units
     params = attack.params()
-    assert params["components"] == ["apgd-ce", "apgd-t"] and params["n_target_classes"] == 3
+    assert params["components"] == ["apgd-ce", "apgd-t"] and params["n_target_classes"] == 4
 
 
 def test_fast_version_validation():

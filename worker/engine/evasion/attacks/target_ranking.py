@@ -29,6 +29,11 @@ def rank_by_logits(clean_logits: Tensor, y: Tensor, count: int) -> Tensor:
 
 def linear_distances(model: nn.Module, x: Tensor, y: Tensor, norm: Norm) -> Tensor:
     """MALT's d_t for every class ([N, K]; inf at the true class): one forward and K backward passes."""
+    return _distances_and_logits(model, x, y, norm)[0]
+
+
+def _distances_and_logits(model: nn.Module, x: Tensor, y: Tensor, norm: Norm) -> tuple[Tensor, Tensor]:
+    """MALT's d_t for every class and the clean logits."""
     x_in = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x_in)
@@ -43,9 +48,20 @@ def linear_distances(model: nn.Module, x: Tensor, y: Tensor, norm: Norm) -> Tens
         flat = grad.reshape(n, -1)
         dual = flat.abs().sum(dim=1) if norm == "linf" else flat.norm(dim=1)
         distances[:, k] = torch.where(y == k, torch.inf, margins[:, k] / (dual + _TINY))
-    return distances
+    return distances, z
 
 
 def rank_by_linear_distance(model: nn.Module, x: Tensor, y: Tensor, norm: Norm, count: int) -> Tensor:
     """The `count` classes with the smallest MALT distance, closest first ([N, count])."""
     return linear_distances(model, x, y, norm).argsort(dim=1)[:, :count]
+
+
+def malt_after_most_likely(model: nn.Module, x: Tensor, y: Tensor, norm: Norm, count: int) -> Tensor:
+    """The most likely other class of the clean logits first, then MALT's closest of the rest ([N, count]).
+
+    The clean logits' runner-up is the target AutoAttack's standard version tries first and the one
+    that breaks most of the samples that fall; MALT's distance can rank it lower on a steep margin.
+    """
+    distances, logits = _distances_and_logits(model, x, y, norm)
+    first = rank_by_logits(logits, y, 1)
+    return distances.scatter(1, first, -torch.inf).argsort(dim=1)[:, :count]

@@ -62,7 +62,9 @@ def victim(architecture: str, seed: int, epochs: int) -> VictimSetup:
     return VictimSetup(make, TrainingRecipe(epochs=epochs), seed, SHAPE, 10, RANGE)
 
 
-def poison(x: np.ndarray, y: np.ndarray, trigger: Trigger, target: int, rate: float, seed: int):
+def poison(
+    x: np.ndarray, y: np.ndarray, trigger: Trigger, target: int, rate: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Stamp the trigger on `rate` of the non-target samples and relabel them to target."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(np.flatnonzero(y != target), int(rate * len(y)), replace=False)

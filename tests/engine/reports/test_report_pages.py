@@ -14,7 +14,7 @@ from app.schemas.extraction import ExtractionParams
 from app.schemas.reports.headline import headline, metric
 from tests.engine.defense_helpers import pgd, run
 from tests.engine.extraction_helpers import SHAPE, CountingVictim, victim_graph_factory
-from tests.engine.poisoning_helpers import digits_split, make_model
+from tests.engine.poisoning_helpers import attack_specs, detector_specs, digits_split, make_model
 from worker.demo_jobs import show_defense, show_evasion, show_extraction, show_poisoning
 from worker.engine.datasets import load_builtin
 from worker.engine.evasion.runner import run_evasion
@@ -93,11 +93,13 @@ def poisoning():
         make_model("mlp"),
         train,
         test,
-        [{"name": "badnets", "rate": [0.05]}, {"name": "label_flip", "mode": "random", "rate": [0.2]}],
+        attack_specs(
+            [{"name": "badnets", "rate": [0.05]}, {"name": "label_flip", "mode": "random", "rate": [0.2]}]
+        ),
         recipe=TrainingRecipe(epochs=2),
         input_shape=SHAPE,
         num_classes=10,
-        detection=[{"name": "activation_clustering"}],
+        detection=detector_specs([{"name": "activation_clustering"}]),
         register=False,
     )
     return _finish("poisoning", outcome.report, poisoning_kind.THREAT_MODEL)
@@ -107,7 +109,12 @@ def poisoning():
 def audit(cnn_onnx):
     train, test = digits_split()
     outcome, _ = run_poisoning_audit(
-        cnn_onnx, train, test, [{"name": "activation_clustering"}], input_shape=SHAPE, num_classes=10
+        cnn_onnx,
+        train,
+        test,
+        detector_specs([{"name": "activation_clustering"}]),
+        input_shape=SHAPE,
+        num_classes=10,
     )
     return _finish("poisoning", outcome.report, poisoning_kind.AUDIT_THREAT_MODEL)
 

@@ -5,7 +5,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.schemas.poisoning import PoisoningAttackBase, TargetedParams, spec_name
+from app.schemas.poisoning import PoisoningAttackBase, TargetedParams
+from worker.engine.from_spec import FromSpec
 from worker.engine.poisoning.attacks.triggers import Trigger
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet, TargetSample, check_count, poison_count
 
@@ -16,7 +17,7 @@ def check_class(value: int | None, num_classes: int, name: str) -> None:
         raise ValueError(f"{name} {value} is outside the model's classes 0..{num_classes - 1}")
 
 
-class PoisoningAttack(ABC):
+class PoisoningAttack(FromSpec, ABC):
     """Base class of poisoning attacks, built from the attack's typed spec (app.schemas.poisoning).
 
     Each engine class declares `spec_type`, the spec it is built from (the registry's key). Facts the
@@ -30,19 +31,9 @@ class PoisoningAttack(ABC):
     """
 
     spec_type: ClassVar[type[PoisoningAttackBase]]
+    spec: PoisoningAttackBase
     paper: ClassVar[str]
     threat_model: ClassVar[str]
-
-    def __init__(self, spec: PoisoningAttackBase) -> None:
-        """Keep the validated spec (of this class's spec_type)."""
-        if not isinstance(spec, self.spec_type):
-            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        """The attack's name in the spec."""
-        return spec_name(type(self.spec))
 
     @property
     def rates(self) -> list[float]:

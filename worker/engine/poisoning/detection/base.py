@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.schemas.poisoning_detection import ActivationClusteringParams, SpectralSignaturesParams, StripParams
+from worker.engine.from_spec import FromSpec
 from worker.engine.poisoning.detection.features import FeatureReader
 from worker.engine.poisoning.detection.gate import ClassVerdict
 
@@ -74,7 +75,7 @@ class DetectionResult:
         return [verdict.label for verdict in self.classes if verdict.flagged]
 
 
-class Detector(ABC):
+class Detector(FromSpec, ABC):
     """Base class of poison detectors, built from the detector's typed spec (app.schemas.poisoning_detection).
 
     Each engine class declares `spec_type`, the spec it is built from (the registry's key); whether it
@@ -82,22 +83,8 @@ class Detector(ABC):
     """
 
     spec_type: ClassVar[type[DetectorSpec]]
+    spec: DetectorSpec
     paper: ClassVar[str]
-
-    def __init__(self, spec: DetectorSpec) -> None:
-        """Keep the validated spec (of this class's spec_type)."""
-        if not isinstance(spec, self.spec_type):
-            raise TypeError(f"{type(self).__name__} is built from {self.spec_type.__name__}")
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        """The detector's name in the spec."""
-        return self.spec.name
-
-    def params(self) -> dict[str, Any]:
-        """Effective parameters for the report: the spec without its name."""
-        return self.spec.model_dump(mode="json", exclude={"name"})
 
     @abstractmethod
     def detect(self, data: DetectionData) -> DetectionResult:

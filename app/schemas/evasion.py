@@ -182,10 +182,13 @@ class AutoAttackParams(AttackParamsBase):
     """AutoAttack (Croce & Hein, 2020): APGD-CE, targeted APGD-DLR, targeted FAB and Square, each run only on
     the samples still robust. Defaults as published: version "standard", 100 iterations, 9 target classes,
     5000 Square queries; version "rand" (randomized models) runs APGD-CE and APGD-DLR with 20 EOT draws;
-    version "fast" runs APGD-CE and targeted APGD-DLR on the 3 target classes MALT ranks closest (no FAB-T,
-    no Square) and checks itself against "standard" on `fast_vs_standard` random samples."""
+    version "fast" runs APGD-CE and targeted APGD-DLR on 4 target classes, the clean runner-up and the 3
+    others MALT ranks closest (no FAB-T, no Square), and checks itself against "standard" on
+    `fast_vs_standard` random samples."""
 
     ensemble: ClassVar[bool] = True
+    # Target classes of version "fast" (at most n_target_classes): the runner-up, then MALT's closest.
+    fast_targets: ClassVar[int] = 4
 
     name: Literal["autoattack"]
     version: Literal["standard", "rand", "fast"] = "standard"
@@ -202,9 +205,9 @@ class AutoAttackParams(AttackParamsBase):
 
     def passes_per_sample(self) -> float:
         """APGD-CE, APGD-T and FAB-T over the target classes, then Square's queries (fast: APGD-CE and
-        APGD-T over 3 targets plus the ranking)."""
+        APGD-T over its targets plus the ranking)."""
         if self.version == "fast":
-            return float(self.steps * (1 + min(3, self.n_target_classes)) + 10)
+            return float(self.steps * (1 + min(self.fast_targets, self.n_target_classes)) + 10)
         eot = self.eot_iter if self.version == "rand" else 1
         return float(4 * self.steps * self.n_target_classes * eot + self.square_queries)
 

@@ -19,12 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from app.schemas.evasion import AutoAttackParams
 from worker.engine.evasion.attacks.apgd import apgd_search
 from worker.engine.evasion.attacks.dlr import misclassified, targeted_dlr_objective
 from worker.engine.evasion.attacks.norms import Norm
 from worker.engine.evasion.attacks.target_ranking import malt_after_most_likely
 
-FAST_TARGETS = 4
+FAST_TARGETS = AutoAttackParams.fast_targets
 FAST_COMPONENTS = ("apgd-ce", "apgd-t")
 
 

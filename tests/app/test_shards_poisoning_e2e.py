@@ -57,7 +57,9 @@ def test_a_split_poisoning_job_gives_the_report_of_one_piece(api, tenant):
     assert whole["shards"] == []
     split, split_report = _job(api, tenant, model["id"], max_shards=3)
     assert [shard["index"] for shard in split["shards"]] == [0, 1, 2]  # one shard per victim
-    assert all(shard["state"] == "succeeded" and shard["attempts"] == 1 for shard in split["shards"]), split["shards"]
+    assert all(shard["state"] == "succeeded" and shard["attempts"] == 1 for shard in split["shards"]), split[
+        "shards"
+    ]
     assert len({shard["worker"] for shard in split["shards"]}) >= 2
     assert _measured(split_report) == _measured(whole_report)
     rows = whole_report["attacks"][0]["results"]

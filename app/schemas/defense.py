@@ -5,16 +5,15 @@ API validates with them, the worker reads the stored params back into them, and 
 (worker.engine.defense, registries keyed by these types) are built from them.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.schemas.common import JobSpecBase, Norm, ResourceId, Schedule
+from app.schemas.defense_transforms import Budget, TransformParams
 from app.schemas.evasion import AttackParams, AttackParamsBase, AutoAttackParams
 from app.schemas.repair import BackdoorRepairParams
-
-Budget = Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]
 
 
 class _Closed(BaseModel):
@@ -23,12 +22,31 @@ class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Sample passes of per-epoch monitoring (clean and PGD-10 accuracy on the monitor subset) per sample.
+MONITOR_PASSES = 12
+
+
 class DefenseFacts(_Closed):
-    """Facts of a defense that the submission checks and the engine read (defaults: a training defense)."""
+    """Facts of a defense that the submission checks and the engine read (defaults: a training defense),
+    and its cost in forward-backward sample passes."""
 
     trains: ClassVar[bool] = True
+    # Runs of the evaluation's attacks: undefended, naive and adaptive (distillation adds the logits run).
+    evaluation_runs: ClassVar[int] = 3
 
     name: str
+
+    def training_passes(self, n_train: int, monitor_samples: int) -> float:
+        """Forward-backward sample passes of hardening, baseline and monitoring included (none here)."""
+        return 0.0
+
+    def adaptive_draws(self) -> int:
+        """Draws the adaptive run averages per step (EOT over a randomized defense; 1 otherwise)."""
+        return 1
+
+    def certification_passes(self, n_eval: int) -> float:
+        """Sample passes of certification (randomized smoothing only)."""
+        return 0.0
 
     @property
     def needs_weights(self) -> bool:
@@ -69,6 +87,16 @@ class DefenseTraining(DefenseFacts):
         """Init "pretrained" starts from the uploaded weights."""
         return self.init == "pretrained"
 
+    def passes_per_training_sample(self) -> float:
+        """Forward-backward passes per training sample and epoch."""
+        return 1.0
+
+    def training_passes(self, n_train: int, monitor_samples: int) -> float:
+        """Epochs over the training set, the clean baseline of init "random", and the monitoring."""
+        baseline = self.epochs * n_train if self.init == "random" else 0
+        monitor = self.epochs * monitor_samples * MONITOR_PASSES
+        return self.epochs * n_train * self.passes_per_training_sample() + baseline + monitor
+
 
 class AdversarialTrainingParams(DefenseTraining):
     """Adversarial training: pgd (Madry et al. 2018), trades (Zhang et al. 2019, beta), fast (Wong et al.
@@ -91,6 +119,15 @@ class AdversarialTrainingParams(DefenseTraining):
         """Evaluated at the training budget."""
         return self.norm, [self.eps]
 
+    def passes_per_training_sample(self) -> float:
+        """The attack's steps and the update (fast: one FGSM step and the update)."""
+        return 2.0 if self.method == "fast" else float(self.steps + 2)
+
+    def training_passes(self, n_train: int, monitor_samples: int) -> float:
+        """As every training defense, plus fast's catastrophic-overfitting guard each epoch."""
+        guard = self.epochs * self.guard_samples * 2 * MONITOR_PASSES if self.method == "fast" else 0
+        return super().training_passes(n_train, monitor_samples) + guard
+
     def headline_eps(self) -> float | None:
         """The training eps."""
         return self.eps
@@ -100,6 +137,8 @@ class DistillationParams(DefenseTraining):
     """Defensive distillation (Papernot et al. 2016): the teacher trained at temperature T (or the upload),
     its soft labels at T, the student (init random by default) trained at T and deployed at T = 1.
     Evaluated on the softmax (naive) and on the logits (CE on logits / T, Carlini-Wagner margin)."""
+
+    evaluation_runs: ClassVar[int] = 4
 
     name: Literal["distillation"]
     init: Literal["pretrained", "random"] = "random"
@@ -111,89 +150,14 @@ class DistillationParams(DefenseTraining):
         """The uploaded weights start the student (init "pretrained") or are the teacher ("upload")."""
         return self.init == "pretrained" or self.teacher == "upload"
 
+    def passes_per_training_sample(self) -> float:
+        """The student's epochs, and the teacher's when it is trained."""
+        return 2.0 if self.teacher == "train" else 1.0
+
     def default_threat(self, input_range: Sequence[float]) -> tuple[Norm, list[float]]:
         """linf 0.1 and 0.2 of the range's width."""
         width = input_range[1] - input_range[0]
         return "linf", [0.1 * width, 0.2 * width]
-
-
-class TransformBase(_Closed):
-    """Facts of a transform: the submission checks and the engine's adaptive evaluation read them.
-
-    `differentiable` (autograd's own gradient is meaningful; False for quantizers, which BPDA replaces),
-    `randomized` (a fresh draw per call, which EOT averages over), `needs_image` ([C, H, W] inputs) and
-    `channels` (allowed channel counts of an image).
-    """
-
-    needs_image: ClassVar[bool] = False
-    channels: ClassVar[tuple[int, ...] | None] = None
-    randomized: ClassVar[bool] = False
-    differentiable: ClassVar[bool] = True
-
-    name: str
-
-
-class JpegParams(TransformBase):
-    """JPEG compression through a real codec; grayscale or RGB images. BPDA (identity) backward."""
-
-    needs_image: ClassVar[bool] = True
-    channels: ClassVar[tuple[int, ...] | None] = (1, 3)
-    differentiable: ClassVar[bool] = False
-    name: Literal["jpeg"]
-    quality: Annotated[int, Field(ge=1, le=95)] = 75
-
-
-class MedianParams(TransformBase):
-    """Median filter over size x size windows (odd, 3 to 7)."""
-
-    needs_image: ClassVar[bool] = True
-    name: Literal["median"]
-    size: Literal[3, 5, 7] = 3
-
-
-class GaussianParams(TransformBase):
-    """Gaussian blur with standard deviation sigma pixels."""
-
-    needs_image: ClassVar[bool] = True
-    name: Literal["gaussian"]
-    sigma: Annotated[float, Field(gt=0, le=10)] = 1.0
-
-
-class BitDepthParams(TransformBase):
-    """Bit-depth reduction to `bits` per value. BPDA (identity) backward."""
-
-    differentiable: ClassVar[bool] = False
-    name: Literal["bit_depth"]
-    bits: Annotated[int, Field(ge=1, le=8)] = 4
-
-
-class RandomResizePadParams(TransformBase):
-    """Random resizing and padding (Xie et al. 2018) at the input size; EOT averages over draws."""
-
-    needs_image: ClassVar[bool] = True
-    randomized: ClassVar[bool] = True
-    name: Literal["random_resize_pad"]
-    min_scale: Annotated[float, Field(ge=0.5, le=0.99)] = 0.8
-
-
-class GaussianNoiseParams(TransformBase):
-    """Additive Gaussian noise of standard deviation sigma (input units); EOT averages over draws."""
-
-    randomized: ClassVar[bool] = True
-    name: Literal["gaussian_noise"]
-    sigma: Budget = 0.1
-
-
-TransformParams = Annotated[
-    JpegParams | MedianParams | GaussianParams | BitDepthParams | RandomResizePadParams | GaussianNoiseParams,
-    Field(discriminator="name"),
-]
-_TRANSFORM_LIST: TypeAdapter[list[TransformParams]] = TypeAdapter(list[TransformParams])
-
-
-def transform_specs(records: Sequence[Mapping[str, Any]]) -> list[TransformParams]:
-    """A defended model's stored preprocessing record read back into the typed transforms."""
-    return _TRANSFORM_LIST.validate_python(list(records))
 
 
 class PreprocessingParams(DefenseFacts):
@@ -208,6 +172,10 @@ class PreprocessingParams(DefenseFacts):
     def randomized(self) -> bool:
         """Random when any transform is."""
         return any(type(t).randomized for t in self.transforms)
+
+    def adaptive_draws(self) -> int:
+        """EOT's draws when a transform is random."""
+        return self.eot_draws if self.randomized else 1
 
 
 class RandomizedSmoothingParams(DefenseTraining):
@@ -235,6 +203,14 @@ class RandomizedSmoothingParams(DefenseTraining):
     def randomized(self) -> bool:
         """The deployed classifier draws noise per prediction."""
         return True
+
+    def adaptive_draws(self) -> int:
+        """EOT's draws over the noise."""
+        return self.eot_draws
+
+    def certification_passes(self, n_eval: int) -> float:
+        """n0 selection and n estimation draws per sample (forward only: a third of a pass each)."""
+        return n_eval * (self.n0 + 2 * self.n) / 3.0
 
     def default_threat(self, input_range: Sequence[float]) -> tuple[Norm, list[float]]:
         """l2 at 0.25 and 0.5 of the range's width."""

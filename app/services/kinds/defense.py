@@ -11,12 +11,11 @@ from app.schemas.defense import (
     DefenseParams,
     DefenseSpec,
     DistillationParams,
-    GaussianNoiseParams,
-    MedianParams,
     PreprocessingParams,
     RandomizedSmoothingParams,
     evaluation_attacks,
 )
+from app.schemas.defense_transforms import GaussianNoiseParams, MedianParams
 from app.schemas.evasion import AttackParamsBase
 from app.schemas.repair import BackdoorRepairParams
 from app.services.compatibility import TRAINING_SET_CODES, check_dataset_fits
@@ -25,9 +24,6 @@ from app.services.dataset_arrays import DatasetFacts
 from app.services.datasets import dataset_facts
 from app.services.kinds.evasion import check_artifact_size, check_attacks, evasion_cost
 from app.services.kinds.repair import check_repair, repair_cost
-
-# Per-epoch monitoring (clean and PGD-10 accuracy on the monitor subset) and runs per evaluation.
-MONITOR_PASSES = 12
 
 
 def _check_model(model: ModelRecord, params: DefenseParams) -> None:
@@ -151,35 +147,17 @@ def check(ctx: ServiceContext, model: ModelRecord, spec: DefenseJobSpec, held_ou
     check_artifact_size(model, attacks, n, ctx.settings.max_artifact_bytes)
 
 
-def _training_passes(params: DefenseParams, n_train: int) -> float:
-    """Forward-backward sample passes of hardening (baseline and monitoring included)."""
-    defense = params.defense
-    if isinstance(defense, PreprocessingParams | BackdoorRepairParams):
-        return 0.0
-    epochs = defense.epochs
-    monitor = epochs * params.evaluation.monitor_samples * MONITOR_PASSES
-    baseline = epochs * n_train if defense.init == "random" else 0
-    if isinstance(defense, AdversarialTrainingParams):
-        per_sample = 2 if defense.method == "fast" else defense.steps + 2
-        guard = epochs * defense.guard_samples * 2 * MONITOR_PASSES if defense.method == "fast" else 0
-        return epochs * n_train * per_sample + baseline + monitor + guard
-    if isinstance(defense, DistillationParams):
-        return (1 + (defense.teacher == "train")) * epochs * n_train + baseline + monitor
-    return epochs * n_train + baseline + monitor
-
-
 def defense_cost(model: ModelRecord, params: DefenseParams, n_train: int, n_eval: int) -> float:
-    """Training passes, evaluation passes (undefended, naive and adaptive runs, EOT), certification draws."""
+    """Training passes, evaluation passes (undefended, naive and adaptive runs, EOT), certification draws:
+    the defense spec's own cost facts."""
     defense = params.defense
     assert not isinstance(defense, BackdoorRepairParams)  # costed by repair_cost
-    attacks = _attacks(model, params)
-    runs = 4 if isinstance(defense, DistillationParams) else 3
-    eot = getattr(defense, "eot_draws", 1) if defense.randomized else 1
-    evaluation = evasion_cost(attacks, n_eval) * (runs - 1 + eot)
-    certification = 0.0
-    if isinstance(defense, RandomizedSmoothingParams):
-        certification = n_eval * (defense.n0 + 2 * defense.n) / 3.0
-    return float(_training_passes(params, n_train) + evaluation + certification)
+    evaluation = evasion_cost(_attacks(model, params), n_eval)
+    return float(
+        defense.training_passes(n_train, params.evaluation.monitor_samples)
+        + evaluation * (defense.evaluation_runs - 1 + defense.adaptive_draws())
+        + defense.certification_passes(n_eval)
+    )
 
 
 def estimate_cost(

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional
 
-from app.schemas.defense import transform_specs
+from app.schemas.defense_transforms import transform_specs
 from tests.engine.defense_helpers import check, digits_split, pgd, run, worst
 from worker.engine.defense.preprocessing import build_transforms, defended_classifier, defended_module
 from worker.engine.defense.preprocessing.pipeline import DefendedPipeline

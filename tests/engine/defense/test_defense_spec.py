@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from app.schemas.defense import (
-    DefenseEvaluation,
-    DefenseParams,
-    EvaluatedDefenseSpec,
-    TransformParams,
-    evaluation_attacks,
-)
+from app.schemas.defense import DefenseEvaluation, DefenseParams, EvaluatedDefenseSpec, evaluation_attacks
+from app.schemas.defense_transforms import TransformParams
 from tests.engine.defense_helpers import evaluation_of, pgd, run, typed
 from worker.engine.defense.preprocessing.transforms import TRANSFORMS, build_transform
 from worker.engine.defense.registry import DEFENSES, build_defense

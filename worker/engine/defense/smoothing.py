@@ -5,7 +5,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from app.schemas.defense import GaussianNoiseParams, RandomizedSmoothingParams
+from app.schemas.defense import RandomizedSmoothingParams
+from app.schemas.defense_transforms import GaussianNoiseParams
 from app.schemas.evasion import AttackParamsBase
 from worker.engine.defense.base import (
     Defense,

@@ -4,7 +4,7 @@ from typing import Any
 
 from torch import nn
 
-from app.schemas.defense import transform_specs
+from app.schemas.defense_transforms import transform_specs
 from worker.services.targets.base import Classifier, Target
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from app.schemas.defense import TransformParams
+from app.schemas.defense_transforms import TransformParams
 from worker.engine.defense.preprocessing.transforms import InputRange, Transform, build_transform
 from worker.engine.defense.spec import SpecError
 from worker.engine.seeding import seeded_generator

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-from app.schemas.defense import (
+from app.schemas.defense_transforms import (
     BitDepthParams,
     GaussianNoiseParams,
     GaussianParams,

@@ -58,6 +58,9 @@ class PoisoningAttackBase(_Closed):
     needs_surrogate: ClassVar[bool] = False
     per_target: ClassVar[bool] = False
     rate_of: ClassVar[str] = "training_set"
+    # At least this share of what the rate is a share of (the training set, or the target class for
+    # clean-label backdoors) stays clean: the submission checks and the engine both hold rates to it.
+    min_clean_share: ClassVar[float] = 0.1
 
     rate: Rates
 

@@ -17,7 +17,7 @@ from app.services.dataset_arrays import DatasetFacts
 from app.services.datasets import dataset_facts
 
 FLOAT32_BYTES = 4
-MIN_CLEAN_SHARE = 0.1  # the engine's worker.engine.poisoning.data.MIN_CLEAN_SHARE
+MIN_CLEAN_SHARE = PoisoningAttackBase.min_clean_share
 
 
 def _check_model(model: ModelRecord, params: PoisoningParams) -> None:

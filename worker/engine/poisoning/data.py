@@ -7,12 +7,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.poisoning import PoisoningAttackBase
 from worker.engine.progress import ProgressTracker
 from worker.engine.seeding import numpy_rng, seeded_generator
 
-# At least this share of the poisoning's base (the training set, or the target class for clean-label
-# backdoors) stays clean.
-MIN_CLEAN_SHARE = 0.1
+MIN_CLEAN_SHARE = PoisoningAttackBase.min_clean_share
 
 
 @dataclass(frozen=True)

@@ -53,3 +53,37 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
+
+
+def run(api: TestClient, headers: dict, spec: dict, timeout: float = 600) -> dict:
+    """Submit a job and wait for it to end."""
+    response = api.post("/v1/jobs", headers=headers, json=spec)
+    assert response.status_code == 202, response.text
+    return wait_for(api, f"/v1/jobs/{response.json()['id']}", headers, TERMINAL, timeout=timeout)
+
+
+def wait_for_progress(api: TestClient, headers: dict, job_id: str) -> None:
+    """Wait until the job reports some progress (it is inside the engine)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if api.get(f"/v1/jobs/{job_id}", headers=headers).json()["progress"] > 0.001:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the job never made progress")
+
+
+def derived_of(api: TestClient, headers: dict, job_id: str) -> list[dict]:
+    """The models a job registered."""
+    return [
+        m for m in api.get("/v1/models", headers=headers).json()["items"] if m.get("source_job_id") == job_id
+    ]
+
+
+def artifacts_of(api: TestClient, headers: dict, job_id: str) -> list[dict]:
+    """A job's artifacts."""
+    return api.get(f"/v1/jobs/{job_id}/artifacts", headers=headers).json()["items"]
+
+
+def download(api: TestClient, headers: dict, artifact: dict) -> bytes:
+    """An artifact's bytes."""
+    return api.get(artifact["download_url"], headers=headers).content

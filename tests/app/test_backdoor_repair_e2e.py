@@ -1,9 +1,7 @@
 """Scan, repair, attack the repaired model by id: a backdoor repair end to end over HTTP (real Postgres,
 Redis and a live worker), and the repair's refusals."""
 
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -11,8 +9,18 @@ import torch
 
 from app.schemas.reports import REPORT_ADAPTER
 from app.schemas.reports.headline import headline, metric
-from tests.app.helpers import TERMINAL, evasion_spec, npz_bytes, ready_model, upload_onnx, wait_for
-from tests.app.test_poisoning_e2e import _Endpoint, artifacts_of, derived_of, download
+from tests.app.helpers import (
+    TERMINAL,
+    artifacts_of,
+    derived_of,
+    download,
+    evasion_spec,
+    npz_bytes,
+    ready_model,
+    upload_onnx,
+    wait_for,
+)
+from tests.app.remote_endpoint import remote_linear_model
 from tests.engine.onnx_fixtures import export_onnx
 from tests.engine.poisoning_helpers import setup, stamp_badnets
 from worker.engine.datasets import load_builtin
@@ -141,19 +149,8 @@ def test_scan_repair_then_attack_the_repaired_model(api, tenant, planted, clean_
 
 @pytest.fixture(scope="module")
 def remote(api, tenant) -> Iterator[dict]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/predict"
-    body = {"name": "remote", "endpoint_url": url, "input_shape": [1, 8, 8], "num_classes": 10}
-    response = api.post("/v1/models", headers=tenant, json=body)
-    model = wait_for(api, f"/v1/models/{response.json()['id']}", tenant, {"ready", "invalid"}, timeout=60)
-    assert model["status"] == "ready", model
-    yield model
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with remote_linear_model(api, tenant) as model:
+        yield model
 
 
 @pytest.mark.service

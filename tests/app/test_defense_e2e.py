@@ -1,16 +1,25 @@
 """Defense jobs end to end over HTTP with real Postgres, Redis and a live worker."""
 
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 
 import numpy as np
 import onnx
 import pytest
 
 from app.schemas.reports import REPORT_ADAPTER
-from tests.app.helpers import TERMINAL, evasion_spec, npz_bytes, ready_model, wait_for
-from tests.app.test_poisoning_e2e import _Endpoint, artifacts_of, derived_of, download, run, wait_for_progress
+from tests.app.helpers import (
+    TERMINAL,
+    artifacts_of,
+    derived_of,
+    download,
+    evasion_spec,
+    npz_bytes,
+    ready_model,
+    run,
+    wait_for,
+    wait_for_progress,
+)
+from tests.app.remote_endpoint import remote_linear_model
 from worker.engine.datasets import load_builtin
 
 PGD = {"name": "pgd", "norm": "linf", "eps": [0.1], "steps": 10}
@@ -120,19 +129,8 @@ def test_a_preprocessing_defense_is_a_defended_model_that_evasion_jobs_attack_wi
 
 @pytest.fixture(scope="module")
 def remote(api, tenant) -> Iterator[dict]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/predict"
-    body = {"name": "remote", "endpoint_url": url, "input_shape": [1, 8, 8], "num_classes": 10}
-    response = api.post("/v1/models", headers=tenant, json=body)
-    model = wait_for(api, f"/v1/models/{response.json()['id']}", tenant, {"ready", "invalid"}, timeout=60)
-    assert model["status"] == "ready", model
-    yield model
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with remote_linear_model(api, tenant) as model:
+        yield model
 
 
 @pytest.mark.service

@@ -17,9 +17,9 @@ from app.services.context import ServiceContext
 from app.services.dataset_arrays import BUILTIN_DATASETS
 from app.services.kinds import defense as defense_kind
 from app.settings import Settings
-from tests.app.helpers import wait_for
+from tests.app.helpers import artifacts_of, download, run, wait_for
 from tests.app.test_defense_e2e import defense_spec
-from tests.app.test_poisoning_e2e import ARCH, artifacts_of, download, run
+from tests.app.test_poisoning_e2e import ARCH
 from tests.engine.defense_helpers import typed
 from worker.engine.datasets import load_builtin
 from worker.engine.defense.registry import DEFENSES

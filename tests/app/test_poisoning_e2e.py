@@ -1,16 +1,25 @@
 """Poisoning end to end over HTTP with real Postgres, Redis and a live worker."""
 
 import io
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
 from app.schemas.reports import REPORT_ADAPTER
-from tests.app.helpers import TERMINAL, evasion_spec, npz_bytes, ready_model, wait_for
+from tests.app.helpers import (
+    TERMINAL,
+    artifacts_of,
+    derived_of,
+    download,
+    evasion_spec,
+    npz_bytes,
+    ready_model,
+    run,
+    wait_for,
+    wait_for_progress,
+)
+from tests.app.remote_endpoint import remote_linear_model
 from worker.engine.datasets import load_builtin
 
 ARCH = {"name": "digits-arch", "architecture": "small-cnn", "input_shape": [1, 8, 8], "num_classes": 10}
@@ -35,48 +44,10 @@ def poisoning_spec(model_id: str, **params: object) -> dict:
     }
 
 
-def run(api, headers: dict, spec: dict, timeout: float = 600) -> dict:
-    response = api.post("/v1/jobs", headers=headers, json=spec)
-    assert response.status_code == 202, response.text
-    return wait_for(api, f"/v1/jobs/{response.json()['id']}", headers, TERMINAL, timeout=timeout)
-
-
-def derived_of(api, headers: dict, job_id: str) -> list[dict]:
-    return [
-        m for m in api.get("/v1/models", headers=headers).json()["items"] if m.get("source_job_id") == job_id
-    ]
-
-
-def artifacts_of(api, headers: dict, job_id: str) -> list[dict]:
-    return api.get(f"/v1/jobs/{job_id}/artifacts", headers=headers).json()["items"]
-
-
-def download(api, headers: dict, artifact: dict) -> bytes:
-    return api.get(artifact["download_url"], headers=headers).content
-
-
 def upload_dataset(api, headers: dict, name: str, x: np.ndarray, y: np.ndarray):
     return api.post(
         "/v1/datasets", headers=headers, data={"name": name}, files={"file": ("d.npz", npz_bytes(x=x, y=y))}
     )
-
-
-class _Endpoint(BaseHTTPRequestHandler):
-    """A remote linear classifier: enough to be a ready model with no activations to read."""
-
-    weights = np.random.default_rng(0).normal(size=(10, 64))
-
-    def do_POST(self) -> None:
-        x = np.asarray(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["inputs"])
-        body = json.dumps({"logits": (x.reshape(len(x), -1) @ self.weights.T).tolist()}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -96,20 +67,8 @@ def architecture(api, tenant) -> dict:
 
 @pytest.fixture(scope="module")
 def remote(api, tenant) -> Iterator[dict]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/predict"
-    body = {"name": "remote", "endpoint_url": url, "input_shape": [1, 8, 8], "num_classes": 10}
-    response = api.post("/v1/models", headers=tenant, json=body)
-    assert response.status_code == 202, response.text
-    model = wait_for(api, f"/v1/models/{response.json()['id']}", tenant, {"ready", "invalid"}, timeout=60)
-    assert model["status"] == "ready", model
-    yield model
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with remote_linear_model(api, tenant) as model:
+        yield model
 
 
 @pytest.mark.service
@@ -302,18 +261,6 @@ def test_cancel_mid_run_registers_nothing(api, tenant, architecture):
     final = wait_for(api, f"/v1/jobs/{job['id']}", tenant, TERMINAL, timeout=120)
     assert final["status"] == "cancelled" and final["progress"] < 1.0
     assert derived_of(api, tenant, job["id"]) == [] and artifacts_of(api, tenant, job["id"]) == []
-
-
-def wait_for_progress(api, headers: dict, job_id: str) -> None:
-    """Wait until the job reports some progress (it is inside the engine)."""
-    import time
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if api.get(f"/v1/jobs/{job_id}", headers=headers).json()["progress"] > 0.001:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the job never made progress")
 
 
 def test_repair_needs_a_backdoor_attack(api, tenant, architecture):

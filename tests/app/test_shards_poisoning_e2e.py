@@ -3,8 +3,7 @@ the report of the same job in one piece."""
 
 import pytest
 
-from tests.app.helpers import wait_for
-from tests.app.test_poisoning_e2e import derived_of, run
+from tests.app.helpers import derived_of, run, wait_for
 
 pytestmark = pytest.mark.service
 

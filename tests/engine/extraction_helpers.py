@@ -1,5 +1,7 @@
 """Helpers shared by the extraction tests: a counting victim and a trainer for small surrogates."""
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from pydantic import TypeAdapter
@@ -38,17 +40,24 @@ def victim_graph_factory(onnx: bytes):
     return lambda seed: trainable_from_onnx(onnx, init="random", seed=seed)
 
 
-def mlp_factory(seed: int) -> torch.nn.Module:
-    """A catalog MLP surrogate."""
-    return build_trainable(
-        architecture="mlp",
-        onnx_bytes=None,
-        safetensors_bytes=None,
-        input_shape=SHAPE,
-        num_classes=10,
-        init="random",
-        seed=seed,
-    )
+def catalog_factory(architecture: str) -> Callable[[int], torch.nn.Module]:
+    """A catalog architecture for digits, freshly initialised from a seed."""
+
+    def build(seed: int) -> torch.nn.Module:
+        return build_trainable(
+            architecture=architecture,
+            onnx_bytes=None,
+            safetensors_bytes=None,
+            input_shape=SHAPE,
+            num_classes=10,
+            init="random",
+            seed=seed,
+        )
+
+    return build
+
+
+mlp_factory = catalog_factory("mlp")
 
 
 def context(factory, *, epochs: int = 15, seed: int = 0) -> StrategyContext:

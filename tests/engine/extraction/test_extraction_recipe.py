@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.schemas.extraction import SurrogateParams, VictimOutputParams
-from tests.engine.extraction_helpers import SHAPE, CountingVictim, agreement, attack_spec
+from tests.engine.extraction_helpers import SHAPE, CountingVictim, agreement, attack_spec, catalog_factory
 from tests.engine.onnx_fixtures import export_onnx
 from worker.engine.datasets import load_builtin
 from worker.engine.extraction.query import QueryInterface
@@ -24,24 +24,13 @@ from worker.engine.extraction.surrogate import (
 from worker.engine.training.classifier import train_digits_model
 from worker.engine.training.fit import _batch_bounds
 from worker.engine.training.recipe import TrainingRecipe
-from worker.engine.training.trainable import build_trainable
 
 BUDGET = 250
 # Kept small for speed: 10 epochs of 4 steps (the old recipe's problem, shrunk) against a floor of 400 steps.
 SHORT = {"architecture": "small-cnn", "epochs": 10}
 
 
-def small_cnn(seed: int) -> torch.nn.Module:
-    """The attacker's catalog small-cnn."""
-    return build_trainable(
-        architecture="small-cnn",
-        onnx_bytes=None,
-        safetensors_bytes=None,
-        input_shape=SHAPE,
-        num_classes=10,
-        init="random",
-        seed=seed,
-    )
+small_cnn = catalog_factory("small-cnn")  # the attacker's catalog small-cnn
 
 
 @pytest.fixture(scope="module")

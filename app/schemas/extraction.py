@@ -107,27 +107,38 @@ ExtractionAttackSpec = KnockoffParams | JacobianParams | ActiveParams
 ExtractionAttack = Annotated[ExtractionAttackSpec, Field(discriminator="name")]
 
 
-class TopKDefense(_Closed):
+class _DefenseSpec(_Closed):
+    """An output-policy defense's spec; its facts: whether the top label provably never changes, whether
+    the interface then answers labels only."""
+
+    keeps_top_label: ClassVar[bool] = False
+    labels_only: ClassVar[bool] = False
+
+
+class TopKDefense(_DefenseSpec):
     """Return only the k largest probabilities. Default k 1."""
 
+    keeps_top_label: ClassVar[bool] = True
     name: Literal["top_k"]
     k: Annotated[int, Field(ge=1, le=100_000)] = 1
 
 
-class RoundingDefense(_Closed):
+class RoundingDefense(_DefenseSpec):
     """Round probabilities. Default 1 decimal."""
 
     name: Literal["rounding"]
     decimals: Annotated[int, Field(ge=0, le=8)] = 1
 
 
-class LabelOnlyDefense(_Closed):
+class LabelOnlyDefense(_DefenseSpec):
     """Return the label only."""
 
+    keeps_top_label: ClassVar[bool] = True
+    labels_only: ClassVar[bool] = True
     name: Literal["label_only"]
 
 
-class ReverseSigmoidDefense(_Closed):
+class ReverseSigmoidDefense(_DefenseSpec):
     """Reverse sigmoid (Lee et al., 2019). Defaults: beta 0.7, gamma 0.4."""
 
     name: Literal["reverse_sigmoid"]
@@ -135,7 +146,7 @@ class ReverseSigmoidDefense(_Closed):
     gamma: Annotated[float, Field(gt=0, le=10)] = 0.4
 
 
-class GaussianNoiseDefense(_Closed):
+class GaussianNoiseDefense(_DefenseSpec):
     """Gaussian noise on the probabilities, clipped and renormalised. Default sigma 0.1."""
 
     name: Literal["gaussian_noise"]

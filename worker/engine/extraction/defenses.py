@@ -2,7 +2,8 @@
 
 Each defense maps probabilities [N, K] to what the interface then shapes (victim_output). Its cost to
 honest callers is measured by the runner (label change rate and accuracy on the evaluation set).
-`keeps_top_label` is a promise: True only where the argmax provably never changes.
+`keeps_top_label` (a fact of the defense's spec) is a promise: True only where the argmax provably never
+changes.
 """
 
 from abc import ABC, abstractmethod
@@ -36,8 +37,16 @@ class Defense(FromSpec, ABC):
 
     spec: ExtractionDefenseSpec
     paper: ClassVar[str] = ""
-    keeps_top_label: ClassVar[bool] = False
-    labels_only: ClassVar[bool] = False  # the interface then returns labels and no scores
+
+    @property
+    def keeps_top_label(self) -> bool:
+        """Whether the argmax provably never changes (the spec's fact)."""
+        return self.spec.keeps_top_label
+
+    @property
+    def labels_only(self) -> bool:
+        """Whether the interface then returns labels and no scores (the spec's fact)."""
+        return self.spec.labels_only
 
     @abstractmethod
     def transform(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -53,7 +62,6 @@ class TopK(Defense):
 
     spec_type = TopKDefense
     spec: TopKDefense
-    keeps_top_label = True
 
     def transform(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Zero all but the k largest entries."""
@@ -84,8 +92,6 @@ class LabelOnly(Defense):
 
     spec_type = LabelOnlyDefense
     spec: LabelOnlyDefense
-    keeps_top_label = True
-    labels_only = True
 
     def transform(self, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Unchanged: the interface keeps only the argmax."""

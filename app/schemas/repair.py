@@ -53,8 +53,9 @@ class BackdoorRepairParams(RepairMethodParams):
     reversed trigger stamped on clean samples that keep their labels; stamp_share 0.2), fine_pruning (Liu et
     al., RAID 2018: the last convolution's channels dormant on clean data pruned while clean accuracy drops
     at most max_accuracy_drop 0.04, up to max_ratio 0.9, then fine-tuned), anp (Wu and Wang, NeurIPS 2021:
-    a neuron mask learned under adversarial neuron perturbations of size eps, trade-off alpha, mask_lr,
-    iterations, batch_size; neurons below threshold pruned), fine_tuning (the baseline:
+    a neuron mask learned under adversarial neuron perturbations of size eps in anp_steps ascent steps,
+    trade-off alpha, mask_lr, iterations, batch_size; neurons below threshold pruned, or the prune_fraction
+    with the smallest masks when it is above 0), fine_tuning (the baseline:
     training on the clean set). Training methods: epochs 10, learning_rate 1e-3 (Adam), batch_size 32.
     A method's parameters left out take the engine's defaults; another method's parameter is a 422.
 

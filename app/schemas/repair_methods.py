@@ -12,7 +12,9 @@ _TRAINING = frozenset({"epochs", "learning_rate", "batch_size"})
 METHOD_PARAMS: dict[str, frozenset[str]] = {
     "neural_cleanse": _TRAINING | {"stamp_share"},
     "fine_pruning": _TRAINING | {"max_accuracy_drop", "max_ratio"},
-    "anp": frozenset({"eps", "alpha", "mask_lr", "iterations", "batch_size", "threshold"}),
+    "anp": frozenset(
+        {"eps", "anp_steps", "alpha", "mask_lr", "iterations", "batch_size", "threshold", "prune_fraction"}
+    ),
     "fine_tuning": _TRAINING,
 }
 ALL_METHOD_PARAMS: frozenset[str] = frozenset().union(*METHOD_PARAMS.values())
@@ -29,6 +31,8 @@ Alpha = Annotated[float, Field(ge=0, le=1)] | None
 MaskLr = Annotated[float, Field(gt=0, le=100)] | None
 Iterations = Annotated[int, Field(ge=1, le=20_000)] | None
 Threshold = Annotated[float, Field(gt=0, lt=1)] | None
+AnpSteps = Annotated[int, Field(ge=1, le=100)] | None
+PruneFraction = Annotated[float, Field(ge=0, lt=1)] | None
 ScanSteps = Annotated[int, Field(ge=10, le=5000)]
 
 
@@ -66,6 +70,8 @@ class RepairMethodParams(BaseModel):
     mask_lr: MaskLr = None
     iterations: Iterations = None
     threshold: Threshold = None
+    anp_steps: AnpSteps = None
+    prune_fraction: PruneFraction = None
 
 
 class RepairMethodSpec(RepairMethodParams):

@@ -80,7 +80,7 @@ def test_neural_cleanse_unlearning_removes_the_backdoor(planted, split):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["fine_pruning", "anp", "fine_tuning"])
 def test_other_repairs_run_and_report(planted, split, name):
-    outcome = _repair(name, planted, split)
+    outcome = _repair(name, planted, split, **({"iterations": 300} if name == "anp" else {}))
     report = outcome.report
     assert report["method"]["name"] == name
     assert 0 <= report["after"]["real_trigger_success"] <= 1

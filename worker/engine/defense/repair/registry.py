@@ -1,8 +1,9 @@
 """The repair methods by name; the API's enumeration and the worker read it."""
 
+from worker.engine.defense.repair.anp import ANP
 from worker.engine.defense.repair.base import Repair
 from worker.engine.defense.repair.methods import FineTuning, NeuralCleanseUnlearning
-from worker.engine.defense.repair.pruning import ANP, FinePruning
+from worker.engine.defense.repair.pruning import FinePruning
 
 REPAIRS: dict[str, type[Repair]] = {
     cls.name: cls for cls in (NeuralCleanseUnlearning, FinePruning, ANP, FineTuning)

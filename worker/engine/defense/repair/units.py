@@ -25,12 +25,14 @@ Hook = Callable[[str, Tensor], Tensor]
 
 @dataclass(frozen=True)
 class Unit:
-    """A layer's neurons: the graph value, its channel count, the (initializer, axis) slices behind them."""
+    """A layer's neurons: the graph value, its channel count, the (initializer, axis) slices behind them;
+    `bias` names the per-channel bias initializer when a method keeps it apart (ANP)."""
 
     value: str
     channels: int
     zero: tuple[tuple[str, int], ...]
     kind: str
+    bias: str | None = None
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:

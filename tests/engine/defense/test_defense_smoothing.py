@@ -10,6 +10,7 @@ from tests.engine.defense_helpers import digits_split, pgd, run
 from worker.engine.defense.certify import (
     ABSTAIN,
     Certificates,
+    NoiseStreams,
     certified_accuracy,
     certify,
     lower_confidence_bound,
@@ -89,9 +90,9 @@ def _smoothed_attack(
 def test_certificates_are_sound_against_an_eot_attack_inside_the_certified_radius(smoothing):
     model = smoothing.model.module
     x_all = torch.as_tensor(digits_split()[1][0][:60])
-    generator = torch.Generator().manual_seed(11)
+    streams = (NoiseStreams(11, 0), NoiseStreams(11, 1))
     certificates = certify(
-        model, x_all, sigma=SIGMA, n0=50, n=500, alpha=0.001, num_classes=10, generator=generator
+        model, x_all, sigma=SIGMA, n0=50, n=500, alpha=0.001, num_classes=10, streams=streams
     )
     chosen = np.flatnonzero(certificates.radii > 0.1)[:30]
     assert len(chosen) >= 15
@@ -101,7 +102,7 @@ def test_certificates_are_sound_against_an_eot_attack_inside_the_certified_radiu
     def votes(at: torch.Tensor) -> torch.Tensor:
         from worker.engine.defense.certify import noisy_counts
 
-        counts = noisy_counts(model, at, SIGMA, 2000, 10, torch.Generator().manual_seed(5))
+        counts = noisy_counts(model, at, SIGMA, 2000, 10, NoiseStreams(5, 0))
         return torch.as_tensor(counts.argmax(1))
 
     inside = _smoothed_attack(model, x, labels, 0.8 * radii)

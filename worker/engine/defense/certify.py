@@ -14,10 +14,25 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from worker.engine.progress import ProgressTracker
+from worker.engine.seeding import seeded_generator
 
 ABSTAIN = -1
 # Noisy copies per forward pass.
 CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class NoiseStreams:
+    """Per-sample noise streams: sample i of x (position offset + i in the evaluated set) draws from a
+    generator keyed by (seed, key, position), so its draws do not depend on the other samples."""
+
+    seed: int
+    key: int
+    offset: int = 0
+
+    def generator(self, device: torch.device, row: int) -> torch.Generator:
+        """The stream of x's row `row`."""
+        return seeded_generator(device, self.seed, self.key, self.offset + row)
 
 
 @torch.no_grad()
@@ -27,19 +42,29 @@ def noisy_counts(
     sigma: float,
     n: int,
     num_classes: int,
-    generator: torch.Generator,
+    streams: NoiseStreams,
     tracker: ProgressTracker | None = None,
 ) -> np.ndarray:
-    """Per sample of x, how often the base classifier predicts each class under n noise draws."""
+    """Per sample of x, how often the base classifier predicts each class under n noise draws.
+
+    Each sample draws its noise from its own stream in chunks of at most CHUNK (sizes that depend on n
+    only); a forward pass holds the chunks of several samples when n is small.
+    """
     counts = np.zeros((len(x), num_classes), dtype=np.int64)
     per_pass = max(1, CHUNK // max(n, 1))
     for start in range(0, len(x), per_pass):
         batch = x[start : start + per_pass]
+        generators = [streams.generator(x.device, start + row) for row in range(len(batch))]
         left = n
         while left > 0:
-            draws = min(left, max(1, CHUNK // len(batch)))
+            draws = min(left, CHUNK)
+            noise = torch.cat(
+                [
+                    torch.randn((draws, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+                    for generator in generators
+                ]
+            )
             repeated = batch.repeat_interleave(draws, dim=0)
-            noise = torch.randn(repeated.shape, generator=generator, device=x.device, dtype=x.dtype)
             labels = model(repeated + sigma * noise).argmax(dim=1).reshape(len(batch), draws).cpu()
             for row in range(len(batch)):
                 counts[start + row] += np.bincount(labels[row].numpy(), minlength=num_classes)
@@ -73,12 +98,12 @@ def certify(
     n: int,
     alpha: float,
     num_classes: int,
-    generator: torch.Generator,
+    streams: tuple[NoiseStreams, NoiseStreams],
     tracker: ProgressTracker | None = None,
 ) -> Certificates:
-    """Cohen et al.'s CERTIFY on each sample of x."""
-    guess = noisy_counts(model, x, sigma, n0, num_classes, generator, tracker).argmax(axis=1)
-    counts = noisy_counts(model, x, sigma, n, num_classes, generator, tracker)
+    """Cohen et al.'s CERTIFY on each sample of x (`streams`: of the selection draws, of the estimation)."""
+    guess = noisy_counts(model, x, sigma, n0, num_classes, streams[0], tracker).argmax(axis=1)
+    counts = noisy_counts(model, x, sigma, n, num_classes, streams[1], tracker)
     p_lower = lower_confidence_bound(counts[np.arange(len(x)), guess], n, alpha)
     certified = p_lower > 0.5
     radii = np.where(certified, sigma * norm.ppf(np.clip(p_lower, 0.5, 1.0 - 1e-16)), 0.0)
@@ -93,11 +118,11 @@ def predict_smoothed(
     n: int,
     alpha: float,
     num_classes: int,
-    generator: torch.Generator,
+    streams: NoiseStreams,
     tracker: ProgressTracker | None = None,
 ) -> np.ndarray:
     """Cohen et al.'s PREDICT on each sample of x (ABSTAIN where the top two are not separated)."""
-    counts = noisy_counts(model, x, sigma, n, num_classes, generator, tracker)
+    counts = noisy_counts(model, x, sigma, n, num_classes, streams, tracker)
     order = np.argsort(-counts, axis=1, kind="stable")
     top, second = order[:, 0], order[:, 1]
     rows = np.arange(len(x))

@@ -18,16 +18,16 @@ from worker.engine.defense.base import (
     train_baseline,
     training_recipe,
 )
-from worker.engine.defense.certify import certified_accuracy, certify, predict_smoothed
+from worker.engine.defense.certify import NoiseStreams, certified_accuracy, certify, predict_smoothed
 from worker.engine.defense.evaluation import AttackRun, Classify
 from worker.engine.defense.monitor import EpochMonitor
 from worker.engine.defense.preprocessing.defense import pipeline_runs
 from worker.engine.defense.preprocessing.pipeline import defended_classifier
 from worker.engine.defense.preprocessing.transforms import GaussianNoise
-from worker.engine.seeding import seeded_generator
 from worker.engine.training.fit import fit
 
-_CERTIFY_KEY, _PREDICT_KEY = 0xCE, 0xCF
+# Keys of the per-sample noise streams: CERTIFY's selection and estimation draws, PREDICT's draws.
+_CERTIFY_KEY, _PREDICT_KEY, _ESTIMATE_KEY = 0xCE, 0xCF, 0xD0
 
 
 class NoisyLoss:
@@ -112,10 +112,10 @@ class RandomizedSmoothing(Defense[RandomizedSmoothingParams]):
             baseline=baseline,
         )
 
-    def deployed(self, classify: Classify, context: DefenseContext) -> Classify:
+    def deployed(self, classify: Classify, context: DefenseContext, stream: int | None = None) -> Classify:
         """One draw of noise in front of the base classifier."""
         return defended_classifier(
-            classify, [self.noise()], input_range=context.input_range, seed=context.seed
+            classify, [self.noise()], input_range=context.input_range, seed=context.seed, stream=stream
         )
 
     def runs(
@@ -141,7 +141,7 @@ class RandomizedSmoothing(Defense[RandomizedSmoothingParams]):
             n0=self.spec.n0,
             n=self.spec.n,
             alpha=self.spec.alpha,
-            generator=seeded_generator(context.device, context.seed, _CERTIFY_KEY),
+            streams=(NoiseStreams(context.seed, _CERTIFY_KEY), NoiseStreams(context.seed, _ESTIMATE_KEY)),
             **common,
         )
         predictions = predict_smoothed(
@@ -149,7 +149,7 @@ class RandomizedSmoothing(Defense[RandomizedSmoothingParams]):
             inputs,
             n=self.spec.n,
             alpha=self.spec.alpha,
-            generator=seeded_generator(context.device, context.seed, _PREDICT_KEY),
+            streams=NoiseStreams(context.seed, _PREDICT_KEY),
             **common,
         )
         correct = certificates.predictions == y

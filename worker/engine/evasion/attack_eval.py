@@ -27,6 +27,7 @@ from worker.engine.evasion.data import EvaluationData
 from worker.engine.evasion.metrics import WorstCase, eps_result, query_stats
 from worker.engine.evasion.slices import AttackSlice
 from worker.engine.progress import ProgressTracker
+from worker.engine.sample_streams import sample_batch
 from worker.engine.seeding import seeded_generator
 
 # Seed-sequence key of the random-target draw, apart from the per-eps keys 0..n_eps-1.
@@ -104,7 +105,8 @@ def _attack_batch(
     """Attack the samples of [start, stop) still attacked at one run eps; store what the evaluator sees.
 
     `eps` is (the run's eps, the eps positions it fills, every eps); `keys` is (seed, attack index,
-    eps key, the slice's first sample position): the random stream is keyed by start's position.
+    eps key, the slice's first sample position): the random stream is keyed by start's position, and a
+    randomized model's draws by each attacked sample's position (`sample_batch`).
     """
     run_eps, positions, eps_values = eps
     seed, index, key, offset = keys
@@ -114,9 +116,10 @@ def _attack_batch(
     x_clean, y_clean = data.x[chosen].to(device), data.y[chosen].to(device)
     chosen_targets = None if targets is None else targets[chosen].to(device)
     generator = seeded_generator(device, seed, index, key, offset + start)
-    outcome = attack.run(
-        model, x_clean, y_clean, eps=run_eps, targets=chosen_targets, generator=generator, judge=judge
-    )
+    with sample_batch((offset + chosen).tolist(), index, key):
+        outcome = attack.run(
+            model, x_clean, y_clean, eps=run_eps, targets=chosen_targets, generator=generator, judge=judge
+        )
     for position in positions:
         seen = outcome
         if attack.spec_type.minimum_norm:

@@ -51,10 +51,12 @@ def merge_evasion(
     device: torch.device,
     tracker: ProgressTracker,
     sanity_runs: bool,
+    judge: nn.Module | None = None,
 ) -> EvasionOutcome:
     """The report and arrays of the evaluation whose slices are `parts` (models prepared, in eval mode).
 
-    Physical-world attacks (patches), which train on the whole set, run here, as do the sanity runs.
+    Physical-world attacks (patches), which train on the whole set, run here, as do the sanity runs (judged
+    by `judge` when given).
     """
     joined = join_slices(parts)
     if joined.start != 0 or len(joined.logits) != len(x):
@@ -89,7 +91,7 @@ def merge_evasion(
     if sanity_runs:
         extra_checks = sanity_run_checks(
             model, data, attacks, per_attack, input_range=input_range, seed=seed, device=device,
-            progress=tracker,
+            progress=tracker, judge=judge,
         )  # fmt: skip
     report: dict[str, Any] = {
         "n_samples": len(x_all),

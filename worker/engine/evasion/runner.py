@@ -25,11 +25,14 @@ from worker.engine.evasion.sanity_runs import sanity_run_units
 from worker.engine.evasion.slices import EvasionSlice
 from worker.engine.interrupt import Interruptible, progress_check
 from worker.engine.progress import ProgressCallback, ProgressTracker
+from worker.engine.sample_streams import sample_batch
 
 __all__ = ["EvasionOutcome", "ProgressCallback", "evaluate_slice", "finish_evasion", "run_evasion"]
 
 # What the runners take per attack: a typed spec (a plain mapping is validated into one first).
 AttackEntry = EvasionAttackSpec | Mapping[str, Any]
+# Sample-batch key of the clean pass, apart from the attacks' (index, eps) keys.
+CLEAN_KEY = 1 << 24
 
 
 def typed_specs(attacks: Sequence[AttackEntry]) -> list[EvasionAttackSpec]:
@@ -44,12 +47,19 @@ def _clean_logits(
     batches: list[tuple[int, int]],
     device: torch.device,
     progress: ProgressTracker,
+    offset: int = 0,
 ) -> Tensor:
-    """Clean logits of every sample, on the CPU (a device out-of-memory halves the batch)."""
+    """Clean logits of every sample, on the CPU (a device out-of-memory halves the batch); `offset` is the
+    position of x's first sample in the evaluated set (a randomized model's draws are keyed by it)."""
     chunks: list[Tensor] = []
     fit = BatchFit(max((stop - start for start, stop in batches), default=1))
+
+    def clean(a: int, b: int) -> None:
+        with sample_batch(range(offset + a, offset + b), CLEAN_KEY):
+            chunks.append(model(x[a:b].to(device)).float().cpu())
+
     for index, (start, stop) in enumerate(batches):
-        fit.run(start, stop, lambda a, b: chunks.append(model(x[a:b].to(device)).float().cpu()))
+        fit.run(start, stop, clean)
         progress.advance(stop - start, f"clean batch {index + 1}/{len(batches)}")
     return torch.cat(chunks)
 
@@ -84,8 +94,10 @@ def _prepared(
     black_box: nn.Module | None,
     attacks: Sequence[EvasionAttackSpec],
     tracker: ProgressTracker,
-) -> tuple[nn.Module | None, nn.Module | None, nn.Module]:
-    """The models wrapped so cancellation reaches inside a batch, and the one used for clean logits."""
+    judge: nn.Module | None = None,
+) -> tuple[nn.Module | None, nn.Module | None, nn.Module, nn.Module | None]:
+    """The models wrapped so cancellation reaches inside a batch, the one used for clean logits without a
+    judge, and the judge (None: each attacked model judges itself)."""
     needs_gradients = [spec.name for spec in attacks if type(spec).white_box]
     if needs_gradients and model is None:
         raise ValueError(f"{needs_gradients[0]} needs gradients, but only a black-box model was given")
@@ -95,7 +107,7 @@ def _prepared(
     reference = model if model is not None else black_box
     if reference is None:
         raise ValueError("the evaluation needs a model or a black-box model")
-    return model, black_box, reference
+    return model, black_box, reference, Interruptible(judge, check) if judge is not None else None
 
 
 def _slice(
@@ -112,10 +124,12 @@ def _slice(
     device: torch.device,
     tracker: ProgressTracker,
     span: tuple[int, int],
+    judge: nn.Module | None = None,
 ) -> EvasionSlice:
-    """Clean logits and each eps-bounded attack's per-sample outcomes on the slice (models prepared)."""
+    """Clean logits and each eps-bounded attack's per-sample outcomes on the slice (models prepared); with
+    a judge, the clean logits (hence the attacked samples) and every verdict are the judge's."""
     batches = batch_bounds(len(x_all), batch_size)
-    logits = _clean_logits(reference, x_all, batches, device, tracker)
+    logits = _clean_logits(judge or reference, x_all, batches, device, tracker, span[0])
     if int(y_all.max()) >= logits.shape[1]:
         raise ValueError(f"labels go up to {int(y_all.max())} but the model has {logits.shape[1]} outputs")
     data = EvaluationData(x_all, y_all, logits, logits.argmax(dim=1) == y_all, batches)
@@ -127,7 +141,7 @@ def _slice(
         assert isinstance(spec, AttackParamsBase)
         parts[index] = attack_slice(
             target, attack, spec, data, index=index, seed=seed, device=device, progress=tracker,
-            span=span,
+            span=span, judge=judge,
         )  # fmt: skip
     return EvasionSlice(start=span[0], logits=logits.numpy(), attacks=parts)
 
@@ -158,6 +172,7 @@ def evaluate_slice(
     device: torch.device | None = None,
     progress: ProgressCallback | None = None,
     black_box: nn.Module | None = None,
+    judge: nn.Module | None = None,
 ) -> EvasionSlice:
     """Attack samples [start, start + len(x)) of an evaluated set of `total` samples (whole batches).
 
@@ -172,14 +187,14 @@ def evaluate_slice(
     attacks = typed_specs(attacks)
     built = build_attacks(attacks, input_range)
     tracker = ProgressTracker(slice_units(len(x), attacks, built), progress)
-    model, black_box, reference = _prepared(model, black_box, attacks, tracker)
+    model, black_box, reference, judge = _prepared(model, black_box, attacks, tracker, judge)
     was_training = reference.training
     reference.eval()
     try:
         return _slice(
             model, black_box, reference, torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)),
             torch.as_tensor(y, dtype=torch.long), attacks, built, batch_size=batch_size, seed=seed,
-            device=device, tracker=tracker, span=(start, total),
+            device=device, tracker=tracker, span=(start, total), judge=judge,
         )  # fmt: skip
     finally:
         reference.train(was_training)
@@ -198,6 +213,7 @@ def run_evasion(
     progress: ProgressCallback | None = None,
     black_box: nn.Module | None = None,
     sanity_runs: bool = True,
+    judge: nn.Module | None = None,
 ) -> EvasionOutcome:
     """Evaluate the model under each attack spec at each eps; streams the data in batches.
 
@@ -207,7 +223,10 @@ def run_evasion(
     afterwards); with `device` given it is moved there, else the model's own device is used. Samples
     misclassified clean are not attacked (x_adv = x). Same seed, same inputs: same numbers (except
     seconds), however the samples are split into slices. With `sanity_runs`, the checks that need extra
-    attack runs (an unbounded attack, a doubled iteration budget) run too.
+    attack runs (an unbounded attack, a doubled iteration budget) run too. `judge`, when given, is the
+    classifier every figure comes from (a defense's deployed model): its clean pass decides which samples
+    are attacked and its verdict on each attack's projected output (inside the attack's verified call)
+    gives the predictions; the attacks still search on `model` or `black_box`.
     """
     _validate(x, y, input_range, batch_size)
     device = _resolve_device(model, black_box, device)
@@ -216,7 +235,7 @@ def run_evasion(
     patch_total = physical_units(attacks)
     extra = sanity_run_units(len(x), attacks) if sanity_runs else 0
     tracker = ProgressTracker(slice_units(len(x), attacks, built) + patch_total + extra, progress)
-    model, black_box, reference = _prepared(model, black_box, attacks, tracker)
+    model, black_box, reference, judge = _prepared(model, black_box, attacks, tracker, judge)
     x_all = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
     y_all = torch.as_tensor(y, dtype=torch.long)
     was_training = reference.training
@@ -224,11 +243,11 @@ def run_evasion(
     try:
         part = _slice(
             model, black_box, reference, x_all, y_all, attacks, built, batch_size=batch_size, seed=seed,
-            device=device, tracker=tracker, span=(0, len(x_all)),
+            device=device, tracker=tracker, span=(0, len(x_all)), judge=judge,
         )  # fmt: skip
         return merge_evasion(
             model, x, y, attacks, [part], input_range=input_range, batch_size=batch_size, seed=seed,
-            device=device, tracker=tracker, sanity_runs=sanity_runs,
+            device=device, tracker=tracker, sanity_runs=sanity_runs, judge=judge,
         )  # fmt: skip
     finally:
         reference.train(was_training)
@@ -248,6 +267,7 @@ def finish_evasion(
     progress: ProgressCallback | None = None,
     black_box: nn.Module | None = None,
     sanity_runs: bool = True,
+    judge: nn.Module | None = None,
 ) -> EvasionOutcome:
     """The report of an evaluation from the slices evaluate_slice returned (any split, any order)."""
     _validate(x, y, input_range, batch_size)
@@ -256,13 +276,13 @@ def finish_evasion(
     extra = sanity_run_units(len(x), attacks) if sanity_runs else 0
     patch_total = physical_units(attacks)
     tracker = ProgressTracker(patch_total + extra, progress)
-    model, black_box, reference = _prepared(model, black_box, attacks, tracker)
+    model, black_box, reference, judge = _prepared(model, black_box, attacks, tracker, judge)
     was_training = reference.training
     reference.eval()
     try:
         return merge_evasion(
             model, x, y, attacks, parts, input_range=input_range, batch_size=batch_size, seed=seed,
-            device=device, tracker=tracker, sanity_runs=sanity_runs,
+            device=device, tracker=tracker, sanity_runs=sanity_runs, judge=judge,
         )  # fmt: skip
     finally:
         reference.train(was_training)

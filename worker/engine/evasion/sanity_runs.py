@@ -20,6 +20,7 @@ from worker.engine.evasion.attacks.pgd import PGD
 from worker.engine.evasion.attacks.registry import as_spec, build_attack
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.progress import ProgressTracker
+from worker.engine.sample_streams import sample_batch
 from worker.engine.seeding import seeded_generator
 
 UNBOUNDED_SAMPLES = 100
@@ -27,7 +28,7 @@ UNBOUNDED_STEPS = 100
 UNBOUNDED_MAX_ROBUST = 0.02
 DOUBLED_SAMPLES = 200
 # Seed-sequence keys of the sanity runs, apart from the attacks' own keys.
-_UNBOUNDED_KEY, _DOUBLED_KEY = 1 << 22, 1 << 23
+_UNBOUNDED_KEY, _DOUBLED_KEY, _FAST_KEY = 1 << 22, 1 << 23, 1 << 25
 
 
 def _subset(data: EvaluationData, limit: int) -> torch.Tensor:
@@ -55,6 +56,7 @@ def check_unbounded_attack(
     seed: int,
     device: torch.device,
     progress: ProgressTracker,
+    judge: nn.Module | None = None,
 ) -> dict[str, Any] | None:
     """PGD with eps covering the whole input range must break (nearly) every clean-correct sample."""
     chosen = _subset(data, UNBOUNDED_SAMPLES)
@@ -62,13 +64,15 @@ def check_unbounded_attack(
         return None
     eps = input_range[1] - input_range[0]
     attack = PGD(norm="linf", steps=UNBOUNDED_STEPS, input_range=input_range)
-    outcome = attack.run(
-        model,
-        data.x[chosen].to(device),
-        data.y[chosen].to(device),
-        eps=eps,
-        generator=seeded_generator(device, seed, _UNBOUNDED_KEY),
-    )
+    with sample_batch(chosen.tolist(), _UNBOUNDED_KEY):
+        outcome = attack.run(
+            model,
+            data.x[chosen].to(device),
+            data.y[chosen].to(device),
+            eps=eps,
+            generator=seeded_generator(device, seed, _UNBOUNDED_KEY),
+            judge=judge,
+        )
     progress.advance(len(chosen) * UNBOUNDED_STEPS, "sanity check: unbounded attack")
     robust = 1.0 - float(outcome.success.float().mean())
     passed = robust <= UNBOUNDED_MAX_ROBUST
@@ -113,6 +117,7 @@ def check_more_iterations(
     seed: int,
     device: torch.device,
     progress: ProgressTracker,
+    judge: nn.Module | None = None,
 ) -> dict[str, Any] | None:
     """Doubling the iteration budget (the spec's budget_keys) of the first such attack must lower robust
     accuracy by little."""
@@ -130,14 +135,16 @@ def check_more_iterations(
     update = {key: 2 * getattr(spec, key) for key in type(spec).budget_keys}
     doubled = build_attack(spec.model_copy(update=update), input_range)
     targets = torch.as_tensor(arrays["targets"])[chosen].to(device) if "targets" in arrays else None
-    outcome = doubled.run(
-        model,
-        data.x[chosen].to(device),
-        data.y[chosen].to(device),
-        eps=eps,
-        targets=targets,
-        generator=seeded_generator(device, seed, _DOUBLED_KEY),
-    )
+    with sample_batch(chosen.tolist(), _DOUBLED_KEY):
+        outcome = doubled.run(
+            model,
+            data.x[chosen].to(device),
+            data.y[chosen].to(device),
+            eps=eps,
+            targets=targets,
+            generator=seeded_generator(device, seed, _DOUBLED_KEY),
+            judge=judge,
+        )
     progress.advance(len(chosen) * 4 * steps, "sanity check: doubled iterations")
     before = float(arrays["success"][eps_position, chosen.numpy()].mean())
     after = float(outcome.success.float().mean())
@@ -166,8 +173,13 @@ def sanity_run_checks(
     seed: int,
     device: torch.device,
     progress: ProgressTracker,
+    judge: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
-    """The checks that need extra runs; none without a differentiable model."""
+    """The checks that need extra runs (judged by `judge` when given); none without a differentiable model.
+
+    The fast-vs-standard AutoAttack check (attacks/autoattack_check.py) takes no judge yet: its standard run
+    is judged by `model`.
+    """
     if (
         model is None
         or not math.isfinite(input_range[1] - input_range[0])
@@ -176,7 +188,7 @@ def sanity_run_checks(
         return []
     checks = [
         check_unbounded_attack(
-            model, data, input_range=input_range, seed=seed, device=device, progress=progress
+            model, data, input_range=input_range, seed=seed, device=device, progress=progress, judge=judge
         ),
         check_more_iterations(
             model,
@@ -187,10 +199,12 @@ def sanity_run_checks(
             seed=seed,
             device=device,
             progress=progress,
+            judge=judge,
         ),
     ]
-    checks += check_fast_vs_standard(
-        model, data, attacks, adversarial, input_range=input_range, seed=seed, device=device,
-        progress=progress,
-    )  # fmt: skip
+    with sample_batch(None, _FAST_KEY):  # its own subsets: one stream for the check, apart from the rest
+        checks += check_fast_vs_standard(
+            model, data, attacks, adversarial, input_range=input_range, seed=seed, device=device,
+            progress=progress,
+        )  # fmt: skip
     return [check for check in checks if check is not None]

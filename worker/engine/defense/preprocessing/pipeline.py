@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from app.schemas.defense_transforms import TransformParams
 from worker.engine.defense.preprocessing.transforms import InputRange, Transform, build_transform
 from worker.engine.defense.spec import SpecError
+from worker.engine.sample_streams import Generators, fixed_generators, pass_generators
 from worker.engine.seeding import seeded_generator
 
 GradientMode = Literal["bpda", "naive"]
@@ -51,11 +52,56 @@ def build_transforms(
     return transforms
 
 
+# The random streams of the attacker's views, of the deployed defense as judge, and of the deployed defense
+# as black-box attacks query it (apart: a verdict never reuses a draw the attack searched with).
+VIEW_STREAM, DEPLOYED_STREAM, SEARCH_STREAM = 0x5EED, 0xD3B1, 0xD3B2
+
+
+class Draws:
+    """Where a randomized model's draws come from: per sample inside a sample batch (`sample_streams`),
+    else one sequential stream from the seed (a fixed draw restarts it at every pass)."""
+
+    def __init__(self, seed: int, stream: int, fixed: bool = False) -> None:
+        self.seed, self.stream, self.fixed = seed, stream, fixed
+        self._sequential: dict[str, torch.Generator] = {}
+
+    def reseed(self, seed: int) -> None:
+        """Restart every stream from seed."""
+        self.seed, self._sequential = seed, {}
+
+    def for_pass(self, device: torch.device, rows: int) -> Generators:
+        """The generators of one pass over `rows` samples."""
+        keyed = (fixed_generators if self.fixed else pass_generators)(device, self.seed, self.stream, rows)
+        if keyed is not None:
+            return keyed
+        key = str(device)
+        if key not in self._sequential or self.fixed:
+            self._sequential[key] = seeded_generator(device, self.seed, self.stream)
+        return self._sequential[key]
+
+
+def apply_randomized(
+    transform: Transform[Any], x: Tensor, input_range: InputRange, generators: Generators
+) -> Tensor:
+    """A transform on a pass of draws-major rows ([draws * B, ...]) whose B samples each have a generator
+    (or one generator for the pass): every sample's draws come from its own generator."""
+    if isinstance(generators, torch.Generator):
+        return transform.apply(x, input_range, generators)
+    if not transform.randomized:
+        return transform.apply(x, input_range, None)
+    samples = len(generators)
+    grouped = x.reshape(len(x) // samples, samples, *x.shape[1:]).transpose(0, 1)
+    out = torch.stack(
+        [transform.apply(grouped[j], input_range, generator) for j, generator in enumerate(generators)]
+    )
+    return out.transpose(0, 1).reshape(x.shape)
+
+
 class DefendedPipeline(nn.Module):
     """`base` behind `transforms`: the real transforms forward, BPDA or naive gradients, EOT over draws.
 
-    Random draws come from a generator seeded from `seed` (one per device), so a run is reproducible;
-    `reseed` restarts the stream.
+    Random draws are keyed per sample and pass inside a sample batch (`worker.engine.sample_streams`),
+    else they come from a sequential generator seeded from `seed`; `reseed` restarts it.
     """
 
     def __init__(
@@ -68,6 +114,7 @@ class DefendedPipeline(nn.Module):
         eot_draws: int = 1,
         seed: int = 0,
         fixed_draw: bool = False,
+        stream: int = VIEW_STREAM,
     ) -> None:
         super().__init__()
         if gradient not in ("bpda", "naive") or eot_draws < 1:
@@ -81,29 +128,24 @@ class DefendedPipeline(nn.Module):
         self.eot_draws = int(eot_draws)
         self.randomized = any(t.randomized for t in self.transforms)
         self.fixed_draw = bool(fixed_draw)
-        self._seed = seed
-        self._generators: dict[str, torch.Generator] = {}
+        self.draws = Draws(seed, stream, fixed=self.fixed_draw)
 
     def reseed(self, seed: int) -> None:
         """Restart the random stream from seed."""
-        self._seed, self._generators = seed, {}
+        self.draws.reseed(seed)
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        """This pipeline's generator on device."""
-        key = str(device)
-        if key not in self._generators or self.fixed_draw:
-            self._generators[key] = seeded_generator(device, self._seed, 0x5EED)
-        return self._generators[key]
-
-    def transform(self, x: Tensor) -> Tensor:
-        """One draw of the transforms, with this pipeline's gradient mode on the backward pass."""
-        generator = self._generator(x.device)
+    def transform(self, x: Tensor, samples: int | None = None) -> Tensor:
+        """One draw of the transforms per row (x holds draws-major copies of `samples` samples, default
+        len(x)), with this pipeline's gradient mode on the backward pass."""
+        generators: Generators | None = None
+        if self.randomized:
+            generators = self.draws.for_pass(x.device, len(x) if samples is None else samples)
         for transform in self.transforms:
             if transform.differentiable:
-                x = transform.apply(x, self.input_range, generator)
+                x = self._transform_one(transform, x, generators)
                 continue
             with torch.no_grad():
-                real = transform.apply(x.detach(), self.input_range, generator)
+                real = self._transform_one(transform, x.detach(), generators)
             if self.gradient == "naive":
                 x = real + 0.0 * x
             else:
@@ -111,13 +153,19 @@ class DefendedPipeline(nn.Module):
                 x = approximation + (real - approximation).detach()
         return x
 
+    def _transform_one(self, transform: Transform[Any], x: Tensor, generators: Generators | None) -> Tensor:
+        """One transform of a pass (deterministic ones see no generator)."""
+        if generators is None:
+            return transform.apply(x, self.input_range, None)
+        return apply_randomized(transform, x, self.input_range, generators)
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits: one draw, or with a gradient being computed the mean over eot_draws draws."""
         draws = self.eot_draws if self.randomized and torch.is_grad_enabled() and x.requires_grad else 1
         if draws == 1:
             return self.base(self.transform(x))
         repeated = x.repeat(draws, *([1] * (x.dim() - 1)))
-        logits = self.base(self.transform(repeated))
+        logits = self.base(self.transform(repeated, len(x)))
         return logits.reshape(draws, len(x), *logits.shape[1:]).mean(dim=0)
 
 
@@ -146,17 +194,24 @@ def defended_classifier(
     *,
     input_range: InputRange = (0.0, 1.0),
     seed: int = 0,
+    stream: int | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """The black-box defended model: the transforms (one draw) in front of a NumPy classifier."""
+    """The black-box defended model: the transforms (one draw) in front of a NumPy classifier; its draws
+    (stream DEPLOYED_STREAM unless given) are keyed per sample inside a sample batch."""
     transforms = build_transforms(specs, None, input_range)
-    generator = seeded_generator(torch.device("cpu"), seed, 0x5EED)
+    draws = Draws(seed, DEPLOYED_STREAM if stream is None else stream)
+    randomized = any(t.randomized for t in transforms)
     low, high = float(input_range[0]), float(input_range[1])
 
     def classify_defended(x: np.ndarray) -> np.ndarray:
         batch = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+        generators = draws.for_pass(batch.device, len(batch)) if randomized else None
         with torch.no_grad():
             for transform in transforms:
-                batch = transform.apply(batch, (low, high), generator)
+                if generators is None:
+                    batch = transform.apply(batch, (low, high), None)
+                else:
+                    batch = apply_randomized(transform, batch, (low, high), generators)
         return classify(np.ascontiguousarray(batch.numpy(), dtype=np.float32))
 
     return classify_defended

@@ -15,6 +15,7 @@ from worker.engine.evasion.attacks.autoattack_fast import (
 )
 from worker.engine.evasion.attacks.autoattack_targets import ranked_targets, targeted_component
 from worker.engine.evasion.attacks.base import Attack
+from worker.engine.evasion.attacks.channels_last import ChannelsLast
 from worker.engine.evasion.attacks.dlr import (
     MIN_CLASSES_DLR,
     MIN_CLASSES_TARGETED_DLR,
@@ -62,9 +63,12 @@ class AutoAttack(Attack):
     (sample, target) pairs in one batch instead of looping over the targets, a sample's pairs leaving
     together once it is broken (see autoattack_targets: the same samples break, with the same random
     start per pair), and Square asks no query whose answer it already has (a linf proposal rejected
-    at the same best point, see square_memo: the same search, without that forward pass).
+    at the same best point, see square_memo: the same search, without that forward pass). Every
+    pass of a convolutional model runs on channels-last inputs (see channels_last: the same
+    function, about 30% less CPU time per pass on 3 x 32 x 32 images).
     `accelerated=False` (tests and benchmarks only) turns the FAB-T shrinking, the fixed-point exit,
-    the batching and Square's memo off: the unaccelerated reference path (the targets looped).
+    the batching, Square's memo and the channels-last layout off: the unaccelerated reference path
+    (the targets looped).
     APGD uses rho 0.75 throughout. A component that cannot run is skipped and reported (APGD-DLR
     needs 3 classes, APGD-T 4; Square needs image inputs; use_square False drops it): see
     `breakdown` and `params`.
@@ -231,7 +235,7 @@ class AutoAttack(Attack):
     ) -> tuple[Tensor, Tensor]:
         """Run the components in turn on the samples still robust; keep each sample's first break."""
         y = labels
-        counter = PassCounter(model)
+        counter = PassCounter(ChannelsLast(model, enabled=self.accelerated))
         model = counter
         self._targets_per_sample = 0
         with torch.no_grad():

@@ -166,8 +166,9 @@ class Defense(Generic[S]):
         """Train or wrap the model."""
         raise NotImplementedError
 
-    def deployed(self, classify: Classify, context: DefenseContext) -> Classify:
-        """The deployed classifier around the final model's classifier (preprocessing in front)."""
+    def deployed(self, classify: Classify, context: DefenseContext, stream: int | None = None) -> Classify:
+        """The deployed classifier around the final model's classifier (preprocessing in front); a random
+        one draws from `stream` (default: the judge's, preprocessing.pipeline.DEPLOYED_STREAM)."""
         return classify
 
     def inspect(

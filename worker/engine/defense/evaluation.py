@@ -1,16 +1,29 @@
 """Adaptive evaluation of a defense: undefended and defended side by side, naive beside adaptive.
 
-Attacks run on views of the models (the attacker's gradients: naive, BPDA, EOT, logits), through the
-evasion engine. Every figure is then measured again by the evaluator on the deployed model (the
-exported ONNX through onnxruntime, behind the real preprocessing where there is one): the robust
-accuracy of a row is the share of samples the deployed model still classifies correctly on the
-attack's output. The worst case is per sample, and the headline is the worst case over every attack
-run against the defended model.
+Attacks search on views of the models (the attacker's gradients: naive, BPDA, EOT, logits), through
+the evasion engine, and every output is judged inside the attack's verified call (`Attack.run`) by the
+deployed model: the exported ONNX through onnxruntime, behind the real preprocessing where there is
+one (the undefended side: the uploaded model as deployed). Every figure, the sanity runs' included,
+comes from that judge; `attack_reported_robust_accuracy` is the same row on the attack's own view
+(its prediction on the same outputs), so the gap a masking view opens stays visible.
+
+Attacked samples are those the judge classifies correctly clean, not those the view does. For a
+deterministic defense the two sets are the same (each view's argmax is the deployed argmax). For a
+randomized one they differ by the draws, and attacking the view's set let samples the deployed model
+gets right go unattacked yet count as robust (robust accuracy above clean accuracy: 0.667 against a
+clean 0.533 on a random_resize_pad spec before this change) while clean errors of the deployed model
+counted as the attack's successes; with the judge's set, robust accuracy never exceeds the deployed
+clean accuracy and a success is a sample the attack flipped.
+
+The work splits along whole batches like evasion's: `evaluate_defense_slice` runs every side's
+attacks on samples [start, stop) and keeps per-sample outcomes (`DefenseSlice`, bytes via
+`defense_slice_to_bytes`); `finish_defense` joins the slices (any split, any order), runs the sanity
+runs and builds the section. `evaluate_defense` is both over all samples. Random streams (attacks and
+randomized defenses alike) are keyed by sample position, so the section does not depend on the split.
 """
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,115 +31,160 @@ from torch import nn
 
 from app.schemas.evasion import AttackParamsBase
 from worker.engine.batching import batch_bounds
-from worker.engine.evasion.attack_eval import evaluate_attack
+from worker.engine.defense.evaluation_plan import (
+    AttackRun,
+    Classify,
+    EvaluationPlan,
+    Role,
+    evasion_units,
+    module_classifier,
+    plain_specs,
+    predict_labels,
+    run_units,
+    sub_progress,
+)
+from worker.engine.defense.evaluation_slices import (
+    EXTRA_INDEX,
+    DefenseSlice,
+    JudgedSlice,
+    defense_slice_from_bytes,
+    defense_slice_to_bytes,
+    join_defense,
+)
+from worker.engine.evasion.attack_eval import attack_entry, attack_slice
 from worker.engine.evasion.attacks.base import Attack
-from worker.engine.evasion.attacks.registry import build_attack
 from worker.engine.evasion.data import EvaluationData
 from worker.engine.evasion.metrics import WorstCase
-from worker.engine.evasion.runner import run_evasion
+from worker.engine.evasion.runner import evaluate_slice, finish_evasion
 from worker.engine.evasion.sanity_runs import sanity_run_units
+from worker.engine.evasion.slices import AttackSlice
 from worker.engine.models.black_box import QueryOnlyModel
-from worker.engine.progress import ProgressCallback, ProgressTracker
+from worker.engine.progress import ProgressTracker
+from worker.engine.sample_streams import sample_batch
 
-Classify = Callable[[np.ndarray], np.ndarray]  # a batch in the input range -> logits
-Role = Literal["naive", "adaptive"]
-# Index offset of extra attacks, so their random streams differ from the spec attacks'.
-_EXTRA_INDEX = 1000
+__all__ = [
+    "AttackRun",
+    "Classify",
+    "DefenseSlice",
+    "EvaluationPlan",
+    "Role",
+    "defense_slice_from_bytes",
+    "defense_slice_to_bytes",
+    "evaluate_defense",
+    "evaluate_defense_slice",
+    "finish_defense",
+    "module_classifier",
+    "plain_specs",
+    "predict_labels",
+    "run_units",
+]
+
+# Sample-batch key of the view's verdict on an attack's outputs (plus the attack index), apart from the
+# evasion engine's keys.
+VIEW_KEY = 1 << 26
 
 
-@dataclass
-class AttackRun:
-    """Attacks on one view of the defended model: what they differentiate and how it is described.
-
-    `sanity_runs` marks the run whose evasion checks the report carries (the sanity runs themselves, the
-    extra attacks, run only where the evaluation asks for them).
-    """
-
-    role: Role
-    view: str
-    model: nn.Module
-    attacks: list[AttackParamsBase]
-    extra: list[tuple[Attack, AttackParamsBase]] = field(default_factory=list)
-    sanity_runs: bool = False
+def _judges(plan: EvaluationPlan) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The undefended judge, the defended judge and what black-box attacks on the defended model query."""
+    search = plan.deployed_search or plan.deployed
+    return QueryOnlyModel(plan.undefended_classify), QueryOnlyModel(plan.deployed), QueryOnlyModel(search)
 
 
-def predict_labels(classify: Classify, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """The labels a classifier gives a dataset, in batches."""
-    labels = [
-        np.asarray(classify(np.ascontiguousarray(x[a:b], dtype=np.float32))).argmax(axis=1)
-        for a, b in batch_bounds(len(x), batch_size)
+def _view_predictions(
+    view: nn.Module, part: AttackSlice, index: int, start: int, plan: EvaluationPlan
+) -> np.ndarray:
+    """The view's predicted labels on each output of an attack slice ([n_eps, n]), batch by batch."""
+    x_adv = part.arrays["x_adv"]
+    predictions = np.zeros(x_adv.shape[:2], dtype=np.int64)
+    was_training = view.training
+    view.eval()
+    try:
+        for position in range(len(x_adv)):
+            for a, b in batch_bounds(x_adv.shape[1], plan.batch_size):
+                inputs = torch.as_tensor(np.ascontiguousarray(x_adv[position, a:b]), device=plan.device)
+                with torch.no_grad(), sample_batch(range(start + a, start + b), VIEW_KEY + index, position):
+                    predictions[position, a:b] = view(inputs).argmax(dim=1).cpu().numpy()
+    finally:
+        view.train(was_training)
+    return predictions
+
+
+def _side(
+    plan: EvaluationPlan,
+    view: nn.Module,
+    attacks: list[AttackParamsBase],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    span: tuple[int, int],
+    black_box: nn.Module | None,
+    judge: nn.Module,
+    tracker: ProgressTracker,
+    extra: Sequence[tuple[Attack, AttackParamsBase]] = (),
+) -> JudgedSlice:
+    """One side's attacks (and extra attack instances) on a slice, judged by `judge`, with the view's word."""
+    callback, finish = sub_progress(tracker, evasion_units(attacks, len(x), plan.input_range, False))
+    evasion = evaluate_slice(
+        view, x, y, attacks, start=span[0], total=span[1], input_range=plan.input_range,
+        batch_size=plan.batch_size, seed=plan.seed, device=plan.device, progress=callback,
+        black_box=black_box, judge=judge,
+    )  # fmt: skip
+    finish()
+    if extra:
+        x_all = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+        y_all, logits = torch.as_tensor(y, dtype=torch.long), torch.as_tensor(evasion.logits)
+        batches = batch_bounds(len(x_all), plan.batch_size)
+        data = EvaluationData(x_all, y_all, logits, logits.argmax(dim=1) == y_all, batches)
+        for number, (attack, spec) in enumerate(extra):
+            evasion.attacks[EXTRA_INDEX + number] = attack_slice(
+                view, attack, spec, data, index=EXTRA_INDEX + number, seed=plan.seed,
+                device=plan.device, progress=tracker, span=span, judge=judge,
+            )  # fmt: skip
+    views = {
+        index: _view_predictions(view, part, index, span[0], plan) for index, part in evasion.attacks.items()
+    }
+    return JudgedSlice(evasion, views)
+
+
+def evaluate_defense_slice(
+    plan: EvaluationPlan, x: np.ndarray, y: np.ndarray, *, start: int, total: int, tracker: ProgressTracker
+) -> DefenseSlice:
+    """Samples [start, start + len(x)) of an evaluated set of `total` (start on a whole batch): the
+    undefended side's attacks and every run's attacks on the defended model, per-sample outcomes only."""
+    if start % plan.batch_size or start + len(x) > total:
+        raise ValueError("a slice starts at a whole batch and lies inside the evaluated set")
+    undefended_judge, judge, search = _judges(plan)
+    span = (start, total)
+    undefended = _side(
+        plan, plan.undefended, plan.attacks, x, y, span=span, black_box=plan.undefended_black_box,
+        judge=undefended_judge, tracker=tracker,
+    )  # fmt: skip
+    runs = [
+        _side(
+            plan,
+            run.model,
+            run.attacks,
+            x,
+            y,
+            span=span,
+            black_box=search,
+            judge=judge,
+            tracker=tracker,
+            extra=run.extra,
+        )  # fmt: skip
+        for run in plan.runs
     ]
-    return np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    return DefenseSlice(start, undefended, runs)
 
 
-def module_classifier(model: nn.Module, device: torch.device) -> Classify:
-    """A torch module as a NumPy classifier (no gradients)."""
-
-    def classify(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.as_tensor(x, device=device)).float().cpu().numpy()
-
-    return classify
-
-
-def plain_specs(specs: Sequence[AttackParamsBase]) -> list[dict[str, Any]]:
-    """Attack specs as the report's attacks_requested echoes them: the parameters as given (omitted ones
-    take the attack's defaults)."""
-    return [spec.model_dump(mode="json", exclude_unset=True) for spec in specs]
-
-
-def _units(
-    specs: Sequence[AttackParamsBase], n: int, input_range: tuple[float, float], sanity: bool
-) -> float:
-    """Work units of one run_evasion call (the runner's own formula)."""
-    total = float(n)
-    for spec in specs:
-        attack = build_attack(spec, input_range)
-        total += attack.work_units * n * (1 if attack.minimum_norm else len(spec.eps))
-    return total + (sanity_run_units(n, specs) if sanity else 0)
-
-
-def run_units(
-    runs: Sequence[AttackRun],
-    attacks: Sequence[AttackParamsBase],
-    n: int,
-    input_range: tuple[float, float],
-    sanity_runs: bool,
-) -> float:
-    """Work units of a whole evaluation (the undefended run included), for progress weighting."""
-    total = _units(attacks, n, input_range, False)
-    for run in runs:
-        total += _units(run.attacks, n, input_range, run.sanity_runs and sanity_runs)
-        total += sum(attack.work_units * n * len(spec.eps) for attack, spec in run.extra)
-    return total
-
-
-def _sub_progress(tracker: ProgressTracker, units: float) -> tuple[ProgressCallback, Callable[[], None]]:
-    """A callback mapping a sub-task's fraction onto `units` of the tracker, and one that completes it."""
-    done = [0.0]
-
-    def callback(fraction: float, stage: str) -> None:
-        target = max(done[0], min(1.0, fraction) * units)
-        tracker.advance(target - done[0], stage)
-        done[0] = target
-
-    def finish() -> None:
-        tracker.advance(units - done[0], "evaluation")
-        done[0] = units
-
-    return callback, finish
-
-
-def _remeasure(
-    entry: dict[str, Any], arrays: dict[str, np.ndarray], classify: Classify, y: np.ndarray, *worst: WorstCase
-) -> None:
-    """Measure each row of an attack entry on the deployed model (one forward pass per eps) and fold it
-    into the worst cases."""
-    attacked = arrays["attacked"]
+def _rows(entry: dict[str, Any], part: AttackSlice, view: np.ndarray, *worst: WorstCase) -> None:
+    """The judge's figures of an entry's rows (robust: the judge's label is the true one; broken: an attacked
+    sample it no longer classifies correctly) and the view's beside them, folded into the worst cases."""
+    y, attacked = part.arrays["y"], part.arrays["attacked"]
     for position, row in enumerate(entry["results"]):
-        robust = predict_labels(classify, arrays["x_adv"][position]) == y
+        robust = part.predictions[position] == y
         broken = attacked & ~robust
-        row["attack_reported_robust_accuracy"] = row["robust_accuracy"]
+        row["attack_reported_robust_accuracy"] = float((view[position] == y).mean())
         row["robust_accuracy"] = float(robust.mean())
         row["n_succeeded"] = int(broken.sum())
         row["attack_success_rate"] = float(broken.sum() / attacked.sum()) if attacked.any() else None
@@ -134,132 +192,105 @@ def _remeasure(
             case.add(entry["norm"], float(row["eps"]), robust)
 
 
-def _evasion(
-    model: nn.Module,
-    specs: list[AttackParamsBase],
+def _finish_side(
+    plan: EvaluationPlan,
+    view: nn.Module,
+    attacks: list[AttackParamsBase],
+    joined: JudgedSlice,
     x: np.ndarray,
     y: np.ndarray,
     *,
     black_box: nn.Module | None,
+    judge: nn.Module,
     sanity: bool,
-    settings: dict[str, Any],
     tracker: ProgressTracker,
-) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """One run_evasion call whose progress lands on the tracker."""
-    callback, finish = _sub_progress(tracker, _units(specs, len(x), settings["input_range"], sanity))
-    outcome = run_evasion(
-        model, x, y, specs, black_box=black_box, sanity_runs=sanity, progress=callback, **settings
-    )
+) -> dict[str, Any] | None:
+    """The evasion report of one side from its joined slice (sanity runs judged too); None without attacks."""
+    if not attacks:
+        return None
+    callback, finish = sub_progress(tracker, sanity_run_units(len(x), attacks) if sanity else 0)
+    outcome = finish_evasion(
+        view, x, y, attacks, [joined.evasion], input_range=plan.input_range, batch_size=plan.batch_size,
+        seed=plan.seed, device=plan.device, progress=callback, black_box=black_box, sanity_runs=sanity,
+        judge=judge,
+    )  # fmt: skip
     finish()
-    return outcome.report, outcome.adversarial
+    return outcome.report
 
 
-def _extra(
-    run: AttackRun, x: np.ndarray, y: np.ndarray, settings: dict[str, Any], tracker: ProgressTracker
-) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
-    """Attacks outside the registry (instances), through the evasion engine's per-attack evaluation."""
-    if not run.extra:
-        return [], []
-    device, batch_size = settings["device"], settings["batch_size"]
-    x_all, y_all = (
-        torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)),
-        torch.as_tensor(y, dtype=torch.long),
-    )
-    batches = batch_bounds(len(x_all), batch_size)
-    with torch.no_grad():
-        logits = torch.cat([run.model(x_all[a:b].to(device)).float().cpu() for a, b in batches])
-    data = EvaluationData(x_all, y_all, logits, logits.argmax(dim=1) == y_all, batches)
-    entries, arrays = [], []
-    for number, (attack, spec) in enumerate(run.extra):
-        entry, found = evaluate_attack(
-            run.model,
-            attack,
-            spec,
-            data,
-            index=_EXTRA_INDEX + number,
-            seed=settings["seed"],
-            device=device,
-            progress=tracker,
-            worst=WorstCase(len(x_all)),
-        )
-        entries.append(entry)
-        arrays.append(found)
-    return entries, arrays
-
-
-def evaluate_defense(
-    *,
-    undefended: nn.Module,
-    undefended_classify: Classify,
-    undefended_black_box: nn.Module | None,
-    runs: Sequence[AttackRun],
-    deployed_classify: Classify,
-    attacks: list[AttackParamsBase],
+def finish_defense(
+    plan: EvaluationPlan,
     x: np.ndarray,
     y: np.ndarray,
-    input_range: tuple[float, float],
-    seed: int,
-    device: torch.device,
-    batch_size: int,
+    parts: Sequence[DefenseSlice],
     tracker: ProgressTracker,
-    sanity_runs: bool = True,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """The evaluation section of a defense report and the adversarial arrays of every run; `sanity_runs`
-    False leaves out the sanity runs' extra attacks (the checks of the attacks that ran stay)."""
-    settings = {"input_range": input_range, "seed": seed, "device": device, "batch_size": batch_size}
+    """The evaluation section of a defense report and the adversarial arrays of every run, from the slices
+    evaluate_defense_slice returned (any split, any order)."""
+    joined = join_defense(parts)
+    if joined.start != 0 or joined.size != len(x):
+        raise ValueError(f"the slices cover {joined.size} of {len(x)} samples")
+    n = len(x)
+    undefended_judge, judge, search = _judges(plan)
     adversarial: dict[str, dict[str, np.ndarray]] = {}
-    report, arrays = _evasion(
-        undefended,
-        attacks,
-        x,
-        y,
-        black_box=undefended_black_box,
-        sanity=False,
-        settings=settings,
-        tracker=tracker,
-    )
-    undefended_worst = WorstCase(len(x))
-    for entry, (name, found) in zip(report["attacks"], arrays.items(), strict=True):
-        _remeasure(entry, found, undefended_classify, y, undefended_worst)
-        adversarial[f"undefended_{name}"] = found
-    clean = predict_labels(undefended_classify, x) == y
+    report = _finish_side(
+        plan, plan.undefended, plan.attacks, joined.undefended, x, y, black_box=plan.undefended_black_box,
+        judge=undefended_judge, sanity=False, tracker=tracker,
+    )  # fmt: skip
+    assert report is not None
+    undefended_worst = WorstCase(n)
+    for index, entry in enumerate(report["attacks"]):
+        part = joined.undefended.evasion.attacks[index]
+        _rows(entry, part, joined.undefended.view[index], undefended_worst)
+        adversarial[f"undefended_adversarial_{entry['name']}_{entry['norm']}_{index}"] = part.arrays
+    if not joined.runs:
+        raise ValueError("a defense evaluation needs at least one run on the defended model")
     section: dict[str, Any] = {
-        "n_samples": len(x),
+        "n_samples": n,
         "undefended": {
-            "clean_accuracy": float(clean.mean()),
+            "clean_accuracy": _clean(joined.undefended, y),
             "attacks": report["attacks"],
             "worst_case": undefended_worst.rows(),
         },
-        "defended": {"clean_accuracy": float((predict_labels(deployed_classify, x) == y).mean()), "runs": []},
+        "defended": {"clean_accuracy": _clean(joined.runs[0], y), "runs": []},
     }
-    worst = {"naive": WorstCase(len(x)), "adaptive": WorstCase(len(x)), "all": WorstCase(len(x))}
+    worst = {"naive": WorstCase(n), "adaptive": WorstCase(n), "all": WorstCase(n)}
     checks: list[dict[str, Any]] = []
-    deployed_black_box = QueryOnlyModel(deployed_classify)
-    for number, run in enumerate(runs):
-        entries, found_arrays = [], []
-        if run.attacks:
-            report, arrays = _evasion(
-                run.model,
-                run.attacks,
-                x,
-                y,
-                black_box=deployed_black_box,
-                sanity=run.sanity_runs and sanity_runs,
-                settings=settings,
-                tracker=tracker,
-            )
-            entries, found_arrays = list(report["attacks"]), list(arrays.values())
-            if run.sanity_runs:
-                checks += [{**c, "detail": f"[defended, {run.view}] {c['detail']}"} for c in report["checks"]]
-        extra_entries, extra_arrays = _extra(run, x, y, settings, tracker)
-        entries, found_arrays = entries + extra_entries, found_arrays + extra_arrays
-        run_worst = WorstCase(len(x))
-        for index, (entry, found) in enumerate(zip(entries, found_arrays, strict=True)):
-            _remeasure(entry, found, deployed_classify, y, run_worst, worst[run.role], worst["all"])
-            adversarial[f"defended_{run.role}{number}_{entry['name']}_{entry['norm']}_{index}"] = found
+    for number, (run, side) in enumerate(zip(plan.runs, joined.runs, strict=True)):
+        sanity = run.sanity_runs and plan.sanity_runs
+        report = _finish_side(
+            plan, run.model, run.attacks, side, x, y, black_box=search, judge=judge, sanity=sanity,
+            tracker=tracker,
+        )  # fmt: skip
+        entries = list(report["attacks"]) if report is not None else []
+        if report is not None and run.sanity_runs:
+            checks += [{**c, "detail": f"[defended, {run.view}] {c['detail']}"} for c in report["checks"]]
+        indices = list(range(len(entries)))
+        for k, (attack, spec) in enumerate(run.extra):
+            entries.append(attack_entry(attack, spec, side.evasion.attacks[EXTRA_INDEX + k], WorstCase(n)))
+            indices.append(EXTRA_INDEX + k)
+        run_worst = WorstCase(n)
+        for position, (entry, index) in enumerate(zip(entries, indices, strict=True)):
+            part = side.evasion.attacks[index]
+            _rows(entry, part, side.view[index], run_worst, worst[run.role], worst["all"])
+            name = f"defended_{run.role}{number}_{entry['name']}_{entry['norm']}_{position}"
+            adversarial[name] = part.arrays
         section["defended"]["runs"].append(
             {"role": run.role, "view": run.view, "attacks": entries, "worst_case": run_worst.rows()}
         )
     section["defended"]["worst_case"] = {role: case.rows() for role, case in worst.items()}
     section["checks"] = checks
     return section, adversarial
+
+
+def _clean(side: JudgedSlice, y: np.ndarray) -> float:
+    """Clean accuracy of a side's judge (its clean pass decided which samples were attacked)."""
+    return float((side.evasion.logits.argmax(axis=1) == y).mean())
+
+
+def evaluate_defense(
+    plan: EvaluationPlan, x: np.ndarray, y: np.ndarray, tracker: ProgressTracker
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """The evaluation section and adversarial arrays over all samples (one slice, then the finish)."""
+    part = evaluate_defense_slice(plan, x, y, start=0, total=len(x), tracker=tracker)
+    return finish_defense(plan, x, y, [part], tracker)

@@ -116,10 +116,10 @@ class Preprocessing(Defense[PreprocessingParams]):
         """Nothing to train: the defended model is the base model behind the transforms."""
         return Hardened(model=context.uploaded(), trained=False, preprocessing=self.spec_list())
 
-    def deployed(self, classify: Classify, context: DefenseContext) -> Classify:
+    def deployed(self, classify: Classify, context: DefenseContext, stream: int | None = None) -> Classify:
         """The transforms (one draw) in front of the base classifier."""
         return defended_classifier(
-            classify, self.spec.transforms, input_range=context.input_range, seed=context.seed
+            classify, self.spec.transforms, input_range=context.input_range, seed=context.seed, stream=stream
         )
 
     def runs(

@@ -14,6 +14,11 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".gauntlet")
     database_url: str | None = None
+    # Connections each process keeps open to Postgres, and how many more it may open at a peak (closed
+    # again when returned): the kept ones should cover the API's concurrent requests, or every request
+    # past them pays a new connection (a new Postgres backend process).
+    database_pool_size: int = Field(default=20, ge=1, le=1000)
+    database_max_overflow: int = Field(default=10, ge=0, le=1000)
     broker_url: str | None = None
 
     api_host: str = "127.0.0.1"

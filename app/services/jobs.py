@@ -79,6 +79,9 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         stage="queued",
+        # Stamped before the send, so a submission costs one commit: should the process die between the
+        # commit and the send, the reconciler sends the job once requeue_after_s has passed.
+        enqueued_at=utcnow(),
     )
     ctx.session.add(job)
     try:
@@ -92,9 +95,8 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
         ctx.queue.send_job(job.id, job.kind)
     except Exception:
         log.exception("could not enqueue job %s; the reconciler will send it", job.id)
-        return job
-    job.enqueued_at = utcnow()
-    ctx.session.commit()
+        job.enqueued_at = None  # the reconciler's next pass sends it
+        ctx.session.commit()
     return job
 
 

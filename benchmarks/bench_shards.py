@@ -12,13 +12,13 @@ Needs Postgres (GAUNTLET_TEST_POSTGRES_URL) and a Redis database nobody else use
               submit-to-stored through the service against a plain PyTorch loop of the same passes
               (clean pass, steps, final pass) on the same model, before and after, in this process
   shared      the same PGD job and plain loop while a CPU-heavy process (torch matmuls on every core) runs
-  api         16 concurrent loopback clients (httpx): job submissions/s and status reads/s with the API
-              in 1 process and in as many processes as cores (no worker runs: jobs stay queued)
+  api         16 concurrent loopback clients (wrk where installed, else httpx): job submissions/s and status
+              reads/s with the API in 1 process and in as many processes as cores (no worker runs: jobs stay
+              queued)
 Prints one JSON document with the machine (cores, load average before and after) and every figure.
 """
 
 import argparse
-import asyncio
 import copy
 import io
 import json
@@ -39,6 +39,7 @@ from torch.nn import functional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from api_load import hammer  # noqa: E402
 from live_service import LiveService, run_job, upload_dataset, upload_model  # noqa: E402
 
 from worker.engine.training.classifier import train_digits_model  # noqa: E402
@@ -179,28 +180,6 @@ def part_autoattack(
     }  # fmt: skip
 
 
-async def _hammer(url: str, headers: dict[str, str], seconds: float, request: Any) -> tuple[int, int]:
-    """16 concurrent clients sending requests for `seconds`; (answered 2xx, other answers or errors)."""
-    ok = failed = 0
-    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
-        deadline = time.monotonic() + seconds
-
-        async def one_client(number: int) -> None:
-            nonlocal ok, failed
-            count = 0
-            while time.monotonic() < deadline:
-                try:
-                    answer = await request(client, number, count)
-                    ok, failed = (ok + 1, failed) if answer.status_code < 300 else (ok, failed + 1)
-                except httpx.HTTPError:
-                    failed += 1
-                count += 1
-
-        await asyncio.gather(*(one_client(number) for number in range(16)))
-    return ok, failed
-
-
 def part_api(args: argparse.Namespace, service: LiveService, headers: dict[str, str], model_id: str) -> dict:
     """Submissions/s and status reads/s from 16 clients, the API in 1 and in `cores` processes."""
     service.stop(*[name for name in service.processes if name.startswith("worker")])
@@ -209,21 +188,13 @@ def part_api(args: argparse.Namespace, service: LiveService, headers: dict[str, 
     out = {}
     for processes in sorted({1, usable_cores()}):
         url = service.start_api(processes)
-        ids = [httpx.post(f"{url}/v1/jobs", headers=headers, json=spec).json()["id"] for _ in range(16)]
-
-        async def submit(client: httpx.AsyncClient, _number: int, _count: int) -> httpx.Response:
-            return await client.post("/v1/jobs", json=spec)
-
-        async def read(
-            client: httpx.AsyncClient, number: int, _count: int, ids: list[str] = ids
-        ) -> httpx.Response:
-            return await client.get(f"/v1/jobs/{ids[number]}")
-
-        submitted = asyncio.run(_hammer(url, headers, args.api_seconds, submit))
-        reads = asyncio.run(_hammer(url, headers, args.api_seconds, read))
+        job_id = httpx.post(f"{url}/v1/jobs", headers=headers, json=spec).json()["id"]
+        submitted = hammer(f"{url}/v1/jobs", headers, args.api_seconds, "POST", spec)
+        reads = hammer(f"{url}/v1/jobs/{job_id}", headers, args.api_seconds)
         out[f"{processes}_process"] = {
-            "submissions_per_s": submitted[0] / args.api_seconds, "submission_errors": submitted[1],
-            "status_reads_per_s": reads[0] / args.api_seconds, "status_read_errors": reads[1],
+            "submissions_per_s": submitted["per_s"], "submission_errors": submitted["failed"],
+            "status_reads_per_s": reads["per_s"], "status_read_errors": reads["failed"],
+            "load_generator": submitted["generator"],
         }  # fmt: skip
     service.start_api(1)
     return out

@@ -181,8 +181,8 @@ def get_artifact(ctx: ServiceContext, artifact_id: str) -> Artifact:
 def _shards(job: Job) -> tuple[list[ShardView], float | None]:
     """The job's shards (one small indexed query) and, while it runs, progress summed over them."""
     session = object_session(job)
-    if session is None:
-        return [], None
+    if session is None or job.attempts == 0:
+        return [], None  # shards are written by a worker that claimed the job, which counts an attempt
     rows = session.execute(
         select(
             JobShard.index, JobShard.state, JobShard.worker_id, JobShard.attempts, JobShard.started_at,

@@ -108,13 +108,29 @@ def test_cost_schedule_raises_and_lowers_the_cost():
     assert schedule.best_norm[0] == 5.0 and np.isinf(schedule.best_norm[1])
 
 
+def test_cost_starts_at_zero_until_the_trigger_succeeds_for_patience_epochs():
+    # The released code's default: no l1 weight until the class's trigger works, then init_cost.
+    schedule = CostSchedule(1, init_cost=1e-3, patience=3, reset_cost_to_zero=True)
+    active = np.ones(1, dtype=bool)
+    for success in (0.5, 1.0, 1.0):
+        schedule.step(np.array([success]), np.array([30.0]), active)
+        assert schedule.cost[0] == 0.0
+    schedule.step(np.array([1.0]), np.array([30.0]), active)
+    assert schedule.cost[0] == 1e-3
+    for _ in range(2):  # the up count restarted when the cost was set (that epoch counted as one)
+        schedule.step(np.array([1.0]), np.array([20.0]), active)
+    assert schedule.cost[0] == pytest.approx(1.5e-3) and schedule.best_norm[0] == 20.0
+
+
 def test_trigger_stamps_mask_and_pattern():
     trigger = Trigger(mask=np.full((1, 2, 2), 0.5, np.float32), pattern=np.ones((1, 2, 2), np.float32))
     assert np.allclose(trigger.apply(np.zeros((1, 1, 2, 2), np.float32)), 0.5)
 
 
 def test_trigger_search_moves_the_schedule_once_per_epoch():
-    budget = TriggerSearchBudget(epoch_steps=2, patience=1, init_cost=1.0, cost_multiplier=2.0)
+    budget = TriggerSearchBudget(
+        epoch_steps=2, patience=1, init_cost=1.0, cost_multiplier=2.0, reset_cost_to_zero=False
+    )
     search = budget.search(3)
     active = np.array([0, 2])
     # Mid-epoch nothing moves; at the epoch's end the mean hit rate decides (class 0 reached 0.99).

@@ -77,7 +77,8 @@ class NeuralCleanse(Scanner, TriggerSearchBudget):
 
     Parameters: TriggerSearchBudget's. steps default 600: the schedule needs them to shrink the masks
     (300 missed 3 of 10 BadNets models on the digits benchmark, 600 one). batch_size 16, where the paper
-    uses 32: 16 halves the cost with the same flags on that benchmark. The paper's and ART's schedule.
+    uses 32: 16 halves the cost with the same flags on that benchmark. The released code's cost
+    schedule; its zero-cost start (reset_cost_to_zero) is available but off by default (see the budget).
     """
 
     name: ClassVar[str] = "neural_cleanse"

@@ -115,6 +115,10 @@ class FabParams(AttackParamsBase):
         description="Radius of random restarts; default 0.3 (linf) or 1.0 (l2) x the input range width.",
     )
 
+    def passes_per_sample(self) -> float:
+        """Two passes a step (the untargeted step adds a Jacobian), every restart."""
+        return float(2 * self.steps * self.restarts)
+
 
 class CarliniWagnerParams(AttackParamsBase):
     """Carlini-Wagner L2 (2017), minimum-norm. Defaults: 9 binary search steps, 10000 steps with early abort,
@@ -142,6 +146,10 @@ class DeepFoolParams(AttackParamsBase):
     overshoot: Annotated[float, Field(ge=0, le=1)] = 0.02
     candidates: Annotated[int, Field(ge=2, le=100_000)] = 10
 
+    def passes_per_sample(self) -> float:
+        """A gradient per candidate class each step (an upper bound: most samples cross early)."""
+        return float(self.steps * self.candidates)
+
     @model_validator(mode="after")
     def _untargeted(self) -> Self:
         """DeepFool crosses the nearest boundary; it has no targeted form."""
@@ -160,6 +168,10 @@ class SquareParams(AttackParamsBase):
     queries: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
     p_init: Annotated[float, Field(gt=0, le=1)] = 0.8
     restarts: Annotated[int, Field(ge=1, le=100)] = 1
+
+    def passes_per_sample(self) -> float:
+        """The query budget of every restart (an upper bound: a broken sample stops querying)."""
+        return float(self.queries * self.restarts)
 
 
 class HopSkipJumpParams(AttackParamsBase):

@@ -123,7 +123,7 @@ def _side(
     extra: Sequence[tuple[Attack, AttackParamsBase]] = (),
 ) -> JudgedSlice:
     """One side's attacks (and extra attack instances) on a slice, judged by `judge`, with the view's word."""
-    callback, finish = sub_progress(tracker, evasion_units(attacks, len(x), plan.input_range, False))
+    callback, finish = sub_progress(tracker, evasion_units(attacks, len(x), False))
     evasion = evaluate_slice(
         view, x, y, attacks, start=span[0], total=span[1], input_range=plan.input_range,
         batch_size=plan.batch_size, seed=plan.seed, device=plan.device, progress=callback,

@@ -11,7 +11,6 @@ from torch import nn
 from app.schemas.evasion import AttackParamsBase
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attacks.base import Attack
-from worker.engine.evasion.attacks.registry import build_attack
 from worker.engine.evasion.sanity_runs import sanity_run_units
 from worker.engine.progress import ProgressCallback, ProgressTracker
 
@@ -82,14 +81,9 @@ def plain_specs(specs: Sequence[AttackParamsBase]) -> list[dict[str, Any]]:
     return [spec.model_dump(mode="json", exclude_unset=True) for spec in specs]
 
 
-def evasion_units(
-    specs: Sequence[AttackParamsBase], n: int, input_range: tuple[float, float], sanity: bool
-) -> float:
-    """Work units of one side's evasion on n samples (the runner's own formula)."""
-    total = float(n)
-    for spec in specs:
-        attack = build_attack(spec, input_range)
-        total += attack.work_units * n * (1 if attack.minimum_norm else len(spec.eps))
+def evasion_units(specs: Sequence[AttackParamsBase], n: int, sanity: bool) -> float:
+    """Work units of one side's evasion on n samples (the runner's own formula: each spec's passes)."""
+    total = float(n) + sum(spec.passes_per_sample() * spec.runs() * n for spec in specs)
     return total + (sanity_run_units(n, specs) if sanity else 0)
 
 
@@ -97,14 +91,13 @@ def run_units(
     runs: Sequence[AttackRun],
     attacks: Sequence[AttackParamsBase],
     n: int,
-    input_range: tuple[float, float],
     sanity_runs: bool,
 ) -> float:
     """Work units of a whole evaluation (the undefended run included), for progress weighting."""
-    total = evasion_units(attacks, n, input_range, False)
+    total = evasion_units(attacks, n, False)
     for run in runs:
-        total += evasion_units(run.attacks, n, input_range, run.sanity_runs and sanity_runs)
-        total += sum(attack.work_units * n * len(spec.eps) for attack, spec in run.extra)
+        total += evasion_units(run.attacks, n, run.sanity_runs and sanity_runs)
+        total += sum(spec.passes_per_sample() * spec.runs() * n for _, spec in run.extra)
     return total
 
 

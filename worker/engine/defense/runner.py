@@ -152,7 +152,7 @@ def prepare_defense(
     # Planned only for its work units (the attack specs), so any module stands in for a weightless model.
     planned = defense.runs(undefended or nn.Identity(), attacks, context)
     units = defense.training_units(len(train[0]) if train is not None else 0) + run_units(
-        planned, attacks, len(x), input_range, evaluation.sanity_runs
+        planned, attacks, len(x), evaluation.sanity_runs
     )
     units += defense.certification_units(len(x))
     context.tracker = ProgressTracker(units, progress)

@@ -194,7 +194,7 @@ def attack_slice(
                 part.seconds[position] += elapsed
             label = "all eps" if eps_index is None else f"eps={run_eps:g}"
             stage = f"{attack.name} {attack.norm} {label} batch {number + 1}/{len(data.batches)}"
-            progress.advance(attack.work_units * (stop - start), stage)
+            progress.advance(spec.passes_per_sample() * (stop - start), stage)
     if isinstance(breakdown, dict):
         part.details = {float(eps): row for eps, row in breakdown.items()}
     return part

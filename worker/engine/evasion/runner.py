@@ -86,7 +86,7 @@ def _validate(x: np.ndarray, y: np.ndarray, input_range: tuple[float, float], ba
 
 def slice_units(n: int, attacks: Sequence[EvasionAttackSpec], built: Mapping[int, Attack]) -> int:
     """Work units of the clean pass and the eps-bounded attacks on n samples, for progress weighting."""
-    return n + sum(attack.work_units * n * attacks[index].runs() for index, attack in built.items())
+    return n + sum(round(attacks[index].passes_per_sample() * attacks[index].runs() * n) for index in built)
 
 
 def _prepared(

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from app.schemas.evasion import CarliniWagnerParams
 from tests.engine.attack_helpers import clean_correct, outcome, predict, robust_within, seeded
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attack_eval import evaluate_attack
@@ -218,7 +219,7 @@ def test_invalid_settings_are_refused(small_cnn, held_out):
         CarliniWagnerL2(targeted=True).run(small_cnn, x, y, eps=math.inf)
 
 
-def test_spec_params_and_work_units():
+def test_spec_params_and_passes():
     spec = {
         "name": "cw",
         "norm": "l2",
@@ -236,7 +237,8 @@ def test_spec_params_and_work_units():
         True,
     )
     assert attack.input_range == (-1.0, 1.0) and attack.minimum_norm and attack.requires_gradients
-    assert attack.work_units == 4 * 200
+    typed = CarliniWagnerParams.model_validate({**spec, "binary_search_steps": 4, "confidence": 0.0})
+    assert typed.passes_per_sample() == 4 * 200
     params = attack.params()
     assert (
         params["learning_rate"] == 0.01 and params["initial_const"] == 0.001 and params["abort_early"] is True

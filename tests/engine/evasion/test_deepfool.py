@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from app.schemas.evasion import DeepFoolParams
 from tests.engine.attack_helpers import clean_correct, outcome, predict, robust_within, seeded
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attack_eval import evaluate_attack
@@ -227,14 +228,15 @@ def test_invalid_settings_are_refused(small_cnn, held_out):
         DeepFool().run(small_cnn, x, y, eps=math.nan)
 
 
-def test_spec_params_and_work_units():
+def test_spec_params_and_passes():
     attack = DeepFool.from_spec(
         {"name": "deepfool", "norm": "linf", "eps": [0.1], "steps": 20, "overshoot": None, "candidates": 4},
         input_range=(-1.0, 1.0),
     )
     assert (attack.norm, attack.steps, attack.overshoot, attack.candidates) == ("linf", 20, 0.02, 4)
     assert attack.input_range == (-1.0, 1.0) and attack.minimum_norm and attack.requires_gradients
-    assert attack.work_units == 20 * 4
+    typed = DeepFoolParams(name="deepfool", norm="linf", eps=[0.1], steps=20, candidates=4)
+    assert typed.passes_per_sample() == 20 * 4
     assert attack.params() == {
         "norm": "linf",
         "targeted": False,

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from app.schemas.evasion import HopSkipJumpParams
 from tests.engine.attack_helpers import (
     clean_correct,
     onnx_black_box,
@@ -157,7 +158,8 @@ def test_parameters_and_spec():
     with pytest.raises(ValueError, match="steps\n  Extra inputs are not permitted"):
         HopSkipJump.from_spec({"norm": "linf", "eps": [0.1], "steps": 3})
     assert (attack.norm, attack.max_queries, attack.iterations, attack.gamma) == ("linf", 900, 7, 2.0)
-    assert attack.work_units == 900 and attack.minimum_norm and not attack.requires_gradients
+    spec = HopSkipJumpParams(name="hopskipjump", norm="linf", eps=[0.1], max_queries=900)
+    assert spec.passes_per_sample() == 900 and attack.minimum_norm and not attack.requires_gradients
     default = HopSkipJump()
     assert (default.norm, default.max_queries, default.iterations, default.init_evals, default.max_evals) == (
         "l2",

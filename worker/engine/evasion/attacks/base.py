@@ -139,11 +139,6 @@ class Attack(ABC):
         }
         return cls(input_range=input_range, **options)
 
-    @property
-    def work_units(self) -> int:
-        """Forward-and-backward passes per sample per run; used to weight progress."""
-        return 1
-
     def params(self) -> dict[str, Any]:
         """Effective parameters with defaults resolved, for the report."""
         return {"norm": self.norm, "targeted": self.targeted, "input_range": list(self.input_range)}

@@ -102,11 +102,6 @@ class CarliniWagnerL2(Attack):
         self.confidence = float(confidence)
         self.abort_early = bool(abort_early)
 
-    @property
-    def work_units(self) -> int:
-        """Forward-and-backward passes per sample per run (upper bound: no early abort)."""
-        return self.binary_search_steps * self.steps
-
     def params(self) -> dict[str, Any]:
         """Effective parameters, for the report."""
         return {

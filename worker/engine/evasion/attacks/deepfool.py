@@ -76,11 +76,6 @@ class DeepFool(Attack):
         self.overshoot = float(overshoot)
         self.candidates = int(candidates)
 
-    @property
-    def work_units(self) -> int:
-        """Forward-and-backward passes per sample per run (upper bound: steps * candidates)."""
-        return self.steps * self.candidates
-
     def params(self) -> dict[str, Any]:
         """Effective parameters, for the report."""
         return {

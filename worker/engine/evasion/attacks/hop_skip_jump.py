@@ -84,11 +84,6 @@ class HopSkipJump(Attack):
         self.max_queries, self.iterations, self.gamma = int(max_queries), int(iterations), float(gamma)
         self.init_evals, self.max_evals, self.init_size = int(init_evals), int(max_evals), int(init_size)
 
-    @property
-    def work_units(self) -> int:
-        """Forward-only queries per sample per run (upper bound: the budget)."""
-        return self.max_queries
-
     def params(self) -> dict[str, Any]:
         """Effective parameters, the step-size search included."""
         return {

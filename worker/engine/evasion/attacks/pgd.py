@@ -70,11 +70,6 @@ class PGD(Attack):
         self.random_start = bool(random_start)
         self.restarts = int(restarts)
 
-    @property
-    def work_units(self) -> int:
-        """Forward-and-backward passes per sample per run (upper bound, restarts included)."""
-        return self.restarts * (self.steps + 1)
-
     def params(self) -> dict[str, Any]:
         """Effective parameters; step_size None means the per-eps rule in step_size_rule."""
         return {

@@ -1,7 +1,7 @@
 """Backdoor repair, a defense (`name: backdoor_repair`): remove a trojan with a small clean set.
 
-The engine's methods live in worker.engine.defense.repair (REPAIRS); a test keeps the method names and
-their parameters equal to the engine's.
+Each method's parameters and defaults are its typed spec (app.schemas.repair_methods: METHOD_SPECS); the
+engine's methods in worker.engine.defense.repair are built from it (REPAIRS, keyed by the spec type).
 """
 
 from typing import Annotated, ClassVar, Literal, Self
@@ -13,8 +13,10 @@ from app.schemas.repair_methods import (
     METHOD_PARAMS,
     RepairMethod,
     RepairMethodParams,
+    RepairMethodSpecT,
     foreign_params,
     given_params,
+    method_spec,
 )
 
 __all__ = ["METHOD_PARAMS", "BackdoorRepairParams", "RepairMethod"]
@@ -80,6 +82,10 @@ class BackdoorRepairParams(RepairMethodParams):
         if message:
             raise ValueError(message)
         return self
+
+    def method_spec(self) -> RepairMethodSpecT:
+        """The method's typed spec: the parameters given, its defaults for the rest."""
+        return method_spec(self.method, self.method_params())
 
     def method_params(self) -> dict[str, object]:
         """The chosen method's parameters that were given (the engine supplies the rest)."""

@@ -109,7 +109,13 @@ def test_units_and_pruning_zero_a_channel_in_the_export(architecture):
 
 
 def test_repair_registry_and_bad_params():
-    assert set(REPAIRS) == {"neural_cleanse", "fine_pruning", "anp", "fine_tuning"}
+    assert {cls.spec_type for cls in REPAIRS.values()} == set(REPAIRS)
+    assert {spec.model_fields["name"].default for spec in REPAIRS} == {
+        "neural_cleanse",
+        "fine_pruning",
+        "anp",
+        "fine_tuning",
+    }
     with pytest.raises(ValueError):
         build_repair("nope")
     with pytest.raises(ValueError):

@@ -137,18 +137,17 @@ def test_default_evaluation_is_autoattack_standard_or_rand_for_random_defenses()
 
 
 def test_repair_schema_names_the_engine_repairs_and_their_parameters():
-    import dataclasses
-    import typing
-
     from pydantic import ValidationError
 
     from app.schemas.repair import METHOD_PARAMS, BackdoorRepairParams
-    from worker.engine.defense.repair.registry import REPAIRS
+    from app.schemas.repair_methods import METHOD_SPECS
+    from worker.engine.defense.repair.registry import REPAIRS, build_repair
 
     methods = set(typing.get_args(BackdoorRepairParams.model_fields["method"].annotation))
-    assert methods == set(REPAIRS) == set(METHOD_PARAMS)
-    for name, cls in REPAIRS.items():
-        assert METHOD_PARAMS[name] == {f.name for f in dataclasses.fields(cls)}, name  # type: ignore[arg-type]
+    assert methods == set(METHOD_SPECS) == set(METHOD_PARAMS)
+    # Every method spec the API accepts builds its engine class (the registry is complete).
+    for name, spec_type in METHOD_SPECS.items():
+        assert type(build_repair(spec_type())) is REPAIRS[spec_type], name
     # Every method parameter is a field of the schema, and the schema has no other than its own.
     own = {"name", "method", "trigger", "target_class", "scan_steps"}
     assert set(BackdoorRepairParams.model_fields) == own | set().union(*METHOD_PARAMS.values())

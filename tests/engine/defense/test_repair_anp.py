@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.schemas.repair_methods import AnpMethod
 from tests.engine.poisoning_helpers import digits_split, make_model
 from worker.engine.defense.repair.anp import ANP, perturbed_units
 from worker.engine.defense.repair.base import RepairContext
@@ -46,7 +47,7 @@ def test_mask_learning_leaves_weights_and_running_statistics_untouched():
     graph.eval()
     with torch.no_grad():
         before = graph(x).clone()
-    masks = ANP(iterations=3, batch_size=16).learn_masks(context, perturbed_units(graph))
+    masks = ANP(AnpMethod(iterations=3, batch_size=16)).learn_masks(context, perturbed_units(graph))
     graph.eval()
     with torch.no_grad():
         assert torch.equal(graph(x), before)
@@ -59,7 +60,7 @@ def test_pruning_zeroes_the_batch_norm_scale_and_keeps_the_shift():
     tensors = graph.onnx_tensors()
     units = perturbed_units(graph)
     shifts = {u.value: tensors[u.bias].detach().clone() for u in units if u.bias}
-    result = ANP(iterations=2, batch_size=16, prune_fraction=0.1).repair(_context(graph))
+    result = ANP(AnpMethod(iterations=2, batch_size=16, prune_fraction=0.1)).repair(_context(graph))
     pruned = sum(len(c) for c in result.pruned.values())
     assert pruned == int(0.1 * 96)
     for unit, channels in result.pruned.items():
@@ -73,11 +74,13 @@ def test_selection_by_threshold_and_by_fraction():
     masks = {units[0].value: torch.full((32,), 0.9), units[1].value: torch.full((64,), 0.9)}
     masks[units[0].value][[3, 7]] = torch.tensor([0.1, 0.3])
     masks[units[1].value][5] = 0.0
-    assert ANP().select(units, masks) == {units[0]: [3], units[1]: [5]}
-    chosen = ANP(prune_fraction=0.03).select(units, masks)  # 2 of 96 neurons: the two smallest masks
+    assert ANP(AnpMethod()).select(units, masks) == {units[0]: [3], units[1]: [5]}
+    # 2 of 96 neurons: the two smallest masks
+    chosen = ANP(AnpMethod(prune_fraction=0.03)).select(units, masks)
     assert chosen == {units[0]: [3], units[1]: [5]}
     with pytest.raises(ValueError):
         build_repair("anp", {"prune_fraction": 1.0})
     with pytest.raises(ValueError):
         build_repair("anp", {"anp_steps": 0})
-    assert np.isclose(ANP().eps, 0.4) and ANP().iterations == 2000 and ANP().batch_size == 128
+    defaults = ANP(AnpMethod()).spec
+    assert np.isclose(defaults.eps, 0.4) and defaults.iterations == 2000 and defaults.batch_size == 128

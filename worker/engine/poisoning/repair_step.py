@@ -36,12 +36,12 @@ class RepairPlan:
     """One repair method of the job and the Neural Cleanse budget for its reversed triggers."""
 
     method: Repair
-    scan_steps: int = 300
+    scan_steps: int
 
 
 def build_plans(specs: Sequence[RepairMethodSpec]) -> list[RepairPlan]:
     """Repair methods from params.repair entries (the given method parameters, the rest the engine's)."""
-    return [RepairPlan(build_repair(spec.name, spec.method_params()), spec.scan_steps) for spec in specs]
+    return [RepairPlan(build_repair(spec.method_spec()), spec.scan_steps) for spec in specs]
 
 
 def split_held_out(job: PoisoningJob) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

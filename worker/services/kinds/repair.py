@@ -115,7 +115,7 @@ def run_backdoor_repair(
         raise JobFailure("needs_white_box", f"model {target.id} gives no predictions to measure")
     signature = target.signature
     try:
-        method = build_repair(repair.method, repair.method_params())
+        method = build_repair(repair.method_spec())
         base, _ = graph.base_graph()
         scanner = NeuralCleanse(steps=repair.scan_steps)
         tracker = ProgressTracker(progress_units(method, scanner, len(clean.x)), env.progress)

@@ -3,20 +3,19 @@
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from app.schemas.repair_methods import AnpMethod
 from worker.engine.defense.repair.base import Repair, RepairContext, RepairResult
 from worker.engine.defense.repair.units import Unit, channel_view, find_units, hooked, prune
 from worker.engine.models.onnx_graph import OnnxGraphModule
 from worker.engine.seeding import seeded_generator
 
 
-@dataclass
 class ANP(Repair):
     """Adversarial neuron pruning: the neurons a backdoor relies on are the ones whose small perturbation
     breaks the model; learn a mask that keeps the clean loss low under adversarial neuron perturbations
@@ -44,37 +43,13 @@ class ANP(Repair):
     0.2), prune_fraction (default 0: prune by threshold).
     """
 
-    name: ClassVar[str] = "anp"
+    spec_type = AnpMethod
+    spec: AnpMethod
     paper: ClassVar[str] = "Wu and Wang, NeurIPS 2021 (ANP)"
-
-    eps: float = 0.4
-    anp_steps: int = 1
-    alpha: float = 0.2
-    mask_lr: float = 0.2
-    iterations: int = 2000
-    batch_size: int = 128
-    threshold: float = 0.2
-    prune_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        """Refuse parameters that cannot run."""
-        if (
-            not 0 <= float(self.eps) < 1
-            or not 0 <= float(self.alpha) <= 1
-            or not 0 < float(self.threshold) < 1
-            or not 0 <= float(self.prune_fraction) < 1
-        ):
-            raise ValueError(
-                "anp: eps must lie in [0, 1), alpha in [0, 1], threshold in (0, 1), prune_fraction in [0, 1)"
-            )
-        if int(self.iterations) < 1 or int(self.batch_size) < 1 or int(self.anp_steps) < 1:
-            raise ValueError("anp: iterations, anp_steps and batch_size must be at least 1")
-        if not float(self.mask_lr) > 0:
-            raise ValueError("anp: mask_lr must be > 0")
 
     def units_of_work(self, n: int) -> float:
         """One unit per iteration."""
-        return float(self.iterations)
+        return float(self.spec.iterations)
 
     def repair(self, context: RepairContext) -> RepairResult:
         """Learn the neuron masks under adversarial perturbations, then prune the low ones."""
@@ -87,16 +62,16 @@ class ANP(Repair):
         return RepairResult(
             pruned=pruned,
             details={
-                "iterations": int(self.iterations),
+                "iterations": int(self.spec.iterations),
                 "neurons": [u.value for u in units],
                 "mask_min": float(values.min()),
-                "masks_below_threshold": int((values < float(self.threshold)).sum()),
+                "masks_below_threshold": int((values < float(self.spec.threshold)).sum()),
             },
         )
 
     def learn_masks(self, context: RepairContext, units: list[Unit]) -> dict[str, Tensor]:
         """The learnt mask of every perturbed unit (detached, in [0, 1])."""
-        device, eps, n = context.device, float(self.eps), len(context.x)
+        device, eps, n = context.device, float(self.spec.eps), len(context.x)
         tensors = context.graph.onnx_tensors()
         shift = {u.value: _shift(tensors, u, device) for u in units}
         masks = {u.value: torch.ones(u.channels, device=device, requires_grad=True) for u in units}
@@ -117,27 +92,27 @@ class ANP(Repair):
             return functional.cross_entropy(model(xb), yb)
 
         model = context.model()
-        optimizer = torch.optim.SGD(list(masks.values()), lr=float(self.mask_lr), momentum=0.9)
+        optimizer = torch.optim.SGD(list(masks.values()), lr=float(self.spec.mask_lr), momentum=0.9)
         generator = seeded_generator(device, context.seed, 59)
         x_all = torch.as_tensor(context.x, device=device)
         y_all = torch.as_tensor(context.y, device=device, dtype=torch.long)
         with _frozen(model), hooked(context.graph, [u.value for u in units], gate):
-            for iteration in range(int(self.iterations)):
-                pick = torch.randint(n, (int(self.batch_size),), generator=generator, device=device)
+            for iteration in range(int(self.spec.iterations)):
+                pick = torch.randint(n, (int(self.spec.batch_size),), generator=generator, device=device)
                 xb, yb = x_all[pick], y_all[pick]
                 if eps > 0:
                     with torch.no_grad():
                         for value in noise:
                             value.uniform_(-eps, eps, generator=generator)
-                    for _ in range(int(self.anp_steps)):
+                    for _ in range(int(self.spec.anp_steps)):
                         grads = torch.autograd.grad(loss(xb, yb, True), noise)
                         with torch.no_grad():
                             for value, grad in zip(noise, grads, strict=True):
-                                value.add_(eps / int(self.anp_steps) * grad.sign())
+                                value.add_(eps / int(self.spec.anp_steps) * grad.sign())
                 natural = loss(xb, yb, False)
-                total = float(self.alpha) * natural
+                total = float(self.spec.alpha) * natural
                 if eps > 0:
-                    total = total + (1 - float(self.alpha)) * loss(xb, yb, True)
+                    total = total + (1 - float(self.spec.alpha)) * loss(xb, yb, True)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
@@ -145,21 +120,23 @@ class ANP(Repair):
                     for mask in masks.values():
                         mask.clamp_(0.0, 1.0)
                 if context.progress is not None:
-                    context.progress.advance(1.0, f"anp iteration {iteration + 1}/{self.iterations}")
+                    context.progress.advance(1.0, f"anp iteration {iteration + 1}/{self.spec.iterations}")
         return {name: mask.detach() for name, mask in masks.items()}
 
     def select(self, units: list[Unit], masks: dict[str, Tensor]) -> dict[Unit, list[int]]:
         """The neurons to prune: mask below the threshold, or the prune_fraction with the smallest masks."""
-        if float(self.prune_fraction) > 0:
+        if float(self.spec.prune_fraction) > 0:
             values = torch.cat([masks[u.value] for u in units])
-            count = int(float(self.prune_fraction) * len(values))
+            count = int(float(self.spec.prune_fraction) * len(values))
             chosen = set(torch.argsort(values, stable=True)[:count].tolist())
             out, offset = {}, 0
             for u in units:
                 out[u] = [c for c in range(u.channels) if offset + c in chosen]
                 offset += u.channels
             return out
-        return {u: torch.nonzero(masks[u.value] < float(self.threshold)).flatten().tolist() for u in units}
+        return {
+            u: torch.nonzero(masks[u.value] < float(self.spec.threshold)).flatten().tolist() for u in units
+        }
 
 
 def perturbed_units(graph: OnnxGraphModule) -> list[Unit]:

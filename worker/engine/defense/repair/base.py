@@ -1,23 +1,30 @@
 """The repair interface: what a method reads (the model's graph, a small clean set) and what it returns."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.repair_methods import (
+    FinePruningMethod,
+    FineTuningMethod,
+    NeuralCleanseMethod,
+    RepairMethodSpecT,
+)
 from worker.engine.defense.repair.units import Unit
+from worker.engine.from_spec import FromSpec
 from worker.engine.models.normalization import Normalized
 from worker.engine.models.onnx_graph import OnnxGraphModule
 from worker.engine.poisoning.attacks.triggers import Trigger
-from worker.engine.poisoning.spec import dataclass_from_spec, dataclass_params
 from worker.engine.progress import ProgressTracker
 from worker.engine.training.fit import FitHistory, fit
 from worker.engine.training.recipe import TrainingRecipe
 
+_Trains = FineTuningMethod | NeuralCleanseMethod | FinePruningMethod
 # Reversed triggers for a model: Neural Cleanse run on it, {class: trigger}.
 ReverseTriggers = Callable[[nn.Module], dict[int, Trigger]]
 
@@ -88,31 +95,26 @@ class RepairResult:
         }
 
 
-@dataclass
-class Repair(ABC):
-    """Base class of repair methods: a dataclass of parameters with published defaults."""
+class Repair(FromSpec, ABC):
+    """Base class of repair methods, built from the method's typed spec (`spec_type`: its parameters and
+    their published defaults)."""
 
-    name: ClassVar[str]
+    spec_type: ClassVar[type[RepairMethodSpecT]]
+    spec: RepairMethodSpecT
     paper: ClassVar[str]
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
-        """Build from a spec entry without `name`; unknown and missing keys are errors."""
-        return dataclass_from_spec(cls, spec, cls.name)
-
-    def params(self) -> dict[str, Any]:
-        """Effective parameters for the report."""
-        return dataclass_params(self)
 
     def units_of_work(self, n: int) -> float:
         """Progress units the method spends on n clean samples (fine-tuning epochs x samples by default)."""
-        return float(getattr(self, "epochs", 0)) * n
+        return float(getattr(self.spec, "epochs", 0)) * n
 
     @abstractmethod
     def repair(self, context: RepairContext) -> RepairResult:
         """Change the context's graph in place and say what was done."""
 
 
-def recipe(epochs: int, learning_rate: float, batch_size: int) -> TrainingRecipe:
-    """The fine-tuning recipe of the repair methods (Adam, constant rate)."""
-    return TrainingRecipe(epochs=int(epochs), learning_rate=float(learning_rate), batch_size=int(batch_size))
+def recipe(spec: _Trains) -> TrainingRecipe:
+    """The fine-tuning recipe of a repair method that trains (Adam, constant rate): its spec's epochs,
+    learning_rate and batch_size."""
+    return TrainingRecipe(
+        epochs=int(spec.epochs), learning_rate=float(spec.learning_rate), batch_size=int(spec.batch_size)
+    )

@@ -1,15 +1,14 @@
 """Fine-tuning and Neural Cleanse unlearning: repairs that only retrain, on clean and re-stamped samples."""
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
+from app.schemas.repair_methods import FineTuningMethod, NeuralCleanseMethod
 from worker.engine.defense.repair.base import Repair, RepairContext, RepairResult, recipe
 from worker.engine.seeding import numpy_rng
 
 
-@dataclass
 class FineTuning(Repair):
     """Fine-tuning on the clean set, the baseline every repair paper compares against.
 
@@ -19,22 +18,21 @@ class FineTuning(Repair):
     Parameters: epochs (default 10), learning_rate (default 1e-3, Adam), batch_size (default 32).
     """
 
-    name: ClassVar[str] = "fine_tuning"
+    spec_type = FineTuningMethod
+    spec: FineTuningMethod
     paper: ClassVar[str] = "fine-tuning baseline (Liu et al., RAID 2018)"
-
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    batch_size: int = 32
 
     def repair(self, context: RepairContext) -> RepairResult:
         """Train the graph on the clean set."""
         history = context.train(
-            recipe(self.epochs, self.learning_rate, self.batch_size), context.x, context.y, "fine-tuning"
+            recipe(self.spec),
+            context.x,
+            context.y,
+            "fine-tuning",
         )
         return RepairResult(history=history)
 
 
-@dataclass
 class NeuralCleanseUnlearning(Repair):
     """Neural Cleanse unlearning: fine-tune with the reversed trigger stamped on clean samples that keep
     their labels, so the model unlearns the trigger-to-class shortcut.
@@ -49,18 +47,9 @@ class NeuralCleanseUnlearning(Repair):
     epochs (default 10), learning_rate (default 1e-3, Adam), batch_size (default 32).
     """
 
-    name: ClassVar[str] = "neural_cleanse"
+    spec_type = NeuralCleanseMethod
+    spec: NeuralCleanseMethod
     paper: ClassVar[str] = "Wang et al., IEEE S&P 2019 (Neural Cleanse unlearning)"
-
-    stamp_share: float = 0.2
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        """Refuse a share outside (0, 1]."""
-        if not 0 < float(self.stamp_share) <= 1:
-            raise ValueError("neural_cleanse: stamp_share must lie in (0, 1]")
 
     def repair(self, context: RepairContext) -> RepairResult:
         """Reverse the triggers, stamp them on a share of the clean set (labels kept) and fine-tune."""
@@ -69,7 +58,7 @@ class NeuralCleanseUnlearning(Repair):
         triggers = context.reverse(context.model())
         rng = numpy_rng(context.seed, 53)
         x, y = context.x.copy(), context.y.copy()
-        picks = rng.choice(len(x), max(1, int(round(self.stamp_share * len(x)))), replace=False)
+        picks = rng.choice(len(x), max(1, int(round(self.spec.stamp_share * len(x)))), replace=False)
         labels = sorted(triggers)
         which = rng.integers(0, len(labels), size=len(picks))
         for i, label in enumerate(labels):
@@ -77,7 +66,7 @@ class NeuralCleanseUnlearning(Repair):
             x[chosen] = triggers[label].apply(x[chosen])
         # The stamped copies join the clean set, so every clean sample is also seen unstamped.
         history = context.train(
-            recipe(self.epochs, self.learning_rate, self.batch_size),
+            recipe(self.spec),
             np.concatenate([context.x, x[picks]]),
             np.concatenate([context.y, y[picks]]),
             "unlearning",

@@ -1,11 +1,11 @@
 """Fine-pruning: a repair that cuts the dormant neurons a backdoor lives in, then fine-tunes (ANP: anp.py)."""
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from app.schemas.repair_methods import FinePruningMethod
 from worker.engine.defense.repair.base import Repair, RepairContext, RepairResult, recipe
 from worker.engine.defense.repair.units import (
     channel_view,
@@ -17,7 +17,6 @@ from worker.engine.defense.repair.units import (
 )
 
 
-@dataclass
 class FinePruning(Repair):
     """Fine-pruning: prune the last convolutional layer's channels that stay dormant on clean data, then
     fine-tune (a backdoor hides in neurons clean inputs do not use).
@@ -34,14 +33,9 @@ class FinePruning(Repair):
     learning_rate (default 1e-3, Adam), batch_size (default 32).
     """
 
-    name: ClassVar[str] = "fine_pruning"
+    spec_type = FinePruningMethod
+    spec: FinePruningMethod
     paper: ClassVar[str] = "Liu et al., RAID 2018 (Fine-Pruning)"
-
-    max_accuracy_drop: float = 0.04
-    max_ratio: float = 0.9
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    batch_size: int = 32
 
     def repair(self, context: RepairContext) -> RepairResult:
         """Prune dormant channels of the last conv layer while clean accuracy holds, then fine-tune."""
@@ -59,15 +53,18 @@ class FinePruning(Repair):
         gate = torch.ones(unit.channels, device=context.device)
         pruned: list[int] = []
         with hooked(context.graph, [unit.value], lambda _, value: value * channel_view(gate, value)):
-            for channel in order[: int(self.max_ratio * unit.channels)]:
+            for channel in order[: int(self.spec.max_ratio * unit.channels)]:
                 gate[channel] = 0.0
-                if context.accuracy(model, context.x, context.y) < base - float(self.max_accuracy_drop):
+                if context.accuracy(model, context.x, context.y) < base - float(self.spec.max_accuracy_drop):
                     gate[channel] = 1.0
                     break
                 pruned.append(channel)
         prune(context.graph, unit, pruned)
         with frozen_zeros(context.graph, {unit: pruned}):
             history = context.train(
-                recipe(self.epochs, self.learning_rate, self.batch_size), context.x, context.y, "fine-pruning"
+                recipe(self.spec),
+                context.x,
+                context.y,
+                "fine-pruning",
             )
         return RepairResult(pruned={unit: pruned}, history=history, details={"layer": unit.value})

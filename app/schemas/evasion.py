@@ -219,7 +219,7 @@ class AutoAttackParams(AttackParamsBase):
         """APGD-CE, APGD-T and FAB-T over the target classes, then Square's queries (fast: APGD-CE and
         APGD-T over its targets plus the ranking)."""
         if self.version == "fast":
-            return float(self.steps * (1 + min(self.fast_targets, self.n_target_classes)) + 10)
+            return float((self.steps + 1) * (1 + min(self.fast_targets, self.n_target_classes)) + 10)
         eot = self.eot_iter if self.version == "rand" else 1
         return float(4 * self.steps * self.n_target_classes * eot + self.square_queries)
 

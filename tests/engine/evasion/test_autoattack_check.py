@@ -33,12 +33,30 @@ def _data(model, held_out, n: int) -> EvaluationData:
     return EvaluationData(x, y, logits, logits.argmax(1) == y, batch_bounds(n, 64))
 
 
-def _check(model, data, spec, success: np.ndarray) -> list[dict]:
+def _check(model, data, spec, success: np.ndarray, judge=None) -> list[dict]:
     arrays = {"attacked": data.clean_correct.numpy(), "success": success[None]}
     return check_fast_vs_standard(
         model, data, [spec], [arrays], input_range=(0.0, 1.0), seed=0, device=torch.device("cpu"),
-        progress=ProgressTracker(1.0, None),
+        progress=ProgressTracker(1.0, None), judge=judge,
     )  # fmt: skip
+
+
+class _AlwaysZero(torch.nn.Module):
+    """A judge that answers class 0 for every input (the deployed model a defense's check must use)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+
+
+@pytest.mark.slow
+def test_the_standard_run_is_judged_by_the_judge_when_given(small_cnn, held_out):
+    """Judged by a model answering 0 to everything, standard 'broke' exactly the attacked samples not of 0."""
+    data = _data(small_cnn, held_out, 40)
+    attacked = data.clean_correct.numpy()
+    spec = {**SPEC, "fast_vs_standard": int(attacked.sum())}
+    (check,) = _check(small_cnn, data, spec, np.zeros(40, dtype=bool), judge=_AlwaysZero())
+    expected = int((data.y.numpy()[attacked] != 0).sum())
+    assert f"standard broke {expected} sample(s)" in check["detail"]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from app.schemas.evasion import SquareParams
 from tests.engine.attack_helpers import (
     clean_correct,
     onnx_black_box,
@@ -144,7 +145,8 @@ def test_parameters_and_spec():
     with pytest.raises(ValueError, match="steps\n  Extra inputs are not permitted"):
         SquareAttack.from_spec({"norm": "l2", "eps": [1.0], "steps": 9})
     assert (attack.norm, attack.queries, attack.p_init, attack.restarts) == ("l2", 300, 0.3, 2)
-    assert attack.work_units == 600 and not attack.requires_gradients and not attack.minimum_norm
+    spec = SquareParams(name="square", norm="l2", eps=[1.0], queries=300, restarts=2)
+    assert spec.passes_per_sample() == 600 and not attack.requires_gradients and not attack.minimum_norm
     assert SquareAttack().params()["queries"] == 5000 and SquareAttack().p_init == 0.8
     for bad in ({"queries": 0}, {"p_init": 0.0}, {"p_init": 1.5}, {"restarts": 0}):
         with pytest.raises(ValueError):

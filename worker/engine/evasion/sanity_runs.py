@@ -175,11 +175,8 @@ def sanity_run_checks(
     progress: ProgressTracker,
     judge: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
-    """The checks that need extra runs (judged by `judge` when given); none without a differentiable model.
-
-    The fast-vs-standard AutoAttack check (attacks/autoattack_check.py) takes no judge yet: its standard run
-    is judged by `model`.
-    """
+    """The checks that need extra runs (each judged by `judge` when given, the fast-vs-standard AutoAttack
+    check's standard run included); none without a differentiable model."""
     if (
         model is None
         or not math.isfinite(input_range[1] - input_range[0])
@@ -205,6 +202,6 @@ def sanity_run_checks(
     with sample_batch(None, _FAST_KEY):  # its own subsets: one stream for the check, apart from the rest
         checks += check_fast_vs_standard(
             model, data, attacks, adversarial, input_range=input_range, seed=seed, device=device,
-            progress=progress,
+            progress=progress, judge=judge,
         )  # fmt: skip
     return [check for check in checks if check is not None]

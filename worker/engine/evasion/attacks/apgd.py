@@ -273,11 +273,6 @@ class APGD(Attack):
         self.steps, self.restarts, self.eot_iter = int(steps), int(restarts), int(eot_iter)
         self.rho = float(rho)
 
-    @property
-    def work_units(self) -> int:
-        """Forward-and-backward passes per sample per run (upper bound)."""
-        return self.restarts * (self.steps + 1) * self.eot_iter
-
     def params(self) -> dict[str, Any]:
         """Effective parameters, including the fixed constants of the method."""
         return {

@@ -146,16 +146,6 @@ class AutoAttack(Attack):
             return list(FAST_COMPONENTS)
         return ["apgd-ce", "apgd-t", "fab-t", "square"]
 
-    @property
-    def work_units(self) -> int:
-        """Model passes per sample per run if no sample broke early (a loose upper bound)."""
-        if self.version == "rand":
-            return 2 * (self.steps + 1) * self.eot_iter
-        if self.version == "fast":
-            return (self.steps + 1) * (1 + fast_targets(self.n_target_classes, 1000)) + 10
-        square = self.square_queries if self.use_square else 0
-        return (self.steps + 1) * (1 + 3 * self.n_target_classes) + square
-
     def params(self) -> dict[str, Any]:
         """Effective settings, the components and any components skipped in the runs so far."""
         skipped: dict[str, str] = {}

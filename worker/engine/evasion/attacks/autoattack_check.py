@@ -46,10 +46,9 @@ def _fast_specs(attacks: Sequence[AttackEntry]) -> list[tuple[int, AutoAttackPar
     ]
 
 
-def _standard(spec: AutoAttackParams, input_range: tuple[float, float] = (0.0, 1.0)) -> AutoAttack:
-    """The standard version with the fast spec's norm and budgets."""
-    standard = spec.model_copy(update={"version": "standard", "fast_vs_standard": None})
-    return AutoAttack.from_spec(standard, input_range=input_range)
+def _standard_spec(spec: AutoAttackParams) -> AutoAttackParams:
+    """The standard version's spec with the fast spec's norm and budgets."""
+    return spec.model_copy(update={"version": "standard", "fast_vs_standard": None})
 
 
 def subset_size(spec: AutoAttackParams | Mapping[str, Any], attacked: int) -> int:
@@ -67,7 +66,7 @@ def fast_vs_standard_units(n_samples: int, attacks: Sequence[AttackEntry]) -> in
     """Work units of the checks' standard runs (an upper bound), for progress weighting."""
     units = 0
     for _, spec in _fast_specs(attacks):
-        units += subset_size(spec, n_samples) * _standard(spec).work_units
+        units += round(subset_size(spec, n_samples) * _standard_spec(spec).passes_per_sample())
     return units
 
 
@@ -81,8 +80,10 @@ def check_fast_vs_standard(
     seed: int,
     device: torch.device,
     progress: ProgressTracker,
+    judge: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
-    """One `fast_vs_standard` check per fast AutoAttack entry of the job (none when it has none)."""
+    """One `fast_vs_standard` check per fast AutoAttack entry of the job (none when it has none); the
+    standard run is judged by `judge` when given (the deployed model of a defense), as the fast run was."""
     checks = []
     for index, spec in _fast_specs(attacks):
         arrays = adversarial[index]
@@ -96,13 +97,16 @@ def check_fast_vs_standard(
         rows = np.sort(attacked[draw[:size].numpy()])
         position = len(spec.eps) // 2
         eps = float(spec.eps[position])
-        standard = _standard(spec, input_range)
+        standard_spec = _standard_spec(spec)
+        standard = AutoAttack.from_spec(standard_spec, input_range=input_range)
         x, y = data.x[rows].to(device), data.y[rows].to(device)
         verified = standard.run(
-            model, x, y, eps=eps, generator=seeded_generator(device, seed, index, _RUN_KEY)
+            model, x, y, eps=eps, generator=seeded_generator(device, seed, index, _RUN_KEY), judge=judge
         )
         standard_broken = verified.success.cpu().numpy()
-        progress.advance(size * standard.work_units, "sanity check: fast vs standard AutoAttack")
+        progress.advance(
+            size * standard_spec.passes_per_sample(), "sanity check: fast vs standard AutoAttack"
+        )
         fast_broken = arrays["success"][position, rows]
         checks.append(_verdict(spec, eps, rows, fast_broken, standard_broken))
     return checks

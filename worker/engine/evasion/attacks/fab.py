@@ -259,11 +259,6 @@ class FAB(Attack):
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
         self.restart_eps = None if restart_eps is None else float(restart_eps)
 
-    @property
-    def work_units(self) -> int:
-        """Model passes per sample per run, counting a step as two (untargeted adds a Jacobian)."""
-        return self.restarts * (self.steps + 1) * 2
-
     def params(self) -> dict[str, Any]:
         """Effective parameters with the restart radius resolved."""
         return {

@@ -104,11 +104,6 @@ class SquareAttack(Attack):
         self.p_init = float(p_init)
         self.restarts = int(restarts)
 
-    @property
-    def work_units(self) -> int:
-        """Forward-only queries per sample per run (upper bound: the budget over all restarts)."""
-        return self.queries * self.restarts
-
     def params(self) -> dict[str, Any]:
         """Effective parameters, the loss and the p schedule included."""
         return {

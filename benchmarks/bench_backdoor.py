@@ -38,7 +38,7 @@ from worker.engine.models.export import verified_export
 from worker.engine.models.intake import OnnxRuntimeClassifier, load_onnx_module
 from worker.engine.poisoning.attacks.triggers import PatchTrigger, Trigger, blend_trigger, noise_pattern
 from worker.engine.poisoning.scan.base import ScanData
-from worker.engine.poisoning.scan.neural_cleanse import NeuralCleanse
+from worker.engine.poisoning.scan.neural_cleanse import neural_cleanse
 from worker.engine.poisoning.victim import VictimSetup
 from worker.engine.training.recipe import TrainingRecipe
 from worker.engine.training.trainable import build_trainable
@@ -119,7 +119,7 @@ def main() -> None:
     print(f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     train, test = load_builtin("digits-train"), load_builtin("digits-test")
     clean_picks = np.random.default_rng(0).choice(len(train.x), 150, replace=False)
-    scanner = NeuralCleanse(steps=args.steps)
+    scanner = neural_cleanse(args.steps)
     data = ScanData(test.x[:150], test.y[:150], 10, RANGE)
     badnets = []
     groups = [g for g in args.groups.split(",") if g]

@@ -15,7 +15,7 @@ from worker.engine.models.export import verified_export
 from worker.engine.models.intake import OnnxRuntimeClassifier, load_onnx_module
 from worker.engine.models.intake.onnx_parse import make_session
 from worker.engine.poisoning.attacks.triggers import PatchTrigger
-from worker.engine.poisoning.scan.neural_cleanse import NeuralCleanse
+from worker.engine.poisoning.scan.neural_cleanse import neural_cleanse
 from worker.engine.training.trainable import trainable_from_onnx
 
 SHAPE = (1, 8, 8)
@@ -48,7 +48,7 @@ def _repair(name: str, onnx_bytes: bytes, split, **params):
         original=OnnxRuntimeClassifier(onnx_bytes),
         export=lambda m: verified_export(m, input_shape=SHAPE, num_classes=10, input_range=(0.0, 1.0))[0],
         load=lambda b: (load_onnx_module(b), OnnxRuntimeClassifier(b)),
-        scanner=NeuralCleanse(steps=200),
+        scanner=neural_cleanse(200),
         real=real,
     )
 

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
+from app.schemas.poisoning_scan import NeuralCleanseScanParams
 from tests.engine.poisoning_helpers import digits_split, setup, stamp_badnets
 from worker.engine.models.intake import OnnxRuntimeClassifier, load_onnx_module
 from worker.engine.poisoning.attacks.triggers import Trigger
 from worker.engine.poisoning.scan.base import ScanData, anomaly_indices, findings
-from worker.engine.poisoning.scan.budget import TriggerSearchBudget
+from worker.engine.poisoning.scan.budget import trigger_search
 from worker.engine.poisoning.scan.registry import build_scanner
 from worker.engine.poisoning.scan.schedule import CostSchedule
 
@@ -128,10 +129,10 @@ def test_trigger_stamps_mask_and_pattern():
 
 
 def test_trigger_search_moves_the_schedule_once_per_epoch():
-    budget = TriggerSearchBudget(
-        epoch_steps=2, patience=1, init_cost=1.0, cost_multiplier=2.0, reset_cost_to_zero=False
+    budget = NeuralCleanseScanParams(
+        name="neural_cleanse", epoch_steps=2, patience=1, init_cost=1.0, cost_multiplier=2.0
     )
-    search = budget.search(3)
+    search = trigger_search(budget, 3)
     active = np.array([0, 2])
     # Mid-epoch nothing moves; at the epoch's end the mean hit rate decides (class 0 reached 0.99).
     assert len(search.record(active, np.array([1.0, 1.0]), np.array([4.0, 6.0]))) == 0
@@ -140,7 +141,7 @@ def test_trigger_search_moves_the_schedule_once_per_epoch():
     assert search.epochs.tolist() == [1, 0, 1]
     assert search.cost(np.arange(3)) == pytest.approx([2.0, 1.0, 2.0**-1.5])
     assert search.found().tolist() == [True, False, False]
-    with pytest.raises(ValueError, match="neural_cleanse"):
+    with pytest.raises(ValueError, match="cost_multiplier"):
         build_scanner({"name": "neural_cleanse", "cost_multiplier": 1.0})
-    with pytest.raises(ValueError, match="b3d"):
+    with pytest.raises(ValueError, match="epoch_steps"):
         build_scanner({"name": "b3d", "epoch_steps": 0})

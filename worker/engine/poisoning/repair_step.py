@@ -23,7 +23,7 @@ from worker.engine.poisoning.attacks.triggers import Trigger
 from worker.engine.poisoning.job import PoisoningJob
 from worker.engine.poisoning.metrics import accuracy, backdoor_success
 from worker.engine.poisoning.scan.base import ScanData
-from worker.engine.poisoning.scan.neural_cleanse import NeuralCleanse
+from worker.engine.poisoning.scan.neural_cleanse import neural_cleanse
 from worker.engine.poisoning.victim import Exported
 from worker.engine.training.trainable import trainable_from_onnx
 
@@ -67,7 +67,7 @@ def _reverse(job: PoisoningJob, steps: int, x: np.ndarray, y: np.ndarray) -> Any
 
     def reverse(module: nn.Module) -> dict[int, Trigger]:
         data = ScanData(x, y, job.num_classes, job.input_range, job.setup.seed, job.setup.progress)
-        return dict(NeuralCleanse(steps=steps).scan(module, data).triggers)
+        return dict(neural_cleanse(steps).scan(module, data).triggers)
 
     return reverse
 

@@ -53,7 +53,7 @@ def _scan(spec: PoisoningJobSpec, target: Target, data: JobData, env: RunEnv) ->
     if classify is None:
         raise JobFailure("needs_white_box", f"model {target.id} gives no predictions to scan")
     outcome = run_scan(
-        [scanner.model_dump(mode="json") for scanner in spec.params.scan],
+        list(spec.params.scan),
         module=target.differentiable() if target.has_weights else None,
         classify=classify,
         x=data.held_out.x,

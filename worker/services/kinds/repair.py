@@ -16,7 +16,7 @@ from worker.engine.models.export import ExportError
 from worker.engine.models.intake import IntakeReport
 from worker.engine.poisoning.attacks.triggers import PatchTrigger, Trigger, blend_trigger, noise_pattern
 from worker.engine.poisoning.scan.base import Classify
-from worker.engine.poisoning.scan.neural_cleanse import NeuralCleanse
+from worker.engine.poisoning.scan.neural_cleanse import neural_cleanse
 from worker.engine.progress import ProgressTracker
 from worker.engine.reports.png import chw_to_png
 from worker.engine.training.trainable import trainable_from_onnx
@@ -117,7 +117,7 @@ def run_backdoor_repair(
     try:
         method = build_repair(repair.method_spec())
         base, _ = graph.base_graph()
-        scanner = NeuralCleanse(steps=repair.scan_steps)
+        scanner = neural_cleanse(repair.scan_steps)
         tracker = ProgressTracker(progress_units(method, scanner, len(clean.x)), env.progress)
         module = trainable_from_onnx(base, init="pretrained")
         module.to(env.device)

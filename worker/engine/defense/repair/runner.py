@@ -17,7 +17,7 @@ from worker.engine.batching import batch_bounds
 from worker.engine.defense.repair.base import Repair, RepairContext
 from worker.engine.poisoning.attacks.triggers import Trigger
 from worker.engine.poisoning.scan.base import Classify, ScanData, ScanResult, trigger_success
-from worker.engine.poisoning.scan.neural_cleanse import NeuralCleanse
+from worker.engine.poisoning.scan.neural_cleanse import NeuralCleanse, neural_cleanse
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def run_repair(
     the user's graph (verified); `load` gives the exported bytes as a module and a classifier, on
     inputs in the input range.
     """
-    scanner = scanner or NeuralCleanse()
+    scanner = scanner or neural_cleanse()
     x, y = held_out
     scan_data = ScanData(
         context.x, context.y, context.num_classes, context.input_range, context.seed, context.progress

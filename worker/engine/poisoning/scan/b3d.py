@@ -1,10 +1,10 @@
 """B3D: Neural Cleanse's trigger search with gradients estimated from queries, for black-box models."""
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
+from app.schemas.poisoning_scan import B3DScanParams
 from worker.engine.poisoning.scan.base import (
     Classify,
     ScanData,
@@ -14,7 +14,7 @@ from worker.engine.poisoning.scan.base import (
     to_trigger,
     trigger_success,
 )
-from worker.engine.poisoning.scan.budget import TriggerSearchBudget
+from worker.engine.poisoning.scan.budget import trigger_search
 from worker.engine.seeding import numpy_rng
 
 _TANH_EDGE = 1 - 1e-6
@@ -26,8 +26,7 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
 
 
-@dataclass
-class B3D(Scanner, TriggerSearchBudget):
+class B3D(Scanner):
     """B3D, a black-box model scan for backdoors (queries only, no gradients, no training data).
 
     Paper: Dong, Yang, Deng, Pang, Xiao, Zhu and Zhu, "Black-box Detection of Backdoor Attacks with
@@ -51,22 +50,13 @@ class B3D(Scanner, TriggerSearchBudget):
         sigma: probe scale in tanh space, default 0.1.
         learning_rate: Adam's step, default 0.1.
         init_cost, success_threshold, patience, cost_multiplier, early_stop_patience,
-            anomaly_threshold: TriggerSearchBudget's, as Neural Cleanse (1e-3, 0.99, 5, 1.5, 10, 2).
+            anomaly_threshold: the trigger search's (TriggerSearchParams), as Neural Cleanse (1e-3,
+            0.99, 5, 1.5, 10, 2).
     """
 
-    name: ClassVar[str] = "b3d"
+    spec_type = B3DScanParams
+    spec: B3DScanParams
     paper: ClassVar[str] = "Dong et al., ICCV 2021 (B3D, black-box backdoor detection)"
-    white_box: ClassVar[bool] = False
-
-    steps: int = 200
-    samples: int = 20
-    sigma: float = 0.1
-
-    def __post_init__(self) -> None:
-        """Refuse budgets that cannot run."""
-        self.check_budget(self.name)
-        if int(self.samples) < 1 or not self.sigma > 0:
-            raise ValueError("b3d: samples must be at least 1, sigma > 0")
 
     def scan(self, model: Classify, data: ScanData) -> ScanResult:
         """Reverse a trigger for every class from queries, flag the small ones, measure each."""
@@ -77,9 +67,13 @@ class B3D(Scanner, TriggerSearchBudget):
         area, volume = height * width, channels * height * width
         theta = np.arctanh((rng.random((k_all, area + volume)) - 0.5) * 2 * _TANH_EDGE)
         adam_m, adam_v = np.zeros_like(theta), np.zeros_like(theta)
-        search = self.search(k_all)
+        search = trigger_search(self.spec, k_all)
         best = np.zeros_like(theta)
-        batch, pairs, sigma = min(int(self.batch_size), len(data.x)), int(self.samples), float(self.sigma)
+        batch, pairs, sigma = (
+            min(int(self.spec.batch_size), len(data.x)),
+            int(self.spec.samples),
+            float(self.spec.sigma),
+        )
 
         def decode(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             mask = (np.tanh(params[..., :area]) / 2 + 0.5).reshape(*params.shape[:-1], 1, height, width)
@@ -95,7 +89,7 @@ class B3D(Scanner, TriggerSearchBudget):
             ce = -np.take_along_axis(_log_softmax(logits), targets[:, None, None], axis=2)[..., 0].mean(1)
             return ce, (logits.argmax(2) == targets[:, None]).mean(1)
 
-        for step in range(int(self.steps)):
+        for step in range(int(self.spec.steps)):
             active = search.active()
             if len(active) == 0:
                 break
@@ -113,14 +107,14 @@ class B3D(Scanner, TriggerSearchBudget):
             t = step + 1
             adam_m[active] = 0.5 * adam_m[active] + 0.5 * grad
             adam_v[active] = 0.9 * adam_v[active] + 0.1 * grad**2
-            step_size = float(self.learning_rate) * np.sqrt(1 - 0.9**t) / (1 - 0.5**t)
+            step_size = float(self.spec.learning_rate) * np.sqrt(1 - 0.9**t) / (1 - 0.5**t)
             theta[active] -= step_size * adam_m[active] / (np.sqrt(adam_v[active]) + 1e-8)
             _, hit = losses(theta[active], x, active)
             norms = decode(theta[active])[0].reshape(len(active), -1).sum(1)
             improved = active[search.record(active, hit, norms)]
             best[improved] = theta[improved]
             if data.progress is not None:
-                data.progress.advance(1.0, f"{self.name} step {t}/{self.steps}")
+                data.progress.advance(1.0, f"{self.name} step {t}/{self.spec.steps}")
         chosen = np.where(search.found()[:, None], best, theta)
         masks, patterns = decode(chosen)
         triggers = {
@@ -129,9 +123,9 @@ class B3D(Scanner, TriggerSearchBudget):
         }
         norms = masks.reshape(k_all, -1).sum(1)
         success = np.array([trigger_success(model, triggers[k], data.x, data.y, k) for k in range(k_all)])
-        threshold = float(self.anomaly_threshold)
+        threshold = float(self.spec.anomaly_threshold)
         result = ScanResult(self.name, self.paper, threshold, findings(norms, success, threshold), {})
         result.triggers = {k: triggers[k] for k in result.shown()}
-        queries = int(search.epochs.sum()) * int(self.epoch_steps) * (2 * pairs + 1) * batch
+        queries = int(search.epochs.sum()) * int(self.spec.epoch_steps) * (2 * pairs + 1) * batch
         result.details = {"epochs": {k: int(search.epochs[k]) for k in range(k_all)}, "queries": queries}
         return result

@@ -1,20 +1,21 @@
 """What a scan reads and finds: clean inputs, per-class reversed triggers, and the MAD anomaly index."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
+from app.schemas.poisoning_scan import B3DScanParams, NeuralCleanseScanParams
 from worker.engine.batching import batch_bounds
+from worker.engine.from_spec import FromSpec
 from worker.engine.poisoning.attacks.triggers import Trigger
-from worker.engine.poisoning.spec import dataclass_from_spec, dataclass_params
 from worker.engine.progress import ProgressTracker
 
 Classify = Callable[[np.ndarray], np.ndarray]
 MAD_CONSISTENCY = 1.4826  # the median absolute deviation of a normal sample times this estimates sigma
-ANOMALY_THRESHOLD = 2.0  # Wang et al. 2019: an anomaly index above 2 flags a class (95% under normality)
+ScannerSpec = NeuralCleanseScanParams | B3DScanParams
 
 
 @dataclass
@@ -124,25 +125,18 @@ def to_trigger(mask: np.ndarray, pattern: np.ndarray) -> Trigger:
     return Trigger(mask=np.ascontiguousarray(full), pattern=pattern.astype(np.float32))
 
 
-@dataclass
-class Scanner(ABC):
-    """Base class of model scanners: a dataclass of parameters with published defaults.
+class Scanner(FromSpec, ABC):
+    """Base class of model scanners, built from the scanner's typed spec (`spec_type`: its parameters,
+    published defaults and whether it needs gradients through the model, `white_box`)."""
 
-    `white_box` says whether the scanner needs gradients through the model (a local graph).
-    """
-
-    name: ClassVar[str]
+    spec_type: ClassVar[type[ScannerSpec]]
+    spec: ScannerSpec
     paper: ClassVar[str]
-    white_box: ClassVar[bool] = True
 
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
-        """Build from a spec entry without `name`; unknown and missing keys are errors."""
-        return dataclass_from_spec(cls, spec, cls.name)
-
-    def params(self) -> dict[str, Any]:
-        """Effective parameters for the report."""
-        return dataclass_params(self)
+    @property
+    def white_box(self) -> bool:
+        """Whether the scanner needs gradients through the model (a local graph): its spec's fact."""
+        return self.spec.white_box
 
     @abstractmethod
     def scan(self, model: Any, data: ScanData) -> ScanResult:

@@ -2,7 +2,6 @@
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from app.schemas.poisoning_scan import NeuralCleanseScanParams
 from worker.engine.batching import batch_bounds
 from worker.engine.poisoning.scan.base import (
     Classify,
@@ -20,7 +20,7 @@ from worker.engine.poisoning.scan.base import (
     to_trigger,
     trigger_success,
 )
-from worker.engine.poisoning.scan.budget import TriggerSearchBudget
+from worker.engine.poisoning.scan.budget import trigger_search
 from worker.engine.seeding import numpy_rng
 
 _TANH_EDGE = 1 - 1e-6
@@ -58,8 +58,7 @@ def module_classify(model: nn.Module) -> Classify:
     return classify
 
 
-@dataclass
-class NeuralCleanse(Scanner, TriggerSearchBudget):
+class NeuralCleanse(Scanner):
     """Neural Cleanse, a white-box model scan for backdoors.
 
     Paper: Wang, Yao, Shan, Li, Viswanath, Zheng and Zhao, "Neural Cleanse: Identifying and Mitigating
@@ -75,19 +74,16 @@ class NeuralCleanse(Scanner, TriggerSearchBudget):
     All classes are optimised together in one batch (each with its own cost), so a step costs one
     forward and backward pass over classes x batch_size stamped inputs.
 
-    Parameters: TriggerSearchBudget's. steps default 600: the schedule needs them to shrink the masks
-    (300 missed 3 of 10 BadNets models on the digits benchmark, 600 one). batch_size 16, where the paper
-    uses 32: 16 halves the cost with the same flags on that benchmark. The released code's cost
-    schedule; its zero-cost start (reset_cost_to_zero) is available but off by default (see the budget).
+    Parameters: the trigger search's (TriggerSearchParams). steps default 600: the schedule needs
+    them to shrink the masks (300 missed 3 of 10 BadNets models on the digits benchmark, 600 one).
+    batch_size 16, where the paper uses 32: 16 halves the cost with the same flags on that benchmark.
+    The released code's cost schedule; its zero-cost start (reset_cost_to_zero) is available but off
+    by default (see TriggerSearchParams).
     """
 
-    name: ClassVar[str] = "neural_cleanse"
+    spec_type = NeuralCleanseScanParams
+    spec: NeuralCleanseScanParams
     paper: ClassVar[str] = "Wang et al., IEEE S&P 2019 (Neural Cleanse)"
-    white_box: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        """Refuse budgets that cannot run."""
-        self.check_budget(self.name)
 
     def scan(self, model: nn.Module, data: ScanData) -> ScanResult:
         """Reverse a trigger for every class, flag the small ones, measure each on the clean set."""
@@ -99,8 +95,8 @@ class NeuralCleanse(Scanner, TriggerSearchBudget):
         result = ScanResult(
             self.name,
             self.paper,
-            float(self.anomaly_threshold),
-            findings(norms, success, float(self.anomaly_threshold)),
+            float(self.spec.anomaly_threshold),
+            findings(norms, success, float(self.spec.anomaly_threshold)),
             {},
         )
         result.triggers = {k: triggers[k] for k in result.shown()}
@@ -120,15 +116,17 @@ class NeuralCleanse(Scanner, TriggerSearchBudget):
         pattern_raw = torch.tensor(
             _atanh(rng.random((n, channels, height, width))), device=device, requires_grad=True
         )
-        optimizer = torch.optim.Adam([mask_raw, pattern_raw], lr=float(self.learning_rate), betas=(0.5, 0.9))
-        search = self.search(n)
+        optimizer = torch.optim.Adam(
+            [mask_raw, pattern_raw], lr=float(self.spec.learning_rate), betas=(0.5, 0.9)
+        )
+        search = trigger_search(self.spec, n)
         best_mask = np.zeros((n, height, width), dtype=np.float32)
         best_pattern = np.zeros((n, channels, height, width), dtype=np.float32)
         x_all = torch.as_tensor(data.x, dtype=torch.float32, device=device)
         labels = torch.as_tensor(list(targets), device=device)
-        batch = min(int(self.batch_size), len(data.x))
+        batch = min(int(self.spec.batch_size), len(data.x))
         with _frozen(model):
-            for step in range(int(self.steps)):
+            for step in range(int(self.spec.steps)):
                 active = search.active()
                 if len(active) == 0:
                     break
@@ -149,7 +147,7 @@ class NeuralCleanse(Scanner, TriggerSearchBudget):
                     best_mask[active[row]] = mask[row, 0].detach().cpu().numpy()
                     best_pattern[active[row]] = pattern[row].detach().cpu().numpy()
                 if data.progress is not None:
-                    data.progress.advance(1.0, f"{self.name} step {step + 1}/{self.steps}")
+                    data.progress.advance(1.0, f"{self.name} step {step + 1}/{self.spec.steps}")
         final_mask = (torch.tanh(mask_raw) / 2 + 0.5).detach().cpu().numpy()[:, 0]
         final_pattern = (low + (high - low) * (torch.tanh(pattern_raw) / 2 + 0.5)).detach().cpu().numpy()
         found = search.found()
@@ -170,3 +168,9 @@ def _stamp(x: Tensor, mask: Tensor, pattern: Tensor) -> Tensor:
     """Each of T masks and patterns stamped on every input: [T * B, C, H, W]."""
     stamped = (1 - mask[:, None]) * x[None] + mask[:, None] * pattern[:, None]
     return stamped.reshape(-1, *x.shape[1:])
+
+
+def neural_cleanse(steps: int | None = None) -> NeuralCleanse:
+    """Neural Cleanse at its spec's defaults, `steps` per class when given (repairs' reversed triggers)."""
+    given = {} if steps is None else {"steps": steps}
+    return NeuralCleanse(NeuralCleanseScanParams(name="neural_cleanse", **given))

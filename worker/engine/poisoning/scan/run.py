@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from worker.engine.poisoning.scan.base import Classify, ScanData, ScanResult
+from worker.engine.poisoning.scan.base import Classify, ScanData, ScannerSpec, ScanResult
 from worker.engine.poisoning.scan.registry import build_scanner
 from worker.engine.progress import ProgressCallback, ProgressTracker
 from worker.engine.reports.png import chw_to_png
@@ -57,7 +57,7 @@ def scanner_section(result: ScanResult, params: dict[str, Any], white_box: bool)
 
 
 def run_scan(
-    scanners: Sequence[Mapping[str, Any]],
+    scanners: Sequence[ScannerSpec | Mapping[str, Any]],
     *,
     module: nn.Module | None,
     classify: Classify,
@@ -69,8 +69,8 @@ def run_scan(
     progress: ProgressCallback | None = None,
 ) -> ScanOutcome:
     """Run every scanner on the model: white-box ones on `module`, query-only ones on `classify`."""
-    built = [build_scanner(dict(spec)) for spec in scanners]
-    tracker = ProgressTracker(sum(float(getattr(s, "steps", 1)) for s in built), progress)
+    built = [build_scanner(spec) for spec in scanners]
+    tracker = ProgressTracker(sum(float(s.spec.steps) for s in built), progress)
     data = ScanData(x, y, num_classes, input_range, seed, tracker)
     outcome = ScanOutcome(report={})
     sections = []

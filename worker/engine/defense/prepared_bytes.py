@@ -1,0 +1,105 @@
+"""A prepared defense as bytes: another worker restores it (final and baseline ONNX) without retraining."""
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.schemas.defense import DefenseEvaluation, EvaluatedDefenseSpec, evaluation_attacks
+from worker.engine.defense.base import Baseline, DefenseContext, Hardened, Init
+from worker.engine.defense.evaluation import Classify, module_classifier
+from worker.engine.defense.job_checks import default_load
+from worker.engine.defense.registry import build_defense
+from worker.engine.defense.runner import PreparedDefense
+from worker.engine.progress import ProgressCallback, ProgressTracker
+
+
+def prepared_to_bytes(prepared: PreparedDefense, export: Callable[[nn.Module], bytes] | None = None) -> bytes:
+    """The final and baseline ONNX and the hardened metadata, as one .npz (no pickle)."""
+    hardened = prepared.hardened
+    if hardened.trained and prepared.onnx is None:
+        raise ValueError("a trained defense is stored only with its exported ONNX")
+    baseline_onnx = b""
+    if hardened.baseline is not None:
+        if export is None:
+            raise ValueError("a trained baseline is stored only through an exporter")
+        baseline_onnx = export(hardened.baseline.model)
+    meta = {
+        "trained": hardened.trained,
+        "preprocessing": hardened.preprocessing,
+        "training": hardened.training,
+        "sections": hardened.sections,
+        "checks": hardened.checks,
+        "baseline_training": hardened.baseline.training if hardened.baseline is not None else None,
+        "export_checks": prepared.export_checks,
+    }
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
+        onnx=np.frombuffer(prepared.onnx or b"", dtype=np.uint8),
+        baseline=np.frombuffer(baseline_onnx, dtype=np.uint8),
+    )
+    return buffer.getvalue()
+
+
+def restore_prepared(
+    data: bytes,
+    spec: EvaluatedDefenseSpec,
+    evaluation: DefenseEvaluation,
+    *,
+    undefended: nn.Module | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    trainable: Callable[[Init], nn.Module] | None = None,
+    train: tuple[np.ndarray, np.ndarray] | None = None,
+    undefended_classify: Classify | None = None,
+    load_exported: Callable[[bytes], tuple[nn.Module, Classify]] | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: ProgressCallback | None = None,
+) -> PreparedDefense:
+    """The PreparedDefense `prepared_to_bytes` stored, rebuilt through the same loaders as prepare_defense."""
+    device = device or torch.device("cpu")
+    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+        meta: dict[str, Any] = json.loads(stored["meta"].tobytes().decode())
+        onnx, baseline_onnx = stored["onnx"].tobytes(), stored["baseline"].tobytes()
+    defense = build_defense(spec)
+    attacks = evaluation_attacks(spec, evaluation, input_range)
+    x, y = x[: evaluation.max_samples], y[: evaluation.max_samples]
+    monitor = (x[: evaluation.monitor_samples], y[: evaluation.monitor_samples])
+    base = undefended.to(device).eval() if undefended is not None else None
+    sample_shape = tuple(int(d) for d in x.shape[1:])
+    context = DefenseContext(
+        base, trainable, train, monitor, input_range, sample_shape, num_classes, seed, device,
+        ProgressTracker(1.0, progress),
+    )  # fmt: skip
+    load = load_exported or default_load
+    baseline = None
+    if baseline_onnx:
+        reference, reference_classify = load(baseline_onnx)
+        reference = reference.to(device).eval()
+        baseline = Baseline(reference, meta["baseline_training"])
+    else:
+        if base is None:
+            raise ValueError("a stored defense without a baseline needs the uploaded model")
+        reference, reference_classify = base, undefended_classify or module_classifier(base, device)
+    if onnx:
+        final, final_classify = load(onnx)
+        final = final.to(device).eval()
+    else:
+        final, final_classify = reference, reference_classify
+    hardened = Hardened(
+        final, meta["trained"], meta["preprocessing"], meta["training"], meta["sections"], meta["checks"],
+        baseline,
+    )  # fmt: skip
+    return PreparedDefense(
+        spec, defense, context, attacks, evaluation, x, y, hardened, (reference, reference_classify),
+        (final, final_classify), onnx or None, meta["export_checks"],
+    )  # fmt: skip

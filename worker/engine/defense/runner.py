@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -168,6 +168,7 @@ def prepare_defense(
         assert undefended is not None  # run_defense refused a weightless model above
         reference = undefended
         reference_classify = undefended_classify or module_classifier(undefended, device)
+    final_classify: Classify
     if hardened.trained and export is not None:
         onnx = export(hardened.model)
         final, final_classify = load(onnx)
@@ -175,7 +176,7 @@ def prepare_defense(
         export_checks.append(export_check(hardened.model, final_classify, x, device))
     elif hardened.trained:
         onnx, final = None, hardened.model
-        final_classify: Classify = module_classifier(final, device)
+        final_classify = module_classifier(final, device)
     else:
         onnx, final = None, reference
         final_classify = reference_classify
@@ -230,23 +231,26 @@ def finish_defense_run(
     return DefenseOutcome(report, {**arrays, **inspection.arrays}, model)
 
 
+class DefenseInputs(TypedDict):
+    """What run_defense hands to prepare_defense: the model, the data and the run's settings (see there)."""
+
+    undefended: nn.Module | None
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+    trainable: NotRequired[Callable[[Init], nn.Module] | None]
+    train: NotRequired[tuple[np.ndarray, np.ndarray] | None]
+    undefended_classify: NotRequired[Classify | None]
+    export: NotRequired[Callable[[nn.Module], bytes] | None]
+    load_exported: NotRequired[Callable[[bytes], tuple[nn.Module, Classify]] | None]
+    input_range: NotRequired[tuple[float, float]]
+    seed: NotRequired[int]
+    device: NotRequired[torch.device | None]
+    progress: NotRequired[ProgressCallback | None]
+
+
 def run_defense(
-    spec: EvaluatedDefenseSpec,
-    evaluation: DefenseEvaluation,
-    *,
-    undefended: nn.Module | None,
-    x: np.ndarray,
-    y: np.ndarray,
-    num_classes: int,
-    trainable: Callable[[Init], nn.Module] | None = None,
-    train: tuple[np.ndarray, np.ndarray] | None = None,
-    undefended_classify: Classify | None = None,
-    export: Callable[[nn.Module], bytes] | None = None,
-    load_exported: Callable[[bytes], tuple[nn.Module, Classify]] | None = None,
-    input_range: tuple[float, float] = (0.0, 1.0),
-    seed: int = 0,
-    device: torch.device | None = None,
-    progress: ProgressCallback | None = None,
+    spec: EvaluatedDefenseSpec, evaluation: DefenseEvaluation, **inputs: Unpack[DefenseInputs]
 ) -> DefenseOutcome:
     """Harden `undefended` with the defense `spec`, export it, and evaluate it beside the undefended model
     as `evaluation` says (its attacks, or AutoAttack at the defense's default budget).
@@ -264,11 +268,7 @@ def run_defense(
     no defense), exported and measured like the hardened model; the uploaded weights are then unused.
     The evaluation is one slice over all samples; a sharded run calls evaluate_defense_slice per slice.
     """
-    prepared = prepare_defense(
-        spec, evaluation, undefended=undefended, x=x, y=y, num_classes=num_classes, trainable=trainable,
-        train=train, undefended_classify=undefended_classify, export=export, load_exported=load_exported,
-        input_range=input_range, seed=seed, device=device, progress=progress,
-    )  # fmt: skip
+    prepared = prepare_defense(spec, evaluation, **inputs)
     plan = defense_plan(prepared)
     x, y, tracker = prepared.x, prepared.y, prepared.context.tracker
     part = evaluate_defense_slice(plan, x, y, start=0, total=len(x), tracker=tracker)

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.schemas.repair_methods import METHOD_SPECS
 from worker.engine.datasets import load_builtin
 from worker.engine.defense.repair.base import RepairContext
-from worker.engine.defense.repair.registry import REPAIRS, build_repair
+from worker.engine.defense.repair.registry import build_repair
 from worker.engine.defense.repair.runner import RealTrigger, run_repair
 from worker.engine.models.export import verified_export
 from worker.engine.models.intake import OnnxRuntimeClassifier, load_onnx_module
@@ -151,7 +152,7 @@ def main() -> None:
         badnets = models("badnets", args.repairs, args.epochs, args.cache)
     for m in badnets[: args.repairs]:
         real = RealTrigger(m["trigger"], m["target"])
-        for name in REPAIRS:
+        for name in METHOD_SPECS:
             context = RepairContext(
                 trainable_from(m["onnx"]), train.x[clean_picks], train.y[clean_picks], 10, RANGE
             )

@@ -119,4 +119,4 @@ def run_repair(
 
 def progress_units(method: Repair, scanner: NeuralCleanse, n_clean: int) -> float:
     """Progress units of a repair job: two scans and the method."""
-    return 2.0 * scanner.steps + method.units_of_work(n_clean)
+    return 2.0 * scanner.spec.steps + method.units_of_work(n_clean)

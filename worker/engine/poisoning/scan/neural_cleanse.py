@@ -173,4 +173,4 @@ def _stamp(x: Tensor, mask: Tensor, pattern: Tensor) -> Tensor:
 def neural_cleanse(steps: int | None = None) -> NeuralCleanse:
     """Neural Cleanse at its spec's defaults, `steps` per class when given (repairs' reversed triggers)."""
     given = {} if steps is None else {"steps": steps}
-    return NeuralCleanse(NeuralCleanseScanParams(name="neural_cleanse", **given))
+    return NeuralCleanse(NeuralCleanseScanParams.model_validate({"name": "neural_cleanse", **given}))

@@ -253,21 +253,9 @@ def run_defense(
     spec: EvaluatedDefenseSpec, evaluation: DefenseEvaluation, **inputs: Unpack[DefenseInputs]
 ) -> DefenseOutcome:
     """Harden `undefended` with the defense `spec`, export it, and evaluate it beside the undefended model
-    as `evaluation` says (its attacks, or AutoAttack at the defense's default budget).
-
-    `trainable(init)` gives fresh trainable copies of the model's graph; `undefended_classify` is the
-    uploaded model as deployed (onnxruntime), and `export(module)` the exporter whose ONNX becomes the
-    derived model (without one the trained module itself is evaluated); `load_exported(onnx)` turns those
-    bytes back into the white-box module and the onnxruntime classifier on inputs in the input range
-    (default: the graph as is; a model with declared normalization wraps both). Every figure of the report is
-    measured on the exported model through onnxruntime (behind the real preprocessing, if any).
-
-    `undefended` None is an architecture without weights: only a defense that trains from fresh weights
-    (init "random", a trained teacher) runs on it, and WeightsMissing is raised for any other. A defense
-    with init "random" trains its own undefended side (the architecture with the same recipe and seed and
-    no defense), exported and measured like the hardened model; the uploaded weights are then unused.
-    The evaluation is one slice over all samples; a sharded run calls evaluate_defense_slice per slice.
-    """
+    as `evaluation` says (its attacks, or AutoAttack at the defense's default budget); `inputs` as
+    prepare_defense takes them. The evaluation is one slice over all samples; a sharded run calls
+    evaluate_defense_slice per slice."""
     prepared = prepare_defense(spec, evaluation, **inputs)
     plan = defense_plan(prepared)
     x, y, tracker = prepared.x, prepared.y, prepared.context.tracker

@@ -84,17 +84,16 @@ def apply_randomized(
     transform: Transform[Any], x: Tensor, input_range: InputRange, generators: Generators
 ) -> Tensor:
     """A transform on a pass of draws-major rows ([draws * B, ...]) whose B samples each have a generator
-    (or one generator for the pass): every sample's draws come from its own generator."""
+    (or one generator for the pass): sample j's draws come from its own generator, in draw order, and the
+    transform then runs once on the whole pass."""
     if isinstance(generators, torch.Generator):
         return transform.apply(x, input_range, generators)
     if not transform.randomized:
         return transform.apply(x, input_range, None)
     samples = len(generators)
-    grouped = x.reshape(len(x) // samples, samples, *x.shape[1:]).transpose(0, 1)
-    out = torch.stack(
-        [transform.apply(grouped[j], input_range, generator) for j, generator in enumerate(generators)]
-    )
-    return out.transpose(0, 1).reshape(x.shape)
+    per_sample = [transform.draw(len(x) // samples, x, generator) for generator in generators]
+    drawn = torch.stack(per_sample, dim=1)
+    return transform.apply_drawn(x, input_range, drawn.reshape(len(x), *drawn.shape[2:]))
 
 
 class DefendedPipeline(nn.Module):

@@ -67,7 +67,17 @@ class Transform(Generic[P]):
             raise ValueError(f"{self.name} needs a finite input range, got {list(input_range)}")
 
     def apply(self, x: Tensor, input_range: InputRange, generator: torch.Generator | None) -> Tensor:
-        """The real transform of a batch."""
+        """The real transform of a batch (a randomized one draws from generator: `apply_drawn` of `draw`)."""
+        if self.randomized:
+            return self.apply_drawn(x, input_range, self.draw(len(x), x, generator))
+        raise NotImplementedError
+
+    def draw(self, rows: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        """A randomized transform's random draw for `rows` samples shaped like `like`'s, from generator."""
+        raise NotImplementedError
+
+    def apply_drawn(self, x: Tensor, input_range: InputRange, drawn: Tensor) -> Tensor:
+        """A randomized transform of a batch with its draw given (one row of `drawn` per sample)."""
         raise NotImplementedError
 
     def approximate(self, x: Tensor, input_range: InputRange) -> Tensor:
@@ -178,15 +188,21 @@ class RandomResizePad(Transform[RandomResizePadParams]):
 
     spec_type = RandomResizePadParams
 
-    def apply(self, x: Tensor, input_range: InputRange, generator: torch.Generator | None) -> Tensor:
+    def draw(self, rows: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Per sample its drawn height, top offset, width and left offset ([rows, 4], long)."""
+        gen = {"generator": generator, "device": like.device}
+        columns = []
+        for side in like.shape[-2:]:
+            size = torch.randint(math.ceil(self.spec.min_scale * side), side + 1, (rows,), **gen)
+            offset = (torch.rand(rows, **gen) * (side - size + 1)).long().clamp_max(side - size)
+            columns += [size, offset]
+        return torch.stack(columns, dim=1)
+
+    def apply_drawn(self, x: Tensor, input_range: InputRange, drawn: Tensor) -> Tensor:
         """Resize each sample to its drawn size and pad it at its drawn offset (one bilinear resampling)."""
         batch, _, height, width = x.shape
-        gen = {"generator": generator, "device": x.device}
-        low_h, low_w = math.ceil(self.spec.min_scale * height), math.ceil(self.spec.min_scale * width)
         grids = []
-        for side, low in ((height, low_h), (width, low_w)):
-            size = torch.randint(low, side + 1, (batch,), **gen)
-            offset = (torch.rand(batch, **gen) * (side - size + 1)).long().clamp_max(side - size)
+        for side, size, offset in ((height, drawn[:, 0], drawn[:, 1]), (width, drawn[:, 2], drawn[:, 3])):
             inner = torch.arange(side, device=x.device)[None, :] - offset[:, None]
             # Pixel u of the resized side maps to normalized input coordinate 2 (u + 0.5) / size - 1
             # (bilinear, align_corners=False); pixels off the resized image sample outside (-> padding).
@@ -224,9 +240,13 @@ class GaussianNoise(Transform[GaussianNoiseParams]):
                 f"sigma {self.spec.sigma} exceeds the input range's width {input_range[1] - input_range[0]}"
             )
 
-    def apply(self, x: Tensor, input_range: InputRange, generator: torch.Generator | None) -> Tensor:
-        """x plus fresh noise."""
-        return x + self.spec.sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    def draw(self, rows: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Standard normal noise for `rows` samples."""
+        return torch.randn((rows, *like.shape[1:]), generator=generator, device=like.device, dtype=like.dtype)
+
+    def apply_drawn(self, x: Tensor, input_range: InputRange, drawn: Tensor) -> Tensor:
+        """x plus sigma times the drawn noise."""
+        return x + self.spec.sigma * drawn
 
 
 TRANSFORMS: dict[type[TransformBase], type[Transform[Any]]] = {

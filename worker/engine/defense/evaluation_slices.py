@@ -7,14 +7,13 @@ each judged by its deployed classifier, plus the attack's own view's predictions
 the slice over all samples.
 """
 
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from worker.engine.evasion.slices import EvasionSlice, join_slices, slice_from_bytes, slice_to_bytes
+from worker.engine.npz_bytes import npz_bytes, read_npz_bytes
 
 # Attack index of a run's extra attacks (instances outside the registry): apart from the spec attacks.
 EXTRA_INDEX = 1000
@@ -80,16 +79,12 @@ def defense_slice_to_bytes(part: DefenseSlice) -> bytes:
         "undefended": _pack("undefended", part.undefended, arrays),
         "runs": [_pack(f"run{number}", run, arrays) for number, run in enumerate(part.runs)],
     }
-    arrays["~header"] = np.asarray(json.dumps(header))
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    return npz_bytes(arrays, header)
 
 
 def defense_slice_from_bytes(data: bytes) -> DefenseSlice:
     """The slice that defense_slice_to_bytes stored."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        header = json.loads(str(npz["~header"]))
+    with read_npz_bytes(data) as (npz, header):
         undefended = _unpack("undefended", header["undefended"], npz)
         runs = [_unpack(f"run{number}", indices, npz) for number, indices in enumerate(header["runs"])]
         return DefenseSlice(int(header["start"]), undefended, runs)

@@ -5,13 +5,14 @@ over samples), so the slices of a split evaluation concatenate into exactly what
 samples holds: the metrics are computed once, from the joined arrays.
 """
 
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from worker.engine.npz_bytes import npz_bytes, read_npz_bytes
 
 # Arrays whose sample axis is 1 ([n_eps, N, ...]); the others have it first.
 _PER_EPS = ("x_adv", "success")
@@ -114,16 +115,12 @@ def slice_to_bytes(part: EvasionSlice) -> bytes:
             "seconds": attack.seconds,
             "details": [[eps, row] for eps, row in attack.details.items()],
         }
-    arrays["~header"] = np.asarray(json.dumps(header))
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    return npz_bytes(arrays, header)
 
 
 def slice_from_bytes(data: bytes) -> EvasionSlice:
     """The slice that slice_to_bytes stored."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        header = json.loads(str(npz["~header"]))
+    with read_npz_bytes(data) as (npz, header):
         attacks = {}
         for key, meta in header["attacks"].items():
             prefix = f"a{key}_"

@@ -6,8 +6,6 @@ ran before it or where: the merge of cells run anywhere is the report of one run
 measured surrogate's ONNX with its intake report.
 """
 
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +15,7 @@ import numpy as np
 from worker.engine.extraction.evaluate import Measured
 from worker.engine.extraction.plan import Cell
 from worker.engine.extraction.query import QueryLog
+from worker.engine.npz_bytes import npz_bytes, read_npz_bytes
 
 
 @dataclass(frozen=True)
@@ -47,17 +46,14 @@ def cells_to_bytes(results: Sequence[CellResult], victim_probs: np.ndarray) -> b
                 "surrogate_accuracy": measured.surrogate_accuracy,
             }
         header.append(meta)
-    arrays["header"] = np.asarray(json.dumps(header))
-    buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **arrays)
-    return buffer.getvalue()
+    return npz_bytes(arrays, header)
 
 
 def cells_from_bytes(data: bytes) -> tuple[list[CellResult], np.ndarray]:
     """The cells and the victim's evaluation-set probabilities that cells_to_bytes stored."""
     results = []
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        for i, meta in enumerate(json.loads(str(npz["header"]))):
+    with read_npz_bytes(data) as (npz, header):
+        for i, meta in enumerate(header):
             log = None
             if f"c{i}_log_x" in npz.files:
                 log = QueryLog(npz[f"c{i}_log_x"], npz[f"c{i}_log_outputs"], npz[f"c{i}_log_victim_labels"])

@@ -5,8 +5,6 @@ trial, never by run order), train, measure, detect (with retraining after remova
 report keeps of it. `VictimRun` travels between workers as an .npz with a JSON header (no pickles).
 """
 
-import io
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from worker.engine.models.intake.errors import IntakeReport
+from worker.engine.npz_bytes import npz_bytes, read_npz_bytes
 from worker.engine.poisoning.attacks.base import Backdoor, PoisoningAttack, TargetedPoisoning
 from worker.engine.poisoning.data import PoisonContext, PoisonedSet, TargetSample
 from worker.engine.poisoning.detect_step import run_detectors
@@ -109,17 +108,14 @@ def runs_to_bytes(runs: dict[VictimKey, VictimRun]) -> bytes:
             meta["registered"] = {"attack": run.registered.attack, "rate": run.registered.rate}
             meta["intake"] = asdict(run.registered.intake)
         header.append(meta)
-    arrays["~header"] = np.asarray(json.dumps(header))
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    return npz_bytes(arrays, header)
 
 
 def runs_from_bytes(data: bytes) -> dict[VictimKey, VictimRun]:
     """The victim runs that runs_to_bytes stored."""
     runs: dict[VictimKey, VictimRun] = {}
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        for number, meta in enumerate(json.loads(str(npz["~header"]))):
+    with read_npz_bytes(data) as (npz, header):
+        for number, meta in enumerate(header):
             prefix = f"v{number}_"
             key: VictimKey = (int(meta["key"][0]), int(meta["key"][1]), int(meta["key"][2]))
             suspects = {name: npz[f"{prefix}s_{name}"] for name in meta["suspects"]}

@@ -3,19 +3,19 @@
 import io
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 from torch import nn
 
 from app.schemas.defense import DefenseEvaluation, EvaluatedDefenseSpec, evaluation_attacks
-from worker.engine.defense.base import Baseline, DefenseContext, Hardened, Init
-from worker.engine.defense.evaluation import Classify, module_classifier
+from worker.engine.defense.base import Baseline, DefenseContext, Hardened
+from worker.engine.defense.evaluation import module_classifier
 from worker.engine.defense.job_checks import default_load
 from worker.engine.defense.registry import build_defense
-from worker.engine.defense.runner import PreparedDefense
-from worker.engine.progress import ProgressCallback, ProgressTracker
+from worker.engine.defense.runner import DefenseInputs, PreparedDefense
+from worker.engine.progress import ProgressTracker
 
 
 def prepared_to_bytes(prepared: PreparedDefense, export: Callable[[nn.Module], bytes] | None = None) -> bytes:
@@ -51,22 +51,17 @@ def restore_prepared(
     data: bytes,
     spec: EvaluatedDefenseSpec,
     evaluation: DefenseEvaluation,
-    *,
-    undefended: nn.Module | None,
-    x: np.ndarray,
-    y: np.ndarray,
-    num_classes: int,
-    trainable: Callable[[Init], nn.Module] | None = None,
-    train: tuple[np.ndarray, np.ndarray] | None = None,
-    undefended_classify: Classify | None = None,
-    load_exported: Callable[[bytes], tuple[nn.Module, Classify]] | None = None,
-    input_range: tuple[float, float] = (0.0, 1.0),
-    seed: int = 0,
-    device: torch.device | None = None,
-    progress: ProgressCallback | None = None,
+    **inputs: Unpack[DefenseInputs],
 ) -> PreparedDefense:
-    """The PreparedDefense `prepared_to_bytes` stored, rebuilt through the same loaders as prepare_defense."""
-    device = device or torch.device("cpu")
+    """The PreparedDefense `prepared_to_bytes` stored, rebuilt through the same loaders as prepare_defense.
+
+    `inputs` as prepare_defense takes them; `export` is unused (the stored bytes hold the exports), and the
+    context's tracker counts nothing (a caller evaluating the restored defense sets its own).
+    """
+    undefended, x, y = inputs["undefended"], inputs["x"], inputs["y"]
+    undefended_classify, load_exported = inputs.get("undefended_classify"), inputs.get("load_exported")
+    input_range = inputs.get("input_range", (0.0, 1.0))
+    device = inputs.get("device") or torch.device("cpu")
     with np.load(io.BytesIO(data), allow_pickle=False) as stored:
         meta: dict[str, Any] = json.loads(stored["meta"].tobytes().decode())
         onnx, baseline_onnx = stored["onnx"].tobytes(), stored["baseline"].tobytes()
@@ -77,8 +72,8 @@ def restore_prepared(
     base = undefended.to(device).eval() if undefended is not None else None
     sample_shape = tuple(int(d) for d in x.shape[1:])
     context = DefenseContext(
-        base, trainable, train, monitor, input_range, sample_shape, num_classes, seed, device,
-        ProgressTracker(1.0, progress),
+        base, inputs.get("trainable"), inputs.get("train"), monitor, input_range, sample_shape,
+        inputs["num_classes"], inputs.get("seed", 0), device, ProgressTracker(1.0, inputs.get("progress")),
     )  # fmt: skip
     load = load_exported or default_load
     baseline = None

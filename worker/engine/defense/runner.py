@@ -98,6 +98,7 @@ def prepare_defense(
     seed: int = 0,
     device: torch.device | None = None,
     progress: ProgressCallback | None = None,
+    count_evaluation: bool = True,
 ) -> PreparedDefense:
     """Check the job, harden `undefended` with the defense `spec` and export it: everything the evaluation
     (`defense_plan`, then slices and `finish_defense_run`) needs. Arguments as run_defense.
@@ -113,6 +114,9 @@ def prepare_defense(
     (init "random", a trained teacher) runs on it, and WeightsMissing is raised for any other. A defense
     with init "random" trains its own undefended side (the architecture with the same recipe and seed and
     no defense), exported and measured like the hardened model; the uploaded weights are then unused.
+
+    `count_evaluation` False weighs progress by the hardening alone (it goes from 0 to 1 over the training),
+    for a job whose evaluation runs elsewhere (in shards, each counting its own slice).
     """
     device = device or torch.device("cpu")
     defense = build_defense(spec)
@@ -151,10 +155,10 @@ def prepare_defense(
     )
     # Planned only for its work units (the attack specs), so any module stands in for a weightless model.
     planned = defense.runs(undefended or nn.Identity(), attacks, context)
-    units = defense.training_units(len(train[0]) if train is not None else 0) + run_units(
-        planned, attacks, len(x), evaluation.sanity_runs
-    )
-    units += defense.certification_units(len(x))
+    units = defense.training_units(len(train[0]) if train is not None else 0)
+    if count_evaluation:
+        units += run_units(planned, attacks, len(x), evaluation.sanity_runs)
+        units += defense.certification_units(len(x))
     context.tracker = ProgressTracker(units, progress)
     hardened = defense.harden(context)
     load = load_exported or default_load
@@ -205,6 +209,18 @@ def defense_plan(prepared: PreparedDefense) -> EvaluationPlan:
         sanity_runs=prepared.evaluation.sanity_runs,
         deployed_search=defense.deployed(final_classify, context, stream=SEARCH_STREAM),
     )
+
+
+def slice_units(plan: EvaluationPlan, n: int) -> float:
+    """Work units of evaluate_defense_slice on n samples (every side's attacks; no sanity runs)."""
+    return run_units(plan.runs, plan.attacks, n, False)
+
+
+def finish_units(prepared: PreparedDefense, plan: EvaluationPlan) -> float:
+    """Work units of finish_defense_run: the sanity runs and the defense's certification (no training)."""
+    n = len(prepared.x)
+    sanity = run_units(plan.runs, plan.attacks, n, plan.sanity_runs) - slice_units(plan, n)
+    return sanity + prepared.defense.certification_units(n)
 
 
 def finish_defense_run(

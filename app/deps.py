@@ -6,8 +6,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.auth import tenant_for_authorization
+from app.auth import KeyCache, bearer_key_hash
 from app.services.context import ServiceContext
 
 
@@ -25,7 +26,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         session.close()
 
 
-# Declares the bearer scheme in the OpenAPI; the header itself is checked by tenant_for_authorization.
+# Declares the bearer scheme in the OpenAPI; the header itself is checked by get_context.
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
@@ -33,18 +34,27 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_context(
+async def get_context(
     request: Request,
     session: Annotated[Session, Depends(get_session)],
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> ServiceContext:
-    """The authenticated caller's context; 401 without a valid key."""
-    tenant_id = tenant_for_authorization(session, request.headers.get("authorization"))
+    """The authenticated caller's context; 401 without a valid key.
+
+    Async: a key resolved in the last few seconds (settings.api_key_cache_s) costs a dictionary look-up on
+    the event loop; only a cache miss reads the key from the database, in the thread pool.
+    """
+    key_hash = bearer_key_hash(request.headers.get("authorization"))
+    cache: KeyCache = request.app.state.key_cache
+    caller = cache.get(key_hash)
+    if caller is None:
+        caller = await run_in_threadpool(cache.resolve, session, key_hash)
     return ServiceContext(
         session=session,
-        tenant_id=tenant_id,
+        tenant_id=caller.tenant_id,
         settings=request.app.state.settings,
         queue=request.app.state.queue,
+        tenant_name=caller.tenant_name,
     )
 
 

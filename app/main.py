@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.auth import KeyCache
 from app.db import make_engine, make_session_factory
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit, RequestMetrics, UnhandledErrors
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings)
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.queue = JobQueue(settings)
+    app.state.key_cache = KeyCache(settings.api_key_cache_s)
     app.state.service_metrics = service_registry(app.state.session_factory, settings.stale_after_s)
     install_error_handlers(app)
     for module in (health, models, datasets, jobs, artifacts, webhooks):

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Seconds an API process keeps a valid key's tenant without asking the database again: a revoked key
+    # is refused at most this long after its revocation (0: every request reads the key from the database).
+    api_key_cache_s: float = Field(default=5.0, ge=0, le=300)
 
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     max_artifact_bytes: int = Field(default=256 * 1024 * 1024, ge=1)

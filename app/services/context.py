@@ -16,3 +16,5 @@ class ServiceContext:
     tenant_id: str
     settings: Settings
     queue: JobQueue
+    # The tenant's name, when the caller's key lookup already read it (per-tenant job cost limits).
+    tenant_name: str | None = None

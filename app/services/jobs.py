@@ -61,9 +61,12 @@ def submit_job(ctx: ServiceContext, spec: JobSpec, idempotency_key: str | None =
     compatibility.check_dataset_fits(model, held_out)
     rules = KIND_RULES[spec.kind]
     rules.check(ctx, model, spec, held_out)
-    tenant = ctx.session.get(Tenant, ctx.tenant_id)
+    tenant_name = ctx.tenant_name
+    if tenant_name is None:
+        tenant = ctx.session.get(Tenant, ctx.tenant_id)
+        tenant_name = tenant.name if tenant else ""
     cost = rules.estimate_cost(ctx, model, spec, held_out)
-    compatibility.check_job_cost(ctx.settings, tenant.name if tenant else "", spec.kind, cost)
+    compatibility.check_job_cost(ctx.settings, tenant_name, spec.kind, cost)
     callback = str(spec.callback_url) if spec.callback_url else None
     compatibility.check_callback_url(callback, ctx.settings.remote_host_allowlist)
     sharding = check_sharding(ctx.settings, spec.sharding)

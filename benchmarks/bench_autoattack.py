@@ -134,7 +134,7 @@ def measure(label: str, model: nn.Module, x: Tensor, y: Tensor, eps: float, side
         runners["torchattacks"] = lambda: attack(x, y).detach()
     for version in ("standard", "fast"):
         if version in sides:
-            ours = AutoAttack(version=version)  # type: ignore[arg-type]
+            ours = AutoAttack.configured(version=version)
             runners[version] = lambda ours=ours: (
                 ours.run(model, x, y, eps=eps, generator=torch.Generator().manual_seed(0)).x_adv
             )

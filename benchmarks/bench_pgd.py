@@ -79,7 +79,7 @@ def _batches(n: int, size: int) -> list[slice]:
 
 def gauntlet_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int) -> None:
     """Gauntlet's PGD over the data in batches."""
-    attack = PGD(norm="linf", steps=steps, random_start=True)
+    attack = PGD.configured(norm="linf", steps=steps, random_start=True)
     generator = torch.Generator(device=x.device).manual_seed(0)
     for part in _batches(len(x), batch):
         attack.run(model, x[part], y[part], eps=EPS, generator=generator)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from app.schemas.evasion import AttackParamsBase
 from worker.engine.evasion.attacks.base import Attack
-from worker.engine.evasion.attacks.norms import Norm, project, random_in_ball
+from worker.engine.evasion.attacks.norms import project, random_in_ball
 
 
 class RandomSearchParams(AttackParamsBase):
@@ -22,22 +22,16 @@ class RandomSearchParams(AttackParamsBase):
 class RandomSearch(Attack):
     """Random search (a baseline, not a paper's attack). Threat model: black-box, outputs only.
 
-    Parameters: tries (random points per sample), norm, targeted, input_range.
+    Parameters, from the spec (`RandomSearchParams`): tries (random points per sample), norm, targeted.
+    Keyword argument: input_range.
     """
 
     spec_type = RandomSearchParams
 
-    def __init__(
-        self,
-        *,
-        norm: Norm = "linf",
-        targeted: bool = False,
-        tries: int = 8,
-        input_range: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
-        """Store the number of tries."""
-        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
-        self.tries = tries
+    def __init__(self, spec: RandomSearchParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Read the number of tries from the spec."""
+        super().__init__(spec, input_range=input_range)
+        self.tries = spec.tries
 
     def params(self) -> dict[str, Any]:
         """Effective parameters, for the report."""

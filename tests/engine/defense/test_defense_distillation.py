@@ -61,4 +61,4 @@ def test_views_keep_the_decision_and_the_margin_attack_is_untargeted(small_cnn):
         assert torch.equal(Tempered(small_cnn, 50.0)(x).argmax(1), labels)
         assert (margin(small_cnn(x), labels) < 0).all()
     with pytest.raises(ValueError, match="untargeted"):
-        MarginPGD(targeted=True)
+        MarginPGD.configured(targeted=True)

@@ -1,13 +1,16 @@
 """FGSM, PGD, targets and norms: threat-model bounds, strength, reference agreement, determinism."""
 
+from typing import Annotated
+
 import numpy as np
 import pytest
 import torch
+from pydantic import Field, ValidationError
 from torch import nn
 from torch.nn import functional
 
 from app.schemas.evasion import AttackParamsBase, FgsmParams, PgdParams
-from worker.engine.evasion.attacks.base import Attack
+from worker.engine.evasion.attacks.base import REGISTERED, Attack
 from worker.engine.evasion.attacks.fgsm import FGSM
 from worker.engine.evasion.attacks.norms import perturbation_norm, project_ball, random_in_ball
 from worker.engine.evasion.attacks.pgd import PGD
@@ -59,7 +62,7 @@ def _reference_pgd(model, x, y, *, eps, steps, step_size, norm):
 def _make(cls: type[Attack], norm: str, targeted: bool, **kwargs) -> Attack:
     if cls is PGD:
         kwargs.setdefault("steps", 10)
-    return cls(norm=norm, targeted=targeted, **kwargs)
+    return cls.configured(norm=norm, targeted=targeted, **kwargs)
 
 
 @pytest.mark.parametrize("cls", [FGSM, PGD])
@@ -86,7 +89,7 @@ def test_custom_input_range_is_respected(mlp, held_out, norm):
     wrapped.forward = lambda z: mlp((z + 1.0) / 2.0)  # type: ignore[method-assign]
     x, y = _tensors(held_out, 64)
     x = x * 2.0 - 1.0
-    attack = PGD(norm=norm, steps=10, input_range=(-1.0, 1.0))
+    attack = PGD.configured(norm=norm, steps=10, input_range=(-1.0, 1.0))
     result = attack.run(wrapped, x, y, eps=2 * EPS[norm], generator=_generator())
     assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
     assert perturbation_norm(result.x_adv - x, norm).max() <= 2 * EPS[norm] + TOL
@@ -96,7 +99,7 @@ def test_custom_input_range_is_respected(mlp, held_out, norm):
 def test_pgd_drives_accuracy_well_below_clean(small_cnn, held_out):
     x, y = _tensors(held_out)
     clean = (_predict(small_cnn, x) == y).float().mean().item()
-    result = PGD(norm="linf").run(small_cnn, x, y, eps=0.1, generator=_generator())
+    result = PGD.configured(norm="linf").run(small_cnn, x, y, eps=0.1, generator=_generator())
     robust = (result.predictions == y).float().mean().item()
     assert clean > 0.9
     assert robust < clean - 0.25
@@ -108,7 +111,7 @@ def test_pgd_matches_a_plain_reference_loop(small_cnn, held_out, norm):
     eps, steps = EPS[norm], 20
     step_size = 2.5 * eps / steps
     reference = _reference_pgd(small_cnn, x, y, eps=eps, steps=steps, step_size=step_size, norm=norm)
-    ours = PGD(norm=norm, steps=steps, random_start=False).run(
+    ours = PGD.configured(norm=norm, steps=steps, random_start=False).run(
         small_cnn, x, y, eps=eps, generator=_generator()
     )
     reference_acc = (_predict(small_cnn, reference) == y).float().mean().item()
@@ -118,9 +121,9 @@ def test_pgd_matches_a_plain_reference_loop(small_cnn, held_out, norm):
 
 
 def test_default_step_size_is_madry_rule():
-    attack = PGD(steps=40)
+    attack = PGD.configured(steps=40)
     assert attack.step_size_for(0.1) == pytest.approx(2.5 * 0.1 / 40)
-    assert PGD(step_size=0.01).step_size_for(0.3) == 0.01
+    assert PGD.configured(step_size=0.01).step_size_for(0.3) == 0.01
     assert attack.params()["step_size"] is None and attack.params()["step_size_rule"]
 
 
@@ -137,15 +140,19 @@ def test_targeted_success_means_prediction_equals_target(small_cnn, held_out, cl
 def test_targeted_attack_requires_targets(small_cnn, held_out):
     x, y = _tensors(held_out, 8)
     with pytest.raises(ValueError, match="targets"):
-        PGD(targeted=True).run(small_cnn, x, y, eps=0.1)
+        PGD.configured(targeted=True).run(small_cnn, x, y, eps=0.1)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_restarts_never_make_things_worse(small_cnn, held_out, norm):
     x, y = _tensors(held_out)
     eps = EPS[norm] / 2
-    one = PGD(norm=norm, steps=10, restarts=1).run(small_cnn, x, y, eps=eps, generator=_generator(7))
-    many = PGD(norm=norm, steps=10, restarts=4).run(small_cnn, x, y, eps=eps, generator=_generator(7))
+    one = PGD.configured(norm=norm, steps=10, restarts=1).run(
+        small_cnn, x, y, eps=eps, generator=_generator(7)
+    )
+    many = PGD.configured(norm=norm, steps=10, restarts=4).run(
+        small_cnn, x, y, eps=eps, generator=_generator(7)
+    )
     assert not (one.success & ~many.success).any()
     assert many.success.sum() >= one.success.sum()
     assert perturbation_norm(many.x_adv - x, norm).max() <= eps + TOL
@@ -153,9 +160,9 @@ def test_restarts_never_make_things_worse(small_cnn, held_out, norm):
 
 def test_pgd_is_deterministic_under_a_seed(small_cnn, held_out):
     x, y = _tensors(held_out, 64)
-    runs = [PGD(steps=5).run(small_cnn, x, y, eps=0.1, generator=_generator(11)) for _ in range(2)]
+    runs = [PGD.configured(steps=5).run(small_cnn, x, y, eps=0.1, generator=_generator(11)) for _ in range(2)]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv)
-    other = PGD(steps=5).run(small_cnn, x, y, eps=0.1, generator=_generator(12))
+    other = PGD.configured(steps=5).run(small_cnn, x, y, eps=0.1, generator=_generator(12))
     assert not torch.equal(runs[0].x_adv, other.x_adv)
 
 
@@ -163,7 +170,7 @@ def test_attack_does_not_touch_parameter_gradients(small_cnn, held_out):
     x, y = _tensors(held_out, 32)
     params = list(small_cnn.parameters())
     before = [None if p.grad is None else p.grad.clone() for p in params]
-    PGD(steps=3).run(small_cnn, x, y, eps=0.1)
+    PGD.configured(steps=3).run(small_cnn, x, y, eps=0.1)
     for param, grad in zip(params, before, strict=True):
         assert param.requires_grad
         assert (param.grad is None and grad is None) or torch.equal(param.grad, grad)
@@ -171,22 +178,23 @@ def test_attack_does_not_touch_parameter_gradients(small_cnn, held_out):
 
 def test_zero_eps_leaves_inputs_unchanged(small_cnn, held_out):
     x, y = _tensors(held_out, 32)
-    for attack in (FGSM(), PGD(steps=3), PGD(norm="l2", steps=3)):
+    for attack in (FGSM.configured(), PGD.configured(steps=3), PGD.configured(norm="l2", steps=3)):
         assert torch.equal(attack.run(small_cnn, x, y, eps=0.0).x_adv, x)
 
 
 def test_invalid_parameters_are_refused(small_cnn, held_out):
     x, y = _tensors(held_out, 4)
+    # The limits live in the spec: configured() validates it.
+    with pytest.raises(ValidationError, match="steps"):
+        PGD.configured(steps=0)
+    with pytest.raises(ValidationError, match="restarts"):
+        PGD.configured(restarts=0)
+    with pytest.raises(ValidationError, match="step_size"):
+        PGD.configured(step_size=-1.0)
+    with pytest.raises(ValidationError, match="norm"):
+        FGSM.configured(norm="l1")
     with pytest.raises(ValueError):
-        PGD(steps=0)
-    with pytest.raises(ValueError):
-        PGD(restarts=0)
-    with pytest.raises(ValueError):
-        PGD(step_size=-1.0)
-    with pytest.raises(ValueError):
-        FGSM(norm="l1")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        FGSM().run(small_cnn, x, y, eps=-0.1)
+        FGSM.configured().run(small_cnn, x, y, eps=-0.1)
 
 
 def test_registry_by_spec_type_and_building_from_typed_specs():
@@ -201,14 +209,15 @@ def test_registry_by_spec_type_and_building_from_typed_specs():
     assert isinstance(attack, PGD) and attack.name == "pgd"
     assert (attack.norm, attack.targeted, attack.steps, attack.restarts) == ("l2", True, 7, 2)
     assert attack.step_size is None and attack.random_start is False and attack.input_range == (-1.0, 1.0)
-    fgsm = FGSM.from_spec({"name": "fgsm", "norm": "l2", "eps": [1.0]})
-    assert isinstance(fgsm, FGSM) and fgsm.norm == "l2"
-    with pytest.raises(ValueError, match="unknown_extra"):
-        PGD.from_spec({**spec.model_dump(), "unknown_extra": 1})
-    with pytest.raises(ValueError, match="eps"):
-        PGD.from_spec({"name": "pgd", "steps": 7})
+    assert attack.spec is spec and PGD(spec, input_range=(-1.0, 1.0)).params() == attack.params()
+    fgsm = FGSM.configured(norm="l2", eps=[1.0])
+    assert isinstance(fgsm, FGSM) and fgsm.norm == "l2" and isinstance(fgsm.spec, FgsmParams)
+    with pytest.raises(ValidationError, match="unknown_extra"):
+        PGD.configured(**{**spec.model_dump(), "unknown_extra": 1})
+    with pytest.raises(ValidationError, match="name"):
+        PGD.configured(name="fgsm", steps=7)
     with pytest.raises(TypeError, match="built from a PgdParams"):
-        PGD.from_spec(FgsmParams(name="fgsm", eps=[0.1]))
+        PGD(FgsmParams(name="fgsm", eps=[0.1]))  # type: ignore[arg-type]
 
     class SlowPgdParams(PgdParams):
         """A spec subclass without an engine class of its own runs on its base's."""
@@ -218,16 +227,30 @@ def test_registry_by_spec_type_and_building_from_typed_specs():
         attack_type(AttackParamsBase)
 
 
-def test_an_engine_class_must_take_every_field_of_its_spec():
+def test_a_new_attack_is_one_spec_class_and_one_engine_class_reading_it():
     class WiderParams(FgsmParams):
-        """A spec with a field the engine class below does not take."""
+        """A spec with a field of its own: its default and limits live here only."""
 
-        momentum: float = 0.9
+        momentum: Annotated[float, Field(ge=0, le=1)] = 0.9
 
-    with pytest.raises(TypeError, match="takes no keyword for momentum"):
+    class Wider(FGSM):
+        """An engine class that reads the new field from its spec."""
 
-        class Narrow(FGSM):
-            spec_type = WiderParams
+        spec_type = WiderParams
+
+        def __init__(self, spec: WiderParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+            super().__init__(spec, input_range=input_range)
+            self.momentum = spec.momentum
+
+    try:
+        assert attack_type(WiderParams) is Wider and Wider.name == "fgsm"
+        assert Wider.configured().momentum == 0.9 and Wider.configured(momentum=0.5).momentum == 0.5
+        built = build_attack(WiderParams(name="fgsm", eps=[0.1], momentum=0.25), (0.0, 1.0))
+        assert isinstance(built, Wider) and built.momentum == 0.25
+        with pytest.raises(ValidationError, match="momentum"):
+            Wider.configured(momentum=2.0)
+    finally:
+        REGISTERED.pop(WiderParams, None)
 
 
 def test_target_modes():

@@ -11,6 +11,7 @@ from art.attacks.evasion import AutoAttack as ArtAutoAttack
 from art.attacks.evasion import AutoProjectedGradientDescent
 from art.attacks.evasion import SquareAttack as ArtSquareAttack
 from art.estimators.classification import PyTorchClassifier
+from pydantic import ValidationError
 from torch import nn
 
 from tests.engine.attack_helpers import clean_correct, predict, seeded
@@ -42,7 +43,7 @@ def standard(small_cnn, samples) -> dict[str, tuple[AutoAttack, torch.Tensor, to
     x, y = samples
     runs = {}
     for norm, eps in EPS.items():
-        attack = AutoAttack(norm=norm)  # type: ignore[arg-type]
+        attack = AutoAttack.configured(norm=norm)
         result = attack.run(small_cnn, x, y, eps=eps, generator=seeded())
         runs[norm] = (attack, result.x_adv, result.success)
     return runs
@@ -68,7 +69,7 @@ def test_honest_results_and_breakdown(small_cnn, samples, standard, norm):
         list(breakdown["broken"]) == ["apgd-ce", "apgd-t", "fab-t", "square"] and breakdown["skipped"] == {}
     )
     # APGD-CE runs first from the same generator state: its successes are a subset.
-    alone = APGD(norm=norm).run(small_cnn, x, y, eps=EPS[norm], generator=seeded())
+    alone = APGD.configured(norm=norm).run(small_cnn, x, y, eps=EPS[norm], generator=seeded())
     assert not (alone.success & ~success).any()
     assert breakdown["broken"]["apgd-ce"] == int(alone.success.sum())
 
@@ -120,7 +121,9 @@ def test_parity_with_art_autoattack(small_cnn, samples, monkeypatch, norm):
         theirs = (
             (predict(small_cnn, torch.as_tensor(art.generate(x.numpy(), y=y.numpy()))) == y).float().mean()
         )
-    ours = AutoAttack(norm=norm, square_queries=1000).run(small_cnn, x, y, eps=eps, generator=seeded())
+    ours = AutoAttack.configured(norm=norm, square_queries=1000).run(
+        small_cnn, x, y, eps=eps, generator=seeded()
+    )
     assert (~ours.success).float().mean() <= theirs + 0.01
 
 
@@ -132,7 +135,7 @@ def test_rand_version_averages_gradients_over_draws(small_cnn, samples):
         calls.append(len(z))
         return small_cnn(z + 0.05 * torch.randn_like(z))
 
-    attack = AutoAttack(version="rand", steps=10, eot_iter=4)
+    attack = AutoAttack.configured(version="rand", steps=10, eot_iter=4)
     result = attack.run(_wrap(noisy), x, y, eps=0.1, generator=seeded())
     assert attack.params()["components"] == ["apgd-ce", "apgd-dlr"] and attack.params()["eot_iter"] == 4
     assert perturbation_norm(result.x_adv - x, "linf").max() <= 0.1 + TOL
@@ -146,7 +149,7 @@ def test_components_that_cannot_run_are_skipped_and_reported(small_cnn, mlp, sam
     x, y = samples
     three = (y < 3).nonzero()[:, 0]
     sliced = _wrap(lambda z: small_cnn(z)[:, :3])
-    attack = AutoAttack(steps=10, square_queries=50)
+    attack = AutoAttack.configured(steps=10, square_queries=50)
     for _ in range(2):
         result = attack.run(sliced, x[three], y[three], eps=0.1, generator=seeded())
     row = attack.breakdown(0.1)
@@ -155,10 +158,10 @@ def test_components_that_cannot_run_are_skipped_and_reported(small_cnn, mlp, sam
     assert "apgd-t" in attack.params()["components_skipped"]
     assert perturbation_norm(result.x_adv - x[three], "linf").max() <= 0.1 + TOL
     flat = _wrap(lambda z: mlp(z.reshape(-1, 1, 8, 8)))
-    no_square = AutoAttack(steps=5, n_target_classes=2)
+    no_square = AutoAttack.configured(steps=5, n_target_classes=2)
     no_square.run(flat, x[:30].reshape(30, -1), y[:30], eps=0.1, generator=seeded())
     assert "image inputs" in no_square.breakdown(0.1)["skipped"]["square"]
-    disabled = AutoAttack(steps=5, n_target_classes=2, use_square=False)
+    disabled = AutoAttack.configured(steps=5, n_target_classes=2, use_square=False)
     disabled.run(small_cnn, x[:30], y[:30], eps=0.1, generator=seeded())
     assert (
         "use_square" in disabled.breakdown(0.1)["skipped"]["square"] and disabled.params()["square"] is None
@@ -169,9 +172,9 @@ def test_deterministic_under_a_seed_and_in_other_input_ranges(mlp, samples):
     x, y = samples[0][:40] * 2.0 - 1.0, samples[1][:40]
     wrapped = _wrap(lambda z: mlp((z + 1.0) / 2.0))
     runs = [
-        AutoAttack(norm=norm, steps=10, n_target_classes=3, square_queries=100, input_range=(-1.0, 1.0)).run(
-            wrapped, x, y, eps=2 * EPS[norm], generator=seeded(4)
-        )
+        AutoAttack.configured(
+            norm=norm, steps=10, n_target_classes=3, square_queries=100, input_range=(-1.0, 1.0)
+        ).run(wrapped, x, y, eps=2 * EPS[norm], generator=seeded(4))
         for norm in ("linf", "linf", "l2")
     ]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv)
@@ -187,7 +190,7 @@ def test_runner_results_match_the_breakdown(small_cnn, held_out):
     with torch.no_grad():
         logits = small_cnn(x)
     clean_correct = logits.argmax(1) == y
-    attack = AutoAttack(steps=10, n_target_classes=3, square_queries=50)
+    attack = AutoAttack.configured(steps=10, n_target_classes=3, square_queries=50)
     entry, arrays = evaluate_attack(
         small_cnn, attack, {"eps": [0.05, 0.1], "targeted": False},
         EvaluationData(x, y, logits, clean_correct, batch_bounds(len(x), 30)), index=0, seed=0,
@@ -203,17 +206,15 @@ def test_runner_results_match_the_breakdown(small_cnn, held_out):
 
 
 def test_validation_and_spec():
-    with pytest.raises(ValueError, match="untargeted"):
-        AutoAttack(targeted=True)
+    with pytest.raises(ValidationError, match="untargeted"):
+        AutoAttack.configured(targeted=True, target_mode="random")
     for bad in ({"version": "plus"}, {"steps": 0}, {"n_target_classes": 0}, {"square_queries": 0}):
-        with pytest.raises(ValueError):
-            AutoAttack(**bad)  # type: ignore[arg-type]
-    attack = AutoAttack.from_spec(
-        {"norm": "l2", "eps": [0.5], "version": "rand", "eot_iter": 5, "steps": None}
-    )
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            AutoAttack.configured(**bad)
+    attack = AutoAttack.configured(norm="l2", eps=[0.5], version="rand", eot_iter=5)
     assert (attack.norm, attack.version, attack.eot_iter, attack.steps) == ("l2", "rand", 5, 100)
     assert AutoAttack.requires_gradients and not AutoAttack.minimum_norm
-    params = AutoAttack().params()
+    params = AutoAttack.configured().params()
     assert (
         params["components"] == ["apgd-ce", "apgd-t", "fab-t", "square"] and params["n_target_classes"] == 9
     )

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from app.schemas.evasion import AutoAttackParams
@@ -35,7 +36,7 @@ def test_standard_breaks_every_sample_the_unaccelerated_path_breaks(small_cnn, s
     eps = EPS[norm] if norm == "linf" else 0.5
     runs = {}
     for accelerated in (False, True):
-        attack = AutoAttack(norm=norm, accelerated=accelerated, **SMALL)  # type: ignore[arg-type]
+        attack = AutoAttack.configured(norm=norm, accelerated=accelerated, **SMALL)
         runs[accelerated] = (attack, attack.run(small_cnn, x, y, eps=eps, generator=seeded(3)))
     (slow, reference), (fast, accelerated) = runs[False], runs[True]
     assert reference.success.any() and not reference.success.all()
@@ -122,8 +123,8 @@ def test_malt_ranking_matches_a_linear_model_and_picks_the_closest_boundary():
 def test_fast_is_within_tolerance_of_standard_and_reports_what_it_ran(small_cnn, samples):
     x, y = samples
     eps = EPS["linf"]
-    standard = AutoAttack(square_queries=1000).run(small_cnn, x, y, eps=eps, generator=seeded())
-    attack = AutoAttack(version="fast")
+    standard = AutoAttack.configured(square_queries=1000).run(small_cnn, x, y, eps=eps, generator=seeded())
+    attack = AutoAttack.configured(version="fast")
     fast = attack.run(small_cnn, x, y, eps=eps, generator=seeded())
     missed = int((standard.success & ~fast.success).sum())
     assert missed <= allowed_misses(len(x))
@@ -142,10 +143,8 @@ def test_fast_is_within_tolerance_of_standard_and_reports_what_it_ran(small_cnn,
 
 
 def test_fast_version_validation():
-    assert (
-        AutoAttack.from_spec({"eps": [0.1], "version": "fast", "fast_vs_standard": 20}).fast_vs_standard == 20
-    )
-    with pytest.raises(ValueError):
-        AutoAttack(version="fast", fast_vs_standard=-1)
-    with pytest.raises(ValueError, match="unknown AutoAttack version"):
-        AutoAttack(version="faster")  # type: ignore[arg-type]
+    assert AutoAttack.configured(eps=[0.1], version="fast", fast_vs_standard=20).fast_vs_standard == 20
+    with pytest.raises(ValidationError, match="fast_vs_standard"):
+        AutoAttack.configured(version="fast", fast_vs_standard=-1)
+    with pytest.raises(ValidationError, match="version"):
+        AutoAttack.configured(version="faster")

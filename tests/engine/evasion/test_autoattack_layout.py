@@ -74,7 +74,9 @@ def test_autoattack_standard_runs_channels_last_only_on_the_accelerated_path():
     results = {}
     for accelerated in (False, True):
         seen = _layouts(model)
-        attack = AutoAttack(steps=5, n_target_classes=2, square_queries=20, accelerated=accelerated)
+        attack = AutoAttack.configured(
+            steps=5, n_target_classes=2, square_queries=20, accelerated=accelerated
+        )
         results[accelerated] = attack.run(model, x, y, eps=0.02, generator=seeded(3))
         # Every pass of the attack itself (the run's own verification pass is the model's, as given).
         assert len(seen) > 10 and sum(seen) == (len(seen) - 1 if accelerated else 0)
@@ -83,7 +85,7 @@ def test_autoattack_standard_runs_channels_last_only_on_the_accelerated_path():
     # And a model that cannot take channels-last still runs, on the fallback.
     viewing = _Viewing()
     labels = predict(viewing, x)
-    result = AutoAttack(steps=5, n_target_classes=2, square_queries=20).run(
+    result = AutoAttack.configured(steps=5, n_target_classes=2, square_queries=20).run(
         viewing, x, labels, eps=0.05, generator=seeded(3)
     )
     assert torch.equal(result.success, predict(viewing, result.x_adv) != labels)

@@ -24,7 +24,7 @@ def test_memo_gives_the_same_search_with_fewer_forward_passes(small_cnn, samples
     x, y = samples
     runs = []
     for skip in (False, True):
-        attack = SquareAttack(norm="linf", queries=400)
+        attack = SquareAttack.configured(norm="linf", queries=400)
         attack.skip_repeats = skip
         counter = PassCounter(small_cnn)
         runs.append((attack.search(counter, x, y, eps=0.1, generator=seeded(2)), counter.count))

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from app.schemas.evasion import CarliniWagnerParams
@@ -35,7 +36,7 @@ def parity(small_cnn, held_out) -> dict[str, tuple]:
     art_evasion = pytest.importorskip("art.attacks.evasion")
     torchattacks = pytest.importorskip("torchattacks")
     x, y = clean_correct(small_cnn, held_out, 150)
-    ours = CarliniWagnerL2(**PARITY).run(small_cnn, x, y, eps=math.inf)
+    ours = CarliniWagnerL2.configured(**PARITY).run(small_cnn, x, y, eps=math.inf)
     classifier = art_classifiers.PyTorchClassifier(
         model=small_cnn,
         loss=nn.CrossEntropyLoss(),
@@ -89,7 +90,9 @@ def test_minimum_norm_semantics(small_cnn, held_out, targeted):
     """Every success is adversarial (or hits its target), failures come back unchanged, all stays in range."""
     x, y = torch.as_tensor(held_out[0][:64]), torch.as_tensor(held_out[1][:64])
     targets = (y + 3) % 10 if targeted else None
-    result = CarliniWagnerL2(targeted=targeted, **FAST).run(small_cnn, x, y, eps=math.inf, targets=targets)
+    result = CarliniWagnerL2.configured(targeted=targeted, **FAST).run(
+        small_cnn, x, y, eps=math.inf, targets=targets
+    )
     assert result.x_adv.shape == x.shape and result.x_adv.dtype == x.dtype
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
     predictions = predict(small_cnn, result.x_adv)
@@ -108,7 +111,7 @@ def test_minimum_norm_semantics(small_cnn, held_out, targeted):
 def test_finite_eps_equals_restricting_the_unbounded_run(small_cnn, held_out):
     """With a finite eps, x_adv stays in the ball and equals the eps=inf run restricted to eps."""
     x, y = clean_correct(small_cnn, held_out, 64)
-    attack = CarliniWagnerL2(**FAST)
+    attack = CarliniWagnerL2.configured(**FAST)
     bounded = attack.run(small_cnn, x, y, eps=EPS[1])
     restricted = restrict_to_budget(attack.run(small_cnn, x, y, eps=math.inf), x, y, EPS[1], "l2")
     assert perturbation_norm(bounded.x_adv - x, "l2").max() <= EPS[1] + TOL
@@ -124,7 +127,7 @@ def test_runner_counts_what_restrict_to_budget_counts(small_cnn, held_out):
         logits = small_cnn(x)
     clean_correct = logits.argmax(1) == y
     batches = batch_bounds(len(x), 40)
-    attack = CarliniWagnerL2(**FAST)
+    attack = CarliniWagnerL2.configured(**FAST)
     entry, arrays = evaluate_attack(
         small_cnn,
         attack,
@@ -151,7 +154,7 @@ def test_runner_counts_what_restrict_to_budget_counts(small_cnn, held_out):
 
 def test_confidence_gives_the_requested_logit_margin(small_cnn, held_out):
     x, y = clean_correct(small_cnn, held_out, 32)
-    result = CarliniWagnerL2(confidence=2.0, **FAST).run(small_cnn, x, y, eps=math.inf)
+    result = CarliniWagnerL2.configured(confidence=2.0, **FAST).run(small_cnn, x, y, eps=math.inf)
     with torch.no_grad():
         logits = small_cnn(result.x_adv[result.success])
     labels = y[result.success]
@@ -165,8 +168,10 @@ def test_more_binary_search_steps_never_hurt(small_cnn, held_out):
     """The search is a prefix of a longer one, and the best adversarial over all steps is kept."""
     x, y = clean_correct(small_cnn, held_out, 48)
     budget = {**FAST, "binary_search_steps": 2}
-    short = CarliniWagnerL2(**budget).run(small_cnn, x, y, eps=math.inf)
-    long = CarliniWagnerL2(**{**budget, "binary_search_steps": 4}).run(small_cnn, x, y, eps=math.inf)
+    short = CarliniWagnerL2.configured(**budget).run(small_cnn, x, y, eps=math.inf)
+    long = CarliniWagnerL2.configured(**{**budget, "binary_search_steps": 4}).run(
+        small_cnn, x, y, eps=math.inf
+    )
     assert not (short.success & ~long.success).any()
     both = short.success & long.success
     short_sizes = perturbation_norm(short.x_adv - x, "l2")[both]
@@ -180,7 +185,7 @@ def test_custom_input_range_is_respected(mlp, held_out):
     wrapped.forward = lambda z: mlp((z + 1.0) / 2.0)  # type: ignore[method-assign]
     x, y = clean_correct(mlp, held_out, 48)
     x = x * 2.0 - 1.0
-    attack = CarliniWagnerL2(input_range=(-1.0, 1.0), **FAST)
+    attack = CarliniWagnerL2.configured(input_range=(-1.0, 1.0), **FAST)
     result = attack.run(wrapped, x, y, eps=math.inf)
     assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
     assert result.x_adv.min() < -0.99 and result.x_adv.max() > 0.99  # the whole range is used, not [0, 1]
@@ -194,8 +199,8 @@ def test_deterministic_and_parameters_untouched(small_cnn, held_out):
     x, y = clean_correct(small_cnn, held_out, 32)
     params = list(small_cnn.parameters())
     before = [None if p.grad is None else p.grad.clone() for p in params]
-    first = CarliniWagnerL2(**FAST).run(small_cnn, x, y, eps=math.inf, generator=seeded(1))
-    second = CarliniWagnerL2(**FAST).run(small_cnn, x, y, eps=math.inf, generator=seeded(2))
+    first = CarliniWagnerL2.configured(**FAST).run(small_cnn, x, y, eps=math.inf, generator=seeded(1))
+    second = CarliniWagnerL2.configured(**FAST).run(small_cnn, x, y, eps=math.inf, generator=seeded(2))
     assert torch.equal(first.x_adv, second.x_adv) and first.success.any()
     for param, grad in zip(params, before, strict=True):
         assert (param.grad is None and grad is None) or torch.equal(param.grad, grad)
@@ -203,8 +208,8 @@ def test_deterministic_and_parameters_untouched(small_cnn, held_out):
 
 def test_invalid_settings_are_refused(small_cnn, held_out):
     x, y = torch.as_tensor(held_out[0][:4]), torch.as_tensor(held_out[1][:4])
-    with pytest.raises(ValueError, match="l2"):
-        CarliniWagnerL2(norm="linf")
+    with pytest.raises(ValidationError, match="l2"):
+        CarliniWagnerL2.configured(norm="linf")
     bad_settings = (
         {"binary_search_steps": 0},
         {"steps": 0},
@@ -213,10 +218,10 @@ def test_invalid_settings_are_refused(small_cnn, held_out):
         {"confidence": -0.5},
     )
     for bad in bad_settings:
-        with pytest.raises(ValueError):
-            CarliniWagnerL2(**bad)
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            CarliniWagnerL2.configured(**bad)
     with pytest.raises(ValueError, match="targets"):
-        CarliniWagnerL2(targeted=True).run(small_cnn, x, y, eps=math.inf)
+        CarliniWagnerL2.configured(targeted=True).run(small_cnn, x, y, eps=math.inf)
 
 
 def test_spec_params_and_passes():
@@ -227,9 +232,10 @@ def test_spec_params_and_passes():
         "targeted": True,
         "target_mode": "random",
         "steps": 200,
-        "confidence": None,
     }
-    attack = CarliniWagnerL2.from_spec({**spec, "binary_search_steps": 4}, input_range=(-1.0, 1.0))
+    attack = CarliniWagnerL2(
+        CarliniWagnerParams.model_validate({**spec, "binary_search_steps": 4}), input_range=(-1.0, 1.0)
+    )
     assert (attack.binary_search_steps, attack.steps, attack.confidence, attack.targeted) == (
         4,
         200,
@@ -243,7 +249,7 @@ def test_spec_params_and_passes():
     assert (
         params["learning_rate"] == 0.01 and params["initial_const"] == 0.001 and params["abort_early"] is True
     )
-    default = CarliniWagnerL2()
+    default = CarliniWagnerL2.configured()
     assert (default.binary_search_steps, default.steps, default.learning_rate) == (9, 10000, 0.01)
     assert (default.initial_const, default.confidence, default.abort_early, default.norm) == (
         0.001,

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from app.schemas.evasion import DeepFoolParams
@@ -30,7 +31,7 @@ def parity(small_cnn, held_out) -> dict[str, tuple]:
     art_evasion = pytest.importorskip("art.attacks.evasion")
     torchattacks = pytest.importorskip("torchattacks")
     x, y = clean_correct(small_cnn, held_out, 150)
-    ours = DeepFool(norm="l2").run(small_cnn, x, y, eps=math.inf, generator=seeded())
+    ours = DeepFool.configured(norm="l2").run(small_cnn, x, y, eps=math.inf, generator=seeded())
     classifier = art_classifiers.PyTorchClassifier(
         model=small_cnn,
         loss=nn.CrossEntropyLoss(),
@@ -91,7 +92,7 @@ def _plain_deepfool_linf(model: nn.Module, image: torch.Tensor, label: int) -> t
 def test_linf_matches_the_plain_per_sample_algorithm(small_cnn, held_out):
     """No library has linf DeepFool: compare against the algorithm written out one sample at a time."""
     x, y = clean_correct(small_cnn, held_out, 16)
-    ours = DeepFool(norm="linf").run(small_cnn, x, y, eps=math.inf)
+    ours = DeepFool.configured(norm="linf").run(small_cnn, x, y, eps=math.inf)
     for i in range(len(x)):
         plain = _plain_deepfool_linf(small_cnn, x[i], int(y[i]))
         assert bool(ours.success[i]) == (plain is not None)
@@ -103,7 +104,7 @@ def test_linf_matches_the_plain_per_sample_algorithm(small_cnn, held_out):
 def test_minimum_norm_semantics(small_cnn, held_out, norm):
     """Every success is adversarial, failures come back unchanged, everything stays in range."""
     x, y = torch.as_tensor(held_out[0][:128]), torch.as_tensor(held_out[1][:128])
-    result = DeepFool(norm=norm).run(small_cnn, x, y, eps=math.inf, generator=seeded())
+    result = DeepFool.configured(norm=norm).run(small_cnn, x, y, eps=math.inf, generator=seeded())
     assert result.x_adv.shape == x.shape and result.x_adv.dtype == x.dtype
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
     predictions = predict(small_cnn, result.x_adv)
@@ -130,7 +131,7 @@ def test_finite_eps_equals_restricting_the_unbounded_run(small_cnn, held_out, no
     """With a finite eps, x_adv stays in the ball and equals the eps=inf run restricted to eps."""
     x, y = clean_correct(small_cnn, held_out, 96)
     eps = L2_EPS[0] if norm == "l2" else LINF_EPS[0]
-    attack = DeepFool(norm=norm)
+    attack = DeepFool.configured(norm=norm)
     bounded = attack.run(small_cnn, x, y, eps=eps, generator=seeded())
     restricted = restrict_to_budget(
         attack.run(small_cnn, x, y, eps=math.inf, generator=seeded()), x, y, eps, norm
@@ -148,7 +149,7 @@ def test_runner_counts_what_restrict_to_budget_counts(small_cnn, held_out):
         logits = small_cnn(x)
     clean_correct = logits.argmax(1) == y
     data = EvaluationData(x, y, logits, clean_correct, batch_bounds(len(x), 50))
-    attack = DeepFool(norm="l2")
+    attack = DeepFool.configured(norm="l2")
     entry, arrays = evaluate_attack(
         small_cnn,
         attack,
@@ -176,7 +177,9 @@ def test_custom_input_range_is_respected(mlp, held_out, norm):
     wrapped.forward = lambda z: mlp((z + 1.0) / 2.0)  # type: ignore[method-assign]
     x, y = clean_correct(mlp, held_out, 64)
     x = x * 2.0 - 1.0
-    result = DeepFool(norm=norm, input_range=(-1.0, 1.0)).run(wrapped, x, y, eps=math.inf, generator=seeded())
+    result = DeepFool.configured(norm=norm, input_range=(-1.0, 1.0)).run(
+        wrapped, x, y, eps=math.inf, generator=seeded()
+    )
     assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
     assert result.success.float().mean() > 0.9
     assert torch.equal(result.success, predict(wrapped, result.x_adv) != y)
@@ -184,7 +187,7 @@ def test_custom_input_range_is_respected(mlp, held_out, norm):
 
 def test_deterministic_and_independent_of_batch_composition(small_cnn, held_out):
     x, y = clean_correct(small_cnn, held_out, 64)
-    attack = DeepFool(norm="l2")
+    attack = DeepFool.configured(norm="l2")
     first = attack.run(small_cnn, x, y, eps=math.inf, generator=seeded(1))
     second = attack.run(small_cnn, x, y, eps=math.inf, generator=seeded(2))
     assert torch.equal(first.x_adv, second.x_adv)
@@ -210,8 +213,8 @@ def test_fewer_candidates_still_fool_and_parameters_are_untouched(small_cnn, hel
     x, y = clean_correct(small_cnn, held_out, 48)
     params = list(small_cnn.parameters())
     before = [None if p.grad is None else p.grad.clone() for p in params]
-    two = DeepFool(candidates=2).run(small_cnn, x, y, eps=math.inf)
-    capped = DeepFool(candidates=50).run(small_cnn, x, y, eps=math.inf)
+    two = DeepFool.configured(candidates=2).run(small_cnn, x, y, eps=math.inf)
+    capped = DeepFool.configured(candidates=50).run(small_cnn, x, y, eps=math.inf)
     assert two.success.float().mean() > 0.8 and capped.success.float().mean() > 0.95
     for param, grad in zip(params, before, strict=True):
         assert (param.grad is None and grad is None) or torch.equal(param.grad, grad)
@@ -219,18 +222,18 @@ def test_fewer_candidates_still_fool_and_parameters_are_untouched(small_cnn, hel
 
 def test_invalid_settings_are_refused(small_cnn, held_out):
     x, y = torch.as_tensor(held_out[0][:4]), torch.as_tensor(held_out[1][:4])
-    with pytest.raises(ValueError, match="untargeted"):
-        DeepFool(targeted=True)
+    with pytest.raises(ValidationError, match="untargeted"):
+        DeepFool.configured(targeted=True)
     for bad in ({"steps": 0}, {"overshoot": -0.1}, {"candidates": 1}, {"norm": "l1"}):
-        with pytest.raises(ValueError):
-            DeepFool(**bad)
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            DeepFool.configured(**bad)
     with pytest.raises(ValueError):
-        DeepFool().run(small_cnn, x, y, eps=math.nan)
+        DeepFool.configured().run(small_cnn, x, y, eps=math.nan)
 
 
 def test_spec_params_and_passes():
-    attack = DeepFool.from_spec(
-        {"name": "deepfool", "norm": "linf", "eps": [0.1], "steps": 20, "overshoot": None, "candidates": 4},
+    attack = DeepFool(
+        DeepFoolParams(name="deepfool", norm="linf", eps=[0.1], steps=20, candidates=4),
         input_range=(-1.0, 1.0),
     )
     assert (attack.norm, attack.steps, attack.overshoot, attack.candidates) == ("linf", 20, 0.02, 4)
@@ -245,5 +248,5 @@ def test_spec_params_and_passes():
         "overshoot": 0.02,
         "candidates": 4,
     }
-    default = DeepFool()
+    default = DeepFool.configured()
     assert (default.norm, default.steps, default.overshoot, default.candidates) == ("l2", 50, 0.02, 10)

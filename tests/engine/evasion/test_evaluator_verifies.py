@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+from pydantic import ValidationError
 
+from app.schemas.evasion import PgdParams
 from tests.engine.onnx_fixtures import export_onnx
+from worker.engine.evasion.attacks.base import CONFIGURED_EPS
 from worker.engine.evasion.attacks.pgd import PGD
 from worker.engine.evasion.runner import run_evasion
 from worker.engine.models.intake import OnnxRuntimeClassifier
@@ -30,12 +33,14 @@ def test_downloaded_examples_give_the_reported_accuracy_in_onnxruntime(small_cnn
             assert abs(float((predicted == y).mean()) - row["robust_accuracy"]) <= 1 / N + 1e-9
 
 
-def test_from_spec_rejects_unknown_keys_and_names_missing_ones():
-    with pytest.raises(ValueError, match="stepz"):
-        PGD.from_spec({"name": "pgd", "eps": [0.1], "stepz": 3})
-    with pytest.raises(ValueError, match="eps\n  Field required"):
-        PGD.from_spec({"name": "pgd", "steps": 3})
-    assert PGD.from_spec({"name": "pgd", "eps": [0.1], "steps": 3}).steps == 3
+def test_configured_validates_its_spec_and_rejects_unknown_keys():
+    with pytest.raises(ValidationError, match="stepz"):
+        PGD.configured(eps=[0.1], stepz=3)
+    with pytest.raises(ValidationError, match="eps"):
+        PGD.configured(eps=[])
+    attack = PGD.configured(eps=[0.1], steps=3)
+    assert isinstance(attack.spec, PgdParams) and attack.spec.eps == [0.1] and attack.steps == 3
+    assert PGD.configured(steps=3).spec.eps == list(CONFIGURED_EPS)  # the engine takes eps per call
 
 
 def test_an_attack_sets_eval_mode_itself_and_restores_the_mode(small_cnn, held_out):
@@ -43,7 +48,7 @@ def test_an_attack_sets_eval_mode_itself_and_restores_the_mode(small_cnn, held_o
     y = torch.as_tensor(held_out[1][:8])
     model = torch.nn.Sequential(small_cnn, torch.nn.Dropout(0.9))
     model.train()
-    first = PGD(steps=5).run(model, x, y, eps=EPS, generator=torch.Generator().manual_seed(1))
-    second = PGD(steps=5).run(model, x, y, eps=EPS, generator=torch.Generator().manual_seed(1))
+    first = PGD.configured(steps=5).run(model, x, y, eps=EPS, generator=torch.Generator().manual_seed(1))
+    second = PGD.configured(steps=5).run(model, x, y, eps=EPS, generator=torch.Generator().manual_seed(1))
     assert torch.equal(first.x_adv, second.x_adv)
     assert model.training

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 import torchattacks
+from pydantic import ValidationError
 from scipy.optimize import linprog, minimize
 from torch import nn
 
+from app.schemas.evasion import FabParams
 from tests.engine.attack_helpers import clean_correct, predict, seeded
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attack_eval import evaluate_attack
@@ -35,7 +37,10 @@ def samples(
 def unbounded(small_cnn, samples) -> dict[str, torch.Tensor]:
     """Minimum-norm FAB (100 steps, eps=inf) in both norms, shared by several tests."""
     x, y = samples
-    return {norm: FAB(norm=norm).run(small_cnn, x, y, eps=float("inf")).x_adv for norm in ("linf", "l2")}
+    return {
+        norm: FAB.configured(norm=norm).run(small_cnn, x, y, eps=float("inf")).x_adv
+        for norm in ("linf", "l2")
+    }
 
 
 def _smallest_move(t: np.ndarray, w: np.ndarray, c: float, low: float, high: float, norm: str) -> float:
@@ -106,7 +111,7 @@ def test_parity_with_torchattacks(small_cnn, samples, unbounded, norm):
     our_sizes = perturbation_norm(ours - x, norm)
     assert our_sizes[our_success].median() <= their_sizes[their_success].median() * 1.05
     eps = EPS[norm]
-    at_eps = FAB(norm=norm).run(small_cnn, x, y, eps=eps)
+    at_eps = FAB.configured(norm=norm).run(small_cnn, x, y, eps=eps)
     their_robust = 1.0 - (their_success & (their_sizes <= eps)).float().mean()
     assert (~at_eps.success).float().mean() <= their_robust + 0.01
     assert at_eps.success.float().mean() > 0.3
@@ -116,13 +121,13 @@ def test_parity_with_torchattacks(small_cnn, samples, unbounded, norm):
 def test_finite_eps_keeps_only_adversarials_within_eps(small_cnn, samples, unbounded, norm):
     x, y = samples
     eps = EPS[norm] / 2
-    result = FAB(norm=norm, steps=100).run(small_cnn, x, y, eps=eps)
+    result = FAB.configured(norm=norm, steps=100).run(small_cnn, x, y, eps=eps)
     sizes = perturbation_norm(result.x_adv - x, norm)
     assert sizes.max() <= eps + TOL
     assert torch.equal(result.success, result.predictions != y)
     assert torch.equal(result.x_adv[~result.success], x[~result.success])
     # With one restart, the eps-aware run is the minimum-norm run seen at eps.
-    minimal = FAB(norm=norm).run(small_cnn, x, y, eps=float("inf"))
+    minimal = FAB.configured(norm=norm).run(small_cnn, x, y, eps=float("inf"))
     assert torch.equal(minimal.x_adv, unbounded[norm])
     restricted = restrict_to_budget(minimal, x, y, eps, norm)
     assert torch.equal(restricted.success, result.success)
@@ -132,7 +137,7 @@ def test_targeted_success_means_prediction_equals_target(small_cnn, samples):
     x, y = samples
     targets = (y + 4) % 10
     for norm in ("linf", "l2"):
-        result = FAB(norm=norm, targeted=True, steps=50).run(
+        result = FAB.configured(norm=norm, targeted=True, steps=50).run(
             small_cnn, x, y, eps=float("inf"), targets=targets, generator=seeded()
         )
         assert torch.equal(result.success, predict(small_cnn, result.x_adv) == targets)
@@ -147,8 +152,10 @@ def test_input_range_minus_one_to_one_scales_the_norms(mlp, held_out):
     correct = predict(mlp, x) == y
     x, y = x[correct], y[correct]
     for norm in ("linf", "l2"):
-        unit = FAB(norm=norm, steps=30).run(mlp, x, y, eps=float("inf"))
-        wide = FAB(norm=norm, steps=30, input_range=(-1.0, 1.0)).run(wrapped, 2 * x - 1, y, eps=float("inf"))
+        unit = FAB.configured(norm=norm, steps=30).run(mlp, x, y, eps=float("inf"))
+        wide = FAB.configured(norm=norm, steps=30, input_range=(-1.0, 1.0)).run(
+            wrapped, 2 * x - 1, y, eps=float("inf")
+        )
         assert wide.x_adv.min() >= -1.0 and wide.x_adv.max() <= 1.0
         both = unit.success & wide.success
         assert both.float().mean() > 0.8
@@ -161,13 +168,13 @@ def test_input_range_minus_one_to_one_scales_the_norms(mlp, held_out):
 
 def test_restarts_are_seeded_and_only_improve(small_cnn, samples):
     x, y = samples[0][:40], samples[1][:40]
-    one = FAB(steps=20).run(small_cnn, x, y, eps=float("inf"), generator=seeded(5))
+    one = FAB.configured(steps=20).run(small_cnn, x, y, eps=float("inf"), generator=seeded(5))
     runs = [
-        FAB(steps=20, restarts=3).run(small_cnn, x, y, eps=float("inf"), generator=seeded(5))
+        FAB.configured(steps=20, restarts=3).run(small_cnn, x, y, eps=float("inf"), generator=seeded(5))
         for _ in range(2)
     ]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv)
-    other = FAB(steps=20, restarts=3).run(small_cnn, x, y, eps=float("inf"), generator=seeded(6))
+    other = FAB.configured(steps=20, restarts=3).run(small_cnn, x, y, eps=float("inf"), generator=seeded(6))
     assert not torch.equal(runs[0].x_adv, other.x_adv)
     before = perturbation_norm(one.x_adv - x, "linf")[one.success]
     after = perturbation_norm(runs[0].x_adv - x, "linf")[one.success]
@@ -180,7 +187,7 @@ def test_runner_sees_the_minimum_norm_run_at_each_eps(small_cnn, held_out):
     with torch.no_grad():
         logits = small_cnn(x)
     clean_correct, batches, eps_values = logits.argmax(1) == y, batch_bounds(len(x), 30), [0.05, 0.1, 0.2]
-    attack = FAB(steps=20)
+    attack = FAB.configured(steps=20)
     entry, arrays = evaluate_attack(
         small_cnn, attack, {"eps": eps_values, "targeted": False},
         EvaluationData(x, y, logits, clean_correct, batches), index=0, seed=0,
@@ -204,10 +211,10 @@ def test_runner_sees_the_minimum_norm_run_at_each_eps(small_cnn, held_out):
 
 def test_flags_params_and_validation():
     assert FAB.minimum_norm and FAB.requires_gradients
-    assert FAB().params()["restart_eps"] == pytest.approx(0.3)
-    assert FAB(norm="l2", input_range=(-1.0, 1.0)).params()["restart_eps"] == pytest.approx(2.0)
-    assert FAB(restart_eps=0.5).restart_radius(float("inf")) == 0.5
-    assert FAB().restart_radius(0.1) == 0.1
+    assert FAB.configured().params()["restart_eps"] == pytest.approx(0.3)
+    assert FAB.configured(norm="l2", input_range=(-1.0, 1.0)).params()["restart_eps"] == pytest.approx(2.0)
+    assert FAB.configured(restart_eps=0.5).restart_radius(float("inf")) == 0.5
+    assert FAB.configured().restart_radius(0.1) == 0.1
     for bad in (
         {"steps": 0},
         {"restarts": 0},
@@ -216,16 +223,7 @@ def test_flags_params_and_validation():
         {"beta": 0.0},
         {"restart_eps": 0},
     ):
-        with pytest.raises(ValueError):
-            FAB(**bad)  # type: ignore[arg-type]
-    attack = FAB.from_spec(
-        {
-            "norm": "l2",
-            "eps": [1.0],
-            "targeted": True,
-            "target_mode": "random",
-            "steps": 12,
-            "alpha_max": None,
-        }
-    )
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            FAB.configured(**bad)
+    attack = FAB(FabParams(name="fab", norm="l2", eps=[1.0], targeted=True, target_mode="random", steps=12))
     assert (attack.norm, attack.targeted, attack.steps, attack.alpha_max) == ("l2", True, 12, 0.1)

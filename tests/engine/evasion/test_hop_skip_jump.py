@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from app.schemas.evasion import HopSkipJumpParams
@@ -43,7 +44,7 @@ def test_black_box_minimum_norm_run(small_cnn, samples, cnn_onnx, norm, targeted
     black_box, classifier = onnx_black_box(cnn_onnx)
     targets = (y + 3) % 10 if targeted else None
     budget = 1200
-    attack = HopSkipJump(norm=norm, targeted=targeted, iterations=4, max_queries=budget)
+    attack = HopSkipJump.configured(norm=norm, targeted=targeted, iterations=4, max_queries=budget)
     result = attack.run(black_box, x, y, eps=INF, targets=targets, generator=seeded())
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
     assert torch.equal(result.predictions, predict(small_cnn, result.x_adv))
@@ -62,7 +63,9 @@ def test_black_box_minimum_norm_run(small_cnn, samples, cnn_onnx, norm, targeted
 def test_query_budget_holds_per_sample(samples, cnn_onnx, budget):
     x, y = samples
     black_box, classifier = onnx_black_box(cnn_onnx)
-    result = HopSkipJump(norm="linf", max_queries=budget).run(black_box, x, y, eps=INF, generator=seeded())
+    result = HopSkipJump.configured(norm="linf", max_queries=budget).run(
+        black_box, x, y, eps=INF, generator=seeded()
+    )
     assert result.queries.max() <= budget and int(result.queries.sum()) + len(x) == classifier.queries
     assert result.success.all()  # with no query to spare, the nearest differently classified batch sample
 
@@ -70,7 +73,9 @@ def test_query_budget_holds_per_sample(samples, cnn_onnx, budget):
 def test_no_gradient_path_is_needed_or_used(samples, cnn_onnx):
     x, y = samples
     no_graph = query_only_without_gradients(cnn_onnx, x[:4])
-    result = HopSkipJump(iterations=3, max_queries=800).run(no_graph, x, y, eps=INF, generator=seeded())
+    result = HopSkipJump.configured(iterations=3, max_queries=800).run(
+        no_graph, x, y, eps=INF, generator=seeded()
+    )
     at_eps = restrict_to_budget(result, x, y, 1.5, "l2")
     assert (at_eps.predictions == y).float().mean() < 0.5  # clean accuracy on these samples is 1.0
 
@@ -79,7 +84,7 @@ def test_no_gradient_path_is_needed_or_used(samples, cnn_onnx):
 def test_onnxruntime_and_torch_module_agree_for_a_seed(small_cnn, samples, cnn_onnx, norm):
     x, y = samples
     black_box, _ = onnx_black_box(cnn_onnx)
-    attack = HopSkipJump(norm=norm, iterations=4, max_queries=1500)
+    attack = HopSkipJump.configured(norm=norm, iterations=4, max_queries=1500)
     on_onnx = attack.run(black_box, x, y, eps=INF, generator=seeded(2))
     on_torch = attack.run(small_cnn, x, y, eps=INF, generator=seeded(2))
     sizes_onnx = perturbation_norm(on_onnx.x_adv - x, norm)
@@ -92,11 +97,14 @@ def test_onnxruntime_and_torch_module_agree_for_a_seed(small_cnn, samples, cnn_o
 def test_deterministic_and_more_iterations_help(samples, cnn_onnx):
     x, y = samples
     black_box, _ = onnx_black_box(cnn_onnx)
-    runs = [HopSkipJump(iterations=2).run(black_box, x, y, eps=INF, generator=seeded(4)) for _ in range(2)]
+    runs = [
+        HopSkipJump.configured(iterations=2).run(black_box, x, y, eps=INF, generator=seeded(4))
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv) and torch.equal(runs[0].queries, runs[1].queries)
-    other = HopSkipJump(iterations=2).run(black_box, x, y, eps=INF, generator=seeded(5))
+    other = HopSkipJump.configured(iterations=2).run(black_box, x, y, eps=INF, generator=seeded(5))
     assert not torch.equal(runs[0].x_adv, other.x_adv)
-    longer = HopSkipJump(iterations=6).run(black_box, x, y, eps=INF, generator=seeded(4))
+    longer = HopSkipJump.configured(iterations=6).run(black_box, x, y, eps=INF, generator=seeded(4))
     short_sizes = perturbation_norm(runs[0].x_adv - x, "l2")
     long_sizes = perturbation_norm(longer.x_adv - x, "l2")
     assert long_sizes.median() < 0.9 * short_sizes.median()
@@ -106,7 +114,7 @@ def test_deterministic_and_more_iterations_help(samples, cnn_onnx):
 def test_finite_eps_keeps_only_perturbations_within_it(samples, cnn_onnx):
     x, y = samples
     black_box, _ = onnx_black_box(cnn_onnx)
-    attack = HopSkipJump(iterations=3, max_queries=800)
+    attack = HopSkipJump.configured(iterations=3, max_queries=800)
     unbounded = attack.run(black_box, x, y, eps=INF, generator=seeded(1))
     bounded = attack.run(black_box, x, y, eps=1.0, generator=seeded(1))
     assert perturbation_norm(bounded.x_adv - x, "l2").max() <= 1.0 + 1e-5
@@ -122,7 +130,7 @@ def test_targeted_starts_from_a_batch_sample_of_the_target_class(small_cnn, samp
     black_box, _ = onnx_black_box(cnn_onnx)
     targets = torch.roll(y, 1)
     wanted = targets != y
-    result = HopSkipJump(targeted=True, max_queries=1).run(
+    result = HopSkipJump.configured(targeted=True, max_queries=1).run(
         black_box, x[wanted], y[wanted], eps=INF, targets=targets[wanted], generator=seeded()
     )
     assert result.success.all()  # every target class is predicted for some other sample of the batch
@@ -135,9 +143,9 @@ def test_custom_input_range_is_respected(small_cnn, samples):
     x, y = samples
     x = x * 2.0 - 1.0
     for norm in ("l2", "linf"):
-        result = HopSkipJump(norm=norm, iterations=3, max_queries=800, input_range=(-1.0, 1.0)).run(
-            wrapped, x, y, eps=INF, generator=seeded()
-        )
+        result = HopSkipJump.configured(
+            norm=norm, iterations=3, max_queries=800, input_range=(-1.0, 1.0)
+        ).run(wrapped, x, y, eps=INF, generator=seeded())
         assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
         assert result.success.float().mean() >= 0.9
         assert torch.equal(result.predictions, predict(wrapped, result.x_adv))
@@ -146,21 +154,19 @@ def test_custom_input_range_is_respected(small_cnn, samples):
 def test_flat_inputs_work(small_cnn, samples):
     x, y = samples
     flat_model = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), small_cnn)
-    result = HopSkipJump(iterations=2, max_queries=600).run(flat_model, x.flatten(1), y, eps=INF)
+    result = HopSkipJump.configured(iterations=2, max_queries=600).run(flat_model, x.flatten(1), y, eps=INF)
     assert result.x_adv.shape == x.flatten(1).shape and result.success.float().mean() >= 0.9
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
 
 
 def test_parameters_and_spec():
-    attack = HopSkipJump.from_spec(
-        {"norm": "linf", "eps": [0.1], "max_queries": 900, "iterations": 7, "gamma": 2.0}
-    )
-    with pytest.raises(ValueError, match="steps\n  Extra inputs are not permitted"):
-        HopSkipJump.from_spec({"norm": "linf", "eps": [0.1], "steps": 3})
+    attack = HopSkipJump.configured(norm="linf", eps=[0.1], max_queries=900, iterations=7, gamma=2.0)
+    with pytest.raises(ValidationError, match="steps\n  Extra inputs are not permitted"):
+        HopSkipJump.configured(norm="linf", eps=[0.1], steps=3)
     assert (attack.norm, attack.max_queries, attack.iterations, attack.gamma) == ("linf", 900, 7, 2.0)
     spec = HopSkipJumpParams(name="hopskipjump", norm="linf", eps=[0.1], max_queries=900)
     assert spec.passes_per_sample() == 900 and attack.minimum_norm and not attack.requires_gradients
-    default = HopSkipJump()
+    default = HopSkipJump.configured()
     assert (default.norm, default.max_queries, default.iterations, default.init_evals, default.max_evals) == (
         "l2",
         20000,
@@ -168,9 +174,13 @@ def test_parameters_and_spec():
         100,
         10000,
     )
-    for bad in ({"max_queries": 0}, {"iterations": 0}, {"gamma": 0.0}, {"init_evals": 0}, {"max_evals": 50}):
-        with pytest.raises(ValueError):
-            HopSkipJump(**bad)
+    for bad in ({"max_queries": 0}, {"iterations": 0}, {"gamma": 0.0}, {"init_evals": 0}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            HopSkipJump.configured(**bad)
+    with pytest.raises(
+        ValueError, match="max_evals must be at least init_evals"
+    ):  # across fields: the engine
+        HopSkipJump.configured(max_evals=50)
 
 
 @pytest.mark.parametrize(("norm", "eps_values"), [("l2", (0.5, 1.0)), ("linf", (0.1, 0.2))])
@@ -181,7 +191,9 @@ def test_strength_parity_with_art(small_cnn, samples, norm, eps_values):
 
     x, y = samples
     iterations = 8
-    ours = HopSkipJump(norm=norm, iterations=iterations).run(small_cnn, x, y, eps=INF, generator=seeded())
+    ours = HopSkipJump.configured(norm=norm, iterations=iterations).run(
+        small_cnn, x, y, eps=INF, generator=seeded()
+    )
     counted = _Counting(small_cnn)
     classifier = PyTorchClassifier(
         counted, loss=nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10, clip_values=(0.0, 1.0)

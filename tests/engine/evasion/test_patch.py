@@ -4,18 +4,21 @@ import math
 import random
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
+from app.schemas.evasion import PatchParams
 from worker.engine.evasion.patch import (
-    PatchConfig,
     PatchTransforms,
     TransformDistribution,
     apply_patch,
     evaluate_patch,
+    patch_distribution,
     run_patch_attack,
 )
 from worker.engine.evasion.patch import attack as patch_attack
@@ -44,7 +47,12 @@ class _FromSymmetric(nn.Module):
         return self.model((x + 1.0) / 2.0)
 
 
-def _noise_baseline(model, x, y, config: PatchConfig, side: int, target: int | None) -> float:
+def _spec(**fields: Any) -> PatchParams:
+    """The patch attack's typed spec (defaults and limits live there) with the given fields."""
+    return PatchParams(name="patch", **fields)
+
+
+def _noise_baseline(model, x, y, config: PatchParams, side: int, target: int | None) -> float:
     """Mean success of uniform-noise patches of the same size under the same evaluation."""
     _, eval_index = split_indices(len(x), config.holdout_fraction, 0)
     rates = []
@@ -56,7 +64,7 @@ def _noise_baseline(model, x, y, config: PatchConfig, side: int, target: int | N
             torch.as_tensor(x[eval_index]),
             torch.as_tensor(y[eval_index]),
             noise,
-            distribution=config.distribution,
+            distribution=patch_distribution(config),
             input_range=(0.0, 1.0),
             draws=config.eval_transforms,
             generator=generator,
@@ -85,7 +93,9 @@ def test_transforms_paste_rotate_and_keep_shapes():
 @pytest.mark.parametrize("input_range", [(0.0, 1.0), (-1.0, 1.0)])
 def test_transforms_are_seeded_bounded_and_differentiable(input_range):
     low, high = input_range
-    distribution = TransformDistribution(rotation_deg=30.0, scale_range=(0.8, 1.2), brightness=0.2)
+    distribution = TransformDistribution(
+        rotation_deg=30.0, scale_range=(0.8, 1.2), max_translation=0.2, brightness=0.2
+    )
     x = low + (high - low) * torch.rand(64, 3, 12, 10, generator=torch.Generator().manual_seed(0))
     patch = torch.full((3, 5, 5), high, requires_grad=True)
 
@@ -111,7 +121,7 @@ def test_transforms_are_seeded_bounded_and_differentiable(input_range):
 
 def test_untargeted_patch_beats_a_random_noise_patch(small_cnn, held_out):
     x, y = _data(held_out)
-    config = PatchConfig(patch_scales=[0.5], **FAST)
+    config = _spec(patch_scales=[0.5], **FAST)
     outcome = run_patch_attack(small_cnn, x, y, config, seed=0, device=CPU)
     row = outcome.entry["results"][0]
     baseline = _noise_baseline(small_cnn, x, y, config, side=4, target=None)
@@ -123,7 +133,7 @@ def test_untargeted_patch_beats_a_random_noise_patch(small_cnn, held_out):
 
 def test_targeted_patch_sends_images_to_the_target(small_cnn, held_out):
     x, y = _data(held_out)
-    config = PatchConfig(patch_scales=[0.5], targeted=True, target_class=TARGET, **FAST)
+    config = _spec(patch_scales=[0.5], targeted=True, target_class=TARGET, **FAST)
     outcome = run_patch_attack(small_cnn, x, y, config, seed=0, device=CPU)
     row = outcome.entry["results"][0]
     baseline = _noise_baseline(small_cnn, x, y, config, side=4, target=TARGET)
@@ -152,7 +162,7 @@ def test_targeted_strength_parity_with_art(small_cnn, held_out):
     train_index, eval_index = split_indices(SAMPLES, 0.5, 0)
     # Same number of patched-image gradients: ART takes one step per pass over the training images.
     steps = round(iterations * len(train_index) / (64 * 8))
-    config = PatchConfig(
+    config = _spec(
         patch_scales=[scale], targeted=True, target_class=TARGET, steps=steps, scale_range=(1.0, 1.0),
         max_translation=0.0, brightness=0.0, eval_transforms=8,
     )  # fmt: skip
@@ -184,7 +194,7 @@ def test_targeted_strength_parity_with_art(small_cnn, held_out):
 def test_patches_stay_in_range_and_images_match(small_cnn, held_out):
     x, y = _data(held_out)
     symmetric = _FromSymmetric(small_cnn)
-    config = PatchConfig(patch_scales=[0.375, 0.5], optimizer="sgd", steps=15, eval_transforms=2)
+    config = _spec(patch_scales=[0.375, 0.5], optimizer="sgd", steps=15, eval_transforms=2)
     outcome = run_patch_attack(
         symmetric, 2.0 * x - 1.0, y, config, input_range=(-1.0, 1.0), seed=3, device=CPU
     )
@@ -214,7 +224,7 @@ def test_held_out_samples_are_never_used_in_training(small_cnn, held_out, monkey
         return original(model, x_train, labels, **kwargs)
 
     monkeypatch.setattr(patch_attack, "train_patch", spy)
-    outcome = run_patch_attack(small_cnn, x, y, PatchConfig(patch_scales=[0.5], steps=2, eval_transforms=1))
+    outcome = run_patch_attack(small_cnn, x, y, _spec(patch_scales=[0.5], steps=2, eval_transforms=1))
     train_index, eval_index = outcome.arrays["train_indices"], outcome.arrays["eval_indices"]
     assert not set(train_index) & set(eval_index)
     assert sorted({*train_index, *eval_index}) == list(range(SAMPLES)) and len(eval_index) == SAMPLES // 2
@@ -223,7 +233,7 @@ def test_held_out_samples_are_never_used_in_training(small_cnn, held_out, monkey
 
 def test_same_seed_same_patch(small_cnn, held_out):
     x, y = _data(held_out)
-    config = PatchConfig(patch_scales=[0.5], steps=10, eval_transforms=2)
+    config = _spec(patch_scales=[0.5], steps=10, eval_transforms=2)
     runs = [run_patch_attack(small_cnn, x, y, config, seed=seed, device=CPU) for seed in (5, 5, 6)]
     assert np.array_equal(runs[0].arrays["patch_0"], runs[1].arrays["patch_0"])
     assert runs[0].images == runs[1].images
@@ -234,7 +244,7 @@ def test_same_seed_same_patch(small_cnn, held_out):
 
 def test_progress_is_monotone_and_cancellation_propagates(small_cnn, held_out):
     x, y = _data(held_out)
-    config = PatchConfig(patch_scales=[0.25, 0.5], steps=6, eval_transforms=1)
+    config = _spec(patch_scales=[0.25, 0.5], steps=6, eval_transforms=1)
     fractions: list[float] = []
     run_patch_attack(small_cnn, x, y, config, progress=lambda fraction, stage: fractions.append(fraction))
     assert len(fractions) >= 2 * config.steps
@@ -258,13 +268,13 @@ def test_progress_is_monotone_and_cancellation_propagates(small_cnn, held_out):
 
 def test_bad_inputs_are_refused(small_cnn, held_out):
     x, y = _data(held_out)
-    config = PatchConfig(patch_scales=[0.5], steps=1)
+    config = _spec(patch_scales=[0.5], steps=1)
     with pytest.raises(ValueError, match="images"):
         run_patch_attack(small_cnn, x.reshape(SAMPLES, -1), y, config)
     with pytest.raises(ValueError, match="input range"):
         run_patch_attack(small_cnn, x + 2.0, y, config)
     with pytest.raises(ValueError, match="target_class"):
-        run_patch_attack(small_cnn, x, y, PatchConfig(patch_scales=[0.5], targeted=True, target_class=10))
+        run_patch_attack(small_cnn, x, y, _spec(patch_scales=[0.5], targeted=True, target_class=10))
     for bad in (
         {"patch_scales": []},
         {"patch_scales": [0.0]},
@@ -277,5 +287,5 @@ def test_bad_inputs_are_refused(small_cnn, held_out):
         {"patch_scales": [0.5], "scale_range": (1.2, 1.1)},
         {"patch_scales": [0.5], "optimizer": "rmsprop"},
     ):
-        with pytest.raises(ValueError):
-            PatchConfig(**bad)
+        with pytest.raises(ValidationError):  # the limits live in the spec
+            _spec(**bad)

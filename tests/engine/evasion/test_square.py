@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from app.schemas.evasion import SquareParams
@@ -42,7 +43,7 @@ def test_black_box_run_respects_threat_model_and_budget(small_cnn, samples, cnn_
     black_box, classifier = onnx_black_box(cnn_onnx)
     targets = (y + 1) % 10 if targeted else None
     budget = 150
-    attack = SquareAttack(norm=norm, targeted=targeted, queries=budget)
+    attack = SquareAttack.configured(norm=norm, targeted=targeted, queries=budget)
     result = attack.run(black_box, x, y, eps=EPS[norm], targets=targets, generator=seeded())
     assert perturbation_norm(result.x_adv - x, norm).max() <= EPS[norm] + TOL
     assert result.x_adv.min() >= 0.0 and result.x_adv.max() <= 1.0
@@ -61,7 +62,7 @@ def test_black_box_run_respects_threat_model_and_budget(small_cnn, samples, cnn_
 def test_no_gradient_path_is_needed_or_used(small_cnn, samples, cnn_onnx):
     x, y = samples
     no_graph = query_only_without_gradients(cnn_onnx, x[:4])
-    result = SquareAttack(queries=300).run(no_graph, x, y, eps=0.2, generator=seeded())
+    result = SquareAttack.configured(queries=300).run(no_graph, x, y, eps=0.2, generator=seeded())
     assert _robust(result, y) < 0.5  # clean accuracy on these samples is 1.0
 
 
@@ -69,7 +70,7 @@ def test_no_gradient_path_is_needed_or_used(small_cnn, samples, cnn_onnx):
 def test_onnxruntime_and_torch_module_agree_for_a_seed(small_cnn, samples, cnn_onnx, norm):
     x, y = samples
     black_box, _ = onnx_black_box(cnn_onnx)
-    attack = SquareAttack(norm=norm, queries=200)
+    attack = SquareAttack.configured(norm=norm, queries=200)
     eps = EPS[norm] / 1.5
     on_onnx = attack.run(black_box, x, y, eps=eps, generator=seeded(3))
     on_torch = attack.run(small_cnn, x, y, eps=eps, generator=seeded(3))
@@ -81,9 +82,12 @@ def test_onnxruntime_and_torch_module_agree_for_a_seed(small_cnn, samples, cnn_o
 def test_deterministic_under_a_seed(samples, cnn_onnx):
     x, y = samples
     black_box, _ = onnx_black_box(cnn_onnx)
-    runs = [SquareAttack(queries=60).run(black_box, x, y, eps=0.1, generator=seeded(5)) for _ in range(2)]
+    runs = [
+        SquareAttack.configured(queries=60).run(black_box, x, y, eps=0.1, generator=seeded(5))
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv) and torch.equal(runs[0].queries, runs[1].queries)
-    other = SquareAttack(queries=60).run(black_box, x, y, eps=0.1, generator=seeded(6))
+    other = SquareAttack.configured(queries=60).run(black_box, x, y, eps=0.1, generator=seeded(6))
     assert not torch.equal(runs[0].x_adv, other.x_adv)
 
 
@@ -95,7 +99,7 @@ def test_custom_input_range_is_respected(small_cnn, samples, norm):
     x, y = samples
     x = x * 2.0 - 1.0
     eps = 2 * EPS[norm]
-    result = SquareAttack(norm=norm, queries=200, input_range=(-1.0, 1.0)).run(
+    result = SquareAttack.configured(norm=norm, queries=200, input_range=(-1.0, 1.0)).run(
         wrapped, x, y, eps=eps, generator=seeded()
     )
     assert result.x_adv.min() >= -1.0 and result.x_adv.max() <= 1.0
@@ -106,8 +110,8 @@ def test_custom_input_range_is_respected(small_cnn, samples, norm):
 def test_restarts_only_add_successes(samples, cnn_onnx):
     x, y = samples
     black_box, _ = onnx_black_box(cnn_onnx)
-    one = SquareAttack(queries=40, restarts=1).run(black_box, x, y, eps=0.1, generator=seeded(7))
-    three = SquareAttack(queries=40, restarts=3).run(black_box, x, y, eps=0.1, generator=seeded(7))
+    one = SquareAttack.configured(queries=40, restarts=1).run(black_box, x, y, eps=0.1, generator=seeded(7))
+    three = SquareAttack.configured(queries=40, restarts=3).run(black_box, x, y, eps=0.1, generator=seeded(7))
     assert not (one.success & ~three.success).any()
     assert three.success.sum() > one.success.sum()
     assert three.queries.max() <= 3 * 40
@@ -116,10 +120,12 @@ def test_restarts_only_add_successes(samples, cnn_onnx):
 
 def test_zero_eps_and_non_image_inputs(small_cnn, samples):
     x, y = samples
-    result = SquareAttack().run(small_cnn, x, y, eps=0.0)
+    result = SquareAttack.configured().run(small_cnn, x, y, eps=0.0)
     assert torch.equal(result.x_adv, x) and (result.queries == 1).all() and not result.success.any()
     with pytest.raises(ValueError, match="image"):
-        SquareAttack().run(nn.Sequential(nn.Unflatten(1, (1, 8, 8)), small_cnn), x.flatten(1), y, eps=0.1)
+        SquareAttack.configured().run(
+            nn.Sequential(nn.Unflatten(1, (1, 8, 8)), small_cnn), x.flatten(1), y, eps=0.1
+        )
 
 
 def test_p_schedule_and_initialisations():
@@ -133,24 +139,22 @@ def test_p_schedule_and_initialisations():
     x = torch.full((4, 3, 10, 10), 0.5)
     start = l2_init(x, 1.0, (0.0, 1.0), seeded())
     assert torch.allclose(perturbation_norm(start - x, "l2"), torch.ones(4), atol=1e-5)
-    stripes = SquareAttack()._init(x, 0.2, seeded())
+    stripes = SquareAttack.configured()._init(x, 0.2, seeded())
     assert torch.allclose((stripes - x).abs(), torch.full_like(x, 0.2))
     assert (stripes - x).std(dim=2).max() == 0  # vertical stripes: constant along each column
 
 
 def test_parameters_and_spec():
-    attack = SquareAttack.from_spec(
-        {"norm": "l2", "eps": [1.0], "queries": 300, "p_init": 0.3, "restarts": 2}
-    )
-    with pytest.raises(ValueError, match="steps\n  Extra inputs are not permitted"):
-        SquareAttack.from_spec({"norm": "l2", "eps": [1.0], "steps": 9})
+    attack = SquareAttack.configured(norm="l2", eps=[1.0], queries=300, p_init=0.3, restarts=2)
+    with pytest.raises(ValidationError, match="steps\n  Extra inputs are not permitted"):
+        SquareAttack.configured(norm="l2", eps=[1.0], steps=9)
     assert (attack.norm, attack.queries, attack.p_init, attack.restarts) == ("l2", 300, 0.3, 2)
     spec = SquareParams(name="square", norm="l2", eps=[1.0], queries=300, restarts=2)
     assert spec.passes_per_sample() == 600 and not attack.requires_gradients and not attack.minimum_norm
-    assert SquareAttack().params()["queries"] == 5000 and SquareAttack().p_init == 0.8
+    assert SquareAttack.configured().params()["queries"] == 5000 and SquareAttack.configured().p_init == 0.8
     for bad in ({"queries": 0}, {"p_init": 0.0}, {"p_init": 1.5}, {"restarts": 0}):
-        with pytest.raises(ValueError):
-            SquareAttack(**bad)
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            SquareAttack.configured(**bad)
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
@@ -163,7 +167,8 @@ def test_strength_parity_with_art_and_torchattacks(small_cnn, samples, norm, eps
     x, y = samples
     budget = 1000
     ours = _robust(
-        SquareAttack(norm=norm, queries=budget).run(small_cnn, x, y, eps=eps, generator=seeded()), y
+        SquareAttack.configured(norm=norm, queries=budget).run(small_cnn, x, y, eps=eps, generator=seeded()),
+        y,
     )
     reference = torchattacks.Square(
         small_cnn, norm="Linf" if norm == "linf" else "L2", eps=eps, n_queries=budget, seed=0

@@ -127,7 +127,7 @@ def _same(left: dict[str, Any], right: dict[str, Any]) -> list[str]:
 
 
 def _entry(model, attack_cls, spec, data) -> tuple[dict[str, Any], Any]:
-    attack = attack_cls.from_spec(spec)
+    attack = attack_cls(spec)
     entry, arrays = evaluate_attack(
         model, attack, spec, data, index=0, seed=3, device=torch.device("cpu"),
         progress=ProgressTracker(1.0, None), worst=WorstCase(SAMPLES),

@@ -146,15 +146,12 @@ class Distillation(Defense[DistillationParams]):
         and margin PGD on the logits."""
         budgets = _budgets_by_norm(attacks)
         naive_specs = [PgdParams(name="pgd", norm=norm, eps=eps, steps=NAIVE_STEPS) for norm, eps in budgets]
-        naive = [(PGD.from_spec(spec, input_range=context.input_range), spec) for spec in naive_specs]
+        naive = [(PGD(spec, input_range=context.input_range), spec) for spec in naive_specs]
         # The margin attack is PGD with another loss: its spec is a PGD spec (the report names it pgd_margin).
-        margin = [
-            (
-                MarginPGD(norm=norm, steps=MARGIN_STEPS, input_range=context.input_range),
-                PgdParams(name="pgd", norm=norm, eps=eps, steps=MARGIN_STEPS),
-            )
-            for norm, eps in budgets
+        margin_specs = [
+            PgdParams(name="pgd", norm=norm, eps=eps, steps=MARGIN_STEPS) for norm, eps in budgets
         ]
+        margin = [(MarginPGD(spec, input_range=context.input_range), spec) for spec in margin_specs]
         return [
             AttackRun("naive", NAIVE_VIEW, SoftmaxOutput(final), [], extra=naive),
             AttackRun(

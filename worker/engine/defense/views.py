@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from app.schemas.evasion import PgdParams
 from worker.engine.evasion.attacks.pgd import PGD
 
 # Probabilities below this are clamped before the log in the naive softmax view (float32's smallest
@@ -65,9 +66,9 @@ class MarginPGD(PGD):
 
     name = "pgd_margin"
 
-    def __init__(self, **kwargs: Any) -> None:
-        """As PGD; targeted is refused."""
-        super().__init__(**kwargs)
+    def __init__(self, spec: PgdParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """As PGD (from a PGD spec); targeted is refused."""
+        super().__init__(spec, input_range=input_range)
         if self.targeted:
             raise ValueError("pgd_margin is untargeted")
 

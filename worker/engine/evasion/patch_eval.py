@@ -1,31 +1,19 @@
-"""The physical-world patch inside an evasion evaluation: config from a spec, progress and seeding."""
+"""The physical-world patch inside an evasion evaluation: the spec's run, progress and seeding."""
 
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 
 import numpy as np
 import torch
 from torch import nn
 
 from app.schemas.evasion import EvasionAttackSpec, PatchParams
-from worker.engine.evasion.patch import PatchConfig, PatchOutcome, run_patch_attack
+from worker.engine.evasion.patch import PatchOutcome, run_patch_attack
 from worker.engine.progress import ProgressTracker
-
-
-def patch_config(spec: PatchParams) -> PatchConfig:
-    """A PatchConfig from the typed spec: every field the config has; None keeps the config's default."""
-    names = {field.name for field in fields(PatchConfig)}
-    options = {key: getattr(spec, key) for key in type(spec).model_fields if key in names}
-    options = {key: value for key, value in options.items() if value is not None}
-    if "scale_range" in options:
-        options["scale_range"] = tuple(options["scale_range"])
-    return PatchConfig(**options)
 
 
 def patch_units(spec: PatchParams) -> int:
     """Forward-and-backward passes of a patch run, for progress weighting."""
-    config = patch_config(spec)
-    return len(config.patch_scales) * config.steps * config.batch_size * config.eot_samples
+    return len(spec.patch_scales) * spec.steps * spec.batch_size * spec.eot_samples
 
 
 def evaluate_patch_spec(
@@ -53,7 +41,7 @@ def evaluate_patch_spec(
         model,
         x,
         y,
-        patch_config(spec),
+        spec,
         input_range=input_range,
         seed=run_seed,
         device=device,

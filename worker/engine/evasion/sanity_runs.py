@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.schemas.evasion import AttackParamsBase, EvasionAttackSpec
+from app.schemas.evasion import AttackParamsBase, EvasionAttackSpec, PgdParams
 from worker.engine.evasion.attacks.autoattack_check import check_fast_vs_standard, fast_vs_standard_units
 from worker.engine.evasion.attacks.pgd import PGD
 from worker.engine.evasion.attacks.registry import as_spec, build_attack
@@ -63,7 +63,9 @@ def check_unbounded_attack(
     if not chosen.numel():
         return None
     eps = input_range[1] - input_range[0]
-    attack = PGD(norm="linf", steps=UNBOUNDED_STEPS, input_range=input_range)
+    attack = PGD(
+        PgdParams(name="pgd", norm="linf", eps=[eps], steps=UNBOUNDED_STEPS), input_range=input_range
+    )
     with sample_batch(chosen.tolist(), _UNBOUNDED_KEY):
         outcome = attack.run(
             model,

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.schemas.evasion import PgdParams
 from app.schemas.extraction import TransferParams
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attacks.norms import project
@@ -34,7 +35,7 @@ def craft(
     seed: int,
 ) -> np.ndarray:
     """PGD adversarial examples on `model` at eps, projected onto the eps ball and the input range."""
-    attack = PGD.from_spec(transfer_entry(spec), input_range=input_range)
+    attack = PGD(PgdParams.model_validate(spec.model_dump()), input_range=input_range)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     generator = seeded_generator(device, seed, 0x7F)
     chunks = []

@@ -1,7 +1,7 @@
 """Auto-PGD (Croce & Hein, ICML 2020): PGD with momentum and a budget-aware step-size schedule."""
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, Self, get_args
+from typing import Any, Literal, Self
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,6 @@ from worker.engine.evasion.attacks.early_stop import at_fixed_point
 from worker.engine.evasion.attacks.norms import Norm, perturbation_norm, project, steepest_ascent
 
 ApgdLoss = Literal["ce", "dlr"]
-APGD_LOSSES: tuple[str, ...] = get_args(ApgdLoss)
 MOMENTUM = 0.75  # alpha of the paper: weight of the new step against the previous one
 INITIAL_STEP = 2.0  # initial step size, in units of eps
 # Checkpoints p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (fractions of steps).
@@ -229,18 +228,18 @@ class APGD(Attack):
     loss -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) ("dlr"), where y is the clean prediction
     (the true label on the clean-correct samples the evaluation attacks).
 
-    Parameters (keyword-only):
-        norm: "linf" (default) or "l2".
-        targeted: False (default) or True.
-        loss: "ce" (default) or "dlr" (the Difference of Logits Ratio; needs at least 3 classes,
-            4 when targeted).
-        steps: iterations per run, default 100 (the paper's N_iter).
-        restarts: default 1. Restarts after the first run only on samples not yet successful; a
-            sample keeps its successful point, or else the highest-loss point over the runs.
-        rho: checkpoint threshold, default 0.75.
+    Parameters, from the spec (`ApgdParams`, which holds their defaults and limits):
+        norm: "linf" or "l2".
+        targeted: False or True (targeted APGD uses the DLR loss).
+        loss: "ce" or "dlr" (the Difference of Logits Ratio; needs at least 3 classes, 4 when
+            targeted).
+        steps: iterations per run (the paper's N_iter).
+        restarts: restarts after the first run only on samples not yet successful; a sample keeps
+            its successful point, or else the highest-loss point over the runs.
+        rho: checkpoint threshold.
         eot_iter: gradients averaged per step (Expectation over Transformation, for randomised
-            models), default 1.
-        input_range: (low, high), default (0.0, 1.0).
+            models).
+    Keyword argument: input_range, (low, high), default (0.0, 1.0).
     eps is given per call to `run`. Cost: restarts * (steps + 1) * eot_iter forward+backward passes
     at most, plus one forward pass (predictions); a sample stops at its first success when eot_iter
     is 1.
@@ -248,30 +247,12 @@ class APGD(Attack):
 
     spec_type = ApgdParams
 
-    def __init__(
-        self,
-        *,
-        norm: Norm = "linf",
-        targeted: bool = False,
-        loss: ApgdLoss = "ce",
-        steps: int = 100,
-        restarts: int = 1,
-        rho: float = 0.75,
-        eot_iter: int = 1,
-        input_range: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
-        """Validate and store the APGD budget."""
-        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
-        if loss not in APGD_LOSSES:
-            raise ValueError(f"unknown APGD loss {loss!r}; available: {', '.join(APGD_LOSSES)}")
-        for label, value in (("steps", steps), ("restarts", restarts), ("eot_iter", eot_iter)):
-            if int(value) < 1:
-                raise ValueError(f"{label} must be at least 1, got {value}")
-        if not 0.0 < float(rho) < 1.0:
-            raise ValueError(f"rho must lie in (0, 1), got {rho}")
-        self.loss: ApgdLoss = loss
-        self.steps, self.restarts, self.eot_iter = int(steps), int(restarts), int(eot_iter)
-        self.rho = float(rho)
+    def __init__(self, spec: ApgdParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Read the APGD budget from the spec."""
+        super().__init__(spec, input_range=input_range)
+        self.loss: ApgdLoss = spec.loss
+        self.steps, self.restarts, self.eot_iter = spec.steps, spec.restarts, spec.eot_iter
+        self.rho = spec.rho
 
     def params(self) -> dict[str, Any]:
         """Effective parameters, including the fixed constants of the method."""

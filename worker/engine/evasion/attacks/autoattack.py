@@ -1,11 +1,11 @@
 """AutoAttack (Croce & Hein, ICML 2020): an ensemble of parameter-free attacks, per-sample worst case."""
 
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from app.schemas.evasion import AutoAttackParams
+from app.schemas.evasion import AutoAttackParams, SquareParams
 from worker.engine.evasion.attacks.apgd import apgd_search
 from worker.engine.evasion.attacks.autoattack_fast import (
     FAST_COMPONENTS,
@@ -23,15 +23,13 @@ from worker.engine.evasion.attacks.dlr import (
     dlr_objective,
     misclassified,
 )
-from worker.engine.evasion.attacks.norms import Norm
 from worker.engine.evasion.attacks.square import SquareAttack
 
 AutoAttackVersion = Literal["standard", "rand", "fast"]
-VERSIONS: tuple[str, ...] = get_args(AutoAttackVersion)
 # Fixed settings of the reference's standard and rand versions.
 RHO = 0.75
 FAB_SETTINGS: dict[str, float] = {"alpha_max": 0.1, "eta": 1.05, "beta": 0.9}
-SQUARE_P_INIT = 0.8
+SQUARE_P_INIT, SQUARE_RESTARTS = 0.8, 1
 
 
 class AutoAttack(Attack):
@@ -73,18 +71,19 @@ class AutoAttack(Attack):
     needs 3 classes, APGD-T 4; Square needs image inputs; use_square False drops it): see
     `breakdown` and `params`.
 
-    Parameters (keyword-only):
-        norm: "linf" (default) or "l2".
-        targeted: must be False (AutoAttack is untargeted; its targeted components serve that goal).
-        version: "standard" (default) or "rand".
-        steps: iterations of APGD and FAB per run, default 100.
-        n_target_classes: target classes of APGD-T and FAB-T, default 9.
-        square_queries: query budget of Square, default 5000.
-        eot_iter: gradients averaged per APGD step in the rand version, default 20.
-        use_square: default True; False leaves Square out (the report then lists it as skipped).
-        fast_vs_standard: samples of the `fast_vs_standard` check (fast only; default min(100, n),
-            0 turns it off). Read by the evaluation, not by the attack.
-        input_range: (low, high), default (0.0, 1.0).
+    Parameters, from the spec (`AutoAttackParams`, which holds their defaults and limits and refuses
+    targeted: the targeted components serve an untargeted evaluation):
+        norm: "linf" or "l2".
+        version: "standard", "rand" or "fast".
+        steps: iterations of APGD and FAB per run.
+        n_target_classes: target classes of APGD-T and FAB-T.
+        square_queries: query budget of Square.
+        eot_iter: gradients averaged per APGD step in the rand version.
+        use_square: False leaves Square out (the report then lists it as skipped).
+        fast_vs_standard: samples of the `fast_vs_standard` check (fast only; None means
+            min(100, n), 0 turns it off). Read by the evaluation, not by the attack.
+    Keyword arguments: input_range, (low, high), default (0.0, 1.0); accelerated, default True (see
+    above). Square runs as the `SquareAttack` of a `SquareParams` spec built from these settings.
     eps is given per call to `run`. Samples no component broke are returned at APGD-CE's
     highest-loss point.
 
@@ -99,42 +98,33 @@ class AutoAttack(Attack):
 
     def __init__(
         self,
+        spec: AutoAttackParams,
         *,
-        norm: Norm = "linf",
-        targeted: bool = False,
-        version: AutoAttackVersion = "standard",
-        steps: int = 100,
-        n_target_classes: int = 9,
-        square_queries: int = 5000,
-        eot_iter: int = 20,
-        use_square: bool = True,
-        fast_vs_standard: int | None = None,
         input_range: tuple[float, float] = (0.0, 1.0),
         accelerated: bool = True,
     ) -> None:
-        """Validate and store the ensemble's settings."""
-        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
-        if self.targeted:
-            raise ValueError("AutoAttack is an untargeted attack; use apgd or fab with targeted=True")
-        if version not in VERSIONS:
-            raise ValueError(f"unknown AutoAttack version {version!r}; available: {', '.join(VERSIONS)}")
-        for label, value in (("steps", steps), ("n_target_classes", n_target_classes)):
-            if int(value) < 1:
-                raise ValueError(f"{label} must be at least 1, got {value}")
-        for label, value in (("square_queries", square_queries), ("eot_iter", eot_iter)):
-            if int(value) < 1:
-                raise ValueError(f"{label} must be at least 1, got {value}")
-        self.version: AutoAttackVersion = version
-        self.steps, self.n_target_classes = int(steps), int(n_target_classes)
+        """Read the ensemble's settings from the spec."""
+        super().__init__(spec, input_range=input_range)
+        self.version: AutoAttackVersion = spec.version
+        self.steps, self.n_target_classes = spec.steps, spec.n_target_classes
         self.square_queries, self.eot_iter, self.use_square = (
-            int(square_queries),
-            int(eot_iter),
-            bool(use_square),
+            spec.square_queries,
+            spec.eot_iter,
+            spec.use_square,
         )
-        if fast_vs_standard is not None and int(fast_vs_standard) < 0:
-            raise ValueError(f"fast_vs_standard must be at least 0, got {fast_vs_standard}")
-        self.fast_vs_standard = None if fast_vs_standard is None else int(fast_vs_standard)
+        self.fast_vs_standard = spec.fast_vs_standard
         self.accelerated = bool(accelerated)
+        self.square = SquareAttack(
+            SquareParams(
+                name="square",
+                norm=spec.norm,
+                eps=spec.eps,
+                queries=spec.square_queries,
+                p_init=SQUARE_P_INIT,
+                restarts=SQUARE_RESTARTS,
+            ),
+            input_range=self.input_range,
+        )
         self._targets_per_sample = 0
         self._breakdown: dict[float, dict[str, Any]] = {}
 
@@ -172,7 +162,7 @@ class AutoAttack(Attack):
         return params | {
             "n_target_classes": self.n_target_classes,
             "fab": dict(FAB_SETTINGS),
-            "square": {"queries": self.square_queries, "p_init": SQUARE_P_INIT, "restarts": 1}
+            "square": {"queries": self.square_queries, "p_init": SQUARE_P_INIT, "restarts": SQUARE_RESTARTS}
             if self.use_square
             else None,
         }
@@ -293,14 +283,8 @@ class AutoAttack(Attack):
             objective = ce_objective(y) if component == "apgd-ce" else dlr_objective(y)
             return apgd_search(model, x, objective, misclassified(y), **apgd)[0]
         if component == "square":
-            square = SquareAttack(
-                norm=self.norm,
-                queries=self.square_queries,
-                p_init=SQUARE_P_INIT,
-                input_range=self.input_range,
-            )
-            square.skip_repeats = self.accelerated
-            return square.search(model, x, y, eps=eps, generator=generator).x_adv
+            self.square.skip_repeats = self.accelerated
+            return self.square.search(model, x, y, eps=eps, generator=generator).x_adv
         if self.version == "fast":
             count = fast_targets(self.n_target_classes, clean_logits.shape[1])
             self._targets_per_sample = count

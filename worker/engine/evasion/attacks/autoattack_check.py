@@ -98,7 +98,7 @@ def check_fast_vs_standard(
         position = len(spec.eps) // 2
         eps = float(spec.eps[position])
         standard_spec = _standard_spec(spec)
-        standard = AutoAttack.from_spec(standard_spec, input_range=input_range)
+        standard = AutoAttack(standard_spec, input_range=input_range)
         x, y = data.x[rows].to(device), data.y[rows].to(device)
         verified = standard.run(
             model, x, y, eps=eps, generator=seeded_generator(device, seed, index, _RUN_KEY), judge=judge

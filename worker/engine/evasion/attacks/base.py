@@ -1,14 +1,14 @@
 """The attack interface: the base class whose call searches, then verifies what the search found.
 
-Every engine attack declares its spec type (`spec_type = PgdParams`, a class of `app.schemas.evasion`):
-the spec holds the parameters and the facts (threat model, minimum-norm, images, ...), the engine class
-only the search. Defining a subclass with a spec type registers it (see `registry.py`).
+Every engine attack declares its spec type (`spec_type = PgdParams`, a class of `app.schemas.evasion`) and is
+constructed from a spec of that type: the spec holds the parameters, their defaults and limits, and the facts
+(threat model, minimum-norm, images, ...), the engine class only the search. Defining a subclass with a spec
+type registers it (see `registry.py`).
 """
 
 import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, final
 
@@ -17,10 +17,19 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from app.schemas.evasion import AttackParamsBase
-from worker.engine.evasion.attacks.norms import Norm, check_norm, clamp_range, perturbation_norm, project
+from worker.engine.evasion.attacks.norms import Norm, clamp_range, perturbation_norm, project
 
 # Engine attack classes by their spec type, filled as subclasses are defined.
 REGISTERED: dict[type[AttackParamsBase], type["Attack"]] = {}
+# The eps list of a spec built by `Attack.configured` when none is given (the spec requires one; the engine
+# takes eps per call and never reads the spec's).
+CONFIGURED_EPS = (1.0,)
+
+
+def spec_name(spec_type: type[AttackParamsBase]) -> str:
+    """The enumerated name of a spec type (its one-value `name: Literal[...]`)."""
+    name: str = spec_type.model_fields["name"].annotation.__args__[0]  # type: ignore[union-attr]
+    return name
 
 
 @dataclass(frozen=True)
@@ -49,18 +58,17 @@ class Candidate:
 class Attack(ABC):
     """Base class for evasion attacks.
 
-    An attack is configured once with typed keyword-only parameters (threat model and budget
-    parameters other than eps), usually from its spec with `from_spec`, and then run on batches with
-    `run`, which takes eps per call so one configured attack can sweep several budgets. `run` is final
-    and verifies (foolbox's rule): it runs the subclass's search (`_attack`), projects the result onto
-    the eps ball and the input range, and takes predictions and success from one forward pass of a
-    judge model (the attacked model unless the caller gives another). Subclasses write only the search.
+    An attack is constructed once from its typed spec (`PGD(spec, input_range=...)`; library code and tests
+    may write `PGD.configured(steps=10)`), which holds every parameter with its default and limits, and is
+    then run on batches with `run`, which takes eps per call so one configured attack can sweep several
+    budgets (the spec's eps list is the job's sweep; the engine never reads it). `run` is final and
+    verifies (foolbox's rule): it runs the subclass's search (`_attack`), projects the result onto the eps
+    ball and the input range, and takes predictions and success from one forward pass of a judge model
+    (the attacked model unless the caller gives another). Subclasses write only the search.
 
-    Common parameters:
-        norm: "linf" (default) or "l2", the norm of the eps ball.
-        targeted: False (default) to push predictions away from the true label; True to pull
-            them towards given target labels.
-        input_range: (low, high) bounds of valid inputs, default (0.0, 1.0).
+    From every spec: norm ("linf" or "l2", the norm of the eps ball) and targeted (False: push predictions
+    away from the true label; True: pull them towards given target labels).
+    Keyword argument: input_range, the (low, high) bounds of valid inputs, default (0.0, 1.0).
     """
 
     # The spec class this attack is built from; its facts are the attack's facts.
@@ -81,63 +89,52 @@ class Attack(ABC):
         spec_type = cls.__dict__.get("spec_type")
         if spec_type is None:
             return
-        cls.name = spec_type.model_fields["name"].annotation.__args__[0]
+        cls.name = spec_name(spec_type)
         cls.requires_gradients, cls.minimum_norm = spec_type.white_box, spec_type.minimum_norm
         cls.iterative, cls.ensemble, cls.needs_images = (
             spec_type.iterative,
             spec_type.ensemble,
             spec_type.needs_images,
         )
-        missing = set(spec_type.model_fields) - set(AttackParamsBase.model_fields) - cls._keywords()
-        if missing:
-            raise TypeError(f"{cls.__name__} takes no keyword for {', '.join(sorted(missing))} of its spec")
         REGISTERED[spec_type] = cls
+
+    def __init__(self, spec: AttackParamsBase, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Keep the validated spec (of this class's spec_type) and the threat model every attack shares."""
+        if not isinstance(spec, self.spec_type):
+            raise TypeError(
+                f"{type(self).__name__} is built from a {self.spec_type.__name__}, not {type(spec).__name__}"
+            )
+        low, high = float(input_range[0]), float(input_range[1])
+        if not low < high:
+            raise ValueError(f"input_range must satisfy low < high, got {input_range}")
+        self.spec = spec
+        self.norm: Norm = spec.norm
+        self.targeted = spec.targeted
+        self.input_range = (low, high)
+
+    @classmethod
+    def configured(cls, *, input_range: tuple[float, float] = (0.0, 1.0), **fields: Any) -> Self:
+        """Library and test shorthand: the attack built from its spec type validated from `fields` (pydantic
+        checks every limit) with the spec type's name; `fields` that name a keyword of the constructor other
+        than the spec (AutoAttack's `accelerated`, say) go to the constructor. What the engine never reads
+        (eps and targets are given per call) gets a placeholder unless given: eps CONFIGURED_EPS, and
+        target_mode "random" when targeted."""
+        keywords = cls._keywords() - {"input_range"}
+        options = {key: fields.pop(key) for key in keywords & set(fields)}
+        fields.setdefault("eps", list(CONFIGURED_EPS))
+        if fields.get("targeted"):
+            fields.setdefault("target_mode", "random")
+        spec = cls.spec_type.model_validate({"name": spec_name(cls.spec_type), **fields})
+        return cls(spec, input_range=input_range, **options)
 
     @classmethod
     def _keywords(cls) -> set[str]:
-        """The constructor's keyword parameters."""
+        """The constructor's keyword-only parameters."""
         return {
             name
             for name, parameter in inspect.signature(cls.__init__).parameters.items()
             if parameter.kind == parameter.KEYWORD_ONLY
         }
-
-    def __init__(
-        self,
-        *,
-        norm: Norm = "linf",
-        targeted: bool = False,
-        input_range: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
-        """Store the threat model shared by every attack."""
-        low, high = float(input_range[0]), float(input_range[1])
-        if not low < high:
-            raise ValueError(f"input_range must satisfy low < high, got {input_range}")
-        self.norm: Norm = check_norm(norm)
-        self.targeted = bool(targeted)
-        self.input_range = (low, high)
-
-    @classmethod
-    def from_spec(
-        cls, spec: AttackParamsBase | Mapping[str, Any], *, input_range: tuple[float, float] = (0.0, 1.0)
-    ) -> Self:
-        """Build from the attack's typed spec: every spec field the constructor takes, unset (None) ones
-        keeping the constructor's default. A plain mapping (library use) is validated into the spec
-        type first, keys set to None dropped."""
-        if not isinstance(spec, AttackParamsBase):
-            given = {key: value for key, value in spec.items() if value is not None}
-            spec = cls.spec_type.model_validate({**given, "name": cls.name})
-        if not isinstance(spec, cls.spec_type):
-            raise TypeError(
-                f"{cls.__name__} is built from a {cls.spec_type.__name__}, not {type(spec).__name__}"
-            )
-        keywords = cls._keywords() - {"input_range"}
-        options = {
-            key: getattr(spec, key)
-            for key in type(spec).model_fields
-            if key in keywords and getattr(spec, key) is not None
-        }
-        return cls(input_range=input_range, **options)
 
     def params(self) -> dict[str, Any]:
         """Effective parameters with defaults resolved, for the report."""

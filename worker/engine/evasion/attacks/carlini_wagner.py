@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from app.schemas.evasion import CarliniWagnerParams
 from worker.engine.evasion.attacks.base import Attack
-from worker.engine.evasion.attacks.norms import Norm, clamp_range, perturbation_norm
+from worker.engine.evasion.attacks.norms import clamp_range, perturbation_norm
 
 # The reference scales inputs by this before arctanh so that pixels at the range bounds stay finite.
 TANH_SHRINK = 0.999999
@@ -48,17 +48,17 @@ class CarliniWagnerL2(Attack):
     binary-search steps the last one runs at the upper bound, as in the reference. No random draws:
     the generator is unused.
 
-    Parameters (keyword-only):
+    Parameters, from the spec (`CarliniWagnerParams`, which holds their defaults and limits):
         norm: "l2" (the only supported norm).
-        targeted: False (default) or True.
-        binary_search_steps: binary-search steps over c, default 9.
-        steps: maximum Adam iterations per binary-search step, default 10000.
-        learning_rate: Adam learning rate, default 0.01.
-        initial_const: first c, default 0.001.
-        confidence: kappa, the required logit margin, default 0.
-        abort_early: default True; stop a sample's binary-search step when its loss has not fallen
-            by 0.01% over steps // 10 iterations.
-        input_range: (low, high), default (0.0, 1.0).
+        targeted: False or True.
+        binary_search_steps: binary-search steps over c.
+        steps: maximum Adam iterations per binary-search step.
+        learning_rate: Adam learning rate.
+        initial_const: first c.
+        confidence: kappa, the required logit margin.
+        abort_early: stop a sample's binary-search step when its loss has not fallen by 0.01% over
+            steps // 10 iterations.
+    Keyword argument: input_range, (low, high), default (0.0, 1.0).
     Deviations from the reference, both in the attack's favour or neutral: abort_early is decided
     per sample (the reference decides per batch, and runs batches of one by default), and the first
     checkpoint never aborts (the reference compares against 1e6, which aborts at once when c is
@@ -68,39 +68,15 @@ class CarliniWagnerL2(Attack):
 
     spec_type = CarliniWagnerParams
 
-    def __init__(
-        self,
-        *,
-        norm: Norm = "l2",
-        targeted: bool = False,
-        binary_search_steps: int = 9,
-        steps: int = 10000,
-        learning_rate: float = 0.01,
-        initial_const: float = 0.001,
-        confidence: float = 0.0,
-        abort_early: bool = True,
-        input_range: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
-        """Validate and store the Carlini-Wagner budget."""
-        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
-        if self.norm != "l2":
-            raise ValueError(f"the Carlini-Wagner L2 attack supports only the l2 norm, got {norm!r}")
-        if int(binary_search_steps) < 1:
-            raise ValueError(f"binary_search_steps must be at least 1, got {binary_search_steps}")
-        if int(steps) < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        if not float(learning_rate) > 0:
-            raise ValueError(f"learning_rate must be positive, got {learning_rate}")
-        if not float(initial_const) > 0:
-            raise ValueError(f"initial_const must be positive, got {initial_const}")
-        if not float(confidence) >= 0:
-            raise ValueError(f"confidence must be non-negative, got {confidence}")
-        self.binary_search_steps = int(binary_search_steps)
-        self.steps = int(steps)
-        self.learning_rate = float(learning_rate)
-        self.initial_const = float(initial_const)
-        self.confidence = float(confidence)
-        self.abort_early = bool(abort_early)
+    def __init__(self, spec: CarliniWagnerParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Read the Carlini-Wagner budget from the spec."""
+        super().__init__(spec, input_range=input_range)
+        self.binary_search_steps = spec.binary_search_steps
+        self.steps = spec.steps
+        self.learning_rate = spec.learning_rate
+        self.initial_const = spec.initial_const
+        self.confidence = spec.confidence
+        self.abort_early = spec.abort_early
 
     def params(self) -> dict[str, Any]:
         """Effective parameters, for the report."""

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from app.schemas.evasion import DeepFoolParams
 from worker.engine.evasion.attacks.base import Attack
-from worker.engine.evasion.attacks.norms import Norm, clamp_range, perturbation_norm, steepest_ascent
+from worker.engine.evasion.attacks.norms import clamp_range, perturbation_norm, steepest_ascent
 
 # Added to each step's length, as in the authors' reference code, so an iterate does not stop on the boundary.
 STEP_MARGIN = 1e-4
@@ -38,43 +38,26 @@ class DeepFool(Attack):
     after `steps` steps are failures and come back unchanged. No random draws: the generator is
     unused.
 
-    Parameters (keyword-only):
-        norm: "l2" (default, the paper's main variant) or "linf" (the paper's p = inf variant).
-        targeted: False; True is refused (DeepFool is untargeted).
-        steps: maximum number of linearisation steps (max_iter), default 50.
-        overshoot: default 0.02.
+    Parameters, from the spec (`DeepFoolParams`, which holds their defaults and limits and refuses
+    targeted):
+        norm: "l2" (the paper's main variant) or "linf" (the paper's p = inf variant).
+        steps: maximum number of linearisation steps (max_iter).
+        overshoot: the reference's overshoot.
         candidates: number of top classes considered, the label included (num_classes in the
-            reference), default 10; capped at the model's number of classes.
-        input_range: (low, high), default (0.0, 1.0).
+            reference); capped at the model's number of classes.
+    Keyword argument: input_range, (low, high), default (0.0, 1.0).
     Cost per step: one forward pass and candidates - 1 backward passes over the samples not yet
     fooled, plus two forward passes per run.
     """
 
     spec_type = DeepFoolParams
 
-    def __init__(
-        self,
-        *,
-        norm: Norm = "l2",
-        targeted: bool = False,
-        steps: int = 50,
-        overshoot: float = 0.02,
-        candidates: int = 10,
-        input_range: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
-        """Validate and store the DeepFool budget."""
-        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
-        if self.targeted:
-            raise ValueError("DeepFool is an untargeted attack; targeted=True is not supported")
-        if int(steps) < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        if not float(overshoot) >= 0:
-            raise ValueError(f"overshoot must be non-negative, got {overshoot}")
-        if int(candidates) < 2:
-            raise ValueError(f"candidates must be at least 2, got {candidates}")
-        self.steps = int(steps)
-        self.overshoot = float(overshoot)
-        self.candidates = int(candidates)
+    def __init__(self, spec: DeepFoolParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Read the DeepFool budget from the spec."""
+        super().__init__(spec, input_range=input_range)
+        self.steps = spec.steps
+        self.overshoot = spec.overshoot
+        self.candidates = spec.candidates
 
     def params(self) -> dict[str, Any]:
         """Effective parameters, for the report."""

@@ -217,47 +217,29 @@ class FAB(Attack):
     AutoAttack: restarts use radius eps / 2 on the samples not yet broken within eps, and only
     adversarials within eps are returned (x otherwise).
 
-    Parameters (keyword-only):
-        norm: "linf" (default) or "l2".
-        targeted: False (default) or True (success means the prediction is the target).
-        steps: iterations per run, default 100.
-        restarts: default 1 (the first run starts at x; later ones at random points).
-        alpha_max: largest weight of the step towards the clean input's projection, default 0.1.
-        eta: overshoot of the projections, default 1.05.
-        beta: backward step towards x after an adversarial iterate, default 0.9.
-        restart_eps: restart radius cap when run with eps=inf; default None, meaning the
-            reference's default eps (0.3 linf, 1.0 l2, times the width of the input range).
-        input_range: (low, high), default (0.0, 1.0).
+    Parameters, from the spec (`FabParams`, which holds their defaults and limits):
+        norm: "linf" or "l2".
+        targeted: False or True (success means the prediction is the target).
+        steps: iterations per run.
+        restarts: the first run starts at x; later ones at random points.
+        alpha_max: largest weight of the step towards the clean input's projection.
+        eta: overshoot of the projections.
+        beta: backward step towards x after an adversarial iterate.
+        restart_eps: restart radius cap when run with eps=inf; None means the reference's default
+            eps (0.3 linf, 1.0 l2, times the width of the input range).
+    Keyword argument: input_range, (low, high), default (0.0, 1.0).
     Cost per step: one forward and backward pass (targeted) or one forward pass and one backward
     pass per class (untargeted), plus one forward pass.
     """
 
     spec_type = FabParams
 
-    def __init__(
-        self,
-        *,
-        norm: Norm = "linf",
-        targeted: bool = False,
-        steps: int = 100,
-        restarts: int = 1,
-        alpha_max: float = 0.1,
-        eta: float = 1.05,
-        beta: float = 0.9,
-        restart_eps: float | None = None,
-        input_range: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
-        """Validate and store the FAB budget."""
-        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
-        if int(steps) < 1 or int(restarts) < 1:
-            raise ValueError(f"steps and restarts must be at least 1, got {steps} and {restarts}")
-        if not 0.0 <= float(alpha_max) <= 1.0 or not float(eta) >= 1.0 or not 0.0 < float(beta) <= 1.0:
-            raise ValueError("need 0 <= alpha_max <= 1, eta >= 1 and 0 < beta <= 1")
-        if restart_eps is not None and not float(restart_eps) > 0:
-            raise ValueError(f"restart_eps must be positive, got {restart_eps}")
-        self.steps, self.restarts = int(steps), int(restarts)
-        self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
-        self.restart_eps = None if restart_eps is None else float(restart_eps)
+    def __init__(self, spec: FabParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Read the FAB budget from the spec."""
+        super().__init__(spec, input_range=input_range)
+        self.steps, self.restarts = spec.steps, spec.restarts
+        self.alpha_max, self.eta, self.beta = spec.alpha_max, spec.eta, spec.beta
+        self.restart_eps = spec.restart_eps
 
     def params(self) -> dict[str, Any]:
         """Effective parameters with the restart radius resolved."""

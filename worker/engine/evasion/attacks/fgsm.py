@@ -21,10 +21,8 @@ class FGSM(Attack):
     the l2-normalised gradient (the fast gradient method). Untargeted ascends the cross-entropy to
     the true label; targeted descends the cross-entropy to the target label.
 
-    Parameters (keyword-only):
-        norm: "linf" (default) or "l2".
-        targeted: False (default) or True.
-        input_range: (low, high), default (0.0, 1.0).
+    Parameters, from the spec (`FgsmParams`): norm ("linf" or "l2") and targeted.
+    Keyword argument: input_range, (low, high), default (0.0, 1.0).
     eps is given per call to `run`.
     """
 

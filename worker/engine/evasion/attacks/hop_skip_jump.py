@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from app.schemas.evasion import HopSkipJumpParams
 from worker.engine.evasion.attacks.base import Attack
 from worker.engine.evasion.attacks.hop_skip_jump_search import BoundaryWalk
-from worker.engine.evasion.attacks.norms import Norm, perturbation_norm
+from worker.engine.evasion.attacks.norms import perturbation_norm
 
 
 class HopSkipJump(Attack):
@@ -39,50 +39,32 @@ class HopSkipJump(Attack):
     binary-search back to the boundary. n_t is cut so that the gradient, step and boundary search
     fit in what is left of max_queries; a sample stops when no query is left.
 
-    Parameters (keyword-only):
-        norm: "l2" (default, the reference's constraint) or "linf".
-        targeted: False (default) or True.
-        max_queries: query budget per sample, default 20000 (the largest budget of the paper's
+    Parameters, from the spec (`HopSkipJumpParams`, which holds their defaults and limits):
+        norm: "l2" (the reference's constraint) or "linf".
+        targeted: False or True.
+        max_queries: query budget per sample (its default is the largest budget of the paper's
             tables; the reference's 40 iterations fit in it, about 18k queries).
-        iterations: default 40 (reference num_iterations; Foolbox uses 64, ART 50).
-        gamma: binary-search threshold factor, default 1.0.
-        init_evals: directions in the first gradient estimate, default 100.
-        max_evals: cap on directions per estimate, default 10000.
-        init_size: random-noise draws when looking for a start, default 100 (ART's init_size).
-        input_range: (low, high), default (0.0, 1.0).
+        iterations: the reference's num_iterations (Foolbox uses 64, ART 50).
+        gamma: binary-search threshold factor.
+        init_evals: directions in the first gradient estimate.
+        max_evals: cap on directions per estimate, at least init_evals.
+        init_size: random-noise draws when looking for a start (ART's init_size).
+    Keyword argument: input_range, (low, high), default (0.0, 1.0).
     Cost: at most max_queries forward passes per sample (one query for the clean input included);
     `run` reports the queries spent per sample.
     """
 
     spec_type = HopSkipJumpParams
 
-    def __init__(
-        self,
-        *,
-        norm: Norm = "l2",
-        targeted: bool = False,
-        max_queries: int = 20000,
-        iterations: int = 40,
-        gamma: float = 1.0,
-        init_evals: int = 100,
-        max_evals: int = 10000,
-        init_size: int = 100,
-        input_range: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
-        """Validate and store the budget and the schedule."""
-        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
-        for key, value in (("max_queries", max_queries), ("iterations", iterations)):
-            if int(value) < 1:
-                raise ValueError(f"{key} must be at least 1, got {value}")
-        for key, value in (("init_evals", init_evals), ("init_size", init_size)):
-            if int(value) < 1:
-                raise ValueError(f"{key} must be at least 1, got {value}")
-        if int(max_evals) < int(init_evals):
-            raise ValueError(f"max_evals must be at least init_evals, got {max_evals} < {init_evals}")
-        if not float(gamma) > 0:
-            raise ValueError(f"gamma must be positive, got {gamma}")
-        self.max_queries, self.iterations, self.gamma = int(max_queries), int(iterations), float(gamma)
-        self.init_evals, self.max_evals, self.init_size = int(init_evals), int(max_evals), int(init_size)
+    def __init__(self, spec: HopSkipJumpParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Read the budget and the schedule from the spec; max_evals may not be below init_evals."""
+        super().__init__(spec, input_range=input_range)
+        if spec.max_evals < spec.init_evals:
+            raise ValueError(
+                f"max_evals must be at least init_evals, got {spec.max_evals} < {spec.init_evals}"
+            )
+        self.max_queries, self.iterations, self.gamma = spec.max_queries, spec.iterations, spec.gamma
+        self.init_evals, self.max_evals, self.init_size = spec.init_evals, spec.max_evals, spec.init_size
 
     def params(self) -> dict[str, Any]:
         """Effective parameters, the step-size search included."""

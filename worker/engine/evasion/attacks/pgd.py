@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from app.schemas.evasion import PgdParams
 from worker.engine.evasion.attacks.base import Attack
-from worker.engine.evasion.attacks.norms import Norm, project, random_in_ball, steepest_ascent
+from worker.engine.evasion.attacks.norms import project, random_in_ball, steepest_ascent
 
 STEP_SIZE_RULE = "2.5 * eps / steps"
 
@@ -26,49 +26,32 @@ class PGD(Attack):
     input and into the input range. Untargeted ascends the cross-entropy to the true label;
     targeted descends the cross-entropy to the target. The final iterate of each restart is kept.
 
-    Parameters (keyword-only):
-        norm: "linf" (default) or "l2".
-        targeted: False (default) or True.
-        steps: number of gradient steps, default 40.
-        step_size: size of one step; default None, meaning 2.5 * eps / steps (the Madry et al.
-            choice, enough to cross the ball from any start).
-        random_start: default True; start from a random point of the eps ball (linf: uniform in
-            the cube; l2: uniform direction at a radius uniform in [0, eps]), clamped into the
-            input range.
-        restarts: default 1. Restarts after the first only attack samples not yet successful;
-            per sample the first successful restart is kept, otherwise the one with the highest
-            objective (cross-entropy to the true label; minus cross-entropy to the target when
-            targeted), so more restarts never make the attack weaker.
-        input_range: (low, high), default (0.0, 1.0).
+    Parameters, from the spec (`PgdParams`, which holds their defaults and limits):
+        norm: "linf" or "l2".
+        targeted: False or True.
+        steps: number of gradient steps.
+        step_size: size of one step; None means 2.5 * eps / steps (the Madry et al. choice, enough
+            to cross the ball from any start).
+        random_start: start from a random point of the eps ball (linf: uniform in the cube; l2:
+            uniform direction at a radius uniform in [0, eps]), clamped into the input range.
+        restarts: restarts after the first only attack samples not yet successful; per sample the
+            first successful restart is kept, otherwise the one with the highest objective
+            (cross-entropy to the true label; minus cross-entropy to the target when targeted), so
+            more restarts never make the attack weaker.
+    Keyword argument: input_range, (low, high), default (0.0, 1.0).
     eps is given per call to `run`. Cost: steps forward+backward passes plus one forward pass per
     restart.
     """
 
     spec_type = PgdParams
 
-    def __init__(
-        self,
-        *,
-        norm: Norm = "linf",
-        targeted: bool = False,
-        steps: int = 40,
-        step_size: float | None = None,
-        random_start: bool = True,
-        restarts: int = 1,
-        input_range: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
-        """Validate and store the PGD budget."""
-        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
-        if int(steps) < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        if int(restarts) < 1:
-            raise ValueError(f"restarts must be at least 1, got {restarts}")
-        if step_size is not None and not float(step_size) > 0:
-            raise ValueError(f"step_size must be positive, got {step_size}")
-        self.steps = int(steps)
-        self.step_size = None if step_size is None else float(step_size)
-        self.random_start = bool(random_start)
-        self.restarts = int(restarts)
+    def __init__(self, spec: PgdParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Read the PGD budget from the spec."""
+        super().__init__(spec, input_range=input_range)
+        self.steps = spec.steps
+        self.step_size = spec.step_size
+        self.random_start = spec.random_start
+        self.restarts = spec.restarts
 
     def params(self) -> dict[str, Any]:
         """Effective parameters; step_size None means the per-eps rule in step_size_rule."""

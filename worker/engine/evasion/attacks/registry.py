@@ -35,7 +35,7 @@ def attack_type(spec_type: type[AttackParamsBase]) -> type[Attack]:
 
 def build_attack(spec: AttackParamsBase, input_range: tuple[float, float]) -> Attack:
     """The configured engine attack of a typed spec."""
-    return attack_type(type(spec)).from_spec(spec, input_range=input_range)
+    return attack_type(type(spec))(spec, input_range=input_range)
 
 
 def as_spec(spec: Any) -> Any:

@@ -10,7 +10,7 @@ from torch.nn import functional
 
 from app.schemas.evasion import SquareParams
 from worker.engine.evasion.attacks.base import Attack
-from worker.engine.evasion.attacks.norms import Norm, clamp_range
+from worker.engine.evasion.attacks.norms import clamp_range
 from worker.engine.evasion.attacks.square_l2 import l2_init, l2_proposal, random_signs
 from worker.engine.evasion.attacks.square_memo import RejectedProposals
 
@@ -65,44 +65,29 @@ class SquareAttack(Attack):
     every position inside the image (as in the paper; the reference code never reaches the last
     row and column, which matters on small images).
 
-    Parameters (keyword-only):
-        norm: "linf" (default) or "l2".
-        targeted: False (default) or True.
-        queries: query budget per sample and restart, default 5000 (the authors' AutoAttack
-            setting; the initial point costs one query). Published n_queries.
-        p_init: initial fraction of pixels changed by a window, default 0.8 (the AutoAttack,
-            torchattacks and ART default; the authors' script suggests 0.05 (linf) and 0.1 (l2)
-            for standard ImageNet models and more for robust ones).
-        restarts: default 1. Later restarts only attack samples not yet broken; per sample the
-            first success is kept, otherwise the lowest loss.
-        input_range: (low, high), default (0.0, 1.0).
+    Parameters, from the spec (`SquareParams`, which holds their defaults and limits):
+        norm: "linf" or "l2".
+        targeted: False or True.
+        queries: query budget per sample and restart (the initial point costs one query); published
+            n_queries, its default the authors' AutoAttack setting.
+        p_init: initial fraction of pixels changed by a window (its default is the AutoAttack,
+            torchattacks and ART default; the authors' script suggests 0.05 (linf) and 0.1 (l2) for
+            standard ImageNet models and more for robust ones).
+        restarts: later restarts only attack samples not yet broken; per sample the first success is
+            kept, otherwise the lowest loss.
+    Keyword argument: input_range, (low, high), default (0.0, 1.0).
     eps is given per call to `run`. Cost: at most queries * restarts forward passes per sample;
     `run` reports the queries spent per sample.
     """
 
     spec_type = SquareParams
 
-    def __init__(
-        self,
-        *,
-        norm: Norm = "linf",
-        targeted: bool = False,
-        queries: int = 5000,
-        p_init: float = 0.8,
-        restarts: int = 1,
-        input_range: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
-        """Validate and store the query budget and the schedule."""
-        super().__init__(norm=norm, targeted=targeted, input_range=input_range)
-        if int(queries) < 1:
-            raise ValueError(f"queries must be at least 1, got {queries}")
-        if not 0.0 < float(p_init) <= 1.0:
-            raise ValueError(f"p_init must be in (0, 1], got {p_init}")
-        if int(restarts) < 1:
-            raise ValueError(f"restarts must be at least 1, got {restarts}")
-        self.queries = int(queries)
-        self.p_init = float(p_init)
-        self.restarts = int(restarts)
+    def __init__(self, spec: SquareParams, *, input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Read the query budget and the schedule from the spec."""
+        super().__init__(spec, input_range=input_range)
+        self.queries = spec.queries
+        self.p_init = spec.p_init
+        self.restarts = spec.restarts
 
     def params(self) -> dict[str, Any]:
         """Effective parameters, the loss and the p schedule included."""

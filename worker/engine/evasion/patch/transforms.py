@@ -48,24 +48,13 @@ class TransformDistribution:
     brightness: additive shift uniform in [-brightness, brightness] times the input range width,
         applied to the patch pixels (then clamped into the input range), as printing and lighting
         would.
+    The values and their limits come from the patch attack's spec (`PatchParams`), which validates them.
     """
 
-    rotation_deg: float = 22.5
-    scale_range: tuple[float, float] = (0.9, 1.1)
-    max_translation: float = 0.2
-    brightness: float = 0.1
-
-    def __post_init__(self) -> None:
-        """Reject parameters that describe no distribution."""
-        low, high = self.scale_range
-        if not 0.0 <= self.rotation_deg <= 180.0:
-            raise ValueError(f"rotation_deg must be in [0, 180], got {self.rotation_deg}")
-        if not 0.0 < low <= high:
-            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
-        if not self.max_translation >= 0.0:
-            raise ValueError(f"max_translation must be non-negative, got {self.max_translation}")
-        if not 0.0 <= self.brightness <= 1.0:
-            raise ValueError(f"brightness must be in [0, 1], got {self.brightness}")
+    rotation_deg: float
+    scale_range: tuple[float, float]
+    max_translation: float
+    brightness: float
 
     def sample(
         self,

@@ -5,6 +5,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from app.schemas.evasion import PgdParams
 from app.schemas.poisoning import LabelConsistentParams, PoisoningAttackBase
 from worker.engine.batching import batch_bounds
 from worker.engine.evasion.attacks.pgd import PGD
@@ -86,9 +87,13 @@ class LabelConsistent(Backdoor):
         model = ctx.need_surrogate()
         indices = choose(ctx.rng(key), self.eligible(ctx.y), self.count(ctx.y, rate))
         attack = PGD(
-            norm="linf",
-            steps=int(self.spec.steps),
-            step_size=self.spec.step_size,
+            PgdParams(
+                name="pgd",
+                norm="linf",
+                eps=[self.spec.eps],
+                steps=self.spec.steps,
+                step_size=self.spec.step_size,
+            ),
             input_range=ctx.input_range,
         )
         generator = ctx.generator(key)

@@ -280,7 +280,7 @@ def take_merge(rt: WorkerRuntime, job_id: str) -> Claim | None:
 
 
 def pieces_of(rt: WorkerRuntime, job_id: str) -> list[bytes]:
-    """The partial results of the job's shards, in shard order."""
+    """The partial results of the job's shards, in shard order (a prepare step's bytes first, shard 0)."""
     with rt.session_factory() as session:
         return list(
             session.scalars(

@@ -2,10 +2,12 @@
 runs again from the stored defense (nobody trains but the splitting worker) and the report equals that of
 the same job in one piece; while the shards wait, the job's progress is shard 0's share."""
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import torch
 from sqlalchemy import select
 
 from app.db import make_engine, make_session_factory
@@ -28,6 +30,16 @@ AT = {"name": "adversarial_training", "method": "fast", "eps": 0.1, "epochs": 1,
 PGD = {"name": "pgd", "norm": "linf", "eps": [0.1], "steps": 3}
 EVALUATION = {"attacks": [PGD], "max_samples": 48, "batch_size": 16, "sanity_runs": True}
 VOLATILE = {"job_id", "generated_at", "seconds", "derived_model_ids", "id", "versions"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread() -> Iterator[None]:
+    """One intra-op thread while this process runs the jobs: on a loaded machine torch's threads would
+    fight over the cores (the workers set theirs; this process is the test's)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,13 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def make_autocommit_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions on the same pool whose connections run in autocommit (each statement its own transaction):
+    no BEGIN, COMMIT or ROLLBACK round trips. Only for work that needs no transaction around its
+    statements."""
+    return sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""

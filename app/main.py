@@ -7,7 +7,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.auth import KeyCache
-from app.db import make_engine, make_session_factory
+from app.db import make_autocommit_session_factory, make_engine, make_session_factory
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit, RequestMetrics, UnhandledErrors
 from app.plugins import load_plugins
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.session_factory = make_session_factory(app.state.engine)
+    app.state.autocommit_session_factory = make_autocommit_session_factory(app.state.engine)
     app.state.queue = JobQueue(settings)
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
     app.state.service_metrics = service_registry(app.state.session_factory, settings.stale_after_s)

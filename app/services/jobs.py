@@ -5,9 +5,9 @@ import json
 import logging
 from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Row, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import Session, object_session
 
 from app.errors import Conflict, InvalidInput, NotFound
 from app.orm import TERMINAL_JOB_STATES, Artifact, Job, JobShard, Tenant, utcnow
@@ -23,6 +23,8 @@ from app.services.pagination import fetch_page
 from app.settings import Settings
 
 log = logging.getLogger("gauntlet.jobs")
+# A job as the view reads it: the ORM object, or a row of STATUS_COLUMNS (the same attribute names).
+JobRow = Job | Row[Any]
 
 
 def _request_hash(spec: JobSpec) -> str:
@@ -181,12 +183,31 @@ def get_artifact(ctx: ServiceContext, artifact_id: str) -> Artifact:
     return artifact
 
 
-def _shards(job: Job) -> tuple[list[ShardView], float | None]:
+# What a status read selects: the job view's columns, never the report (nor the key, hash and callback).
+STATUS_COLUMNS = (
+    Job.id, Job.kind, Job.status, Job.progress, Job.stage, Job.error_code, Job.error_message, Job.model_id,
+    Job.dataset_id, Job.params, Job.seed, Job.attempts, Job.created_at, Job.started_at, Job.finished_at,
+    Job.summary,
+)  # fmt: skip
+
+
+def job_status(ctx: ServiceContext, job_id: str) -> JobView:
+    """A job's view for a status read: one Core select of STATUS_COLUMNS (no ORM object, no report), and
+    the shards' query only for a job a worker has claimed; 404 for anything but this tenant's job."""
+    connection = ctx.session.connection()
+    row = connection.execute(
+        select(*STATUS_COLUMNS).where(Job.id == job_id, Job.tenant_id == ctx.tenant_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    return _view(row, connection)
+
+
+def _shards(connection: Connection | Session | None, job: JobRow) -> tuple[list[ShardView], float | None]:
     """The job's shards (one small indexed query) and, while it runs, progress summed over them."""
-    session = object_session(job)
-    if session is None or job.attempts == 0:
+    if connection is None or job.attempts == 0:
         return [], None  # shards are written by a worker that claimed the job, which counts an attempt
-    rows = session.execute(
+    rows = connection.execute(
         select(
             JobShard.index, JobShard.state, JobShard.worker_id, JobShard.attempts, JobShard.started_at,
             JobShard.finished_at, JobShard.progress,
@@ -211,7 +232,12 @@ def _shards(job: Job) -> tuple[list[ShardView], float | None]:
 
 def job_view(job: Job) -> JobView:
     """The API view of a job."""
-    shards, shard_progress = _shards(job)
+    return _view(job, object_session(job))
+
+
+def _view(job: JobRow, connection: Connection | Session | None) -> JobView:
+    """The API view of a job row (an ORM object or a row of STATUS_COLUMNS)."""
+    shards, shard_progress = _shards(connection, job)
     progress = job.progress
     if shard_progress is not None and job.status == "running" and job.stage != "merging":
         progress = shard_progress

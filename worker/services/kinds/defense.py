@@ -160,7 +160,7 @@ def check_target(target: Target) -> None:
 def defense_inputs(
     spec: DefenseJobSpec, target: Target, data: JobData, env: RunEnv, graph: DefenseGraph
 ) -> DefenseInputs:
-    """What the engine's prepare_defense (and restore_prepared, without `export`) takes for this job."""
+    """The inputs of the engine's prepare_defense and restore_prepared (which leaves `export` unused)."""
     train_id = spec.params.train_dataset_id
     train = data.require("train_dataset_id", train_id, "training set") if train_id else None
     # An architecture without weights has no undefended model: the defense trains its baseline.

@@ -1,14 +1,16 @@
 """FastAPI dependencies: a session per request and the caller's service context."""
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import KeyCache, bearer_key_hash
+from app.auth import Caller, KeyCache, bearer_key_hash
 from app.services.context import ServiceContext
 
 
@@ -16,8 +18,9 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     """A database session closed when the request ends.
 
     Async on purpose: making the session opens nothing (the connection is taken on its first query, in
-    the route's thread) and closing hands the connection back, so neither needs a trip through the
-    thread pool (a synchronous generator dependency costs two per request).
+    the route's thread), so it needs no trip through the thread pool (a synchronous generator dependency
+    costs two per request). Closing it on the event loop rolls back a transaction a route left open (one
+    round trip there); the hot routes avoid that with autocommit (get_autocommit_session, get_reader).
     """
     session = request.app.state.session_factory()
     try:
@@ -87,6 +90,38 @@ async def get_autocommit_context(
     return await _authenticate(request, session)
 
 
+@dataclass(frozen=True)
+class Reader:
+    """What a read that needs neither a session nor a transaction gets: the caller's tenant and the
+    autocommit engine (a status read takes a connection from it in its thread and hands it back there)."""
+
+    tenant_id: str
+    engine: Engine
+
+
+def _resolve_key(factory: sessionmaker[Session], cache: KeyCache, key_hash: str) -> Caller:
+    """A key cache miss, in a session of its own (opened and closed in the calling thread)."""
+    with factory() as session:
+        return cache.resolve(session, key_hash)
+
+
+async def get_reader(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Reader:
+    """The authenticated caller of a read without a session: no session object, no generator dependency
+    to unwind; a cached key costs a dictionary look-up on the event loop; 401 without a valid key."""
+    key_hash = bearer_key_hash(request.headers.get("authorization"))
+    state = request.app.state
+    caller = state.key_cache.get(key_hash)
+    if caller is None:
+        caller = await run_in_threadpool(
+            _resolve_key, state.autocommit_session_factory, state.key_cache, key_hash
+        )
+    return Reader(tenant_id=caller.tenant_id, engine=state.autocommit_engine)
+
+
 Context = Annotated[ServiceContext, Depends(get_context)]
 # Only for routes whose statements need no transaction around them (see get_autocommit_session).
 AutocommitContext = Annotated[ServiceContext, Depends(get_autocommit_context)]
+ReaderContext = Annotated[Reader, Depends(get_reader)]

@@ -7,7 +7,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.auth import KeyCache
-from app.db import make_autocommit_session_factory, make_engine, make_session_factory
+from app.db import autocommit_engine, make_engine, make_session_factory
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit, RequestMetrics, UnhandledErrors
 from app.plugins import load_plugins
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     load_plugins(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.access").disabled = not settings.access_log
     # Swagger UI and ReDoc served from the installed package, so /docs works without the internet.
     app = FastAPIOffline(
         title="Gauntlet",
@@ -41,7 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.session_factory = make_session_factory(app.state.engine)
-    app.state.autocommit_session_factory = make_autocommit_session_factory(app.state.engine)
+    app.state.autocommit_engine = autocommit_engine(app.state.engine)
+    app.state.autocommit_session_factory = make_session_factory(app.state.autocommit_engine)
     app.state.queue = JobQueue(settings)
     app.state.key_cache = KeyCache(settings.api_key_cache_s)
     app.state.service_metrics = service_registry(app.state.session_factory, settings.stale_after_s)

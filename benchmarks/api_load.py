@@ -9,6 +9,7 @@ database and a Redis database (flushed), a key, a `ready` model row written stra
 `gauntlet api --workers N`, then submissions/s (`POST /v1/jobs`) and status reads/s (`GET /v1/jobs/{id}`):
 
     python benchmarks/api_load.py [--processes 1,2] [--seconds 8] [--rounds 1] [--redis-url URL]
+                                  [--no-access-log]
 
 Needs Postgres (GAUNTLET_TEST_POSTGRES_URL) and a Redis database nobody else uses (it is flushed).
 """
@@ -182,6 +183,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
+        "--no-access-log", action="store_true", help="run the API with GAUNTLET_ACCESS_LOG=false"
+    )
+    parser.add_argument(
         "--redis-url", default=os.environ.get("GAUNTLET_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
     )
     args = parser.parse_args()
@@ -189,8 +193,11 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from live_service import LiveService
 
-    results: dict[str, Any] = {"cores": os.cpu_count(), "load_average_before": os.getloadavg(), "runs": []}
-    service = LiveService(args.redis_url)
+    results: dict[str, Any] = {
+        "cores": os.cpu_count(), "access_log": not args.no_access_log, "load_average_before": os.getloadavg(),
+        "runs": [],
+    }  # fmt: skip
+    service = LiveService(args.redis_url, {"GAUNTLET_ACCESS_LOG": "false"} if args.no_access_log else None)
     try:
         headers = service.key("bench")
         model_id = ready_model(service.database_url, headers)

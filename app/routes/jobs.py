@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Header, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import TypeAdapter
 
-from app.deps import AutocommitContext, Context
+from app.deps import AutocommitContext, Context, ReaderContext
 from app.orm import TERMINAL_JOB_STATES
 from app.routes.params import Cursor, JobId, Limit
 from app.routes.responses import LIST_422, PATH_422, errors
@@ -76,9 +76,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobView, responses=errors(401, 404, 422, notes={422: PATH_422}))
-def get_job(job_id: JobId, ctx: AutocommitContext) -> Response:
+def get_job(job_id: JobId, reader: ReaderContext) -> Response:
     """Read a job's status, progress and stage."""
-    return _job_response(service.job_status(ctx, job_id))
+    return _job_response(service.job_status(reader.engine, reader.tenant_id, job_id))
 
 
 @router.post(

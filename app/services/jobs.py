@@ -5,7 +5,7 @@ import json
 import logging
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Engine, Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
@@ -191,16 +191,19 @@ STATUS_COLUMNS = (
 )  # fmt: skip
 
 
-def job_status(ctx: ServiceContext, job_id: str) -> JobView:
+def job_status(engine: Engine, tenant_id: str, job_id: str) -> JobView:
     """A job's view for a status read: one Core select of STATUS_COLUMNS (no ORM object, no report), and
-    the shards' query only for a job a worker has claimed; 404 for anything but this tenant's job."""
-    connection = ctx.session.connection()
-    row = connection.execute(
-        select(*STATUS_COLUMNS).where(Job.id == job_id, Job.tenant_id == ctx.tenant_id)
-    ).first()
-    if row is None:
-        raise NotFound(f"job {job_id} not found")
-    return _view(row, connection)
+    the shards' query only for a job a worker has claimed; 404 for anything but this tenant's job.
+
+    On a connection taken from `engine` (the API's autocommit engine) and handed back to the pool here,
+    in the caller's thread."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(*STATUS_COLUMNS).where(Job.id == job_id, Job.tenant_id == tenant_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return _view(row, connection)
 
 
 def _shards(connection: Connection | Session | None, job: JobRow) -> tuple[list[ShardView], float | None]:

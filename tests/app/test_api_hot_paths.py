@@ -101,8 +101,11 @@ def test_without_the_cache_a_revoked_key_is_refused_at_once(settings, make_key):
     headers = make_key("cache-off")
     with TestClient(create_app(settings.model_copy(update={"api_key_cache_s": 0}))) as client:
         assert client.get("/v1/jobs", headers=headers).status_code == 200
+        assert client.get("/v1/jobs/job_" + "0" * 24, headers=headers).status_code == 404
         _revoke(client, headers)
         assert client.get("/v1/jobs", headers=headers).status_code == 401
+        assert client.get("/v1/jobs/job_" + "0" * 24, headers=headers).status_code == 401
+        assert client.post("/v1/jobs", headers=headers, json={}).status_code == 401
 
 
 def test_a_cached_key_costs_no_query_and_an_unknown_key_is_never_cached(client_with_cache, make_key):

@@ -5,7 +5,7 @@ import json
 import logging
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import Connection, Engine, Row, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
@@ -189,6 +189,18 @@ STATUS_COLUMNS = (
     Job.dataset_id, Job.params, Job.seed, Job.attempts, Job.created_at, Job.started_at, Job.finished_at,
     Job.summary,
 )  # fmt: skip
+# Built once: a status read is hot, and building the statement cost more than running it in the API.
+STATUS_QUERY = select(*STATUS_COLUMNS).where(
+    Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id")
+)
+SHARDS_QUERY = (
+    select(
+        JobShard.index, JobShard.state, JobShard.worker_id, JobShard.attempts, JobShard.started_at,
+        JobShard.finished_at, JobShard.progress,
+    )
+    .where(JobShard.job_id == bindparam("job_id"))
+    .order_by(JobShard.index)
+)  # fmt: skip
 
 
 def job_status(engine: Engine, tenant_id: str, job_id: str) -> JobView:
@@ -198,9 +210,7 @@ def job_status(engine: Engine, tenant_id: str, job_id: str) -> JobView:
     On a connection taken from `engine` (the API's autocommit engine) and handed back to the pool here,
     in the caller's thread."""
     with engine.connect() as connection:
-        row = connection.execute(
-            select(*STATUS_COLUMNS).where(Job.id == job_id, Job.tenant_id == tenant_id)
-        ).first()
+        row = connection.execute(STATUS_QUERY, {"job_id": job_id, "tenant_id": tenant_id}).first()
         if row is None:
             raise NotFound(f"job {job_id} not found")
         return _view(row, connection)
@@ -210,12 +220,7 @@ def _shards(connection: Connection | Session | None, job: JobRow) -> tuple[list[
     """The job's shards (one small indexed query) and, while it runs, progress summed over them."""
     if connection is None or job.attempts == 0:
         return [], None  # shards are written by a worker that claimed the job, which counts an attempt
-    rows = connection.execute(
-        select(
-            JobShard.index, JobShard.state, JobShard.worker_id, JobShard.attempts, JobShard.started_at,
-            JobShard.finished_at, JobShard.progress,
-        ).where(JobShard.job_id == job.id).order_by(JobShard.index)
-    ).all()  # fmt: skip
+    rows = connection.execute(SHARDS_QUERY, {"job_id": job.id}).all()
     # Unpacked by position: a Row's `index` attribute is the tuple method, not the column.
     views = [
         ShardView(

@@ -27,7 +27,7 @@ class CarliniWagnerL2(Attack):
 
     Paper: Carlini and Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P
     2017; reference implementation carlini/nn_robust_attacks (l2_attack.py), whose defaults are
-    the defaults here.
+    the spec's.
 
     Threat model: white-box (gradients of the logits w.r.t. the input), l2 distance only (linf is
     refused), unbounded: it searches for the smallest successful perturbation. The evaluation runs

@@ -18,7 +18,7 @@ class DeepFool(Attack):
 
     Paper: Moosavi-Dezfooli, Fawzi and Frossard, "DeepFool: a simple and accurate method to fool
     deep neural networks", CVPR 2016; reference implementation LTS4/DeepFool (Python/deepfool.py),
-    whose defaults are the defaults here.
+    whose defaults are the spec's.
 
     Threat model: white-box (gradients of the logits w.r.t. the input), untargeted only (targeted
     is refused), unbounded: it searches for a small perturbation that changes the label. The

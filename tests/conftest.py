@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import REDIS_URL, WorkerProcess, create_database, drop_database, require_service
+from tests.services import (
+    REDIS_URL,
+    WorkerProcess,
+    create_database,
+    drop_database,
+    require_service,
+    stop_all,
+)
 from tests.session_processes import install, uninstall
 
 FAST_RELIABILITY = {
@@ -148,18 +155,34 @@ def make_key(api) -> Callable[[str], dict[str, str]]:  # noqa: ANN001
 
 @pytest.fixture(scope="session")
 def start_worker(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    """Start live workers on demand; all are stopped at the end of the session."""
+    """Start live workers on demand; all are stopped at the end of the session.
+
+    A module's k-th plain call gets the session's k-th shared worker (started when first needed, again if it
+    died), so modules do not each pay a worker's start and idle workers do not pile up; a call with
+    overrides or fresh=True starts a worker of its own.
+    """
     started: list[WorkerProcess] = []
+    shared: list[WorkerProcess] = []
+    calls: dict[str, int] = {}
     log_dir: Path = tmp_path_factory.mktemp("worker-logs")
 
-    def start(env_overrides: dict[str, str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess(
-            {**service_env, **(env_overrides or {})}, log_dir / f"worker-{len(started)}.log"
-        )
+    def launch(env: dict[str, str]) -> WorkerProcess:
+        worker = WorkerProcess(env, log_dir / f"worker-{len(started)}.log")
         started.append(worker)
         worker.wait_ready()
         return worker
 
+    def start(env_overrides: dict[str, str] | None = None, *, fresh: bool = False) -> WorkerProcess:
+        if env_overrides or fresh:
+            return launch({**service_env, **(env_overrides or {})})
+        module = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0]
+        index = calls.get(module, 0)
+        calls[module] = index + 1
+        if index < len(shared) and shared[index].process.poll() is None:
+            return shared[index]
+        worker = launch(service_env)
+        shared[index : index + 1] = [worker]
+        return worker
+
     yield start
-    for worker in started:
-        worker.stop()
+    stop_all(started)

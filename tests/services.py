@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -100,11 +101,19 @@ class WorkerProcess:
         """SIGKILL the whole process group, as a crashed machine would."""
         release(self.process)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 20.0) -> None:
         """Stop gracefully, then forcefully (what is left of the group too)."""
-        if self.process.poll() is None:
-            kill_group(self.process, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=20)
-        release(self.process)
-        self._log.close()
+        stop_all([self], grace)
+
+
+def stop_all(workers: Sequence[WorkerProcess], grace: float = 10.0) -> None:
+    """SIGTERM every worker at once, wait up to `grace` seconds in all, then kill what is left."""
+    for worker in workers:
+        if worker.process.poll() is None:
+            kill_group(worker.process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        release(worker.process)
+        worker._log.close()

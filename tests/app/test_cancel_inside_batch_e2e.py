@@ -32,7 +32,7 @@ def test_a_job_cancelled_inside_one_long_batch_stops_within_seconds_and_stays_ca
     final = wait_for(api, path, tenant, TERMINAL, timeout=30)
     assert final["status"] == "cancelled" and final["progress"] < 0.5
     # a fresh worker's reconciler runs (every second in tests): the job is never queued or run again
-    start_worker()
+    start_worker(fresh=True)
     time.sleep(6)
     after = api.get(path, headers=tenant).json()
     assert after["status"] == "cancelled" and after["attempts"] == final["attempts"]

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.service, pytest.mark.slow]
 ISOLATED_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/13"
 LIMITS = {
     "GAUNTLET_WORKER_MEMORY_LIMIT_BYTES": str(2 << 30),
-    "GAUNTLET_VALIDATION_TIME_LIMIT_S": "30",
+    "GAUNTLET_VALIDATION_TIME_LIMIT_S": "15",  # the digits model validates in a few seconds
     "GAUNTLET_WEBHOOK_ALLOWED_ADDRESSES": '["127.0.0.1"]',
     "GAUNTLET_WEBHOOK_RETRY_BASE_S": "0.5",
 }

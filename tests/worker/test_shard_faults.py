@@ -27,6 +27,8 @@ ATTACKS = [
     {"name": "fgsm", "eps": [0.1]},
     {"name": "pgd", "norm": "linf", "eps": [0.05, 0.1], "steps": 150},
 ]
+# The cap test needs shards that take a while, not the reference's figures: a third of the steps.
+CAPPED_ATTACKS = [{**attack, "steps": 50} if attack["name"] == "pgd" else attack for attack in ATTACKS]
 SAMPLES = 297  # five batches of 64: five shards of one batch each
 SPLIT = {"samples_per_shard": 64}
 
@@ -212,15 +214,16 @@ def test_a_redis_flush_mid_job_loses_nothing(client, tenant, model, reference, f
 
 
 def test_the_tenant_cap_holds_and_another_tenant_is_not_starved(
-    client, tenant, key, model, reference, fleet, digits_onnx
+    client, tenant, key, model, fleet, digits_onnx
 ):
     fleet.stop_all()
     fleet.start(2, GAUNTLET_TENANT_MAX_RUNNING_SHARDS="1")
     other = key("shard-faults-other")
     their_model = ready_model(client, other, digits_onnx)
-    big = _submit(client, tenant, evasion_spec(model["id"], ATTACKS, max_samples=SAMPLES, sharding=SPLIT))
+    big_spec = evasion_spec(model["id"], CAPPED_ATTACKS, max_samples=SAMPLES, sharding=SPLIT)
+    big = _submit(client, tenant, big_spec)
     _watch(client, tenant, big, lambda v: any(s["state"] == "running" for s in v["shards"]))
-    small = evasion_spec(their_model["id"], ATTACKS, max_samples=128, sharding=SPLIT)
+    small = evasion_spec(their_model["id"], CAPPED_ATTACKS, max_samples=128, sharding=SPLIT)
     theirs = _submit(client, other, small)
 
     most_running, big_running_when_theirs_ended = 0, None
@@ -243,4 +246,4 @@ def test_the_tenant_cap_holds_and_another_tenant_is_not_starved(
         for s in final["shards"]
     )
     assert all(end <= next_start for (_, end), (next_start, _) in zip(intervals, intervals[1:], strict=False))
-    assert _figures(client, tenant, final) == reference
+    assert final["status"] == "succeeded" and len(final["shards"]) == 5

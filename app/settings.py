@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     max_artifact_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     remote_host_allowlist: list[str] = Field(default_factory=list)
+    # A remote model's endpoint: seconds one request may take, and retries of a transient failure.
+    remote_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    remote_retries: int = Field(default=3, ge=0, le=10)
     # Plugins: comma-separated module names the API and the worker import at startup (GAUNTLET_PLUGINS),
     # e.g. a module defining an attack's spec class and its engine class (README: "Adding an attack").
     plugins: str = ""

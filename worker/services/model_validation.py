@@ -71,6 +71,8 @@ def run_intake(settings: Settings, record: ModelRecord, blob: bytes | None) -> I
             record.num_classes,
             input_range,
             settings.remote_host_allowlist,
+            timeout=settings.remote_timeout_s,
+            retries=min(settings.remote_retries, 2),
         )
     if record.format == "architecture" and record.architecture:
         return validate_architecture(record.architecture, record.input_shape, record.num_classes)

@@ -48,6 +48,8 @@ def build_target(record: ModelRecord, blob: bytes | None, settings: Settings) ->
             signature=signature,
             url=record.endpoint_url,
             allowlist=tuple(settings.remote_host_allowlist),
+            timeout=settings.remote_timeout_s,
+            retries=settings.remote_retries,
         )
     else:
         raise JobFailure("model_invalid", f"model {record.id} has no usable {record.format} source")

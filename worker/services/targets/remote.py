@@ -19,9 +19,12 @@ class RemoteTarget(Target):
         signature: Signature,
         url: str,
         allowlist: tuple[str, ...],  # noqa: A002
+        timeout: float = 10.0,
+        retries: int = 3,
     ) -> None:
         super().__init__(id=id, name=name, signature=signature)
         self.url, self.allowlist = url, allowlist
+        self.timeout, self.retries = timeout, retries
         self._opened: list[RemoteClassifier] = []
 
     def raw_classifier(self) -> Classifier:
@@ -31,6 +34,8 @@ class RemoteTarget(Target):
             input_shape=list(self.signature.input_shape),
             num_classes=self.signature.num_classes,
             allowlist=list(self.allowlist),
+            timeout=self.timeout,
+            retries=self.retries,
         )
         self._opened.append(remote)
 

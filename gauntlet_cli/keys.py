@@ -91,7 +91,9 @@ def _revoke(args: argparse.Namespace) -> int:
             print(f"no single key matches {args.key!r} ({len(found)} found)", file=sys.stderr)
             return 1
         found[0].revoked_at = found[0].revoked_at or datetime.now(UTC)
-        print(f"revoked {found[0].id}")
+        cache = get_settings().api_key_cache_s
+        within = f"; running API processes refuse it within {cache:g} s (GAUNTLET_API_KEY_CACHE_S)"
+        print(f"revoked {found[0].id}{within if cache else ''}")
     return 0
 
 

@@ -38,6 +38,7 @@ def test_keys_create_list_and_revoke_on_the_embedded_database(tmp_path):
     assert "acme" in listed and key[:10] in listed and key not in listed and "revoked" not in listed
     revoked = gauntlet("keys", "revoke", key, env=env)
     assert revoked.returncode == 0 and revoked.stdout.startswith("revoked key_")
+    assert "within 5 s (GAUNTLET_API_KEY_CACHE_S)" in revoked.stdout  # the default cache bound
     assert "revoked" in gauntlet("keys", "list", "--tenant", "acme", env=env).stdout.splitlines()[0]
 
 

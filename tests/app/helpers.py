@@ -87,3 +87,16 @@ def artifacts_of(api: TestClient, headers: dict, job_id: str) -> list[dict]:
 def download(api: TestClient, headers: dict, artifact: dict) -> bytes:
     """An artifact's bytes."""
     return api.get(artifact["download_url"], headers=headers).content
+
+
+# Report keys that differ between two runs of the same spec and seed: wall-clock times and the run's ids.
+VOLATILE = {"job_id", "generated_at", "seconds", "derived_model_ids", "id", "versions"}
+
+
+def measured(value: object) -> object:
+    """A report (or any part of one) without wall-clock seconds and the ids of the run."""
+    if isinstance(value, dict):
+        return {key: measured(item) for key, item in value.items() if key not in VOLATILE}
+    if isinstance(value, list):
+        return [measured(item) for item in value]
+    return value

@@ -3,14 +3,13 @@ the report of the same job in one piece."""
 
 import pytest
 
-from tests.app.helpers import derived_of, run, wait_for
+from tests.app.helpers import derived_of, measured, run, wait_for
 
 pytestmark = pytest.mark.service
 
 # Three victims: one label flip at three rates, two epochs of a small MLP, no detection.
 ARCH = {"name": "digits-mlp", "architecture": "mlp", "input_shape": [1, 8, 8], "num_classes": 10}
 FLIP = {"name": "label_flip", "mode": "random", "rate": [0.05, 0.1, 0.2]}
-VOLATILE = {"job_id", "generated_at", "seconds", "derived_model_ids", "id", "versions"}
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +17,6 @@ def tenant(make_key, start_worker) -> dict:
     start_worker()
     start_worker()
     return make_key("shards-poisoning")
-
-
-def _measured(value: object) -> object:
-    """The report without wall-clock seconds and the ids of the run."""
-    if isinstance(value, dict):
-        return {key: _measured(item) for key, item in value.items() if key not in VOLATILE}
-    if isinstance(value, list):
-        return [_measured(item) for item in value]
-    return value
 
 
 def _job(api, headers: dict, model_id: str, max_shards: int) -> tuple[dict, dict]:
@@ -60,7 +50,7 @@ def test_a_split_poisoning_job_gives_the_report_of_one_piece(api, tenant):
         "shards"
     ]
     assert len({shard["worker"] for shard in split["shards"]}) >= 2
-    assert _measured(split_report) == _measured(whole_report)
+    assert measured(split_report) == measured(whole_report)
     rows = whole_report["attacks"][0]["results"]
     assert [row["rate"] for row in rows] == FLIP["rate"] and rows[-1]["n_poisoned"] > rows[0]["n_poisoned"]
     # The largest-rate victim is registered once, from the shard that trained it.

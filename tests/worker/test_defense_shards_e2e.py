@@ -4,7 +4,7 @@ defense, and the report, derived model and artifacts are those of the same job i
 
 import pytest
 
-from tests.app.helpers import artifacts_of, derived_of, download, ready_model, run
+from tests.app.helpers import artifacts_of, derived_of, download, measured, ready_model, run
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -12,7 +12,6 @@ AT = {"name": "adversarial_training", "method": "fast", "eps": 0.1, "epochs": 1,
 PGD = {"name": "pgd", "norm": "linf", "eps": [0.1, 0.2], "steps": 5}
 FGSM = {"name": "fgsm", "eps": [0.15], "targeted": True, "target_mode": "random"}
 EVALUATION = {"attacks": [PGD, FGSM], "max_samples": 96, "batch_size": 16, "sanity_runs": False}
-VOLATILE = {"job_id", "generated_at", "seconds", "derived_model_ids", "id", "versions"}
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +19,6 @@ def tenant(make_key, start_worker) -> dict:
     start_worker()
     start_worker()
     return make_key("shards-defense")
-
-
-def _measured(value: object) -> object:
-    """The report without wall-clock seconds and the ids of the run."""
-    if isinstance(value, dict):
-        return {key: _measured(item) for key, item in value.items() if key not in VOLATILE}
-    if isinstance(value, list):
-        return [_measured(item) for item in value]
-    return value
 
 
 def _job(api, headers: dict, model_id: str, sharding: dict) -> tuple[dict, dict]:
@@ -60,7 +50,7 @@ def test_a_split_defense_job_trains_once_and_gives_the_report_of_one_piece(api, 
     assert all(shard["state"] == "succeeded" and shard["attempts"] == 1 for shard in split["shards"])
     assert len({shard["worker"] for shard in split["shards"]}) >= 2
     assert split["progress"] == 1.0
-    assert _measured(split_report) == _measured(whole_report)
+    assert measured(split_report) == measured(whole_report)
     assert [row["epoch"] for row in split_report["training"]["curve"]] == [1]
     rows = split_report["evaluation"]["undefended"]["attacks"][0]["results"]
     assert any(row["n_succeeded"] for row in rows)

@@ -10,12 +10,11 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
 from app.orm import Blob, Job, JobShard, ModelRecord, Tenant, new_id, utcnow
 from app.services.jobs import job_view
 from app.storage import put_blob
-from tests.services import create_database, drop_database
+from tests.app.helpers import measured
+from tests.worker.private_database import private_database, session_factory_of
 from tests.worker.test_shard_recovery import RecordingQueue
 from worker.runtime import WorkerRuntime
 from worker.services.job_runner import merge_job, run_job
@@ -29,7 +28,6 @@ pytestmark = [pytest.mark.service, pytest.mark.slow]
 AT = {"name": "adversarial_training", "method": "fast", "eps": 0.1, "epochs": 1, "init": "pretrained"}
 PGD = {"name": "pgd", "norm": "linf", "eps": [0.1], "steps": 3}
 EVALUATION = {"attacks": [PGD], "max_samples": 48, "batch_size": 16, "sanity_runs": True}
-VOLATILE = {"job_id", "generated_at", "seconds", "derived_model_ids", "id", "versions"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,17 +43,14 @@ def single_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def settings(settings):
     """The shared settings on a private database (live workers of other modules reconcile the shared one)."""
-    url = create_database()
-    upgrade(url)
-    yield settings.model_copy(update={"database_url": url})
-    drop_database(url)
+    with private_database(settings) as private:
+        yield private
 
 
 @pytest.fixture(scope="module")
 def factory(settings):
-    engine = make_engine(settings)
-    yield make_session_factory(engine)
-    engine.dispose()
+    with session_factory_of(settings) as factory:
+        yield factory
 
 
 @pytest.fixture()
@@ -99,16 +94,7 @@ def _report(factory, job_id: str) -> Any:
     with factory() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == "succeeded", (job.status, job.error_message)
-        return _measured(job.report)
-
-
-def _measured(value: object) -> object:
-    """The report without wall-clock seconds and the ids of the run."""
-    if isinstance(value, dict):
-        return {key: _measured(item) for key, item in value.items() if key not in VOLATILE}
-    if isinstance(value, list):
-        return [_measured(item) for item in value]
-    return value
+        return measured(job.report)
 
 
 def _shards(factory, job_id: str) -> list[JobShard]:

@@ -7,11 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
 from app.orm import Blob, Job, ModelRecord, Tenant, WorkerHeartbeat, new_id, utcnow
 from app.storage import collect_unreferenced_blobs, put_blob
-from tests.services import create_database, drop_database
+from tests.worker.private_database import private_database, session_factory_of
 from worker.runtime import WorkerRuntime
 from worker.services.reconciler import reconcile_once
 
@@ -39,17 +37,14 @@ class RecordingQueue:
 def settings(settings):
     """The shared settings on a private database: the live workers of other modules reconcile the shared
     one every second and would claim this module's stale rows before the reconcilers under test."""
-    url = create_database()
-    upgrade(url)
-    yield settings.model_copy(update={"database_url": url})
-    drop_database(url)
+    with private_database(settings) as private:
+        yield private
 
 
 @pytest.fixture(scope="module")
 def factory(settings):
-    engine = make_engine(settings)
-    yield make_session_factory(engine)
-    engine.dispose()
+    with session_factory_of(settings) as factory:
+        yield factory
 
 
 @pytest.fixture()

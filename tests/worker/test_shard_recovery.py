@@ -8,10 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
 from app.orm import Job, JobShard, ModelRecord, Tenant, new_id, utcnow
-from tests.services import create_database, drop_database
+from tests.worker.private_database import private_database, session_factory_of
 from worker.runtime import WorkerRuntime
 from worker.services.reconciler import reconcile_once
 from worker.services.shards.recovery import recover_shards
@@ -55,17 +53,14 @@ class RecordingQueue:
 @pytest.fixture(scope="module")
 def settings(settings):
     """The shared settings on a private database (live workers of other modules reconcile the shared one)."""
-    url = create_database()
-    upgrade(url)
-    yield settings.model_copy(update={"database_url": url, "tenant_max_running_shards": 2})
-    drop_database(url)
+    with private_database(settings, tenant_max_running_shards=2) as private:
+        yield private
 
 
 @pytest.fixture(scope="module")
 def factory(settings):
-    engine = make_engine(settings)
-    yield make_session_factory(engine)
-    engine.dispose()
+    with session_factory_of(settings) as factory:
+        yield factory
 
 
 @pytest.fixture()

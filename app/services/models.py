@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from app.model_formats import UPLOAD_FORMATS, facts_of
 from app.orm import Job, ModelRecord, utcnow
 from app.schemas.resources import ARCHITECTURE_NAMES, ArchitectureModelCreate, ModelView, RemoteModelCreate
 from app.services.context import ServiceContext
@@ -18,7 +19,7 @@ from app.storage import put_blob
 
 log = logging.getLogger("gauntlet.models")
 
-ACCEPTED_FORMATS = ("onnx", "safetensors")
+ACCEPTED_FORMATS = UPLOAD_FORMATS
 EXPORT_HINT = (
     "export the model to ONNX instead: torch.onnx.export(model.eval(), torch.rand(1, *input_shape), "
     "'model.onnx', dynamo=False, input_names=['input'], output_names=['logits'], "
@@ -109,14 +110,15 @@ def parse_upload_fields(
         raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
     if fields.input_shape is not None and any(d < 1 for d in fields.input_shape):
         raise InvalidInput("input_shape dimensions must be positive")
-    if fields.format != "onnx" and (fields.input_shape is None or fields.num_classes is None):
+    facts = facts_of(fields)
+    if not facts.states_interface and (fields.input_shape is None or fields.num_classes is None):
         raise InvalidInput(f"{fields.format} uploads need input_shape and num_classes")
     low, high = fields.input_range
     if not low < high:
         raise InvalidInput("input_range must be [low, high] with low < high")
-    if fields.format == "safetensors" and fields.architecture not in ARCHITECTURE_NAMES:
+    if facts.needs_architecture and fields.architecture not in ARCHITECTURE_NAMES:
         raise InvalidInput(f"safetensors uploads need architecture, one of {list(ARCHITECTURE_NAMES)}")
-    if fields.format == "onnx" and fields.architecture is not None:
+    if not facts.needs_architecture and fields.architecture is not None:
         raise InvalidInput("architecture only applies to safetensors uploads")
     return fields
 

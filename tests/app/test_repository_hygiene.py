@@ -4,6 +4,7 @@ Test fixtures are made at run time; a committed archive is either a mistake (a T
 after a BytesIO's repr once was) or code-carrying data nobody reviewed.
 """
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -43,3 +44,27 @@ def test_the_design_document_in_the_repository_is_the_shared_one():
     assert (ROOT / "docs" / "DESIGN.md").read_text() == shared.read_text(), (
         "docs/DESIGN.md is a copy of ../shared/DESIGN.md: copy the shared one again"
     )
+
+
+# The one place that builds a target from a row's format, and the table of the formats' facts.
+FORMAT_COMPARISON_ALLOWED = {"worker/services/targets/build.py", "app/model_formats.py"}
+FORMAT_COMPARISON = re.compile(r"\bformat\s*[!=]=|[!=]=\s*[\w.]*\bformat\b")
+
+
+def test_no_format_comparison_outside_the_target_builder_and_the_facts_table():
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for folder in ("app", "worker")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if str(path.relative_to(ROOT)) not in FORMAT_COMPARISON_ALLOWED
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if FORMAT_COMPARISON.search(line)
+    ]
+    assert offenders == [], "read a fact of app.model_formats.facts_of(model) instead of comparing formats"
+
+
+def test_the_format_check_recognises_a_comparison():
+    for line in ('if model.format == "remote":', 'if fields.format != "onnx"', 'if "onnx" == record.format:'):
+        assert FORMAT_COMPARISON.search(line), line
+    for line in ("output_format = 'npz'", "f'{x.format}'", 'if out_format == "png":'):
+        assert not FORMAT_COMPARISON.search(line), line

@@ -8,9 +8,11 @@ a child that hit a limit leaves the model `invalid` with `resource_limit` or `va
 """
 
 import logging
+from collections.abc import Callable
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from app.model_formats import facts_of
 from app.orm import ModelRecord
 from app.settings import Settings
 from worker.engine.models.architecture_intake import validate_architecture
@@ -47,38 +49,78 @@ def intake_limits(settings: Settings) -> IntakeLimits:
 
 
 def interface_of(record: ModelRecord, blob: bytes | None) -> tuple[list[int], int]:
-    """The model's input shape and class count: as uploaded, or read from an ONNX graph that states them."""
+    """The model's input shape and class count: as uploaded, or read from a graph that states them."""
     if record.input_shape and record.num_classes:
         return [int(d) for d in record.input_shape], int(record.num_classes)
-    if record.format != "onnx" or not blob:
+    if not facts_of(record).states_interface or not blob:
         raise ModelRejected("shape_unknown", "input_shape and num_classes are required for this format")
     declared = declared_interface(blob)
     return declared.input_shape, declared.num_classes
 
 
+# One intake per stored format (app.model_formats.FORMATS): None when the row lacks the format's source.
+Intake = Callable[[Settings, ModelRecord, bytes | None, tuple[float, float]], IntakeReport | None]
+
+
+def _onnx_intake(
+    settings: Settings, record: ModelRecord, blob: bytes | None, input_range: tuple[float, float]
+) -> IntakeReport | None:
+    if not blob:
+        return None
+    limits = intake_limits(settings)
+    return validate_onnx(blob, record.input_shape, record.num_classes, input_range, limits=limits)
+
+
+def _safetensors_intake(
+    settings: Settings, record: ModelRecord, blob: bytes | None, input_range: tuple[float, float]
+) -> IntakeReport | None:
+    if not blob:
+        return None
+    return validate_safetensors(blob, record.architecture or "", record.input_shape, record.num_classes)
+
+
+def _remote_intake(
+    settings: Settings, record: ModelRecord, blob: bytes | None, input_range: tuple[float, float]
+) -> IntakeReport | None:
+    if not record.endpoint_url:
+        return None
+    return validate_remote(
+        record.endpoint_url,
+        record.input_shape,
+        record.num_classes,
+        input_range,
+        settings.remote_host_allowlist,
+        timeout=settings.remote_timeout_s,
+        retries=min(settings.remote_retries, 2),
+    )
+
+
+def _architecture_intake(
+    settings: Settings, record: ModelRecord, blob: bytes | None, input_range: tuple[float, float]
+) -> IntakeReport | None:
+    if not record.architecture:
+        return None
+    return validate_architecture(record.architecture, record.input_shape, record.num_classes)
+
+
+INTAKES: dict[str, Intake] = {
+    "onnx": _onnx_intake,
+    "safetensors": _safetensors_intake,
+    "remote": _remote_intake,
+    "architecture": _architecture_intake,
+}
+
+
 def run_intake(settings: Settings, record: ModelRecord, blob: bytes | None) -> IntakeReport:
     """The intake of the model's format (runs inside the validation child)."""
     input_range = (float(record.input_range[0]), float(record.input_range[1]))
-    if record.format == "onnx" and blob:
-        limits = intake_limits(settings)
-        return validate_onnx(blob, record.input_shape, record.num_classes, input_range, limits=limits)
-    if record.format == "safetensors" and blob:
-        return validate_safetensors(blob, record.architecture or "", record.input_shape, record.num_classes)
-    if record.format == "remote" and record.endpoint_url:
-        return validate_remote(
-            record.endpoint_url,
-            record.input_shape,
-            record.num_classes,
-            input_range,
-            settings.remote_host_allowlist,
-            timeout=settings.remote_timeout_s,
-            retries=min(settings.remote_retries, 2),
+    intake = INTAKES.get(record.format)
+    report = intake(settings, record, blob, input_range) if intake is not None else None
+    if report is None:
+        raise ModelRejected(
+            "unsupported_format", f"this worker cannot validate models of format {record.format!r}"
         )
-    if record.format == "architecture" and record.architecture:
-        return validate_architecture(record.architecture, record.input_shape, record.num_classes)
-    raise ModelRejected(
-        "unsupported_format", f"this worker cannot validate models of format {record.format!r}"
-    )
+    return report
 
 
 def validate_model(rt: WorkerRuntime, model_id: str) -> None:

@@ -4,6 +4,7 @@ range, transforms that fit the input, a training set that fits; cost in forward-
 import math
 
 from app.errors import InvalidInput
+from app.model_formats import facts_of
 from app.orm import ModelRecord
 from app.schemas.defense import (
     AdversarialTrainingParams,
@@ -30,7 +31,7 @@ def _check_model(model: ModelRecord, params: DefenseParams) -> None:
     """A white-box model with weights where the defense needs them, not already defended."""
     defense = params.defense
     init = getattr(defense, "init", None)
-    if model.format == "remote":
+    if facts_of(model).remote:
         code = "model_not_trainable" if type(defense).trains else "needs_white_box"
         what = f"init '{init}' retrains its graph" if init == "random" else "a defense needs its gradients"
         raise InvalidInput(

@@ -4,6 +4,7 @@ import math
 from collections.abc import Sequence
 
 from app.errors import InvalidInput
+from app.model_formats import facts_of
 from app.orm import ModelRecord
 from app.schemas.evasion import AttackParamsBase, AutoAttackParams, EvasionAttackSpec, EvasionJobSpec
 from app.services.context import ServiceContext
@@ -90,7 +91,7 @@ def check_artifact_size(
 
 def check(ctx: ServiceContext, model: ModelRecord, spec: EvasionJobSpec, held_out: DatasetFacts) -> None:
     """Attacks fit the model, and the artifacts fit the limit."""
-    if model.blob_sha256 is None and model.format != "remote":
+    if model.blob_sha256 is None and not facts_of(model).remote:
         raise InvalidInput(f"model {model.id} has no trained weights to attack", code="model_untrained")
     check_attacks(model, spec.params.attacks)
     n = min(spec.params.max_samples, held_out.n_samples)

@@ -4,6 +4,7 @@ import math
 from collections.abc import Sequence
 
 from app.errors import InvalidInput
+from app.model_formats import facts_of
 from app.orm import ModelRecord
 from app.schemas.extraction import SYNTHETIC_UNIFORM, ExtractionJobSpec, ExtractionParams
 from app.services.compatibility import POOL_CODES, check_dataset_fits
@@ -30,7 +31,8 @@ def architecture_misfit(architecture: str, shape: Sequence[int]) -> str | None:
 
 def _check_victim(model: ModelRecord, params: ExtractionParams) -> None:
     """The victim has a prediction interface (ONNX or remote), and the surrogate can be built."""
-    queryable = (model.format == "onnx" and model.blob_sha256 is not None) or model.format == "remote"
+    facts = facts_of(model)
+    queryable = facts.answers_queries and (facts.remote or model.blob_sha256 is not None)
     if not queryable:
         raise InvalidInput(
             f"model {model.id} has no prediction interface to query: extraction needs an uploaded ONNX "
@@ -38,7 +40,7 @@ def _check_victim(model: ModelRecord, params: ExtractionParams) -> None:
             code="victim_not_queryable",
         )
     architecture = params.surrogate.architecture
-    if architecture == "victim" and model.format != "onnx":
+    if architecture == "victim" and not facts.own_graph:
         raise InvalidInput(
             "params.surrogate.architecture 'victim' re-initialises the victim's own ONNX graph; a remote "
             "endpoint has none: name a catalog architecture (mlp, small-cnn, bn-cnn, small-resnet)",

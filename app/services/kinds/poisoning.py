@@ -4,6 +4,7 @@ and a pattern that fit it, rates, classes, triggers and eps that make sense; cos
 import math
 
 from app.errors import InvalidInput
+from app.model_formats import facts_of
 from app.orm import ModelRecord
 from app.schemas.poisoning import (
     PoisoningAttackBase,
@@ -22,7 +23,7 @@ MIN_CLEAN_SHARE = PoisoningAttackBase.min_clean_share
 
 def _check_model(model: ModelRecord, params: PoisoningParams) -> None:
     """Attacks train the architecture (not a remote endpoint); an audit reads the model's own activations."""
-    if model.format == "remote":
+    if facts_of(model).remote:
         if params.audit:
             raise InvalidInput(
                 f"model {model.id} is a remote endpoint: an audit reads the model's activations at a feature "
@@ -43,7 +44,7 @@ def _check_model(model: ModelRecord, params: PoisoningParams) -> None:
             "weights",
             code="model_untrained",
         )
-    if model.format == "onnx" and model.white_box is False and not params.audit:
+    if facts_of(model).white_box_by_intake and model.white_box is False and not params.audit:
         raise InvalidInput(
             f"model {model.id}'s graph cannot be rebuilt for training (the intake found it usable "
             "black-box only)",
@@ -167,13 +168,13 @@ def _check_scan(model: ModelRecord, params: PoisoningParams, held_out: DatasetFa
             "a backdoor scan needs at least 2 clean held-out samples", code="dataset_too_small"
         )
     white_box = [s.name for s in params.scan if type(s).white_box]
-    if white_box and (model.format == "remote" or model.white_box is False):
+    if white_box and (facts_of(model).remote or model.white_box is False):
         raise InvalidInput(
             f"model {model.id} can only be queried: {', '.join(white_box)} needs the model's gradients; use "
             "the black-box scanner b3d or upload the model as ONNX or safetensors",
             code="needs_white_box",
         )
-    if white_box and model.blob_sha256 is None and model.format != "remote":
+    if white_box and model.blob_sha256 is None and not facts_of(model).remote:
         raise InvalidInput(
             f"model {model.id} is an architecture without weights: there is nothing to scan",
             code="model_untrained",

@@ -2,6 +2,7 @@
 model with at least 3 image classes, a clean set that fits it, a planted trigger that fits; its cost."""
 
 from app.errors import InvalidInput
+from app.model_formats import facts_of
 from app.orm import ModelRecord
 from app.schemas.defense import DefenseParams
 from app.schemas.repair import BackdoorRepairParams, PatchTriggerSpec
@@ -17,7 +18,7 @@ DEFAULT_EPOCHS, DEFAULT_ITERATIONS, ANP_BATCH = 10, 300, 64
 
 def _check_model(model: ModelRecord) -> None:
     """Weights to repair, a graph to train, classes to compare, images to stamp triggers on."""
-    if model.format == "remote":
+    if facts_of(model).remote:
         raise InvalidInput(
             f"model {model.id} is a remote endpoint: a repair changes the model's weights, which an endpoint "
             "does not give; upload it as ONNX or safetensors",

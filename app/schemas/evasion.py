@@ -61,6 +61,9 @@ class FgsmParams(AttackParamsBase):
     name: Literal["fgsm"]
 
 
+PgdStepSize = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
 class PgdParams(AttackParamsBase):
     """PGD (Madry et al., 2018). Defaults: 40 steps, step size 2.5 * eps / steps, random start, 1 restart."""
 
@@ -68,7 +71,7 @@ class PgdParams(AttackParamsBase):
 
     name: Literal["pgd"]
     steps: Annotated[int, Field(ge=1, le=10_000)] = 40
-    step_size: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+    step_size: PgdStepSize | None = Field(
         default=None, description="Absolute step size; default 2.5 * eps / steps for each eps."
     )
     random_start: bool = True

@@ -1,10 +1,12 @@
 """The extraction kind: the victim's interface, attacks, surrogate, defenses, detection and transfer."""
 
+import copy
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import Eps, JobSpecBase, Norm, ResourceId
+from app.schemas.evasion import PgdParams, PgdStepSize
 from app.schemas.resources import ARCHITECTURE_NAMES
 
 MAX_BUDGET = 1_000_000
@@ -170,16 +172,22 @@ class PradaParams(_Closed):
     min_distances: Annotated[int, Field(ge=3, le=1_000_000)] = 100
 
 
+def _pgd_field(name: str) -> Any:
+    """The evasion kind's PGD field (its default, limits and description), for a spec that runs that PGD."""
+    return copy.copy(PgdParams.model_fields[name])
+
+
 class TransferParams(_Closed):
-    """PGD crafted white-box on each surrogate, tried on the victim. Defaults as the evasion kind's PGD."""
+    """PGD crafted white-box on each surrogate, tried on the victim: the evasion kind's PGD fields (their
+    defaults and limits are PgdParams'), with at most 8 eps."""
 
     name: Literal["pgd"] = "pgd"
-    norm: Norm = "linf"
+    norm: Norm = _pgd_field("norm")
     eps: Annotated[list[Eps], Field(min_length=1, max_length=8)]
-    steps: Annotated[int, Field(ge=1, le=10_000)] = 40
-    step_size: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    random_start: bool = True
-    restarts: Annotated[int, Field(ge=1, le=100)] = 1
+    steps: int = _pgd_field("steps")
+    step_size: PgdStepSize | None = _pgd_field("step_size")
+    random_start: bool = _pgd_field("random_start")
+    restarts: int = _pgd_field("restarts")
 
 
 class SurrogateParams(_Closed):

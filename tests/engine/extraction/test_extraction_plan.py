@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from app.schemas.evasion import PgdParams
 from app.schemas.extraction import ExtractionParams
 from tests.engine.extraction_helpers import SHAPE, CountingVictim, victim_graph_factory
 from worker.engine.datasets import load_builtin
@@ -77,12 +78,23 @@ def test_unknown_names_keys_and_bad_budgets_are_refused_by_the_spec():
         BASE | {"defenses": [{"name": "top_k", "k": 0}]},
         BASE | {"detection": [{"name": "prada", "delta": 1.5}]},
         BASE | {"transfer": {"name": "pgd", "eps": []}},
+        BASE | {"transfer": {"name": "pgd", "eps": [0.1], "steps": 0}},  # PGD's limits
+        BASE | {"transfer": {"name": "pgd", "eps": [0.1], "step_size": -0.1}},
+        BASE | {"transfer": {"name": "pgd", "eps": [0.1], "restarts": 101}},
         BASE | {"surrogate": {"architecture": "victim", "momentum_magic": 1}},
         BASE | {"victim_output": {"kind": "top_k"}},
         BASE | {"unknown": 1},
     ):
         with pytest.raises(ValidationError):
             ExtractionParams.model_validate(params)
+
+
+def test_transfer_takes_the_evasion_kinds_pgd_defaults():
+    transfer = ExtractionParams.model_validate(BASE | {"transfer": {"name": "pgd", "eps": [0.1]}}).transfer
+    pgd = PgdParams(name="pgd", eps=[0.1])
+    assert transfer is not None
+    for key in ("norm", "steps", "step_size", "random_start", "restarts"):
+        assert getattr(transfer, key) == getattr(pgd, key), key
 
 
 def test_a_defense_listed_twice_is_refused_but_two_settings_are_fine():

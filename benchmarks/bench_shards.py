@@ -28,6 +28,7 @@ import platform
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,23 @@ def pgd_versus_plain(args: argparse.Namespace, client: httpx.Client, setup: dict
     }  # fmt: skip
 
 
+def timeline(view: dict[str, Any]) -> dict[str, Any]:
+    """Where a split job's time went: queued, before its shards (claim, clean pass, split), each shard, and
+    after the last shard (merge: metrics, sanity runs, store), in seconds."""
+    at = {key: datetime.fromisoformat(view[key]) for key in ("created_at", "started_at", "finished_at")}
+    shards = [
+        (datetime.fromisoformat(s["started_at"]), datetime.fromisoformat(s["finished_at"]))
+        for s in view["shards"]
+        if s["started_at"] and s["finished_at"]
+    ]
+    out: dict[str, Any] = {"queued_s": (at["started_at"] - at["created_at"]).total_seconds()}
+    if shards:
+        out["before_shards_s"] = (min(start for start, _ in shards) - at["started_at"]).total_seconds()
+        out["shard_s"] = [round((end - start).total_seconds(), 1) for start, end in shards]
+        out["after_shards_s"] = (at["finished_at"] - max(end for _, end in shards)).total_seconds()
+    return out
+
+
 def part_autoattack(
     args: argparse.Namespace, service: LiveService, client: httpx.Client, model_id: str
 ) -> dict[str, Any]:
@@ -172,11 +190,13 @@ def part_autoattack(
         started = time.perf_counter()
         final, report = run_job(client, spec, timeout=args.timeout)
         runs[processes] = {"seconds": time.perf_counter() - started, "report": figures(report),
-                           "shards": len(final["shards"]), "robust": report["worst_case"]}  # fmt: skip
+                           "shards": len(final["shards"]), "robust": report["worst_case"],
+                           "timeline": timeline(final)}  # fmt: skip
     return {
         "samples": n, "one_process_s": runs[1]["seconds"], "two_processes_s": runs[2]["seconds"],
         "speed_up": runs[1]["seconds"] / runs[2]["seconds"], "shards": runs[2]["shards"],
         "same_report": runs[1]["report"] == runs[2]["report"], "worst_case": runs[2]["robust"],
+        "timeline_one_process": runs[1]["timeline"], "timeline_two_processes": runs[2]["timeline"],
     }  # fmt: skip
 
 

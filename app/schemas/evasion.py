@@ -319,6 +319,12 @@ class EvasionParams(BaseModel):
     attacks: Annotated[list[AttackSpec], Field(min_length=1, max_length=16)]
     max_samples: Annotated[int, Field(ge=1, le=100_000)] = 500
     batch_size: Annotated[int, Field(ge=1, le=8192)] = 256
+    sanity_runs: bool = Field(
+        default=True,
+        description="Run the checks that need extra attack runs (an unbounded attack on up to 100 samples, "
+        "the first budgeted attack at twice its budget on up to 200, AutoAttack fast against standard); "
+        "false leaves them out of the report's checks.",
+    )
 
 
 class EvasionJobSpec(JobSpecBase):

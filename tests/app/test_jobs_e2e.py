@@ -158,6 +158,23 @@ def test_idempotency_key_returns_the_same_job_and_refuses_a_different_spec(api, 
     wait_for(api, f"/v1/jobs/{first['id']}", tenant, TERMINAL)
 
 
+def test_sanity_runs_are_on_by_default_and_can_be_left_out(api, tenant, model):
+    def checks(**params: object) -> set[str]:
+        spec = evasion_spec(model["id"], [PGD], max_samples=30)
+        spec["params"] |= params
+        job = wait_for(
+            api, f"/v1/jobs/{api.post('/v1/jobs', headers=tenant, json=spec).json()['id']}", tenant, TERMINAL
+        )
+        assert job["status"] == "succeeded", job
+        report = api.get(f"/v1/jobs/{job['id']}/report", headers=tenant).json()
+        return {check["name"] for check in report["checks"]}
+
+    extra_runs = {"unbounded_attack_breaks_everything", "more_iterations_change_little"}
+    assert extra_runs <= checks()
+    left = checks(sanity_runs=False)
+    assert not extra_runs & left and left  # the checks that need no extra run remain
+
+
 def test_list_jobs_filters_and_paginates(api, tenant, make_key, digits_onnx):
     other = make_key("pagination-tenant")
     ready = ready_model(api, other, digits_onnx)

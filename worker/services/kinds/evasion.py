@@ -30,6 +30,7 @@ def run(spec: EvasionJobSpec, target: Target, data: JobData, env: RunEnv) -> Out
         device=env.device,
         progress=env.progress,
         black_box=target.black_box_model(),
+        sanity_runs=params.sanity_runs,
     )
     return outcome_of(outcome)
 

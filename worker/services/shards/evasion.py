@@ -55,6 +55,6 @@ def merge(spec: EvasionJobSpec, target: Target, data: JobData, env: RunEnv, piec
         model, data.held_out.x[:limit], data.held_out.y[:limit], spec.params.attacks,
         [slice_from_bytes(piece) for piece in pieces], input_range=target.signature.input_range,
         batch_size=spec.params.batch_size, seed=env.seed, device=env.device, progress=env.progress,
-        black_box=target.black_box_model(),
+        black_box=target.black_box_model(), sanity_runs=spec.params.sanity_runs,
     )  # fmt: skip
     return outcome_of(outcome)

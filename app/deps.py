@@ -1,7 +1,8 @@
 """FastAPI dependencies: a session per request and the caller's service context."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -58,11 +59,7 @@ async def _authenticate(request: Request, session: Session) -> ServiceContext:
     A key resolved in the last few seconds (settings.api_key_cache_s) costs a dictionary look-up on the
     event loop; only a cache miss reads the key from the database, in the thread pool.
     """
-    key_hash = bearer_key_hash(request.headers.get("authorization"))
-    cache: KeyCache = request.app.state.key_cache
-    caller = cache.get(key_hash)
-    if caller is None:
-        caller = await run_in_threadpool(cache.resolve, session, key_hash)
+    caller = await _caller(request, lambda cache, key_hash: cache.resolve(session, key_hash))
     return ServiceContext(
         session=session,
         tenant_id=caller.tenant_id,
@@ -99,6 +96,15 @@ class Reader:
     engine: Engine
 
 
+async def _caller(request: Request, resolve_miss: Callable[[KeyCache, str], Caller]) -> Caller:
+    """The caller of the request's key: from the key cache on the event loop, else `resolve_miss` (a
+    database look-up) in the thread pool; 401 without a valid key."""
+    key_hash = bearer_key_hash(request.headers.get("authorization"))
+    cache: KeyCache = request.app.state.key_cache
+    cached = cache.get(key_hash)
+    return cached if cached is not None else await run_in_threadpool(resolve_miss, cache, key_hash)
+
+
 def _resolve_key(factory: sessionmaker[Session], cache: KeyCache, key_hash: str) -> Caller:
     """A key cache miss, in a session of its own (opened and closed in the calling thread)."""
     with factory() as session:
@@ -111,13 +117,8 @@ async def get_reader(
 ) -> Reader:
     """The authenticated caller of a read without a session: no session object, no generator dependency
     to unwind; a cached key costs a dictionary look-up on the event loop; 401 without a valid key."""
-    key_hash = bearer_key_hash(request.headers.get("authorization"))
     state = request.app.state
-    caller = state.key_cache.get(key_hash)
-    if caller is None:
-        caller = await run_in_threadpool(
-            _resolve_key, state.autocommit_session_factory, state.key_cache, key_hash
-        )
+    caller = await _caller(request, partial(_resolve_key, state.autocommit_session_factory))
     return Reader(tenant_id=caller.tenant_id, engine=state.autocommit_engine)
 
 

@@ -1,9 +1,7 @@
 """A prepared defense as bytes: another worker restores it (final and baseline ONNX) without retraining."""
 
-import io
-import json
 from collections.abc import Callable
-from typing import Any, Unpack
+from typing import Unpack
 
 import numpy as np
 import torch
@@ -15,6 +13,7 @@ from worker.engine.defense.evaluation import module_classifier
 from worker.engine.defense.job_checks import default_load
 from worker.engine.defense.registry import build_defense
 from worker.engine.defense.runner import DefenseInputs, PreparedDefense
+from worker.engine.npz_bytes import npz_bytes, read_npz_bytes
 from worker.engine.progress import ProgressTracker
 
 
@@ -37,14 +36,11 @@ def prepared_to_bytes(prepared: PreparedDefense, export: Callable[[nn.Module], b
         "baseline_training": hardened.baseline.training if hardened.baseline is not None else None,
         "export_checks": prepared.export_checks,
     }
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
-        onnx=np.frombuffer(prepared.onnx or b"", dtype=np.uint8),
-        baseline=np.frombuffer(baseline_onnx, dtype=np.uint8),
-    )
-    return buffer.getvalue()
+    arrays = {
+        "onnx": np.frombuffer(prepared.onnx or b"", dtype=np.uint8),
+        "baseline": np.frombuffer(baseline_onnx, dtype=np.uint8),
+    }
+    return npz_bytes(arrays, meta)
 
 
 def restore_prepared(
@@ -62,8 +58,7 @@ def restore_prepared(
     undefended_classify, load_exported = inputs.get("undefended_classify"), inputs.get("load_exported")
     input_range = inputs.get("input_range", (0.0, 1.0))
     device = inputs.get("device") or torch.device("cpu")
-    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
-        meta: dict[str, Any] = json.loads(stored["meta"].tobytes().decode())
+    with read_npz_bytes(data) as (stored, meta):
         onnx, baseline_onnx = stored["onnx"].tobytes(), stored["baseline"].tobytes()
     defense = build_defense(spec)
     attacks = evaluation_attacks(spec, evaluation, input_range)

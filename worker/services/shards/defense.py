@@ -11,8 +11,6 @@ Random streams are keyed by the seed and sample position, so the figures do not 
 Backdoor repairs and evaluations of one slice stay in one piece (the unsplit executor).
 """
 
-import io
-import json
 import math
 from typing import Any
 
@@ -35,6 +33,7 @@ from worker.engine.defense.runner import (
     prepare_defense,
     slice_units,
 )
+from worker.engine.npz_bytes import npz_bytes, read_npz_bytes
 from worker.engine.progress import ProgressTracker
 from worker.services.context import JobData, RunEnv
 from worker.services.kinds.defense import (
@@ -85,24 +84,17 @@ def prepare(spec: DefenseJobSpec, target: Target, data: JobData, env: RunEnv) ->
     with engine_failures():
         prepared = prepare_defense(_evaluated(spec), spec.params.evaluation, count_evaluation=False, **inputs)
         stored = prepared_to_bytes(prepared, graph.export)
-    intakes = json.dumps(graph.intake_records(), sort_keys=True).encode()
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        prepared=np.frombuffer(stored, dtype=np.uint8),
-        intakes=np.frombuffer(intakes, dtype=np.uint8),
-    )
-    return buffer.getvalue()
+    return npz_bytes({"prepared": np.frombuffer(stored, dtype=np.uint8)}, graph.intake_records())
 
 
 def _restore(
     spec: DefenseJobSpec, target: Target, data: JobData, env: RunEnv, data_bytes: bytes
 ) -> tuple[PreparedDefense, DefenseGraph]:
     """The prepared defense `prepare` stored, and a graph that knows its exports' intake reports."""
-    with np.load(io.BytesIO(data_bytes), allow_pickle=False) as stored:
-        prepared_bytes, intakes = stored["prepared"].tobytes(), stored["intakes"].tobytes()
+    with read_npz_bytes(data_bytes) as (stored, intakes):
+        prepared_bytes = stored["prepared"].tobytes()
     graph = DefenseGraph(target, env.seed)
-    graph.remember(json.loads(intakes.decode()))
+    graph.remember(intakes)
     inputs = defense_inputs(spec, target, data, env, graph)
     with engine_failures():
         prepared = restore_prepared(prepared_bytes, _evaluated(spec), spec.params.evaluation, **inputs)

@@ -22,6 +22,9 @@ from app.services.models import get_model
 from app.services.pagination import fetch_page
 from app.settings import Settings
 
+# A split job's progress: its shards fill this share, the merge after the last shard the rest.
+SHARDS_SHARE = 0.95
+
 log = logging.getLogger("gauntlet.jobs")
 # A job as the view reads it: the ORM object, or a row of STATUS_COLUMNS (the same attribute names).
 JobRow = Job | Row[Any]
@@ -234,8 +237,7 @@ def _shards(connection: Connection | Session | None, job: JobRow) -> tuple[list[
         for index, state, worker, attempts, started, finished, _ in rows
     ]
     done = sum(1.0 if row.state == "succeeded" else row.progress for row in rows)
-    # The merge after the last shard takes the last few percent.
-    return views, 0.95 * done / len(rows) if rows else None
+    return views, SHARDS_SHARE * done / len(rows) if rows else None
 
 
 def job_view(job: Job) -> JobView:

@@ -7,6 +7,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from app.orm import Artifact, Job, ModelRecord, utcnow
+from app.services.jobs import SHARDS_SHARE
 from app.storage import put_blob
 from worker.engine.errors import EngineError
 from worker.runtime import WorkerRuntime
@@ -113,8 +114,8 @@ def _merge(rt: WorkerRuntime, claim: Claim, reporter: ProgressReporter) -> JobOu
     """Load the job's inputs and merge its shards' partial results into the job's output."""
 
     def merging(fraction: float, stage: str) -> None:
-        """The merge's progress: the last 5 percent, under the stage that tells the reconciler it runs."""
-        reporter(0.95 + 0.05 * fraction, MERGING)
+        """The merge's progress: what the shards leave, under the stage that tells the reconciler it runs."""
+        reporter(SHARDS_SHARE + (1 - SHARDS_SHARE) * fraction, MERGING)
 
     job = load_job(rt, claim.job_id, merging)
     try:

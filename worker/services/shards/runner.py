@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.orm import Blob, Job, JobShard, utcnow
+from app.services.jobs import SHARDS_SHARE
 from app.storage import put_blob, rowcount
 from worker.runtime import WorkerRuntime
 from worker.services.context import JobData, RunEnv
@@ -102,7 +103,7 @@ def _prepare(
     prepare: Callable[[Any, Target, JobData, RunEnv], bytes], job: LoadedJob, pieces: int
 ) -> Prepared:
     """Run the kind's prepare step; its progress fills the share shard 0 will hold of the job's."""
-    share, progress = 0.95 / (pieces + 1), job.env.progress
+    share, progress = SHARDS_SHARE / (pieces + 1), job.env.progress
     env = replace(job.env, progress=lambda fraction, stage: progress(share * fraction, stage))
     started = utcnow()
     return Prepared(prepare(job.spec, job.target, job.data, env), started)
@@ -271,7 +272,7 @@ def take_merge(rt: WorkerRuntime, job_id: str) -> Claim | None:
                 update(Job)
                 .where(Job.id == job_id, Job.status == "running", Job.stage != MERGING, ~unfinished)
                 .where(Job.cancel_requested.is_(False))
-                .values(stage=MERGING, progress=0.95, heartbeat_at=utcnow())
+                .values(stage=MERGING, progress=SHARDS_SHARE, heartbeat_at=utcnow())
             )
         )
         session.commit()
